@@ -1,0 +1,162 @@
+//! The admin socket's HTTP/1.1, sans-IO: parse one request (with a bounded body), encode one
+//! response. One request per connection, answered with `Connection: close`: the admin API is
+//! low-rate, and `curl --unix-socket` and the CLI both expect exactly this.
+
+use serde_json::{Value, json};
+
+use crate::ws::handshake::status_text;
+
+const MAX_HEADERS: usize = 32;
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn query_first(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug)]
+pub enum Parse {
+    Partial,
+    Done(Request),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(status: u16, v: &Value) -> Response {
+        let mut body = serde_json::to_vec(v).unwrap_or_default();
+        body.push(b'\n');
+        Response {
+            status,
+            content_type: "application/json",
+            body,
+        }
+    }
+
+    pub fn error(status: u16, msg: impl AsRef<str>) -> Response {
+        Response::json(status, &json!({ "error": msg.as_ref() }))
+    }
+
+    pub fn text(status: u16, content_type: &'static str, body: String) -> Response {
+        Response {
+            status,
+            content_type,
+            body: body.into_bytes(),
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.status,
+            status_text(self.status),
+            self.content_type,
+            self.body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+/// Reads one request from the bytes received so far.
+pub fn parse(buf: &[u8], max_body: usize) -> Result<Parse, Response> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(Response::error(431, "request head too large"));
+        }
+        Ok(httparse::Status::Partial) => return Ok(Parse::Partial),
+        Err(e) => return Err(Response::error(400, format!("malformed HTTP request: {e}"))),
+    };
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
+    };
+    if header("transfer-encoding").is_some() {
+        return Err(Response::error(
+            411,
+            "chunked bodies are not supported: send Content-Length",
+        ));
+    }
+    let len = match header("content-length") {
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| Response::error(400, "invalid Content-Length"))?,
+        None => 0,
+    };
+    if len > max_body {
+        return Err(Response::error(
+            413,
+            format!("body of {len} bytes is over the {max_body}-byte limit"),
+        ));
+    }
+    if buf.len() < head + len {
+        return Ok(Parse::Partial);
+    }
+    let target = req.path.unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    Ok(Parse::Done(Request {
+        method: req.method.unwrap_or("").to_string(),
+        path: path.to_string(),
+        query: form_urlencoded::parse(query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+        body: buf[head..head + len].to_vec(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_body_and_query() {
+        let raw = b"POST /publish?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd";
+        assert!(matches!(
+            parse(&raw[..raw.len() - 1], 100),
+            Ok(Parse::Partial)
+        ));
+        let Ok(Parse::Done(r)) = parse(raw, 100) else {
+            panic!()
+        };
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.path, "/publish");
+        assert_eq!(r.query_first("x"), Some("1"));
+        assert_eq!(r.body, b"abcd");
+    }
+
+    #[test]
+    fn refusals() {
+        let big = b"POST / HTTP/1.1\r\nContent-Length: 1000\r\n\r\n";
+        assert_eq!(parse(big, 100).unwrap_err().status, 413);
+        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(parse(chunked, 100).unwrap_err().status, 411);
+        assert_eq!(parse(b"\x00\x01\r\n\r\n", 100).unwrap_err().status, 400);
+        let r = Response::error(404, "no such route").to_bytes();
+        let s = String::from_utf8(r).unwrap();
+        assert!(s.starts_with("HTTP/1.1 404 Not Found\r\n"));
+        assert!(s.ends_with("{\"error\":\"no such route\"}\n"));
+    }
+}

@@ -1,0 +1,102 @@
+//! The local admin socket: HTTP/1.1 over a Unix domain socket, mode 0600, served by plain
+//! blocking threads (it is low-rate, and keeping it off the reactors keeps them epoll-free).
+//! Also the client side the CLI uses.
+
+pub mod api;
+pub mod http;
+
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::Api;
+use http::Parse;
+
+/// Largest publish body accepted over the admin socket.
+const MAX_BODY: usize = 1 << 20;
+/// A client that sends nothing for this long is dropped.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds the socket (replacing a stale one), restricts it to its owner, and serves it on a
+/// thread.
+pub fn serve(path: &Path, api: Api) -> io::Result<std::thread::JoinHandle<()>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        // A live server answers; a stale socket file from a crashed one does not.
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("another server is listening on {}", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let api = Arc::new(api);
+    std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let api = api.clone();
+                let _ = std::thread::Builder::new()
+                    .name("admin-conn".into())
+                    .spawn(move || serve_one(stream, &api));
+            }
+        })
+}
+
+fn serve_one(mut stream: UnixStream, api: &Api) {
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let resp = loop {
+        match http::parse(&buf, MAX_BODY) {
+            Ok(Parse::Done(req)) => break api.handle(&req),
+            Err(r) => break r,
+            Ok(Parse::Partial) => {}
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let _ = stream.write_all(&resp.to_bytes());
+}
+
+/// The CLI's side: sends one request, returns the status and body.
+pub fn request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<(u16, Vec<u8>), String> {
+    let mut s = UnixStream::connect(socket).map_err(|e| {
+        format!(
+            "cannot reach the admin socket {}: {e} (is `ringcast serve` running? pass --admin-socket or --config)",
+            socket.display()
+        )
+    })?;
+    let body = body.unwrap_or(b"");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: ringcast\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    s.write_all(&req).map_err(|e| e.to_string())?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).map_err(|e| e.to_string())?;
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut r = httparse::Response::new(&mut headers);
+    match r.parse(&resp) {
+        Ok(httparse::Status::Complete(n)) => Ok((r.code.unwrap_or(0), resp[n..].to_vec())),
+        _ => Err("malformed answer from the admin socket".into()),
+    }
+}

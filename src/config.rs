@@ -1,0 +1,295 @@
+//! Configuration: flags > `RINGCAST_*` environment > TOML file > defaults.
+//!
+//! clap resolves flags and environment together (a flag wins over its variable); `merge` lays
+//! what they set over the TOML file, which `serde` has already laid over the defaults. Without a
+//! file the server runs on an embedded default with authentication off.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    pub limits: Limits,
+    pub auth: Auth,
+    pub projects: BTreeMap<String, Project>,
+    pub cluster: Cluster,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Server {
+    pub listen: String,
+    /// The WebSocket endpoint (raw and STOMP sessions).
+    pub path: String,
+    /// Whether `echo_path` echoes messages back (what the Autobahn suite drives).
+    pub echo: bool,
+    pub echo_path: String,
+    /// 0 = one per core, more when `max_connections` needs more fd tables.
+    pub shards: usize,
+    pub max_connections: usize,
+    /// Unset = a per-user runtime directory (see `default_admin_socket`).
+    pub admin_socket: Option<PathBuf>,
+    /// Force the single-shot io_uring path (what 5.10–5.18 kernels get).
+    pub io_compat: bool,
+    /// Per shard: read buffers shared by all its connections (a power of two) and their size.
+    pub read_buffers: u16,
+    pub read_buffer_size: u32,
+    pub ring_entries: u32,
+    /// If non-empty, upgrades whose `Origin` is not listed get 403.
+    pub allowed_origins: Vec<String>,
+    /// On SIGTERM, how long sessions get to answer our close before the process exits.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: "127.0.0.1:8080".into(),
+            path: "/ws".into(),
+            echo: false,
+            echo_path: "/echo".into(),
+            shards: 0,
+            max_connections: 100_000,
+            admin_socket: None,
+            io_compat: false,
+            read_buffers: 512,
+            read_buffer_size: 4096,
+            ring_entries: 4096,
+            allowed_origins: Vec::new(),
+            shutdown_grace_ms: 3000,
+        }
+    }
+}
+
+/// What to do with a session whose send queue is full (it is not reading).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowPolicy {
+    /// Drop the oldest queued message (never the one being written) and count it.
+    DropOldest,
+    /// Close the session with 1008.
+    Close,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub handshake_timeout_ms: u64,
+    pub max_header_bytes: usize,
+    pub max_message_bytes: usize,
+    /// Messages queued per session beyond the one being written.
+    pub send_queue: usize,
+    pub slow_consumer: SlowPolicy,
+    /// How long our close frame waits for the peer's before the socket is dropped.
+    pub close_timeout_ms: u64,
+    pub max_topics_per_session: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout_ms: 10_000,
+            max_header_bytes: 8192,
+            max_message_bytes: 64 * 1024,
+            send_queue: 1024,
+            slow_consumer: SlowPolicy::DropOldest,
+            close_timeout_ms: 2000,
+            max_topics_per_session: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    pub enabled: bool,
+    pub user_claim: String,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            enabled: true,
+            user_claim: "sub".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Project {
+    pub jwt_alg: Option<String>,
+    pub jwt_secret: Option<String>,
+    pub jwt_public_key: Option<PathBuf>,
+    pub jwt_private_key: Option<PathBuf>,
+    pub client_publish: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cluster {
+    pub redis: Option<String>,
+}
+
+/// Settings given as flags or `RINGCAST_*` variables; `None` = not given.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub shards: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub admin_socket: Option<PathBuf>,
+    pub no_auth: bool,
+    pub echo: bool,
+    pub io_compat: bool,
+    pub redis: Option<String>,
+}
+
+impl Config {
+    /// The embedded default: no file, authentication off (the server warns loudly).
+    pub fn embedded() -> Config {
+        let mut c = Config::default();
+        c.auth.enabled = false;
+        c
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+
+    /// Loads the file if given (else the embedded default) and applies overrides.
+    pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config, String> {
+        let mut c = match file {
+            Some(p) => Config::from_file(p)?,
+            None => Config::embedded(),
+        };
+        c.merge(o);
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn merge(&mut self, o: &Overrides) {
+        if let Some(v) = &o.listen {
+            self.server.listen = v.clone();
+        }
+        if let Some(v) = o.shards {
+            self.server.shards = v;
+        }
+        if let Some(v) = o.max_connections {
+            self.server.max_connections = v;
+        }
+        if let Some(v) = &o.admin_socket {
+            self.server.admin_socket = Some(v.clone());
+        }
+        if o.no_auth {
+            self.auth.enabled = false;
+        }
+        if o.echo {
+            self.server.echo = true;
+        }
+        if o.io_compat {
+            self.server.io_compat = true;
+        }
+        if let Some(v) = &o.redis {
+            self.cluster.redis = Some(v.clone());
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.server
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("server.listen {:?}: {e}", self.server.listen))?;
+        if !self.server.read_buffers.is_power_of_two() || self.server.read_buffers > 32768 {
+            return Err("server.read_buffers must be a power of two ≤ 32768".into());
+        }
+        if self.server.read_buffer_size < 512 {
+            return Err("server.read_buffer_size must be at least 512".into());
+        }
+        if !self.server.path.starts_with('/') || !self.server.echo_path.starts_with('/') {
+            return Err("server.path and server.echo_path must start with /".into());
+        }
+        if self.limits.send_queue == 0 {
+            return Err("limits.send_queue must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The admin socket path: configured, or the per-user default.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.server
+            .admin_socket
+            .clone()
+            .unwrap_or_else(default_admin_socket)
+    }
+
+    pub fn to_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.server.admin_socket = Some(self.admin_socket());
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+/// `$XDG_RUNTIME_DIR/ringcast/admin.sock`, else `/run/ringcast/admin.sock` for root, else a
+/// per-user directory under the temp dir.
+pub fn default_admin_socket() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("ringcast/admin.sock");
+    }
+    let uid = nix::unistd::getuid();
+    if uid.is_root() {
+        return PathBuf::from("/run/ringcast/admin.sock");
+    }
+    std::env::temp_dir().join(format!("ringcast-{uid}/admin.sock"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_overrides() {
+        let dir = std::env::temp_dir().join(format!("ringcast-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(
+            &f,
+            "[server]\nlisten = \"127.0.0.1:9000\"\nshards = 3\n[projects.demo]\njwt_alg = \"HS256\"\njwt_secret = \"s\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f), &Overrides::default()).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:9000");
+        assert_eq!(c.server.shards, 3);
+        assert!(c.auth.enabled, "a config file keeps auth on by default");
+        let o = Overrides {
+            shards: Some(5),
+            no_auth: true,
+            ..Default::default()
+        };
+        let c = Config::load(Some(&f), &o).unwrap();
+        assert_eq!(c.server.shards, 5);
+        assert!(!c.auth.enabled);
+        assert!(c.to_toml().contains("[projects.demo]"));
+        std::fs::write(&f, "[server]\nlisten = 1\n").unwrap();
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        std::fs::write(&f, "[server]\nlistn = \"x\"\n").unwrap();
+        assert!(
+            Config::load(Some(&f), &Overrides::default())
+                .unwrap_err()
+                .contains("listn")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn embedded_default_has_auth_off() {
+        let c = Config::load(None, &Overrides::default()).unwrap();
+        assert!(!c.auth.enabled);
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+    }
+}

@@ -1,0 +1,137 @@
+use super::*;
+use crate::ws::frame::encode_masked;
+
+const UPGRADE: &str = "GET /ws?topic=a&topic=b&project=P HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+fn cfg() -> Config {
+    let mut c = Config::embedded();
+    c.server.echo = true;
+    c
+}
+
+fn feed(s: &mut Session, bytes: &[u8]) -> Vec<Output> {
+    let mut out = Vec::new();
+    s.on_bytes(&mut bytes.to_vec(), &cfg(), &mut out);
+    out
+}
+
+fn sent(out: &[Output]) -> Vec<Vec<u8>> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send(b) => Some(b.to_vec()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn topic(t: &str) -> Output {
+    Output::Subscribe(Dest::Topic {
+        project: "P".into(),
+        topic: t.into(),
+    })
+}
+
+#[test]
+fn raw_upgrade_subscribes_and_frames_follow_in_the_same_read() {
+    let mut s = Session::default();
+    let mut bytes = UPGRADE.as_bytes().to_vec();
+    bytes.extend(encode_masked(Opcode::Text, true, b"hi", [1, 2, 3, 4]));
+    let out = feed(&mut s, &bytes);
+    assert!(out.contains(&Output::Upgraded));
+    assert!(out.contains(&topic("a")) && out.contains(&topic("b")));
+    assert!(out.contains(&Output::Received));
+    assert!(s.is_open());
+    assert_eq!(s.buffered(), 0);
+}
+
+#[test]
+fn byte_at_a_time_handshake_and_frame() {
+    let mut s = Session::default();
+    let mut all = Vec::new();
+    for b in UPGRADE.bytes() {
+        all.extend(feed(&mut s, &[b]));
+    }
+    assert!(all.contains(&Output::Upgraded));
+    for b in encode_masked(Opcode::Ping, true, b"p", [5, 6, 7, 8]) {
+        all.extend(feed(&mut s, &[b]));
+    }
+    assert_eq!(sent(&all).last().unwrap(), b"\x8a\x01p");
+    assert_eq!(s.buffered(), 0, "an idle connection holds no buffer");
+}
+
+#[test]
+fn echo_mode_echoes() {
+    let mut s = Session::default();
+    feed(&mut s, UPGRADE.replace("/ws?", "/echo?").as_bytes());
+    let out = feed(&mut s, &encode_masked(Opcode::Binary, true, b"xyz", [9; 4]));
+    assert_eq!(sent(&out), [b"\x82\x03xyz".to_vec()]);
+}
+
+#[test]
+fn bad_requests_get_http_errors() {
+    for (req, status) in [
+        (UPGRADE.replace("/ws?", "/nope?"), "404"),
+        (UPGRADE.replace("topic=b", "topic="), "400"),
+        (
+            UPGRADE.replace(
+                "Host: x\r\n",
+                "Host: x\r\nSec-WebSocket-Protocol: v12.stomp\r\n",
+            ),
+            "501",
+        ),
+    ] {
+        let mut s = Session::default();
+        let out = feed(&mut s, req.as_bytes());
+        let resp = String::from_utf8(sent(&out)[0].clone()).unwrap();
+        assert!(resp.starts_with(&format!("HTTP/1.1 {status}")), "{resp}");
+        assert_eq!(out.last(), Some(&Output::Close));
+    }
+}
+
+#[test]
+fn protocol_errors_close_with_codes() {
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (b"\x81\x02hi".to_vec(), 1002),
+        (encode_masked(Opcode::Text, true, b"\xff", [1; 4]), 1007),
+        (
+            encode_masked(Opcode::Binary, true, &[0; 70000], [1; 4]),
+            1009,
+        ),
+    ];
+    for (bytes, code) in cases {
+        let mut s = Session::default();
+        feed(&mut s, UPGRADE.as_bytes());
+        let out = feed(&mut s, &bytes);
+        let close = &sent(&out)[0];
+        assert_eq!(close[0], 0x88);
+        assert_eq!(u16::from_be_bytes([close[2], close[3]]), code);
+        assert!(out.contains(&Output::ProtocolError));
+        // Nothing more is read after a failure.
+        assert!(feed(&mut s, &encode_masked(Opcode::Ping, true, b"", [1; 4])).is_empty());
+    }
+}
+
+#[test]
+fn close_handshake_both_ways() {
+    // Client-initiated: we echo the code and close.
+    let mut s = Session::default();
+    feed(&mut s, UPGRADE.as_bytes());
+    let out = feed(
+        &mut s,
+        &encode_masked(Opcode::Close, true, b"\x03\xe8", [1; 4]),
+    );
+    assert_eq!(sent(&out), [b"\x88\x02\x03\xe8".to_vec()]);
+    assert_eq!(out.last(), Some(&Output::Close));
+    // Server-initiated: we wait for the peer's close, ignoring data meanwhile.
+    let mut s = Session::default();
+    feed(&mut s, UPGRADE.as_bytes());
+    let mut out = Vec::new();
+    s.close(1001, "going away", &mut out);
+    assert!(out.contains(&Output::AwaitClose));
+    assert!(feed(&mut s, &encode_masked(Opcode::Text, true, b"late", [1; 4])).is_empty());
+    let out = feed(
+        &mut s,
+        &encode_masked(Opcode::Close, true, b"\x03\xe9", [1; 4]),
+    );
+    assert_eq!(out, [Output::Close]);
+}

@@ -1,0 +1,283 @@
+//! The hub: how a publish reaches every shard, and each shard's index of who listens to what.
+//!
+//! A publish is encoded once into a shared frame and handed to every shard over its
+//! `crossbeam-channel`, followed by a write to the shard's eventfd (a read of which the shard
+//! keeps pending in its ring: the wake-up needs no epoll). Each shard answers with how many of
+//! its sessions the message reached. Subscriptions are shard-local: no lock is ever shared
+//! between reactors, and subscribing or leaving touches only the destinations involved.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+/// A destination inside a project. Topics and user queues are separate namespaces.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Dest {
+    Topic {
+        project: String,
+        topic: String,
+    },
+    /// `/user/queue/NAME` of one user: every session of that user subscribed to it.
+    User {
+        project: String,
+        user: String,
+        queue: String,
+    },
+}
+
+impl Dest {
+    /// The index key: the namespaces cannot collide because of the leading tag and the NULs,
+    /// which no project, topic or user name may contain.
+    fn key(&self) -> String {
+        match self {
+            Dest::Topic { project, topic } => format!("t\0{project}\0{topic}"),
+            Dest::User {
+                project,
+                user,
+                queue,
+            } => format!("u\0{project}\0{user}\0{queue}"),
+        }
+    }
+}
+
+/// One message on its way to every shard.
+#[derive(Debug)]
+pub struct Publish {
+    pub dest: Dest,
+    /// The encoded WebSocket frame, identical for every raw-mode recipient.
+    pub frame: Bytes,
+}
+
+pub enum Command {
+    Publish {
+        msg: Arc<Publish>,
+        reply: Sender<usize>,
+    },
+    /// Close every session of `user` in `project` (code 1008, "disconnected by the server").
+    Disconnect {
+        project: String,
+        user: String,
+        reply: Sender<usize>,
+    },
+    /// Stop accepting, close every session with 1001, exit after the grace period.
+    Shutdown,
+}
+
+/// What a shard keeps of the hub: its queue and its wake-up eventfd.
+pub struct Inbox {
+    pub rx: Receiver<Command>,
+    pub wake: Arc<EventFd>,
+}
+
+struct Link {
+    tx: Sender<Command>,
+    wake: Arc<EventFd>,
+}
+
+/// The sending side, shared by the admin API and signal handling.
+pub struct Hub {
+    links: Vec<Link>,
+}
+
+/// How long a publish waits for the shards' counts before answering without them.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Hub {
+    pub fn new(shards: usize) -> std::io::Result<(Hub, Vec<Inbox>)> {
+        let mut links = Vec::with_capacity(shards);
+        let mut inboxes = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let (tx, rx) = unbounded();
+            let wake = Arc::new(
+                EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC)
+                    .map_err(std::io::Error::from)?,
+            );
+            links.push(Link {
+                tx,
+                wake: wake.clone(),
+            });
+            inboxes.push(Inbox { rx, wake });
+        }
+        Ok((Hub { links }, inboxes))
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.links.len()
+    }
+
+    fn send(&self, link: &Link, cmd: Command) {
+        if link.tx.send(cmd).is_ok() {
+            // A failed write means the counter is saturated: the shard is awake anyway.
+            let _ = link.wake.write(1);
+        }
+    }
+
+    /// Fans `msg` out to every shard; returns how many sessions it reached, or an error if a
+    /// shard did not answer in time.
+    pub fn publish(&self, msg: Publish) -> Result<usize, String> {
+        let msg = Arc::new(msg);
+        self.ask(|reply| Command::Publish {
+            msg: msg.clone(),
+            reply,
+        })
+    }
+
+    pub fn disconnect(&self, project: &str, user: &str) -> Result<usize, String> {
+        self.ask(|reply| Command::Disconnect {
+            project: project.to_string(),
+            user: user.to_string(),
+            reply,
+        })
+    }
+
+    fn ask(&self, mut make: impl FnMut(Sender<usize>) -> Command) -> Result<usize, String> {
+        let (tx, rx) = bounded(self.links.len());
+        for link in &self.links {
+            self.send(link, make(tx.clone()));
+        }
+        drop(tx);
+        let mut total = 0;
+        for _ in 0..self.links.len() {
+            match rx.recv_timeout(REPLY_TIMEOUT) {
+                Ok(n) => total += n,
+                Err(_) => return Err("a shard did not answer in time".into()),
+            }
+        }
+        Ok(total)
+    }
+
+    pub fn shutdown(&self) {
+        for link in &self.links {
+            self.send(link, Command::Shutdown);
+        }
+    }
+}
+
+/// One shard's index: destination → the slab keys of its local subscribers.
+#[derive(Default)]
+pub struct Subscriptions {
+    ids: HashMap<String, u32>,
+    /// By id: the destination's key (to forget it in O(1)) and its members.
+    members: Vec<(String, HashSet<u32>)>,
+    free: Vec<u32>,
+}
+
+/// A handle to one destination in a shard's index; connections keep these, not names.
+pub type DestId = u32;
+
+impl Subscriptions {
+    /// Adds `conn` to `dest`; returns the destination's id (the same for every subscriber).
+    pub fn subscribe(&mut self, dest: &Dest, conn: u32) -> DestId {
+        let key = dest.key();
+        let id = match self.ids.get(&key) {
+            Some(&id) => id,
+            None => {
+                let id = match self.free.pop() {
+                    Some(id) => id,
+                    None => {
+                        self.members.push(Default::default());
+                        (self.members.len() - 1) as u32
+                    }
+                };
+                self.members[id as usize].0 = key.clone();
+                self.ids.insert(key, id);
+                id
+            }
+        };
+        self.members[id as usize].1.insert(conn);
+        id
+    }
+
+    /// Removes `conn` from destination `id`; the destination is forgotten with its last member.
+    pub fn unsubscribe(&mut self, id: DestId, conn: u32) {
+        let (key, set) = &mut self.members[id as usize];
+        set.remove(&conn);
+        if set.is_empty() {
+            *set = HashSet::new();
+            self.ids.remove(std::mem::take(key).as_str());
+            self.free.push(id);
+        }
+    }
+
+    /// Appends the subscribers of `dest` to `out`.
+    pub fn members_of(&self, dest: &Dest, out: &mut Vec<u32>) {
+        if let Some(&id) = self.ids.get(&dest.key()) {
+            out.extend(self.members[id as usize].1.iter().copied());
+        }
+    }
+
+    pub fn destinations(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(p: &str, t: &str) -> Dest {
+        Dest::Topic {
+            project: p.into(),
+            topic: t.into(),
+        }
+    }
+
+    #[test]
+    fn projects_and_namespaces_are_separate() {
+        let mut s = Subscriptions::default();
+        let a = s.subscribe(&topic("p1", "news"), 1);
+        s.subscribe(&topic("p2", "news"), 2);
+        s.subscribe(
+            &Dest::User {
+                project: "p1".into(),
+                user: "news".into(),
+                queue: "news".into(),
+            },
+            3,
+        );
+        assert_eq!(s.subscribe(&topic("p1", "news"), 4), a);
+        let mut out = Vec::new();
+        s.members_of(&topic("p1", "news"), &mut out);
+        out.sort();
+        assert_eq!(out, [1, 4]);
+        s.unsubscribe(a, 1);
+        s.unsubscribe(a, 4);
+        out.clear();
+        s.members_of(&topic("p1", "news"), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(s.destinations(), 2);
+        // The freed id is reused.
+        assert_eq!(s.subscribe(&topic("p3", "x"), 5), a);
+    }
+
+    #[test]
+    fn publish_collects_counts_from_every_shard() {
+        let (hub, inboxes) = Hub::new(3).unwrap();
+        let workers: Vec<_> = inboxes
+            .into_iter()
+            .enumerate()
+            .map(|(i, inbox)| {
+                std::thread::spawn(move || {
+                    if let Ok(Command::Publish { reply, .. }) = inbox.rx.recv() {
+                        assert_eq!(inbox.wake.read().unwrap(), 1);
+                        reply.send(i + 1).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let n = hub
+            .publish(Publish {
+                dest: topic("p", "t"),
+                frame: Bytes::from_static(b"x"),
+            })
+            .unwrap();
+        assert_eq!(n, 6);
+        for w in workers {
+            w.join().unwrap();
+        }
+    }
+}

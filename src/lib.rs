@@ -1,0 +1,14 @@
+//! ringcast: a WebSocket/STOMP push server on io_uring shards.
+//!
+//! Protocol cores (`ws`, `endpoint`, `admin::http`) are sans-IO; `reactor` is the only code that
+//! touches a ring, and `reactor::ring` the only code with `unsafe`.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod endpoint;
+pub mod hub;
+pub mod reactor;
+pub mod server;
+pub mod stats;
+pub mod ws;

@@ -1,0 +1,153 @@
+//! The `ringcast` command: `serve`, and the client subcommands on top of the admin socket.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use ringcast::cli;
+use ringcast::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "ringcast",
+    version,
+    about = "WebSocket/STOMP push server on io_uring"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// TOML configuration file.
+    #[arg(long, env = "RINGCAST_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// The admin Unix socket (default: from the config, else a per-user runtime dir).
+    #[arg(long, env = "RINGCAST_ADMIN_SOCKET", global = true)]
+    admin_socket: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server in the foreground.
+    Serve(Serve),
+    /// Publish to a topic or to a user's queue.
+    Push(Push),
+    /// Print the server's counters as JSON.
+    Stats,
+}
+
+#[derive(Args)]
+struct Serve {
+    /// WebSocket listen address.
+    #[arg(long, env = "RINGCAST_LISTEN")]
+    listen: Option<String>,
+    /// Reactor shards (0 = one per core; raised to what --max-connections needs).
+    #[arg(long, env = "RINGCAST_SHARDS")]
+    shards: Option<usize>,
+    #[arg(long, env = "RINGCAST_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Accept anonymous sessions (loudly warned about).
+    #[arg(long, env = "RINGCAST_NO_AUTH")]
+    no_auth: bool,
+    /// Serve the echo endpoint (/echo), for conformance testing.
+    #[arg(long, env = "RINGCAST_ECHO")]
+    echo: bool,
+    /// Force the single-shot io_uring path that pre-6.0 kernels get.
+    #[arg(long, env = "RINGCAST_IO_COMPAT")]
+    io_compat: bool,
+    /// Redis URL for clustering.
+    #[arg(long, env = "RINGCAST_REDIS")]
+    redis: Option<String>,
+    /// Print the merged configuration and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[derive(Args)]
+struct Push {
+    #[arg(long, conflicts_with_all = ["user", "queue"])]
+    topic: Option<String>,
+    #[arg(long, requires = "queue")]
+    user: Option<String>,
+    #[arg(long, requires = "user")]
+    queue: Option<String>,
+    #[arg(long, default_value = "default")]
+    project: String,
+    /// Print the admin API's JSON answer instead of a sentence.
+    #[arg(long)]
+    json: bool,
+    /// The message body; `-` reads it from standard input.
+    body: String,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RINGCAST_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringcast: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let common = cli.common;
+    match cli.cmd {
+        Cmd::Serve(s) => {
+            let o = Overrides {
+                listen: s.listen,
+                shards: s.shards,
+                max_connections: s.max_connections,
+                admin_socket: common.admin_socket,
+                no_auth: s.no_auth,
+                echo: s.echo,
+                io_compat: s.io_compat,
+                redis: s.redis,
+            };
+            let cfg = Config::load(common.config.as_deref(), &o)?;
+            if s.print_config {
+                print!("{}", cfg.to_toml());
+                return Ok(());
+            }
+            ringcast::server::run(cfg)
+        }
+        Cmd::Push(p) => {
+            let socket = cli::admin_socket(common.config.as_deref(), common.admin_socket)?;
+            let n = cli::push::run(
+                &socket,
+                &cli::push::PushArgs {
+                    project: &p.project,
+                    topic: p.topic.as_deref(),
+                    user: p.user.as_deref(),
+                    queue: p.queue.as_deref(),
+                    body: &p.body,
+                },
+            )?;
+            if p.json {
+                println!("{{\"sessions\":{n}}}");
+            } else {
+                println!("reached {n} session{}", if n == 1 { "" } else { "s" });
+            }
+            Ok(())
+        }
+        Cmd::Stats => {
+            let socket = cli::admin_socket(common.config.as_deref(), common.admin_socket)?;
+            let v = cli::stats::run(&socket)?;
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            Ok(())
+        }
+    }
+}

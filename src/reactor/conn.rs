@@ -1,0 +1,101 @@
+//! What one connection keeps in its shard's slab. Kept small on purpose: an idle connection is
+//! this struct and nothing else (no read buffer, no pending timer object, no task).
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use bytes::Bytes;
+
+use crate::endpoint::Session;
+use crate::hub::DestId;
+
+pub struct Conn {
+    pub fd: OwnedFd,
+    /// Distinguishes this connection from earlier ones that used the same slab slot, so a
+    /// stale timer entry cannot touch it.
+    pub epoch: u32,
+    flags: u8,
+    /// Frames waiting for the one send in flight to finish (ordering needs one at a time).
+    pub queue: VecDeque<Bytes>,
+    pub subs: Vec<DestId>,
+    pub session: Session,
+}
+
+const RECV_ARMED: u8 = 1;
+const SENDING: u8 = 2;
+/// Close the socket as soon as the queue is written.
+const CLOSE_AFTER_FLUSH: u8 = 4;
+/// The socket is shut down; the entry goes once no operation references it.
+const SHUT: u8 = 8;
+
+impl Conn {
+    pub fn new(fd: OwnedFd, epoch: u32) -> Conn {
+        Conn {
+            fd,
+            epoch,
+            flags: 0,
+            queue: VecDeque::new(),
+            subs: Vec::new(),
+            session: Session::default(),
+        }
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn set(&mut self, f: u8, on: bool) {
+        if on {
+            self.flags |= f;
+        } else {
+            self.flags &= !f;
+        }
+    }
+
+    pub fn recv_armed(&self) -> bool {
+        self.flags & RECV_ARMED != 0
+    }
+    pub fn set_recv_armed(&mut self, on: bool) {
+        self.set(RECV_ARMED, on);
+    }
+    pub fn sending(&self) -> bool {
+        self.flags & SENDING != 0
+    }
+    pub fn set_sending(&mut self, on: bool) {
+        self.set(SENDING, on);
+    }
+    pub fn close_after_flush(&self) -> bool {
+        self.flags & CLOSE_AFTER_FLUSH != 0
+    }
+    pub fn set_close_after_flush(&mut self) {
+        self.set(CLOSE_AFTER_FLUSH, true);
+    }
+    pub fn is_shut(&self) -> bool {
+        self.flags & SHUT != 0
+    }
+
+    /// Shuts the socket down both ways, which also ends a pending (multishot) recv, and drops
+    /// whatever was still queued.
+    pub fn shut(&mut self) {
+        if !self.is_shut() {
+            self.set(SHUT, true);
+            self.queue = VecDeque::new();
+            let _ = nix::sys::socket::shutdown(self.raw_fd(), nix::sys::socket::Shutdown::Both);
+        }
+    }
+
+    /// No operation in the ring references this entry any more: it may be freed.
+    pub fn removable(&self) -> bool {
+        self.is_shut() && !self.recv_armed() && !self.sending()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn entry_stays_small() {
+        // The per-connection budget is a few hundred bytes including the slab's own overhead.
+        let size = std::mem::size_of::<super::Conn>();
+        assert!(size <= 128, "Conn grew to {size} bytes");
+    }
+}

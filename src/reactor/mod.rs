@@ -1,0 +1,517 @@
+//! A shard: one thread, its own fd table, its own io_uring, its own `SO_REUSEPORT` listener and
+//! its own slab of connections. It moves bytes between sockets and the sans-IO endpoint, fans
+//! publishes out to its local subscribers, and drives deadlines from one periodic timeout.
+
+pub mod conn;
+pub mod ring;
+pub mod timer;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+use slab::Slab;
+use socket2::{Domain, SockRef, Socket, Type};
+
+use crate::config::{Config, SlowPolicy};
+use crate::endpoint::Output;
+use crate::hub::{Command, Inbox, Subscriptions};
+use crate::stats::{ShardStats, Stats, now_ms};
+use crate::ws::CloseError;
+use conn::Conn;
+use ring::{BufferConfig, Event, Ring};
+use timer::{Kind, Wheel};
+
+/// The wheel's resolution: deadlines (handshake, close, heart-beats) are this precise.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Everything a shard thread starts from.
+pub struct ShardSpec {
+    pub id: usize,
+    pub cfg: Arc<Config>,
+    pub stats: Arc<Stats>,
+    pub inbox: Inbox,
+    pub addr: SocketAddr,
+    /// Connections this shard takes before answering 503.
+    pub capacity: usize,
+    pub core: Option<core_affinity::CoreId>,
+    /// Every shard (and the main thread) has its own fd table before anyone opens a socket.
+    pub tables_ready: Arc<Barrier>,
+    pub ready: Sender<Result<String, String>>,
+}
+
+/// Starts a shard thread; it reports on `spec.ready` once listening (or why it could not).
+pub fn spawn(spec: ShardSpec) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("shard-{}", spec.id))
+        .spawn(move || {
+            // A private fd table: each table gets the full `nofile`, which is how one process
+            // holds more sockets than the per-table cap. Done before any socket exists so no
+            // connection's fd is ever copied into another shard's table.
+            let unshared = nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES);
+            spec.tables_ready.wait();
+            if let Err(e) = unshared {
+                let _ = spec.ready.send(Err(format!("unshare(CLONE_FILES): {e}")));
+                return;
+            }
+            if let Some(core) = spec.core {
+                core_affinity::set_for_current(core);
+            }
+            let id = spec.id;
+            let ready = spec.ready.clone();
+            if let Err(e) = run(spec) {
+                tracing::error!(shard = id, "shard stopped: {e}");
+                let _ = ready.send(Err(format!("shard {id}: {e}")));
+            }
+        })
+}
+
+fn listener(addr: SocketAddr) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    s.listen(65535)?;
+    Ok(s)
+}
+
+fn run(spec: ShardSpec) -> io::Result<()> {
+    let cfg = spec.cfg.clone();
+    let listener = listener(spec.addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("listen on {}: {e}", spec.addr)))?;
+    let mut ring = Ring::new(
+        cfg.server.ring_entries,
+        BufferConfig {
+            count: cfg.server.read_buffers,
+            size: cfg.server.read_buffer_size,
+        },
+        cfg.server.io_compat,
+    )?;
+    let path = if ring.features().multishot {
+        "multishot accept/recv, buffer ring"
+    } else {
+        "single-shot accept/recv, provided buffers (compat)"
+    };
+    let mut shard = Shard {
+        id: spec.id,
+        stats: spec.stats.clone(),
+        cfg,
+        conns: Slab::new(),
+        subs: Subscriptions::default(),
+        wheel: Wheel::new(1024),
+        inbox: spec.inbox,
+        listener: Some(listener),
+        capacity: spec.capacity,
+        next_epoch: 0,
+        accept_paused: false,
+        accept_error_logged: false,
+        shutdown_at: None,
+        rearm: Vec::new(),
+        keys: Vec::new(),
+        out: Vec::new(),
+    };
+    shard.arm_accept(&mut ring);
+    ring.wait_wake(shard.inbox.wake.as_raw_fd());
+    ring.tick_after(TICK);
+    let _ = spec.ready.send(Ok(path.to_string()));
+    let mut scratch = Vec::with_capacity(shard.cfg.server.read_buffer_size as usize);
+    loop {
+        ring.run_once(&mut scratch, |ring, ev, data| {
+            shard.on_event(ring, ev, data)
+        })?;
+        for key in std::mem::take(&mut shard.rearm) {
+            if let Some(c) = shard.conns.get_mut(key as usize) {
+                if !c.is_shut() && !c.recv_armed() {
+                    c.set_recv_armed(true);
+                    ring.recv(c.raw_fd(), key);
+                }
+            }
+        }
+        if shard.finished() {
+            tracing::debug!(shard = shard.id, "shard done");
+            return Ok(());
+        }
+    }
+}
+
+struct Shard {
+    id: usize,
+    cfg: Arc<Config>,
+    stats: Arc<Stats>,
+    conns: Slab<Conn>,
+    subs: Subscriptions,
+    wheel: Wheel,
+    inbox: Inbox,
+    listener: Option<Socket>,
+    capacity: usize,
+    next_epoch: u32,
+    /// Accepting stopped after an error such as a full fd table; retried on the next tick.
+    accept_paused: bool,
+    accept_error_logged: bool,
+    /// Set on shutdown: the wheel tick after which the shard exits regardless.
+    shutdown_at: Option<u64>,
+    /// Connections whose recv ended for lack of buffers, re-armed after the batch.
+    rearm: Vec<u32>,
+    /// Reused scratch: subscriber keys of one publish, outputs of one read.
+    keys: Vec<u32>,
+    out: Vec<Output>,
+}
+
+fn ticks(ms: u64) -> u64 {
+    (ms / TICK.as_millis() as u64).max(1)
+}
+
+impl Shard {
+    fn st(&self) -> &ShardStats {
+        &self.stats.shards[self.id]
+    }
+
+    fn finished(&self) -> bool {
+        match self.shutdown_at {
+            Some(at) => self.conns.is_empty() || self.wheel.now() >= at,
+            None => false,
+        }
+    }
+
+    fn arm_accept(&mut self, ring: &mut Ring) {
+        if let Some(l) = &self.listener {
+            ring.accept(l.as_raw_fd());
+        }
+    }
+
+    fn on_event(&mut self, ring: &mut Ring, ev: Event, data: &mut [u8]) {
+        match ev {
+            Event::Accepted { res, more } => {
+                match res {
+                    Ok(fd) => self.on_accept(ring, fd),
+                    Err(e) => self.on_accept_error(e),
+                }
+                if !more && !self.accept_paused {
+                    self.arm_accept(ring);
+                }
+            }
+            Event::Received { key, res, more } => self.on_received(ring, key, res, more, data),
+            Event::Sent {
+                key,
+                res,
+                buf,
+                offset,
+            } => self.on_sent(ring, key, res, buf, offset),
+            Event::Woken => {
+                while let Ok(cmd) = self.inbox.rx.try_recv() {
+                    self.on_command(ring, cmd);
+                }
+                ring.wait_wake(self.inbox.wake.as_raw_fd());
+            }
+            Event::Tick => self.on_tick(ring),
+            Event::Internal => {}
+        }
+    }
+
+    fn on_accept(&mut self, ring: &mut Ring, fd: OwnedFd) {
+        let st = &self.stats.shards[self.id];
+        st.accepted.fetch_add(1, Relaxed);
+        st.connections.fetch_add(1, Relaxed);
+        // Pushes are small and latency-bound: never let Nagle hold one back.
+        let _ = SockRef::from(&fd).set_tcp_nodelay(true);
+        self.next_epoch = self.next_epoch.wrapping_add(1);
+        let epoch = self.next_epoch;
+        let key = self.conns.insert(Conn::new(fd, epoch)) as u32;
+        let c = &mut self.conns[key as usize];
+        c.set_recv_armed(true);
+        ring.recv(c.raw_fd(), key);
+        if self.shutdown_at.is_some() || self.conns.len() > self.capacity {
+            let reason = if self.shutdown_at.is_some() {
+                "server shutting down"
+            } else {
+                "server is at its connection limit"
+            };
+            self.close_session(ring, key, CloseError::GOING_AWAY, reason);
+        } else {
+            let t = ticks(self.cfg.limits.handshake_timeout_ms);
+            self.wheel.schedule(key, epoch, Kind::Handshake, t);
+        }
+    }
+
+    fn on_accept_error(&mut self, e: io::Error) {
+        self.st().accept_errors.fetch_add(1, Relaxed);
+        if matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        ) {
+            // Out of descriptors or memory: retrying at once would spin. Pause until the next
+            // tick; connections closing meanwhile make room.
+            self.accept_paused = true;
+            if !self.accept_error_logged {
+                self.accept_error_logged = true;
+                tracing::warn!(
+                    shard = self.id,
+                    "accept failed: {e}; pausing accepts (logged once)"
+                );
+            }
+        }
+    }
+
+    fn on_received(
+        &mut self,
+        ring: &mut Ring,
+        key: u32,
+        res: io::Result<usize>,
+        more: bool,
+        data: &mut [u8],
+    ) {
+        let Some(c) = self.conns.get_mut(key as usize) else {
+            return;
+        };
+        if !more {
+            c.set_recv_armed(false);
+        }
+        match res {
+            Ok(0) => c.shut(),
+            Ok(n) => {
+                if !c.is_shut() {
+                    let mut out = std::mem::take(&mut self.out);
+                    c.session.on_bytes(&mut data[..n], &self.cfg, &mut out);
+                    self.apply(ring, key, &mut out);
+                    self.out = out;
+                }
+                if let Some(c) = self.conns.get_mut(key as usize) {
+                    if !more && !c.is_shut() {
+                        c.set_recv_armed(true);
+                        ring.recv(c.raw_fd(), key);
+                    }
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => self.rearm.push(key),
+            Err(_) => c.shut(),
+        }
+        self.reap(key);
+    }
+
+    fn on_sent(
+        &mut self,
+        ring: &mut Ring,
+        key: u32,
+        res: io::Result<usize>,
+        buf: Bytes,
+        offset: usize,
+    ) {
+        let Some(c) = self.conns.get_mut(key as usize) else {
+            return;
+        };
+        c.set_sending(false);
+        match res {
+            Ok(n) => {
+                self.stats.shards[self.id]
+                    .bytes_out
+                    .fetch_add(n as u64, Relaxed);
+                if c.is_shut() {
+                } else if offset + n < buf.len() {
+                    // A short write: the rest goes before anything queued behind it.
+                    c.set_sending(true);
+                    ring.send(c.raw_fd(), key, buf, offset + n);
+                } else if let Some(next) = c.queue.pop_front() {
+                    c.set_sending(true);
+                    ring.send(c.raw_fd(), key, next, 0);
+                } else if c.close_after_flush() {
+                    c.shut();
+                }
+            }
+            Err(_) => c.shut(),
+        }
+        self.reap(key);
+    }
+
+    /// Frees a connection once it is shut and no operation references it.
+    fn reap(&mut self, key: u32) {
+        if !self.conns.get(key as usize).is_some_and(Conn::removable) {
+            return;
+        }
+        let c = self.conns.remove(key as usize);
+        for id in c.subs {
+            self.subs.unsubscribe(id, key);
+        }
+        let st = &self.stats.shards[self.id];
+        st.connections.fetch_sub(1, Relaxed);
+        st.closed.fetch_add(1, Relaxed);
+    }
+
+    /// Carries out what the endpoint asked for.
+    fn apply(&mut self, ring: &mut Ring, key: u32, out: &mut Vec<Output>) {
+        for o in out.drain(..) {
+            let st = &self.stats.shards[self.id];
+            match o {
+                Output::Send(b) => {
+                    self.send(ring, key, b, false);
+                }
+                Output::Subscribe(dest) => {
+                    let id = self.subs.subscribe(&dest, key);
+                    self.conns[key as usize].subs.push(id);
+                }
+                Output::Upgraded => {
+                    st.upgraded.fetch_add(1, Relaxed);
+                }
+                Output::Rejected => {
+                    st.rejected.fetch_add(1, Relaxed);
+                }
+                Output::Received => {
+                    st.messages_in.fetch_add(1, Relaxed);
+                }
+                Output::ProtocolError => {
+                    st.protocol_errors.fetch_add(1, Relaxed);
+                }
+                Output::AwaitClose => {
+                    let epoch = self.conns[key as usize].epoch;
+                    let t = ticks(self.cfg.limits.close_timeout_ms);
+                    self.wheel.schedule(key, epoch, Kind::Closing, t);
+                }
+                Output::Close => {
+                    let c = &mut self.conns[key as usize];
+                    if c.sending() || !c.queue.is_empty() {
+                        c.set_close_after_flush();
+                    } else {
+                        c.shut();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues `b` for connection `key`. Publishes (`capped`) obey the send-queue limit; the
+    /// connection's own protocol traffic (handshake answers, pongs, closes) does not.
+    fn send(&mut self, ring: &mut Ring, key: u32, b: Bytes, capped: bool) -> bool {
+        let Some(c) = self.conns.get_mut(key as usize) else {
+            return false;
+        };
+        if c.is_shut() {
+            return false;
+        }
+        if !c.sending() {
+            c.set_sending(true);
+            ring.send(c.raw_fd(), key, b, 0);
+            return true;
+        }
+        if capped && c.queue.len() >= self.cfg.limits.send_queue {
+            let st = &self.stats.shards[self.id];
+            match self.cfg.limits.slow_consumer {
+                SlowPolicy::DropOldest => {
+                    c.queue.pop_front();
+                    c.queue.push_back(b);
+                    st.dropped.fetch_add(1, Relaxed);
+                }
+                SlowPolicy::Close => {
+                    st.slow_closed.fetch_add(1, Relaxed);
+                    c.queue.clear();
+                    self.close_session(
+                        ring,
+                        key,
+                        CloseError::POLICY,
+                        "send queue full: the client is not reading",
+                    );
+                    return false;
+                }
+            }
+            return true;
+        }
+        c.queue.push_back(b);
+        true
+    }
+
+    fn close_session(&mut self, ring: &mut Ring, key: u32, code: u16, reason: &str) {
+        let mut out = std::mem::take(&mut self.out);
+        if let Some(c) = self.conns.get_mut(key as usize) {
+            c.session.close(code, reason, &mut out);
+        }
+        self.apply(ring, key, &mut out);
+        self.out = out;
+    }
+
+    fn on_command(&mut self, ring: &mut Ring, cmd: Command) {
+        match cmd {
+            Command::Publish { msg, reply } => {
+                let mut keys = std::mem::take(&mut self.keys);
+                self.subs.members_of(&msg.dest, &mut keys);
+                let mut reached = 0;
+                for &key in &keys {
+                    if self
+                        .conns
+                        .get(key as usize)
+                        .is_some_and(|c| c.session.is_open())
+                        && self.send(ring, key, msg.frame.clone(), true)
+                    {
+                        reached += 1;
+                    }
+                }
+                keys.clear();
+                self.keys = keys;
+                let st = &self.stats.shards[self.id];
+                st.publishes.fetch_add(1, Relaxed);
+                st.messages_out.fetch_add(reached as u64, Relaxed);
+                let _ = reply.send(reached);
+            }
+            Command::Disconnect { reply, .. } => {
+                // Raw sessions carry no user identity yet; user sessions arrive with auth.
+                let _ = reply.send(0);
+            }
+            Command::Shutdown => {
+                if self.shutdown_at.is_none() {
+                    self.shutdown_at =
+                        Some(self.wheel.now() + ticks(self.cfg.server.shutdown_grace_ms));
+                    if let Some(l) = self.listener.take() {
+                        let _ = l.shutdown(std::net::Shutdown::Both);
+                    }
+                    let keys: Vec<u32> = self.conns.iter().map(|(k, _)| k as u32).collect();
+                    for key in keys {
+                        self.close_session(
+                            ring,
+                            key,
+                            CloseError::GOING_AWAY,
+                            "server shutting down",
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_tick(&mut self, ring: &mut Ring) {
+        self.st().last_turn_ms.store(now_ms(), Relaxed);
+        ring.tick_after(TICK);
+        if self.accept_paused && self.shutdown_at.is_none() {
+            self.accept_paused = false;
+            self.arm_accept(ring);
+        }
+        let mut due = Vec::new();
+        self.wheel.advance(|e| due.push(e));
+        for e in due {
+            let Some(c) = self.conns.get(e.key as usize) else {
+                continue;
+            };
+            if c.epoch != e.epoch || c.is_shut() {
+                continue;
+            }
+            match e.kind {
+                Kind::Handshake if c.session.in_handshake() => {
+                    self.st().handshake_timeouts.fetch_add(1, Relaxed);
+                    self.close_session(
+                        ring,
+                        e.key,
+                        0,
+                        "the upgrade request did not complete in time",
+                    );
+                }
+                Kind::Closing => {
+                    // The peer never answered our close: drop the socket.
+                    self.conns[e.key as usize].shut();
+                    self.reap(e.key);
+                }
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! One shard's io_uring: setup and feature probing, the provided read buffers, and every
+//! operation the reactor submits. This is the only module with `unsafe`: each operation's memory
+//! (read buffers, in-flight send buffers, the wake-up counter, the tick timespec) is owned here
+//! until the kernel reports the operation complete, which is what makes the public API safe.
+//!
+//! Two I/O paths. The modern one (Linux ≥ 6.0): multishot accept, multishot recv into a
+//! registered buffer ring, so an idle connection has no read buffer and no pending op to
+//! re-arm. The compat one (5.10–5.19, or `--io-compat`): single-shot accept and recv, with
+//! buffers handed to the kernel by `PROVIDE_BUFFERS`; still no per-connection read buffer.
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use bytes::Bytes;
+use io_uring::types::{BufRingEntry, Fd, Timespec};
+use io_uring::{IoUring, cqueue, opcode, squeue};
+use slab::Slab;
+
+const BGID: u16 = 0;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+enum Op {
+    Accept = 1,
+    Recv = 2,
+    Send = 3,
+    Wake = 4,
+    Tick = 5,
+    Provide = 6,
+}
+
+fn user_data(op: Op, key: u32, aux: u32) -> u64 {
+    (op as u64) << 56 | u64::from(key & 0x00ff_ffff) << 32 | u64::from(aux)
+}
+
+/// What a completion means to the reactor.
+#[derive(Debug)]
+pub enum Event {
+    /// A new connection (or the accept's error). `more` = the multishot accept is still armed.
+    Accepted {
+        res: io::Result<OwnedFd>,
+        more: bool,
+    },
+    /// Bytes for connection `key`, already copied into the caller's scratch buffer (`Ok(0)`:
+    /// the peer closed). `more` = the recv is still armed.
+    Received {
+        key: u32,
+        res: io::Result<usize>,
+        more: bool,
+    },
+    /// A send finished; `buf` is handed back so a short write can resume from `res` bytes on.
+    Sent {
+        key: u32,
+        res: io::Result<usize>,
+        buf: Bytes,
+        offset: usize,
+    },
+    /// Another thread wrote the shard's eventfd.
+    Woken,
+    /// The periodic timeout fired.
+    Tick,
+    /// Completions the reactor does not act on (buffer provisioning).
+    Internal,
+}
+
+/// What the ring could do on this kernel, decided once at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct Features {
+    pub multishot: bool,
+}
+
+/// Read-buffer configuration: `count` buffers of `size` bytes, shared by all of a shard's
+/// connections.
+#[derive(Debug, Clone, Copy)]
+pub struct BufferConfig {
+    pub count: u16,
+    pub size: u32,
+}
+
+pub struct Ring {
+    uring: IoUring,
+    bufs: ReadBuffers,
+    /// Send buffers the kernel is reading from, with the offset each send started at.
+    sends: Slab<(Bytes, usize)>,
+    wake_buf: Box<u64>,
+    tick: Box<Timespec>,
+    features: Features,
+    /// Completions reaped early to make room when the submission queue was full.
+    backlog: Vec<cqueue::Entry>,
+}
+
+impl Ring {
+    /// Sets up a ring; `compat` forces the single-shot path even where multishot exists.
+    pub fn new(entries: u32, buffers: BufferConfig, compat: bool) -> io::Result<Ring> {
+        let modern = !compat && kernel_at_least(6, 0);
+        let uring = if modern {
+            IoUring::builder()
+                .setup_cqsize(entries * 4)
+                .setup_single_issuer()
+                .setup_coop_taskrun()
+                .setup_defer_taskrun()
+                .build(entries)
+                .or_else(|_| IoUring::builder().setup_cqsize(entries * 4).build(entries))?
+        } else {
+            IoUring::builder()
+                .setup_cqsize(entries * 4)
+                .build(entries)?
+        };
+        let mut ring = Ring {
+            bufs: ReadBuffers::allocate(buffers)?,
+            uring,
+            sends: Slab::new(),
+            wake_buf: Box::new(0),
+            tick: Box::new(Timespec::new()),
+            features: Features { multishot: false },
+            backlog: Vec::new(),
+        };
+        ring.features.multishot = modern && ring.bufs.register_ring(&ring.uring).is_ok();
+        if !ring.features.multishot {
+            // SAFETY: the buffer memory is owned by `ring.bufs` for the ring's whole life; the
+            // kernel may write any provided buffer until its id comes back in a completion.
+            let e = unsafe { ring.bufs.provide_all() };
+            ring.push(e.user_data(user_data(Op::Provide, 0, 0)));
+        }
+        Ok(ring)
+    }
+
+    pub fn features(&self) -> Features {
+        self.features
+    }
+
+    /// Arms accepting on a listening socket (multishot where available).
+    pub fn accept(&mut self, listener: RawFd) {
+        let e = if self.features.multishot {
+            opcode::AcceptMulti::new(Fd(listener))
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+        } else {
+            opcode::Accept::new(Fd(listener), std::ptr::null_mut(), std::ptr::null_mut())
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+        };
+        self.push(e.user_data(user_data(Op::Accept, 0, 0)));
+    }
+
+    /// Arms receiving on connection `key`; data lands in a shared provided buffer.
+    pub fn recv(&mut self, fd: RawFd, key: u32) {
+        let e = if self.features.multishot {
+            opcode::RecvMulti::new(Fd(fd), BGID).build()
+        } else {
+            opcode::Recv::new(Fd(fd), std::ptr::null_mut(), self.bufs.cfg.size)
+                .buf_group(BGID)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+        };
+        self.push(e.user_data(user_data(Op::Recv, key, 0)));
+    }
+
+    /// Sends `buf[offset..]` on connection `key`. The ring holds `buf` until the completion,
+    /// which hands it back in `Event::Sent`.
+    pub fn send(&mut self, fd: RawFd, key: u32, buf: Bytes, offset: usize) {
+        let len = (buf.len() - offset) as u32;
+        let ptr = buf[offset..].as_ptr();
+        let slot = self.sends.insert((buf, offset));
+        let e = opcode::Send::new(Fd(fd), ptr, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(user_data(Op::Send, key, slot as u32));
+        self.push(e);
+    }
+
+    /// Arms one read of the shard's eventfd: the cross-shard wake-up, without epoll.
+    pub fn wait_wake(&mut self, eventfd: RawFd) {
+        let ptr = (&mut *self.wake_buf as *mut u64).cast::<u8>();
+        let e = opcode::Read::new(Fd(eventfd), ptr, 8)
+            .build()
+            .user_data(user_data(Op::Wake, 0, 0));
+        self.push(e);
+    }
+
+    /// Arms one timeout; the reactor re-arms it on every `Tick`.
+    pub fn tick_after(&mut self, d: std::time::Duration) {
+        *self.tick = Timespec::from(d);
+        let e = opcode::Timeout::new(&*self.tick)
+            .build()
+            .user_data(user_data(Op::Tick, 0, 0));
+        self.push(e);
+    }
+
+    /// Submits what is queued and waits for at least one completion, then turns every
+    /// available completion into an `Event` via `on_event`. Received bytes are copied into
+    /// `scratch` (valid for that event only) and the buffer goes straight back to the kernel.
+    pub fn run_once(
+        &mut self,
+        scratch: &mut Vec<u8>,
+        mut on_event: impl FnMut(&mut Ring, Event, &mut [u8]),
+    ) -> io::Result<()> {
+        if self.backlog.is_empty() {
+            match self.uring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut cqes = std::mem::take(&mut self.backlog);
+        cqes.extend(self.uring.completion());
+        for cqe in cqes.drain(..) {
+            let ev = self.decode(&cqe, scratch);
+            on_event(self, ev, scratch.as_mut_slice());
+        }
+        if self.backlog.is_empty() {
+            self.backlog = cqes; // keep the allocation
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self, cqe: &cqueue::Entry, scratch: &mut Vec<u8>) -> Event {
+        let ud = cqe.user_data();
+        let key = ((ud >> 32) & 0x00ff_ffff) as u32;
+        let aux = ud as u32;
+        let res = cqe.result();
+        let more = cqueue::more(cqe.flags());
+        let result = || {
+            if res < 0 {
+                Err(io::Error::from_raw_os_error(-res))
+            } else {
+                Ok(res as usize)
+            }
+        };
+        match (ud >> 56) as u8 {
+            x if x == Op::Accept as u8 => Event::Accepted {
+                // SAFETY: a successful accept's result is a new descriptor nobody else owns.
+                res: result().map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) }),
+                more,
+            },
+            x if x == Op::Recv as u8 => {
+                scratch.clear();
+                if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
+                    let n = if res > 0 { res as usize } else { 0 };
+                    // SAFETY: the kernel filled buffer `bid` and reported it; it will not touch
+                    // it again until it is recycled, just below.
+                    scratch.extend_from_slice(unsafe { self.bufs.get(bid, n) });
+                    self.recycle(bid);
+                }
+                Event::Received {
+                    key,
+                    res: result(),
+                    more,
+                }
+            }
+            x if x == Op::Send as u8 => {
+                let (buf, offset) = self.sends.remove(aux as usize);
+                Event::Sent {
+                    key,
+                    res: result(),
+                    buf,
+                    offset,
+                }
+            }
+            x if x == Op::Wake as u8 => Event::Woken,
+            x if x == Op::Tick as u8 => Event::Tick,
+            _ => {
+                if res < 0 {
+                    tracing::warn!(
+                        "io_uring internal op failed: {}",
+                        io::Error::from_raw_os_error(-res)
+                    );
+                }
+                Event::Internal
+            }
+        }
+    }
+
+    fn recycle(&mut self, bid: u16) {
+        if self.features.multishot {
+            self.bufs.recycle_ring(bid);
+        } else {
+            // SAFETY: as in `new`: the buffer memory outlives every operation of the ring.
+            let e = unsafe { self.bufs.provide_one(bid) };
+            self.push(e.user_data(user_data(Op::Provide, 0, 0)));
+        }
+    }
+
+    fn push(&mut self, e: squeue::Entry) {
+        loop {
+            // SAFETY: every entry built in this module points only at memory the ring owns
+            // until the matching completion: read buffers (`bufs`), send buffers (`sends`),
+            // `wake_buf`, and `tick` (copied by the kernel at submission).
+            if unsafe { self.uring.submission().push(&e) }.is_ok() {
+                return;
+            }
+            // The queue is full: hand it to the kernel, reaping completions if it asks us to.
+            match self.uring.submit() {
+                Ok(_) => {}
+                Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
+                    self.backlog.extend(self.uring.completion());
+                }
+                Err(err) => tracing::error!("io_uring submit failed: {err}"),
+            }
+        }
+    }
+}
+
+/// The shard's read buffers: `count` × `size` bytes in one allocation, plus (modern path) the
+/// ring of buffer descriptors registered with the kernel.
+struct ReadBuffers {
+    cfg: BufferConfig,
+    mem: *mut u8,
+    mem_layout: Layout,
+    ring: Option<(*mut BufRingEntry, Layout)>,
+    tail: u16,
+}
+
+impl ReadBuffers {
+    fn allocate(cfg: BufferConfig) -> io::Result<Self> {
+        if !cfg.count.is_power_of_two() || cfg.count > 32768 || cfg.size == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "read buffer count must be a power of two ≤ 32768, size > 0",
+            ));
+        }
+        let mem_layout = Layout::from_size_align(cfg.count as usize * cfg.size as usize, 4096)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: the layout has a non-zero size (count ≥ 1, size > 0).
+        let mem = unsafe { alloc_zeroed(mem_layout) };
+        if mem.is_null() {
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        }
+        Ok(ReadBuffers {
+            cfg,
+            mem,
+            mem_layout,
+            ring: None,
+            tail: 0,
+        })
+    }
+
+    fn addr(&self, bid: u16) -> *mut u8 {
+        // In bounds: bid < count, checked by the kernel handing back only ids we gave it.
+        self.mem.wrapping_add(bid as usize * self.cfg.size as usize)
+    }
+
+    /// # Safety
+    /// The kernel must be done with buffer `bid` (its id came back in a completion) and must
+    /// not get it back before the returned slice is dropped.
+    unsafe fn get(&self, bid: u16, len: usize) -> &[u8] {
+        let len = len.min(self.cfg.size as usize);
+        // SAFETY: per the contract above, and `addr(bid)..+len` lies inside `mem`.
+        unsafe { std::slice::from_raw_parts(self.addr(bid), len) }
+    }
+
+    fn register_ring(&mut self, uring: &IoUring) -> io::Result<()> {
+        let n = self.cfg.count as usize;
+        let layout = Layout::from_size_align(n * std::mem::size_of::<BufRingEntry>(), 4096)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: non-zero size; zeroed memory is a valid (empty) ring with tail 0.
+        let entries = unsafe { alloc_zeroed(layout) }.cast::<BufRingEntry>();
+        if entries.is_null() {
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        }
+        // SAFETY: `entries` is page-aligned, `n` entries long, and stays allocated until
+        // `Drop`, after the ring (declared first in `Ring`) has been torn down.
+        let reg = unsafe {
+            uring
+                .submitter()
+                .register_buf_ring_with_flags(entries as u64, self.cfg.count, BGID, 0)
+        };
+        if let Err(e) = reg {
+            // SAFETY: allocated just above with this layout, never shared.
+            unsafe { dealloc(entries.cast(), layout) };
+            return Err(e);
+        }
+        self.ring = Some((entries, layout));
+        for bid in 0..self.cfg.count {
+            self.recycle_ring(bid);
+        }
+        Ok(())
+    }
+
+    /// Gives buffer `bid` back to the kernel through the buffer ring.
+    fn recycle_ring(&mut self, bid: u16) {
+        let Some((entries, _)) = self.ring else {
+            return;
+        };
+        let mask = self.cfg.count - 1;
+        // SAFETY: `entries` has `count` slots and `tail & mask` < count; the kernel reads a
+        // slot only after the tail store below publishes it.
+        unsafe {
+            let e = &mut *entries.add((self.tail & mask) as usize);
+            e.set_addr(self.addr(bid) as u64);
+            e.set_len(self.cfg.size);
+            e.set_bid(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: the tail field of the ring header overlays entry 0's `resv` and is only ever
+        // written by us; the kernel reads it with acquire semantics.
+        unsafe {
+            let tail = BufRingEntry::tail(entries).cast::<AtomicU16>();
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+
+    /// # Safety
+    /// The buffer memory must outlive the ring's use of it (it lives as long as `self`).
+    unsafe fn provide_all(&self) -> squeue::Entry {
+        opcode::ProvideBuffers::new(self.mem, self.cfg.size as i32, self.cfg.count, BGID, 0).build()
+    }
+
+    /// # Safety
+    /// As `provide_all`, and the kernel must be done with `bid`.
+    unsafe fn provide_one(&self, bid: u16) -> squeue::Entry {
+        opcode::ProvideBuffers::new(self.addr(bid), self.cfg.size as i32, 1, BGID, bid).build()
+    }
+}
+
+impl Drop for ReadBuffers {
+    fn drop(&mut self) {
+        // SAFETY: both allocations were made in this type with these layouts, and `Ring` drops
+        // its `IoUring` (which unregisters them) before its `ReadBuffers`.
+        unsafe {
+            if let Some((entries, layout)) = self.ring.take() {
+                dealloc(entries.cast(), layout);
+            }
+            dealloc(self.mem, self.mem_layout);
+        }
+    }
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let Ok(u) = nix::sys::utsname::uname() else {
+        return false;
+    };
+    let release = u.release().to_string_lossy().into_owned();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let (maj, min) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (maj, min) >= (major, minor)
+}

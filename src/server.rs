@@ -1,0 +1,199 @@
+//! `ringcast serve`: sizes the shard count against the fd limit, starts the shards, the admin
+//! socket and signal handling, and shuts everything down in order.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::signal::{SigSet, Signal};
+use socket2::{Domain, Socket, Type};
+
+use crate::admin;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::reactor::{self, ShardSpec};
+use crate::stats::Stats;
+
+/// Descriptors per fd table kept for things other than connections (listener, ring, eventfd,
+/// inherited stdio).
+const FD_RESERVE: u64 = 64;
+
+/// How many shards to run, and the reasoning, for the start-up log.
+pub fn plan_shards(cfg: &Config, cores: usize, nofile: u64) -> (usize, String) {
+    let per_table = nofile.saturating_sub(FD_RESERVE).max(1);
+    let needed = (cfg.server.max_connections as u64).div_ceil(per_table) as usize;
+    let base = if cfg.server.shards == 0 {
+        cores
+    } else {
+        cfg.server.shards
+    };
+    let shards = base.max(needed).max(1);
+    let why = format!(
+        "{shards} shards: {} requested ({}), max_connections {} / ({nofile} nofile − {FD_RESERVE} reserved) per fd table = {needed} needed",
+        base,
+        if cfg.server.shards == 0 {
+            "one per core"
+        } else {
+            "configured"
+        },
+        cfg.server.max_connections,
+    );
+    (shards, why)
+}
+
+/// Raises the soft `nofile` limit to the hard one (allowed without privileges) and returns it.
+fn raise_nofile() -> u64 {
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(_) => 1024,
+    }
+}
+
+pub fn run(cfg: Config) -> Result<(), String> {
+    if !cfg.auth.enabled {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF: any client can connect and subscribe. Configure [projects.*] keys and remove --no-auth for production."
+        );
+    }
+    // Signals go to the main thread only: block them before any other thread exists.
+    let mut sigs = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        sigs.add(s);
+    }
+    sigs.thread_block()
+        .map_err(|e| format!("blocking signals: {e}"))?;
+
+    let addr: SocketAddr = cfg
+        .server
+        .listen
+        .parse()
+        .map_err(|e| format!("listen address: {e}"))?;
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let nofile = raise_nofile();
+    let (shards, why) = plan_shards(&cfg, cores.len().max(1), nofile);
+    tracing::info!("{why}");
+
+    // With port 0 every shard must still share one port: reserve it with a bound, non-listening
+    // SO_REUSEPORT socket (which takes no connections) until the shards listen on it.
+    let (addr, reservation) = if addr.port() == 0 {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+            .and_then(|s| {
+                s.set_reuse_port(true)?;
+                s.bind(&addr.into())?;
+                Ok(s)
+            })
+            .map_err(|e| format!("reserving a port on {addr}: {e}"))?;
+        let port = s
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .ok_or("reserved socket has no port")?;
+        (SocketAddr::new(addr.ip(), port), Some(s))
+    } else {
+        (addr, None)
+    };
+
+    let cfg = Arc::new(cfg);
+    let stats = Arc::new(Stats::new(shards));
+    let (hub, inboxes) = Hub::new(shards).map_err(|e| format!("eventfd: {e}"))?;
+    let hub = Arc::new(hub);
+    let tables_ready = Arc::new(Barrier::new(shards + 1));
+    let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
+    let capacity = cfg.server.max_connections.div_ceil(shards);
+    let mut handles = Vec::with_capacity(shards);
+    for (id, inbox) in inboxes.into_iter().enumerate() {
+        let spec = ShardSpec {
+            id,
+            cfg: cfg.clone(),
+            stats: stats.clone(),
+            inbox,
+            addr,
+            capacity,
+            core: cores.get(id % cores.len().max(1)).copied(),
+            tables_ready: tables_ready.clone(),
+            ready: ready_tx.clone(),
+        };
+        handles.push(reactor::spawn(spec).map_err(|e| format!("spawning shard {id}: {e}"))?);
+    }
+    tables_ready.wait();
+    let mut io_path = String::new();
+    for _ in 0..shards {
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(p)) => io_path = p,
+            Ok(Err(e)) => {
+                hub.shutdown();
+                return Err(e);
+            }
+            Err(_) => {
+                hub.shutdown();
+                return Err("a shard did not start within 10 s".into());
+            }
+        }
+    }
+    drop(reservation);
+
+    let socket = cfg.admin_socket();
+    admin::serve(
+        &socket,
+        admin::api::Api {
+            hub: hub.clone(),
+            stats: stats.clone(),
+        },
+    )
+    .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
+    tracing::info!(
+        "ringcast listening on ws://{addr}{} ({shards} shards, io_uring {io_path}); admin socket {}",
+        cfg.server.path,
+        socket.display()
+    );
+    if cfg.server.echo {
+        tracing::info!("echo endpoint on ws://{addr}{}", cfg.server.echo_path);
+    }
+
+    loop {
+        match sigs.wait() {
+            Ok(Signal::SIGHUP) => {
+                tracing::info!("SIGHUP: configuration reload is not implemented yet; ignoring");
+            }
+            Ok(sig) => {
+                tracing::info!("{sig}: closing every session with 1001 and stopping");
+                break;
+            }
+            Err(e) => return Err(format!("waiting for signals: {e}")),
+        }
+    }
+    hub.shutdown();
+    let deadline = Instant::now() + Duration::from_millis(cfg.server.shutdown_grace_ms + 1000);
+    while Instant::now() < deadline && !handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_plan_follows_the_fd_table_cap() {
+        let mut c = Config::embedded();
+        c.server.max_connections = 1_000_000;
+        let (n, why) = plan_shards(&c, 2, 20_000);
+        assert_eq!(n, 51); // 1,000,000 / 19,936 rounded up
+        assert!(why.contains("51 needed"));
+        c.server.max_connections = 10_000;
+        assert_eq!(plan_shards(&c, 2, 20_000).0, 2);
+        c.server.shards = 4;
+        assert_eq!(plan_shards(&c, 2, 20_000).0, 4);
+    }
+}

@@ -1,0 +1,146 @@
+//! The server's counters: one cache-line-padded block per shard, written only by that shard
+//! (relaxed atomics, no contention) and summed on demand for `stats`, `metrics` and `healthz`.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_utils::CachePadded;
+use serde_json::{Value, json};
+
+macro_rules! counters {
+    ($($name:ident: $help:literal),* $(,)?) => {
+        /// One shard's counters.
+        #[derive(Default)]
+        pub struct ShardStats {
+            $(pub $name: AtomicU64,)*
+            /// Milliseconds since the epoch at the shard loop's last turn (liveness).
+            pub last_turn_ms: AtomicU64,
+        }
+
+        const NAMES: &[(&str, &str)] = &[$((stringify!($name), $help)),*];
+
+        impl ShardStats {
+            fn values(&self) -> Vec<u64> {
+                vec![$(self.$name.load(Relaxed)),*]
+            }
+        }
+    };
+}
+
+counters! {
+    connections: "open connections (gauge)",
+    accepted: "TCP connections accepted",
+    upgraded: "WebSocket upgrades completed",
+    rejected: "upgrades refused with an HTTP error",
+    closed: "connections closed",
+    messages_in: "messages received from clients",
+    messages_out: "messages queued to clients (publishes and echoes)",
+    bytes_out: "bytes written to sockets",
+    dropped: "messages dropped because a session's send queue was full",
+    slow_closed: "sessions closed because their send queue was full",
+    protocol_errors: "connections closed for a protocol violation",
+    handshake_timeouts: "connections closed because the upgrade did not finish in time",
+    accept_errors: "accept failures (e.g. the fd table is full)",
+    publishes: "publishes fanned out by this shard",
+}
+
+pub struct Stats {
+    pub shards: Vec<CachePadded<ShardStats>>,
+    pub started_ms: u64,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Stats {
+    pub fn new(shards: usize) -> Stats {
+        Stats {
+            shards: (0..shards)
+                .map(|_| CachePadded::new(ShardStats::default()))
+                .collect(),
+            started_ms: now_ms(),
+        }
+    }
+
+    /// Every shard's loop has turned within `within_ms`.
+    pub fn healthy(&self, within_ms: u64) -> bool {
+        let now = now_ms();
+        self.shards
+            .iter()
+            .all(|s| now.saturating_sub(s.last_turn_ms.load(Relaxed)) <= within_ms)
+    }
+
+    pub fn to_json(&self) -> Value {
+        let per: Vec<Vec<u64>> = self.shards.iter().map(|s| s.values()).collect();
+        let mut total = serde_json::Map::new();
+        for (i, (name, _)) in NAMES.iter().enumerate() {
+            total.insert((*name).into(), json!(per.iter().map(|v| v[i]).sum::<u64>()));
+        }
+        let shards: Vec<Value> = per
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let mut m = serde_json::Map::new();
+                m.insert("shard".into(), json!(i));
+                for (j, (name, _)) in NAMES.iter().enumerate() {
+                    m.insert((*name).into(), json!(v[j]));
+                }
+                Value::Object(m)
+            })
+            .collect();
+        let mut out = total;
+        out.insert(
+            "uptime_s".into(),
+            json!((now_ms() - self.started_ms) / 1000),
+        );
+        out.insert("shard_count".into(), json!(self.shards.len()));
+        out.insert("shards".into(), Value::Array(shards));
+        Value::Object(out)
+    }
+
+    /// Prometheus text exposition: one series per counter, labelled by shard.
+    pub fn to_prometheus(&self) -> String {
+        let per: Vec<Vec<u64>> = self.shards.iter().map(|s| s.values()).collect();
+        let mut out = String::new();
+        for (i, (name, help)) in NAMES.iter().enumerate() {
+            let kind = if *name == "connections" {
+                "gauge"
+            } else {
+                "counter"
+            };
+            let metric = if kind == "counter" {
+                format!("ringcast_{name}_total")
+            } else {
+                format!("ringcast_{name}")
+            };
+            out.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} {kind}\n"));
+            for (s, v) in per.iter().enumerate() {
+                out.push_str(&format!("{metric}{{shard=\"{s}\"}} {}\n", v[i]));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_and_exposition() {
+        let s = Stats::new(2);
+        s.shards[0].connections.store(3, Relaxed);
+        s.shards[1].connections.store(4, Relaxed);
+        s.shards[1].dropped.store(1, Relaxed);
+        let j = s.to_json();
+        assert_eq!(j["connections"], 7);
+        assert_eq!(j["shards"][1]["dropped"], 1);
+        let p = s.to_prometheus();
+        assert!(p.contains("ringcast_connections{shard=\"1\"} 4\n"));
+        assert!(p.contains("# TYPE ringcast_dropped_total counter\n"));
+    }
+}

@@ -1,0 +1,316 @@
+//! The HTTP/1.1 upgrade that opens a WebSocket (RFC 6455 §4.2), sans-IO.
+//!
+//! `parse` reads the request bytes a connection has received so far and either asks for more,
+//! accepts the upgrade, or returns the HTTP status and reason the client should get. Routing
+//! (which path, which subprotocol) is decided by the caller; this module only knows the RFC.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use sha1::{Digest, Sha1};
+
+/// The GUID every WebSocket server appends to the client's key (RFC 6455 §1.3).
+const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// More headers than any browser sends; beyond this the request is refused rather than parsed.
+const MAX_HEADERS: usize = 40;
+
+/// A valid upgrade request, reduced to what a WebSocket server needs from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub path: String,
+    /// Decoded query pairs, in order (`?topic=a&topic=b` gives two pairs).
+    pub query: Vec<(String, String)>,
+    /// The `Sec-WebSocket-Accept` value to answer with.
+    pub accept: String,
+    /// Subprotocols offered in `Sec-WebSocket-Protocol`, in the client's order of preference.
+    pub protocols: Vec<String>,
+    pub origin: Option<String>,
+    pub authorization: Option<String>,
+}
+
+impl Request {
+    /// All values of one query parameter.
+    pub fn query_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.query
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn query_first(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why an upgrade is refused: the HTTP status and a reason the body carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub status: u16,
+    pub reason: String,
+}
+
+impl Reject {
+    pub fn new(status: u16, reason: impl Into<String>) -> Self {
+        Reject {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The outcome of reading the bytes received so far.
+#[derive(Debug)]
+pub enum Parse {
+    /// The header block is not complete yet.
+    Partial,
+    /// A valid upgrade; `consumed` bytes belong to it (anything after is WebSocket data).
+    Done { request: Request, consumed: usize },
+}
+
+/// Reads an upgrade request from `buf`; `max_bytes` bounds the header block (slowloris and
+/// oversized cookies get 431 instead of an ever-growing buffer).
+pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Parse, Reject> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let consumed = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() >= max_bytes {
+                Err(Reject::new(431, "request header block too large"))
+            } else {
+                Ok(Parse::Partial)
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Reject::new(431, "too many request headers"));
+        }
+        Err(e) => return Err(Reject::new(400, format!("malformed HTTP request: {e}"))),
+    };
+    if consumed > max_bytes {
+        return Err(Reject::new(431, "request header block too large"));
+    }
+    let method = req.method.unwrap_or("");
+    if method != "GET" {
+        return Err(Reject::new(
+            405,
+            format!("method {method} not allowed: a WebSocket upgrade is a GET"),
+        ));
+    }
+    if req.version != Some(1) {
+        return Err(Reject::new(
+            505,
+            "HTTP/1.1 is required for a WebSocket upgrade",
+        ));
+    }
+    let header = |name: &str| -> Option<&str> {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+    };
+    if header("host").is_none() {
+        return Err(Reject::new(400, "missing Host header"));
+    }
+    if !header("upgrade").is_some_and(|v| has_token(v, "websocket")) {
+        return Err(Reject::new(
+            426,
+            "this endpoint speaks WebSocket only: send Upgrade: websocket",
+        ));
+    }
+    if !header("connection").is_some_and(|v| has_token(v, "upgrade")) {
+        return Err(Reject::new(400, "missing Connection: Upgrade"));
+    }
+    match header("sec-websocket-version") {
+        Some(v) if v.trim() == "13" => {}
+        Some(v) => {
+            return Err(Reject::new(
+                426,
+                format!("unsupported Sec-WebSocket-Version {v}: only 13 is supported"),
+            ));
+        }
+        None => return Err(Reject::new(426, "missing Sec-WebSocket-Version: 13")),
+    }
+    let key = header("sec-websocket-key")
+        .map(str::trim)
+        .ok_or_else(|| Reject::new(400, "missing Sec-WebSocket-Key"))?;
+    if B64.decode(key).map(|k| k.len()) != Ok(16) {
+        return Err(Reject::new(
+            400,
+            "Sec-WebSocket-Key must be 16 bytes in base64",
+        ));
+    }
+    let target = req.path.unwrap_or("/");
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (target, ""),
+    };
+    let protocols = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-protocol"))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    Ok(Parse::Done {
+        request: Request {
+            path: path.to_string(),
+            query: form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+            accept: accept_key(key.as_bytes()),
+            protocols,
+            origin: header("origin").map(str::to_string),
+            authorization: header("authorization").map(str::to_string),
+        },
+        consumed,
+    })
+}
+
+/// `Sec-WebSocket-Accept` for a client key: base64(SHA-1(key ‖ GUID)).
+pub fn accept_key(key: &[u8]) -> String {
+    let mut h = Sha1::new();
+    h.update(key);
+    h.update(WS_GUID);
+    B64.encode(h.finalize())
+}
+
+/// The 101 answer, with the chosen subprotocol if any.
+pub fn accept_response(req: &Request, protocol: Option<&str>) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
+        req.accept
+    );
+    if let Some(p) = protocol {
+        out.push_str("Sec-WebSocket-Protocol: ");
+        out.push_str(p);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+/// A refusal with the reason as a plain-text body; the connection closes after it.
+pub fn reject_response(r: &Reject) -> Vec<u8> {
+    let extra = if r.status == 426 {
+        "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n"
+    } else {
+        ""
+    };
+    format!(
+        "HTTP/1.1 {} {}\r\n{extra}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}\n",
+        r.status,
+        status_text(r.status),
+        r.reason.len() + 1,
+        r.reason
+    )
+    .into_bytes()
+}
+
+pub fn status_text(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Payload Too Large",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
+    }
+}
+
+/// Case-insensitive search of a comma-separated header value for one token.
+fn has_token(value: &str, token: &str) -> bool {
+    value
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "GET /ws?topic=a&topic=b%20c&project=P HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v12.stomp, v11.stomp\r\n\r\n";
+
+    fn done(s: &str) -> (Request, usize) {
+        match parse(s.as_bytes(), 8192).unwrap() {
+            Parse::Done { request, consumed } => (request, consumed),
+            Parse::Partial => panic!("partial"),
+        }
+    }
+
+    #[test]
+    fn rfc_sample_key() {
+        // RFC 6455 §1.3's worked example.
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn parses_query_and_protocols() {
+        let (r, n) = done(GOOD);
+        assert_eq!(n, GOOD.len());
+        assert_eq!(r.path, "/ws");
+        assert_eq!(r.query_all("topic").collect::<Vec<_>>(), ["a", "b c"]);
+        assert_eq!(r.query_first("project"), Some("P"));
+        assert_eq!(r.protocols, ["v12.stomp", "v11.stomp"]);
+        let resp = String::from_utf8(accept_response(&r, Some("v12.stomp"))).unwrap();
+        assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(resp.contains("Sec-WebSocket-Protocol: v12.stomp\r\n"));
+    }
+
+    #[test]
+    fn partial_until_blank_line_and_bounded() {
+        assert!(matches!(
+            parse(&GOOD.as_bytes()[..40], 8192),
+            Ok(Parse::Partial)
+        ));
+        let err = parse(&GOOD.as_bytes()[..40], 40).unwrap_err();
+        assert_eq!(err.status, 431);
+    }
+
+    #[test]
+    fn refusals_carry_status_and_reason() {
+        let cases = [
+            (GOOD.replace("GET", "POST"), 405),
+            (GOOD.replace("Version: 13", "Version: 8"), 426),
+            (GOOD.replace("Upgrade: websocket\r\n", ""), 426),
+            (GOOD.replace("keep-alive, Upgrade", "keep-alive"), 400),
+            (GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ="), 400),
+            (GOOD.replace("Host: x\r\n", ""), 400),
+            (GOOD.replace("HTTP/1.1", "HTTP/1.0"), 505),
+            ("GARBAGE\0\r\n\r\n".to_string(), 400),
+        ];
+        for (req, status) in cases {
+            let err = parse(req.as_bytes(), 8192).unwrap_err();
+            assert_eq!(err.status, status, "{req:?}: {err:?}");
+            let resp = String::from_utf8(reject_response(&err)).unwrap();
+            assert!(resp.starts_with(&format!("HTTP/1.1 {status} ")));
+            assert!(resp.ends_with(&format!("{}\n", err.reason)));
+        }
+    }
+
+    #[test]
+    fn too_many_headers_is_431() {
+        let mut req = GOOD.trim_end().to_string();
+        for i in 0..60 {
+            req.push_str(&format!("\r\nX-{i}: y"));
+        }
+        req.push_str("\r\n\r\n");
+        assert_eq!(parse(req.as_bytes(), 1 << 20).unwrap_err().status, 431);
+    }
+}
