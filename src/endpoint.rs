@@ -60,6 +60,8 @@ pub struct Session {
     /// Bytes received but not yet forming a complete request or frame.
     pending: Vec<u8>,
     reader: Reader,
+    /// Payload bytes of the incomplete frame in `pending` already checked as UTF-8.
+    peeked: u32,
 }
 
 impl Default for Session {
@@ -69,6 +71,7 @@ impl Default for Session {
             mode: Mode::Raw,
             pending: Vec::new(),
             reader: Reader::default(),
+            peeked: 0,
         }
     }
 }
@@ -186,17 +189,22 @@ impl Session {
                     opcode: Some(op),
                     payload_start,
                     payload_seen,
-                }) if payload_seen > 0 => {
-                    let mut visible = Vec::new();
-                    frame::peek_unmasked(rest, payload_start, payload_seen, &mut visible);
-                    if let Err(e) = self.reader.check_partial(op, &visible) {
-                        self.fail(e, out);
-                        return buf.len();
+                }) if payload_seen > self.peeked as usize => {
+                    let from = self.peeked as usize;
+                    let mut fresh = Vec::new();
+                    frame::peek_unmasked(rest, payload_start, from, payload_seen, &mut fresh);
+                    match self.reader.check_partial(op, &fresh, from == 0) {
+                        Ok(valid) => self.peeked += valid as u32,
+                        Err(e) => {
+                            self.fail(e, out);
+                            return buf.len();
+                        }
                     }
                     break;
                 }
                 Ok(Decoded::Partial { .. }) => break,
                 Ok(Decoded::Frame(f)) => {
+                    self.peeked = 0;
                     let payload = &rest[f.payload.clone()];
                     match self.reader.on_frame(f.fin, f.opcode, payload, max) {
                         Err(e) => {

@@ -97,6 +97,8 @@ impl Stats {
             "uptime_s".into(),
             json!((now_ms() - self.started_ms) / 1000),
         );
+        out.insert("pid".into(), json!(std::process::id()));
+        out.insert("rss_bytes".into(), json!(rss_bytes()));
         out.insert("shard_count".into(), json!(self.shards.len()));
         out.insert("shards".into(), Value::Array(shards));
         Value::Object(out)
@@ -126,6 +128,18 @@ impl Stats {
     }
 }
 
+/// This process's resident memory, from `/proc/self/status` (0 where unavailable).
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +156,6 @@ mod tests {
         let p = s.to_prometheus();
         assert!(p.contains("ringcast_connections{shard=\"1\"} 4\n"));
         assert!(p.contains("# TYPE ringcast_dropped_total counter\n"));
+        assert!(rss_bytes() > 0);
     }
 }

@@ -118,6 +118,7 @@ fn run(spec: ShardSpec) -> io::Result<()> {
     shard.arm_accept(&mut ring);
     ring.wait_wake(shard.inbox.wake.as_raw_fd());
     ring.tick_after(TICK);
+    shard.st().last_turn_ms.store(now_ms(), Relaxed);
     let _ = spec.ready.send(Ok(path.to_string()));
     let mut scratch = Vec::with_capacity(shard.cfg.server.read_buffer_size as usize);
     loop {
@@ -125,12 +126,7 @@ fn run(spec: ShardSpec) -> io::Result<()> {
             shard.on_event(ring, ev, data)
         })?;
         for key in std::mem::take(&mut shard.rearm) {
-            if let Some(c) = shard.conns.get_mut(key as usize) {
-                if !c.is_shut() && !c.recv_armed() {
-                    c.set_recv_armed(true);
-                    ring.recv(c.raw_fd(), key);
-                }
-            }
+            shard.arm_recv(&mut ring, key);
         }
         if shard.finished() {
             tracing::debug!(shard = shard.id, "shard done");
@@ -209,7 +205,7 @@ impl Shard {
                 ring.wait_wake(self.inbox.wake.as_raw_fd());
             }
             Event::Tick => self.on_tick(ring),
-            Event::Internal => {}
+            Event::Connected { .. } | Event::Internal => {}
         }
     }
 
@@ -222,9 +218,7 @@ impl Shard {
         self.next_epoch = self.next_epoch.wrapping_add(1);
         let epoch = self.next_epoch;
         let key = self.conns.insert(Conn::new(fd, epoch)) as u32;
-        let c = &mut self.conns[key as usize];
-        c.set_recv_armed(true);
-        ring.recv(c.raw_fd(), key);
+        self.arm_recv(ring, key);
         if self.shutdown_at.is_some() || self.conns.len() > self.capacity {
             let reason = if self.shutdown_at.is_some() {
                 "server shutting down"
@@ -235,6 +229,17 @@ impl Shard {
         } else {
             let t = ticks(self.cfg.limits.handshake_timeout_ms);
             self.wheel.schedule(key, epoch, Kind::Handshake, t);
+        }
+    }
+
+    /// Arms a recv for `key` unless it is gone, shut, or already armed.
+    fn arm_recv(&mut self, ring: &mut Ring, key: u32) {
+        if let Some(c) = self.conns.get_mut(key as usize)
+            && !c.is_shut()
+            && !c.recv_armed()
+        {
+            c.set_recv_armed(true);
+            ring.recv(c.raw_fd(), key);
         }
     }
 
@@ -280,12 +285,7 @@ impl Shard {
                     self.apply(ring, key, &mut out);
                     self.out = out;
                 }
-                if let Some(c) = self.conns.get_mut(key as usize) {
-                    if !more && !c.is_shut() {
-                        c.set_recv_armed(true);
-                        ring.recv(c.raw_fd(), key);
-                    }
-                }
+                self.arm_recv(ring, key);
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => self.rearm.push(key),
             Err(_) => c.shut(),

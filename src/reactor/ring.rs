@@ -29,6 +29,7 @@ enum Op {
     Wake = 4,
     Tick = 5,
     Provide = 6,
+    Connect = 7,
 }
 
 fn user_data(op: Op, key: u32, aux: u32) -> u64 {
@@ -57,6 +58,8 @@ pub enum Event {
         buf: Bytes,
         offset: usize,
     },
+    /// An outgoing connection (load generator) finished connecting, or failed to.
+    Connected { key: u32, res: io::Result<usize> },
     /// Another thread wrote the shard's eventfd.
     Woken,
     /// The periodic timeout fired.
@@ -84,6 +87,9 @@ pub struct Ring {
     bufs: ReadBuffers,
     /// Send buffers the kernel is reading from, with the offset each send started at.
     sends: Slab<(Bytes, usize)>,
+    /// Addresses of connects not yet completed, boxed so a growing slab never moves one the
+    /// kernel has yet to read.
+    connects: Slab<Box<socket2::SockAddr>>,
     wake_buf: Box<u64>,
     tick: Box<Timespec>,
     features: Features,
@@ -112,6 +118,7 @@ impl Ring {
             bufs: ReadBuffers::allocate(buffers)?,
             uring,
             sends: Slab::new(),
+            connects: Slab::new(),
             wake_buf: Box::new(0),
             tick: Box::new(Timespec::new()),
             features: Features { multishot: false },
@@ -168,6 +175,16 @@ impl Ring {
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(user_data(Op::Send, key, slot as u32));
+        self.push(e);
+    }
+
+    /// Connects socket `fd` (connection `key`) to `addr`; completes as `Event::Connected`.
+    pub fn connect(&mut self, fd: RawFd, key: u32, addr: std::net::SocketAddr) {
+        let slot = self.connects.insert(Box::new(addr.into()));
+        let a = &self.connects[slot];
+        let e = opcode::Connect::new(Fd(fd), a.as_ptr().cast(), a.len())
+            .build()
+            .user_data(user_data(Op::Connect, key, slot as u32));
         self.push(e);
     }
 
@@ -259,6 +276,10 @@ impl Ring {
                     offset,
                 }
             }
+            x if x == Op::Connect as u8 => {
+                self.connects.remove(aux as usize);
+                Event::Connected { key, res: result() }
+            }
             x if x == Op::Wake as u8 => Event::Woken,
             x if x == Op::Tick as u8 => Event::Tick,
             _ => {
@@ -287,7 +308,8 @@ impl Ring {
         loop {
             // SAFETY: every entry built in this module points only at memory the ring owns
             // until the matching completion: read buffers (`bufs`), send buffers (`sends`),
-            // `wake_buf`, and `tick` (copied by the kernel at submission).
+            // connect addresses (`connects`), `wake_buf`, and `tick` (copied by the kernel at
+            // submission).
             if unsafe { self.uring.submission().push(&e) }.is_ok() {
                 return;
             }

@@ -152,14 +152,21 @@ pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded, CloseError>
     }))
 }
 
-/// The first `n` payload bytes of a still-incomplete frame, unmasked into `out`; `buf` starts at
-/// the frame's first byte. Used to fail fast on invalid UTF-8 before the frame has arrived.
-pub fn peek_unmasked(buf: &[u8], payload_start: usize, n: usize, out: &mut Vec<u8>) {
-    let mask: [u8; 4] = buf[payload_start - 4..payload_start]
+/// Payload bytes `from..to` of a still-incomplete frame, unmasked into `out`; `buf` starts at
+/// the frame's first byte. Used to fail fast on invalid UTF-8 before the frame has arrived,
+/// looking at each byte once however many reads the frame takes.
+pub fn peek_unmasked(buf: &[u8], payload_start: usize, from: usize, to: usize, out: &mut Vec<u8>) {
+    let m: [u8; 4] = buf[payload_start - 4..payload_start]
         .try_into()
         .expect("mask precedes payload");
+    let mask = [
+        m[from % 4],
+        m[(from + 1) % 4],
+        m[(from + 2) % 4],
+        m[(from + 3) % 4],
+    ];
     out.clear();
-    out.extend_from_slice(&buf[payload_start..payload_start + n]);
+    out.extend_from_slice(&buf[payload_start + from..payload_start + to]);
     unmask(out, mask);
 }
 
@@ -305,8 +312,10 @@ mod tests {
         }) = decode(&mut b, 100)
         {
             let mut out = Vec::new();
-            peek_unmasked(&b, payload_start, payload_seen, &mut out);
+            peek_unmasked(&b, payload_start, 0, payload_seen, &mut out);
             assert_eq!(out, b"hell");
+            peek_unmasked(&b, payload_start, 1, payload_seen, &mut out);
+            assert_eq!(out, b"ell");
         } else {
             panic!()
         }

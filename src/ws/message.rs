@@ -110,25 +110,36 @@ impl Reader {
         }
     }
 
-    /// Fails fast on text that is already invalid before its frame has fully arrived:
-    /// `visible` is the unmasked part of an incomplete frame of type `opcode`.
-    pub fn check_partial(&self, opcode: Opcode, visible: &[u8]) -> Result<(), CloseError> {
+    /// Fails fast on text that is already invalid before its frame has fully arrived.
+    /// `fresh` is newly arrived, unmasked payload of an incomplete frame of type `opcode`;
+    /// `frame_start` says it begins the frame's payload (so it continues the reassembled
+    /// message's last, possibly incomplete, character). Returns how many bytes of `fresh` are
+    /// valid up to a character boundary: the next call starts there.
+    pub fn check_partial(
+        &self,
+        opcode: Opcode,
+        fresh: &[u8],
+        frame_start: bool,
+    ) -> Result<usize, CloseError> {
         let open = self.frag.as_ref().filter(|f| !f.done);
         let text = match opcode {
             Opcode::Text => open.is_none(),
             Opcode::Continuation => open.is_some_and(|f| f.text),
             _ => false,
         };
-        if !text || visible.is_empty() {
-            return Ok(());
+        if !text || fresh.is_empty() {
+            return Ok(0);
         }
         match open {
-            Some(f) if opcode == Opcode::Continuation => {
+            Some(f)
+                if opcode == Opcode::Continuation && frame_start && f.checked < f.data.len() =>
+            {
+                let carry = f.data.len() - f.checked;
                 let mut joined = f.data[f.checked..].to_vec();
-                joined.extend_from_slice(visible);
-                validate_utf8(&joined, 0, false).map(drop)
+                joined.extend_from_slice(fresh);
+                validate_utf8(&joined, 0, false).map(|n| n.saturating_sub(carry))
             }
-            _ => validate_utf8(visible, 0, false).map(drop),
+            _ => validate_utf8(fresh, 0, false),
         }
     }
 }
@@ -193,7 +204,7 @@ mod tests {
         let s = "κόσμε".as_bytes();
         let mut r = Reader::default();
         assert_eq!(r.on_frame(false, Opcode::Text, &s[..3], MAX).unwrap(), None);
-        assert!(r.check_partial(Opcode::Continuation, &s[3..4]).is_ok());
+        assert_eq!(r.check_partial(Opcode::Continuation, &s[3..4], true), Ok(1));
         assert_eq!(
             r.on_frame(true, Opcode::Continuation, &s[3..], MAX)
                 .unwrap(),
@@ -210,13 +221,14 @@ mod tests {
                 .code,
             1007
         );
-        let mut r = Reader::default();
+        let r = Reader::default();
         assert_eq!(
-            r.check_partial(Opcode::Text, b"\xce\xba\xff")
+            r.check_partial(Opcode::Text, b"\xce\xba\xff", true)
                 .unwrap_err()
                 .code,
             1007
         );
+        assert_eq!(r.check_partial(Opcode::Text, b"ab\xce", true), Ok(2));
         // Truncated at the end of the message.
         let mut r = Reader::default();
         assert_eq!(

@@ -1,0 +1,44 @@
+# ringcast — the two commands that matter: `make run` and `make test`.
+CARGO ?= cargo
+BIN := target/release/ringcast
+
+.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean
+
+build:
+	$(CARGO) build --release --workspace
+
+## Build and run the server on its embedded default (ws://127.0.0.1:8080/ws, auth off).
+run: build
+	./$(BIN) serve
+
+## Install what the tests need, then run every test.
+test: test-deps build lint unit pytest nodetest autobahn
+
+test-deps:
+	./scripts/install-test-deps.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace
+
+pytest: build
+	python3 -m pytest -q tests/py
+
+nodetest: build
+	cd tests/node && node --test
+
+autobahn: build
+	./tests/autobahn/run.sh
+
+## Load benchmark (see bench/README.md and BENCHMARKS.md).
+bench: build
+	./scripts/bench.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

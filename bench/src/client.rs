@@ -1,0 +1,295 @@
+//! One client shard: a thread with its own fd table and io_uring that opens its share of the
+//! connections (from many source addresses), upgrades them to WebSocket, and counts and times
+//! every message that arrives.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use ringcast::reactor::ring::{BufferConfig, Event, Ring};
+use socket2::{Domain, Socket, Type};
+
+/// Counters all client shards add to; the main thread reads them for progress and results.
+#[derive(Default)]
+pub struct Shared {
+    pub connected: AtomicU64,
+    pub failed: AtomicU64,
+    pub closed: AtomicU64,
+    pub received: AtomicU64,
+    /// Latest receive time, in ns since `epoch`.
+    pub last_recv_ns: AtomicU64,
+    pub stop: AtomicBool,
+    pub errors: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    pub latency: std::sync::Mutex<Option<Histogram<u64>>>,
+}
+
+impl Shared {
+    fn error(&self, kind: String) {
+        self.failed.fetch_add(1, Relaxed);
+        *self.errors.lock().unwrap().entry(kind).or_default() += 1;
+    }
+}
+
+pub struct Plan {
+    pub id: usize,
+    pub count: usize,
+    pub target: SocketAddr,
+    pub sources: Vec<IpAddr>,
+    /// The upgrade request, identical for every connection of the run.
+    pub request: Bytes,
+    /// Connections of this shard allowed to be mid-connect at once.
+    pub concurrency: usize,
+    pub shared: Arc<Shared>,
+    pub epoch: Instant,
+    pub core: Option<core_affinity::CoreId>,
+}
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum Phase {
+    Idle,
+    Connecting,
+    Upgrading,
+    Open,
+    Dead,
+}
+
+struct Client {
+    fd: Option<OwnedFd>,
+    phase: Phase,
+    buf: Vec<u8>,
+}
+
+pub fn spawn(plan: Plan) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(format!("client-{}", plan.id))
+        .spawn(move || {
+            if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES) {
+                plan.shared.error(format!("unshare: {e}"));
+                return;
+            }
+            if let Some(c) = plan.core {
+                core_affinity::set_for_current(c);
+            }
+            if let Err(e) = run(&plan) {
+                plan.shared.error(format!("client shard: {e}"));
+            }
+        })
+        .expect("spawn client shard")
+}
+
+fn run(plan: &Plan) -> std::io::Result<()> {
+    let mut ring = Ring::new(
+        4096,
+        BufferConfig {
+            count: 1024,
+            size: 4096,
+        },
+        false,
+    )?;
+    let mut clients: Vec<Client> = (0..plan.count)
+        .map(|_| Client {
+            fd: None,
+            phase: Phase::Idle,
+            buf: Vec::new(),
+        })
+        .collect();
+    let mut st = State {
+        next: 0,
+        in_progress: 0,
+        hist: Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("histogram bounds"),
+        received: 0,
+        last_recv: 0,
+        inflight_ops: 0,
+    };
+    ring.tick_after(Duration::from_millis(50));
+    let mut scratch = Vec::with_capacity(4096);
+    st.launch(plan, &mut ring, &mut clients);
+    while !plan.shared.stop.load(Relaxed) {
+        ring.run_once(&mut scratch, |ring, ev, data| {
+            st.on_event(plan, ring, &mut clients, ev, data)
+        })?;
+        st.launch(plan, &mut ring, &mut clients);
+        if st.received > 0 {
+            plan.shared.received.fetch_add(st.received, Relaxed);
+            plan.shared.last_recv_ns.fetch_max(st.last_recv, Relaxed);
+            st.received = 0;
+        }
+    }
+    let mut h = plan.shared.latency.lock().unwrap();
+    match h.as_mut() {
+        Some(total) => total.add(&st.hist).ok(),
+        None => {
+            *h = Some(st.hist.clone());
+            None
+        }
+    };
+    Ok(())
+}
+
+struct State {
+    next: usize,
+    in_progress: usize,
+    hist: Histogram<u64>,
+    received: u64,
+    last_recv: u64,
+    inflight_ops: usize,
+}
+
+impl State {
+    /// Starts connects up to the concurrency limit.
+    fn launch(&mut self, plan: &Plan, ring: &mut Ring, clients: &mut [Client]) {
+        while self.in_progress < plan.concurrency && self.next < clients.len() {
+            let key = self.next;
+            self.next += 1;
+            let src = plan.sources[(plan.id + key * 7919) % plan.sources.len()];
+            match socket_from(src, plan.target) {
+                Ok(fd) => {
+                    ring.connect(fd.as_raw_fd(), key as u32, plan.target);
+                    clients[key].fd = Some(fd);
+                    clients[key].phase = Phase::Connecting;
+                    self.in_progress += 1;
+                    self.inflight_ops += 1;
+                }
+                Err(e) => plan.shared.error(format!("socket: {e}")),
+            }
+        }
+    }
+
+    fn fail(&mut self, plan: &Plan, c: &mut Client, kind: String) {
+        if matches!(c.phase, Phase::Connecting | Phase::Upgrading) {
+            self.in_progress -= 1;
+            plan.shared.error(kind);
+        } else if c.phase == Phase::Open {
+            plan.shared.closed.fetch_add(1, Relaxed);
+        }
+        c.phase = Phase::Dead;
+        c.fd = None;
+        c.buf = Vec::new();
+    }
+
+    fn on_event(
+        &mut self,
+        plan: &Plan,
+        ring: &mut Ring,
+        clients: &mut [Client],
+        ev: Event,
+        data: &mut [u8],
+    ) {
+        match ev {
+            Event::Connected { key, res } => {
+                self.inflight_ops -= 1;
+                let c = &mut clients[key as usize];
+                match res {
+                    Ok(_) => {
+                        let fd = c.fd.as_ref().expect("connecting").as_raw_fd();
+                        c.phase = Phase::Upgrading;
+                        ring.send(fd, key, plan.request.clone(), 0);
+                        ring.recv(fd, key);
+                    }
+                    Err(e) => self.fail(plan, c, format!("connect: {e}")),
+                }
+            }
+            Event::Received { key, res, more } => {
+                let c = &mut clients[key as usize];
+                match res {
+                    Ok(0) => self.fail(plan, c, "closed by server during upgrade".into()),
+                    Ok(n) => {
+                        self.on_bytes(plan, c, &data[..n]);
+                        if !more
+                            && c.phase != Phase::Dead
+                            && let Some(fd) = &c.fd
+                        {
+                            ring.recv(fd.as_raw_fd(), key);
+                        }
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        if let Some(fd) = &c.fd {
+                            ring.recv(fd.as_raw_fd(), key);
+                        }
+                    }
+                    Err(e) => self.fail(plan, c, format!("recv: {e}")),
+                }
+            }
+            Event::Sent {
+                key, res: Err(e), ..
+            } => {
+                let c = &mut clients[key as usize];
+                self.fail(plan, c, format!("send: {e}"));
+            }
+            Event::Tick => ring.tick_after(Duration::from_millis(50)),
+            _ => {}
+        }
+    }
+
+    fn on_bytes(&mut self, plan: &Plan, c: &mut Client, data: &[u8]) {
+        c.buf.extend_from_slice(data);
+        if c.phase == Phase::Upgrading {
+            let Some(end) = c.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return;
+            };
+            if !c.buf.starts_with(b"HTTP/1.1 101") {
+                let line = String::from_utf8_lossy(&c.buf[..c.buf.len().min(40)]).into_owned();
+                let status = line.split_whitespace().nth(1).unwrap_or("?").to_string();
+                self.fail(plan, c, format!("upgrade refused: HTTP {status}"));
+                return;
+            }
+            c.buf.drain(..end + 4);
+            c.phase = Phase::Open;
+            self.in_progress -= 1;
+            plan.shared.connected.fetch_add(1, Relaxed);
+        }
+        let now = plan.epoch.elapsed().as_nanos() as u64;
+        let mut pos = 0;
+        while let Some((payload, len)) = server_frame(&c.buf[pos..]) {
+            let p = &c.buf[pos + payload.0..pos + payload.1];
+            if let Some(sent) = timestamp(p) {
+                let _ = self.hist.record(now.saturating_sub(sent).max(1));
+            }
+            self.received += 1;
+            self.last_recv = self.last_recv.max(now);
+            pos += len;
+        }
+        if pos == c.buf.len() {
+            c.buf = Vec::new();
+        } else {
+            c.buf.drain(..pos);
+        }
+    }
+}
+
+/// Parses one unmasked server frame: (payload range, frame length).
+fn server_frame(b: &[u8]) -> Option<((usize, usize), usize)> {
+    if b.len() < 2 {
+        return None;
+    }
+    let (len, off) = match b[1] & 0x7f {
+        126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+        127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().ok()?) as usize, 10),
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    (b.len() >= off + len).then_some(((off, off + len), off + len))
+}
+
+/// The publish timestamp a bench message starts with (ns since the run's epoch).
+fn timestamp(p: &[u8]) -> Option<u64> {
+    let end = p
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(p.len());
+    std::str::from_utf8(&p[..end]).ok()?.parse().ok()
+}
+
+fn socket_from(src: IpAddr, target: SocketAddr) -> std::io::Result<OwnedFd> {
+    let s = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
+    // Without this, bind() picks a port per source address before connect and the kernel
+    // cannot share ports across destinations: connects crawl at a few hundred per second.
+    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::IpBindAddressNoPort, &true)
+        .map_err(std::io::Error::from)?;
+    s.bind(&SocketAddr::new(src, 0).into())?;
+    Ok(s.into())
+}

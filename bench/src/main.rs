@@ -1,0 +1,336 @@
+//! `ringcast-bench`: opens N WebSocket connections from one host (client shards with their own
+//! fd tables, many source addresses), publishes through the server's admin socket, and reports
+//! connect rate, server memory per connection and time to last delivery.
+
+mod client;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(name = "ringcast-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Raw-mode connections subscribed at upgrade; broadcasts through the admin socket.
+    Raw(RawArgs),
+}
+
+#[derive(Parser)]
+struct RawArgs {
+    /// Connections to open.
+    #[arg(long, short = 'n', default_value_t = 10_000)]
+    connections: usize,
+    /// WebSocket URL; its `topic` (and `project`) are what the bench publishes to.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws?topic=bench")]
+    url: String,
+    /// The server's admin socket (publishes and server RSS).
+    #[arg(long)]
+    admin_socket: PathBuf,
+    /// Client shards (threads with their own fd table); 0 = as many as the fd limit needs.
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
+    /// Source addresses: a range `127.0.0.2-127.0.0.40` or a comma list.
+    #[arg(long, default_value = "127.0.0.2-127.0.0.41")]
+    sources: String,
+    /// Connects in flight per client shard.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Broadcasts to send once everyone is connected.
+    #[arg(long, default_value_t = 1)]
+    messages: usize,
+    /// Message body size in bytes (a timestamp, then padding).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Pause between broadcasts.
+    #[arg(long, default_value_t = 500)]
+    interval_ms: u64,
+    /// Give up on connecting or on a delivery after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Keep the connections open this many seconds after the last delivery.
+    #[arg(long, default_value_t = 0)]
+    hold: u64,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Raw(a) => raw(a),
+    };
+    match result {
+        Ok(v) => {
+            if !v["ok"].as_bool().unwrap_or(false) {
+                std::process::exit(1);
+            }
+        }
+        Err(e) => {
+            eprintln!("ringcast-bench: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn parse_sources(s: &str) -> Result<Vec<IpAddr>, String> {
+    if let Some((a, b)) = s.split_once('-') {
+        let a: Ipv4Addr = a.trim().parse().map_err(|e| format!("{a}: {e}"))?;
+        let b: Ipv4Addr = b.trim().parse().map_err(|e| format!("{b}: {e}"))?;
+        let (a, b) = (u32::from(a), u32::from(b));
+        if b < a {
+            return Err("source range is backwards".into());
+        }
+        return Ok((a..=b).map(|x| IpAddr::V4(Ipv4Addr::from(x))).collect());
+    }
+    s.split(',')
+        .map(|p| p.trim().parse().map_err(|e| format!("{p}: {e}")))
+        .collect()
+}
+
+struct Target {
+    addr: SocketAddr,
+    host: String,
+    path: String,
+    topic: String,
+    project: String,
+}
+
+fn parse_url(url: &str) -> Result<Target, String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or("only ws:// URLs are supported")?;
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let addr = host
+        .to_socket_addrs()
+        .map_err(|e| format!("{host}: {e}"))?
+        .next()
+        .ok_or("no address")?;
+    let path = if path.is_empty() { "/" } else { path }.to_string();
+    let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    };
+    Ok(Target {
+        addr,
+        host: host.into(),
+        topic: param("topic").ok_or("the URL needs a ?topic= to publish to")?,
+        project: param("project").unwrap_or_else(|| "default".into()),
+        path,
+    })
+}
+
+fn server_stats(sock: &std::path::Path) -> Result<Value, String> {
+    let (status, body) = ringcast::admin::request(sock, "GET", "/stats", None)?;
+    if status != 200 {
+        return Err(format!("stats: HTTP {status}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| e.to_string())
+}
+
+fn nofile() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
+    }
+    soft
+}
+
+fn raw(a: RawArgs) -> Result<Value, String> {
+    let target = parse_url(&a.url)?;
+    let sources = parse_sources(&a.sources)?;
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let per_table = nofile().saturating_sub(64).max(1) as usize;
+    let shards = a
+        .shards
+        .max(a.connections.div_ceil(per_table))
+        .max(cores.len().max(1))
+        .min(a.connections.max(1));
+    let request = Bytes::from(format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        target.path, target.host
+    ));
+    let before = server_stats(&a.admin_socket)?;
+    let rss_before = before["rss_bytes"].as_u64().unwrap_or(0);
+    eprintln!(
+        "opening {} connections to {} from {} source addresses over {shards} client shards",
+        a.connections,
+        target.addr,
+        sources.len()
+    );
+    let shared = Arc::new(client::Shared::default());
+    let epoch = Instant::now();
+    let handles: Vec<_> = (0..shards)
+        .map(|id| {
+            let count = a.connections / shards + usize::from(id < a.connections % shards);
+            client::spawn(client::Plan {
+                id,
+                count,
+                target: target.addr,
+                sources: sources.clone(),
+                request: request.clone(),
+                concurrency: a.concurrency,
+                shared: shared.clone(),
+                epoch,
+                core: cores.get(id % cores.len().max(1)).copied(),
+            })
+        })
+        .collect();
+
+    let bar = indicatif::ProgressBar::new(a.connections as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} {bar:40} {pos}/{len} connected {per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let deadline = epoch + Duration::from_secs(a.timeout);
+    let mut connect_s = 0.0;
+    loop {
+        let ok = shared.connected.load(Relaxed);
+        let failed = shared.failed.load(Relaxed);
+        bar.set_position(ok);
+        bar.set_message(format!("{failed} failed"));
+        if ok + failed >= a.connections as u64 || Instant::now() > deadline {
+            connect_s = epoch.elapsed().as_secs_f64().max(connect_s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bar.finish_and_clear();
+    let connected = shared.connected.load(Relaxed);
+    let failed = shared.failed.load(Relaxed);
+    eprintln!(
+        "connected {connected}, failed {failed} in {connect_s:.2} s ({:.0}/s)",
+        connected as f64 / connect_s
+    );
+    // Let the server settle (freed handshake buffers, allocator) before reading its memory.
+    std::thread::sleep(Duration::from_secs(1));
+    let after = server_stats(&a.admin_socket)?;
+    let rss_after = after["rss_bytes"].as_u64().unwrap_or(0);
+    let per_conn = rss_after.saturating_sub(rss_before) as f64 / connected.max(1) as f64;
+    eprintln!(
+        "server RSS {:.1} MiB → {:.1} MiB: {per_conn:.0} B per connection",
+        rss_before as f64 / 1048576.0,
+        rss_after as f64 / 1048576.0
+    );
+
+    let mut deliveries = Vec::new();
+    let mut all_delivered = true;
+    for i in 0..a.messages {
+        let expect = connected * (i as u64 + 1);
+        let sent_ns = epoch.elapsed().as_nanos() as u64;
+        let mut body = format!("{sent_ns} ");
+        while body.len() < a.size {
+            body.push('x');
+        }
+        let req = json!({"project": target.project, "destination": format!("/topic/{}", target.topic), "body": body});
+        let (status, resp) = ringcast::admin::request(
+            &a.admin_socket,
+            "POST",
+            "/publish",
+            Some(req.to_string().as_bytes()),
+        )?;
+        let answered_ns = epoch.elapsed().as_nanos() as u64;
+        if status != 200 {
+            return Err(format!(
+                "publish: HTTP {status}: {}",
+                String::from_utf8_lossy(&resp)
+            ));
+        }
+        let deadline = Instant::now() + Duration::from_secs(a.timeout);
+        while shared.received.load(Relaxed) < expect && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let got = shared.received.load(Relaxed) - connected * i as u64;
+        let last = shared.last_recv_ns.load(Relaxed).saturating_sub(sent_ns);
+        all_delivered &= got == connected;
+        eprintln!(
+            "message {}: delivered to {got}/{connected}, admin answered after {:.3} s, last delivery after {:.3} s",
+            i + 1,
+            (answered_ns - sent_ns) as f64 / 1e9,
+            last as f64 / 1e9
+        );
+        deliveries.push(
+            json!({"delivered": got, "last_delivery_s": last as f64 / 1e9,
+            "admin_answer_s": (answered_ns - sent_ns) as f64 / 1e9}),
+        );
+        if i + 1 < a.messages {
+            std::thread::sleep(Duration::from_millis(a.interval_ms));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(a.hold));
+    shared.stop.store(true, Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    let hist = shared.latency.lock().unwrap().take();
+    let pct = |q: f64| {
+        hist.as_ref()
+            .map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1e6)
+    };
+    let errors: serde_json::Map<String, Value> = shared
+        .errors
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    if !errors.is_empty() {
+        eprintln!("errors: {}", Value::Object(errors.clone()));
+    }
+    let ok = failed == 0 && connected == a.connections as u64 && all_delivered;
+    let result = json!({
+        "ok": ok,
+        "connections": a.connections,
+        "connected": connected,
+        "failed": failed,
+        "errors": errors,
+        "client_shards": shards,
+        "sources": sources.len(),
+        "connect_seconds": connect_s,
+        "connect_rate": connected as f64 / connect_s,
+        "server_rss_before": rss_before,
+        "server_rss_after": rss_after,
+        "server_rss_per_connection": per_conn,
+        "server_shards": after["shard_count"],
+        "messages": deliveries,
+        "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "p999": pct(0.999), "max": pct(1.0)},
+        "closed_by_server": shared.closed.load(Relaxed),
+    });
+    eprintln!(
+        "latency (publish → delivery): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&result).unwrap_or_default()
+    );
+    if let Some(p) = a.json {
+        std::fs::write(
+            &p,
+            serde_json::to_string_pretty(&result).unwrap_or_default(),
+        )
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(result)
+}

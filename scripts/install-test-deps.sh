@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the tests need, idempotently, with no prompts (CI=true, no stdin):
+# Python `websockets` + pytest, Node + the `ws` client, curl, redis-server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+
+need_apt=()
+command -v curl >/dev/null || need_apt+=(curl)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing with apt: ${need_apt[*]}"
+  apt-get update -qq </dev/null
+  apt-get install -y -qq "${need_apt[@]}" </dev/null >/dev/null
+fi
+
+if ! python3 -c 'import websockets, pytest' 2>/dev/null; then
+  echo "installing Python websockets + pytest"
+  python3 -m pip install -q --root-user-action=ignore 'websockets>=12' pytest </dev/null
+fi
+
+if [ ! -d tests/node/node_modules/ws ] || [ tests/node/package-lock.json -nt tests/node/node_modules ]; then
+  echo "installing Node test clients"
+  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error </dev/null
+  touch tests/node/node_modules
+fi
