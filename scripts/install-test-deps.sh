@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need, idempotently, with no prompts (CI=true, no stdin):
-# Python `websockets` + pytest, Node + the `ws` client, curl, redis-server.
+# Python `websockets` + pytest + PyJWT, Node + the `ws` and `@stomp/stompjs` clients, curl,
+# redis-server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -16,9 +17,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}" </dev/null >/dev/null
 fi
 
-if ! python3 -c 'import websockets, pytest' 2>/dev/null; then
-  echo "installing Python websockets + pytest"
-  python3 -m pip install -q --root-user-action=ignore 'websockets>=12' pytest </dev/null
+if ! python3 -c 'import websockets, pytest, jwt, cryptography' 2>/dev/null; then
+  echo "installing Python websockets, pytest, PyJWT, cryptography"
+  python3 -m pip install -q --root-user-action=ignore 'websockets>=12' pytest 'pyjwt>=2.8' cryptography </dev/null
 fi
 
 if [ ! -d tests/node/node_modules/ws ] || [ tests/node/package-lock.json -nt tests/node/node_modules ]; then

@@ -15,6 +15,7 @@ pub struct Config {
     pub server: Server,
     pub limits: Limits,
     pub auth: Auth,
+    pub stomp: Stomp,
     pub projects: BTreeMap<String, Project>,
     pub cluster: Cluster,
 }
@@ -115,6 +116,42 @@ impl Default for Auth {
         Auth {
             enabled: true,
             user_claim: "sub".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Stomp {
+    /// What the server offers in CONNECTED `heart-beat` (send, expect), in ms; 0 = never.
+    pub heartbeat_send_ms: u32,
+    pub heartbeat_receive_ms: u32,
+    pub max_frame_bytes: usize,
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
+    /// Accept the seed's `/topic/{projectId}/{topic}` and `/user/queue/{projectId}/…` forms.
+    pub legacy_destinations: bool,
+}
+
+impl Default for Stomp {
+    fn default() -> Self {
+        Stomp {
+            heartbeat_send_ms: 10_000,
+            heartbeat_receive_ms: 10_000,
+            max_frame_bytes: 64 * 1024,
+            max_headers: 32,
+            max_header_bytes: 4096,
+            legacy_destinations: false,
+        }
+    }
+}
+
+impl Stomp {
+    pub fn limits(&self) -> crate::stomp::frame::Limits {
+        crate::stomp::frame::Limits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_headers: self.max_headers,
+            max_header_bytes: self.max_header_bytes,
         }
     }
 }

@@ -5,12 +5,20 @@
 
 use bytes::Bytes;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::hub::Dest;
+use crate::stomp;
 use crate::ws::CloseError;
 use crate::ws::frame::{self, Decoded, Opcode};
 use crate::ws::handshake::{self, Reject, Request};
 use crate::ws::message::{Message, Reader};
+
+/// What every connection reads and never writes: the configuration and the keys.
+pub struct Context {
+    pub cfg: Config,
+    pub auth: Auth,
+}
 
 /// What the reactor must do for this connection.
 #[derive(Debug, PartialEq, Eq)]
@@ -18,6 +26,18 @@ pub enum Output {
     /// Queue these bytes (a handshake answer or a frame).
     Send(Bytes),
     Subscribe(Dest),
+    /// The session's last subscription to this destination is gone.
+    Unsubscribe(Dest),
+    /// A client publish (STOMP SEND where the project allows it).
+    Publish {
+        dest: Dest,
+        body: Bytes,
+        headers: Vec<(String, String)>,
+    },
+    /// A STOMP session is connected (heart-beats may start).
+    Connected,
+    /// Close the WebSocket with this code (the endpoint turns it into a close frame).
+    CloseWith(u16, &'static str),
     Upgraded,
     /// The upgrade was refused (the HTTP answer is queued).
     Rejected,
@@ -41,12 +61,21 @@ enum Phase {
     Done,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Mode {
-    /// Subscribed at upgrade; client messages are counted and ignored.
-    Raw,
+    /// Subscribed at upgrade; client messages are counted and ignored. The identity is kept
+    /// only for authenticated sessions (so `/disconnect` can find them).
+    Raw(Option<Box<Identity>>),
     /// Every message comes back (the Autobahn target).
     Echo,
+    /// STOMP 1.x over the WebSocket.
+    Stomp(Box<stomp::session::Session>),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub project: Box<str>,
+    pub user: Box<str>,
 }
 
 /// The STOMP subprotocols, in the order the server prefers them.
@@ -68,7 +97,7 @@ impl Default for Session {
     fn default() -> Self {
         Session {
             phase: Phase::Handshake,
-            mode: Mode::Raw,
+            mode: Mode::Raw(None),
             pending: Vec::new(),
             reader: Reader::default(),
             peeked: 0,
@@ -90,25 +119,78 @@ impl Session {
         self.pending.capacity()
     }
 
-    /// Feeds bytes received from the client. `data` may be modified (frames are unmasked in
-    /// place).
-    pub fn on_bytes(&mut self, data: &mut [u8], cfg: &Config, out: &mut Vec<Output>) {
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    pub fn stomp(&self) -> Option<&stomp::session::Session> {
+        match &self.mode {
+            Mode::Stomp(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn stomp_mut(&mut self) -> Option<&mut stomp::session::Session> {
+        match &mut self.mode {
+            Mode::Stomp(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// (project, user) of an identified session: STOMP, or raw with a verified token.
+    pub fn identity(&self) -> Option<(&str, Option<&str>)> {
+        match &self.mode {
+            Mode::Raw(Some(id)) => Some((&id.project, Some(&id.user))),
+            Mode::Stomp(s) => Some((s.project(), s.user())),
+            _ => None,
+        }
+    }
+
+    /// Feeds bytes received from the client at wheel tick `now`. `data` may be modified
+    /// (frames are unmasked in place).
+    pub fn on_bytes(&mut self, data: &mut [u8], now: u64, ctx: &Context, out: &mut Vec<Output>) {
         if self.phase == Phase::Done {
             return;
         }
         if self.pending.is_empty() {
-            let used = self.consume(data, cfg, out);
+            let used = self.consume(data, now, ctx, out);
             if self.phase != Phase::Done && used < data.len() {
                 self.pending.extend_from_slice(&data[used..]);
             }
         } else {
             let mut buf = std::mem::take(&mut self.pending);
             buf.extend_from_slice(data);
-            let used = self.consume(&mut buf, cfg, out);
+            let used = self.consume(&mut buf, now, ctx, out);
             if self.phase != Phase::Done && used < buf.len() {
                 buf.drain(..used);
                 self.pending = buf;
             }
+        }
+    }
+
+    /// The heart-beat timer of a STOMP session fired at tick `now`; returns when to check
+    /// again (in ticks), if at all.
+    pub fn on_heartbeat(&mut self, now: u64, tick_ms: u64, out: &mut Vec<Output>) -> Option<u64> {
+        if self.phase != Phase::Open {
+            return None;
+        }
+        let Mode::Stomp(s) = &mut self.mode else {
+            return None;
+        };
+        let start = out.len();
+        let next = s.on_heartbeat(now, tick_ms, out);
+        self.take_close_request(out, start);
+        next
+    }
+
+    /// Turns a close the STOMP layer asked for (in `out` from `start` on) into our close frame.
+    fn take_close_request(&mut self, out: &mut Vec<Output>, start: usize) {
+        if let Some(i) = out[start..]
+            .iter()
+            .position(|o| matches!(o, Output::CloseWith(..)))
+            && let Output::CloseWith(code, reason) = out.remove(start + i)
+        {
+            self.close(code, reason, out);
         }
     }
 
@@ -148,7 +230,8 @@ impl Session {
     }
 
     /// Consumes what it can of `buf`; returns how many bytes it used.
-    fn consume(&mut self, buf: &mut [u8], cfg: &Config, out: &mut Vec<Output>) -> usize {
+    fn consume(&mut self, buf: &mut [u8], now: u64, ctx: &Context, out: &mut Vec<Output>) -> usize {
+        let cfg = &ctx.cfg;
         let mut pos = 0;
         if self.phase == Phase::Handshake {
             match handshake::parse(buf, cfg.limits.max_header_bytes) {
@@ -158,7 +241,7 @@ impl Session {
                     return buf.len();
                 }
                 Ok(handshake::Parse::Done { request, consumed }) => {
-                    match route(&request, cfg) {
+                    match route(&request, ctx) {
                         Ok(route) => {
                             out.push(Output::Send(
                                 handshake::accept_response(&request, route.protocol).into(),
@@ -213,11 +296,13 @@ impl Session {
                         }
                         Ok(Some(m)) => {
                             let closing = self.phase == Phase::Closing;
-                            let next = on_message(self.mode, closing, m, out);
+                            let start = out.len();
+                            let next = on_message(&mut self.mode, closing, m, now, ctx, out);
                             self.reader.finish();
                             if let Some(p) = next {
                                 self.phase = p;
                             }
+                            self.take_close_request(out, start);
                         }
                         Ok(None) => {}
                     }
@@ -230,7 +315,14 @@ impl Session {
 }
 
 /// Acts on one message; returns the phase to move to, if it changes.
-fn on_message(mode: Mode, closing: bool, m: Message<'_>, out: &mut Vec<Output>) -> Option<Phase> {
+fn on_message(
+    mode: &mut Mode,
+    closing: bool,
+    m: Message<'_>,
+    now: u64,
+    ctx: &Context,
+    out: &mut Vec<Output>,
+) -> Option<Phase> {
     match m {
         Message::Close(code, _) => {
             if !closing {
@@ -251,17 +343,19 @@ fn on_message(mode: Mode, closing: bool, m: Message<'_>, out: &mut Vec<Output>) 
             None
         }
         Message::Pong(_) => None,
-        Message::Text(t) => {
-            out.push(Output::Received);
-            if mode == Mode::Echo {
-                out.push(Output::Send(frame::encode(Opcode::Text, t)));
-            }
-            None
-        }
-        Message::Binary(b) => {
-            out.push(Output::Received);
-            if mode == Mode::Echo {
-                out.push(Output::Send(frame::encode(Opcode::Binary, b)));
+        Message::Text(data) | Message::Binary(data) => {
+            let op = if matches!(m, Message::Text(_)) {
+                Opcode::Text
+            } else {
+                Opcode::Binary
+            };
+            match mode {
+                Mode::Echo => {
+                    out.push(Output::Received);
+                    out.push(Output::Send(frame::encode(op, data)));
+                }
+                Mode::Stomp(s) => s.on_bytes(data, now, ctx, out),
+                Mode::Raw(_) => out.push(Output::Received),
             }
             None
         }
@@ -269,7 +363,7 @@ fn on_message(mode: Mode, closing: bool, m: Message<'_>, out: &mut Vec<Output>) 
 }
 
 /// Where an accepted upgrade goes.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Route {
     pub mode: Mode,
     pub protocol: Option<&'static str>,
@@ -277,7 +371,8 @@ pub struct Route {
 }
 
 /// Decides what an upgrade request gets: a mode and its subscriptions, or a refusal.
-pub fn route(req: &Request, cfg: &Config) -> Result<Route, Reject> {
+pub fn route(req: &Request, ctx: &Context) -> Result<Route, Reject> {
+    let cfg = &ctx.cfg;
     if !cfg.server.allowed_origins.is_empty()
         && !req
             .origin
@@ -299,24 +394,46 @@ pub fn route(req: &Request, cfg: &Config) -> Result<Route, Reject> {
             format!("no WebSocket endpoint at {}", req.path),
         ));
     }
-    if req
-        .protocols
+    let token = req.query_first("token").or_else(|| {
+        req.authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(str::trim)
+    });
+    let project = req
+        .query_first("project")
+        .or_else(|| req.query_first("projectId"));
+    if let Some(p) = STOMP_PROTOCOLS
         .iter()
-        .any(|p| STOMP_PROTOCOLS.contains(&p.as_str()))
+        .find(|p| req.protocols.iter().any(|o| o == *p))
     {
-        return Err(Reject::new(
-            501,
-            "STOMP over WebSocket is not available in this build yet",
-        ));
+        // STOMP authenticates at CONNECT; a handshake token is kept for then.
+        return Ok(Route {
+            mode: Mode::Stomp(Box::new(stomp::session::Session::new(project, token))),
+            protocol: Some(p),
+            subscribe: Vec::new(),
+        });
     }
-    if cfg.auth.enabled {
-        return Err(Reject::new(
-            401,
-            "authentication is on: JWT verification for raw mode is not available in this build yet; run with --no-auth",
-        ));
-    }
-    let project = req.query_first("project").unwrap_or("default");
+    let project = project.unwrap_or("default");
     check_name("project", project)?;
+    let identity = if ctx.auth.enabled {
+        let token = token.ok_or_else(|| {
+            Reject::new(
+                401,
+                "authentication required: pass a JWT as ?token= or Authorization: Bearer",
+            )
+        })?;
+        let user = ctx
+            .auth
+            .verify(project, token)
+            .map_err(|e| Reject::new(401, e))?;
+        Some(Box::new(Identity {
+            project: project.into(),
+            user: user.into(),
+        }))
+    } else {
+        None
+    };
     let mut subscribe = Vec::new();
     for topic in req.query_all("topic") {
         check_name("topic", topic)?;
@@ -338,7 +455,7 @@ pub fn route(req: &Request, cfg: &Config) -> Result<Route, Reject> {
         ));
     }
     Ok(Route {
-        mode: Mode::Raw,
+        mode: Mode::Raw(identity),
         protocol: None,
         subscribe,
     })

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,6 +28,12 @@ pub enum Dest {
         user: String,
         queue: String,
     },
+    /// Every session of one user (not a destination clients see: the index `/disconnect`
+    /// uses, so it never scans all connections).
+    Member {
+        project: String,
+        user: String,
+    },
 }
 
 impl Dest {
@@ -40,6 +47,7 @@ impl Dest {
                 user,
                 queue,
             } => format!("u\0{project}\0{user}\0{queue}"),
+            Dest::Member { project, user } => format!("m\0{project}\0{user}"),
         }
     }
 }
@@ -48,14 +56,40 @@ impl Dest {
 #[derive(Debug)]
 pub struct Publish {
     pub dest: Dest,
-    /// The encoded WebSocket frame, identical for every raw-mode recipient.
-    pub frame: Bytes,
+    pub body: Bytes,
+    /// Extra STOMP headers (`content-type` among them) for STOMP recipients.
+    pub headers: Vec<(String, String)>,
+    /// The raw-mode WebSocket frame (the body alone), encoded once for every shard.
+    pub raw: Bytes,
+    /// Unique within this server process: the STOMP `message-id`.
+    pub seq: u64,
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(1);
+
+impl Publish {
+    pub fn new(dest: Dest, body: Bytes, headers: Vec<(String, String)>) -> Publish {
+        Publish {
+            raw: crate::ws::frame::encode(crate::ws::frame::Opcode::Text, &body),
+            dest,
+            body,
+            headers,
+            seq: SEQ.fetch_add(1, Ordering::Relaxed),
+        }
+    }
 }
 
 pub enum Command {
+    /// Fan out; `reply` (if any) gets how many sessions of this shard it reached.
     Publish {
         msg: Arc<Publish>,
-        reply: Sender<usize>,
+        reply: Option<Sender<usize>>,
+    },
+    /// Describe identified sessions of `project` (optionally of one `user`).
+    Sessions {
+        project: String,
+        user: Option<String>,
+        reply: Sender<Vec<serde_json::Value>>,
     },
     /// Close every session of `user` in `project` (code 1008, "disconnected by the server").
     Disconnect {
@@ -122,8 +156,51 @@ impl Hub {
         let msg = Arc::new(msg);
         self.ask(|reply| Command::Publish {
             msg: msg.clone(),
-            reply,
+            reply: Some(reply),
         })
+    }
+
+    /// Fans out without waiting for counts: what a shard uses for a client's SEND, since a
+    /// reactor must never block on other reactors.
+    pub fn publish_nowait(&self, msg: Publish) {
+        let msg = Arc::new(msg);
+        for link in &self.links {
+            self.send(
+                link,
+                Command::Publish {
+                    msg: msg.clone(),
+                    reply: None,
+                },
+            );
+        }
+    }
+
+    /// Identified sessions of `project` (and `user`) on every shard.
+    pub fn sessions(
+        &self,
+        project: &str,
+        user: Option<&str>,
+    ) -> Result<Vec<serde_json::Value>, String> {
+        let (tx, rx) = bounded(self.links.len());
+        for link in &self.links {
+            self.send(
+                link,
+                Command::Sessions {
+                    project: project.to_string(),
+                    user: user.map(str::to_string),
+                    reply: tx.clone(),
+                },
+            );
+        }
+        drop(tx);
+        let mut all = Vec::new();
+        for _ in 0..self.links.len() {
+            all.extend(
+                rx.recv_timeout(REPLY_TIMEOUT)
+                    .map_err(|_| "a shard did not answer in time".to_string())?,
+            );
+        }
+        Ok(all)
     }
 
     pub fn disconnect(&self, project: &str, user: &str) -> Result<usize, String> {
@@ -203,6 +280,10 @@ impl Subscriptions {
         }
     }
 
+    pub fn id_of(&self, dest: &Dest) -> Option<DestId> {
+        self.ids.get(&dest.key()).copied()
+    }
+
     /// Appends the subscribers of `dest` to `out`.
     pub fn members_of(&self, dest: &Dest, out: &mut Vec<u32>) {
         if let Some(&id) = self.ids.get(&dest.key()) {
@@ -262,7 +343,10 @@ mod tests {
             .enumerate()
             .map(|(i, inbox)| {
                 std::thread::spawn(move || {
-                    if let Ok(Command::Publish { reply, .. }) = inbox.rx.recv() {
+                    if let Ok(Command::Publish {
+                        reply: Some(reply), ..
+                    }) = inbox.rx.recv()
+                    {
                         assert_eq!(inbox.wake.read().unwrap(), 1);
                         reply.send(i + 1).unwrap();
                     }
@@ -270,10 +354,11 @@ mod tests {
             })
             .collect();
         let n = hub
-            .publish(Publish {
-                dest: topic("p", "t"),
-                frame: Bytes::from_static(b"x"),
-            })
+            .publish(Publish::new(
+                topic("p", "t"),
+                Bytes::from_static(b"x"),
+                vec![],
+            ))
             .unwrap();
         assert_eq!(n, 6);
         for w in workers {

@@ -4,6 +4,7 @@
 //! touches a ring, and `reactor::ring` the only code with `unsafe`.
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod endpoint;
@@ -11,4 +12,5 @@ pub mod hub;
 pub mod reactor;
 pub mod server;
 pub mod stats;
+pub mod stomp;
 pub mod ws;

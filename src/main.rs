@@ -39,6 +39,19 @@ enum Cmd {
     Push(Push),
     /// Print the server's counters as JSON.
     Stats,
+    /// Mint a JWT with a project's configured key (for testing clients).
+    Token(Token),
+}
+
+#[derive(Args)]
+struct Token {
+    #[arg(long)]
+    user: String,
+    #[arg(long, default_value = "default")]
+    project: String,
+    /// Lifetime: 90, 45s, 30m, 1h, 7d.
+    #[arg(long, default_value = "1h")]
+    ttl: String,
 }
 
 #[derive(Args)]
@@ -141,6 +154,11 @@ fn run(cli: Cli) -> Result<(), String> {
             } else {
                 println!("reached {n} session{}", if n == 1 { "" } else { "s" });
             }
+            Ok(())
+        }
+        Cmd::Token(t) => {
+            let token = cli::token::run(common.config.as_deref(), &t.project, &t.user, &t.ttl)?;
+            println!("{token}");
             Ok(())
         }
         Cmd::Stats => {

@@ -10,7 +10,9 @@ use nix::sys::signal::{SigSet, Signal};
 use socket2::{Domain, Socket, Type};
 
 use crate::admin;
+use crate::auth::Auth;
 use crate::config::Config;
+use crate::endpoint::Context;
 use crate::hub::Hub;
 use crate::reactor::{self, ShardSpec};
 use crate::stats::Stats;
@@ -101,7 +103,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
         (addr, None)
     };
 
-    let cfg = Arc::new(cfg);
+    let auth = Auth::from_config(&cfg)?;
+    let ctx = Arc::new(Context { cfg, auth });
+    let cfg = &ctx.cfg;
     let stats = Arc::new(Stats::new(shards));
     let (hub, inboxes) = Hub::new(shards).map_err(|e| format!("eventfd: {e}"))?;
     let hub = Arc::new(hub);
@@ -112,7 +116,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
     for (id, inbox) in inboxes.into_iter().enumerate() {
         let spec = ShardSpec {
             id,
-            cfg: cfg.clone(),
+            ctx: ctx.clone(),
+            hub: hub.clone(),
             stats: stats.clone(),
             inbox,
             addr,

@@ -11,7 +11,6 @@ use super::http::{Request, Response};
 use crate::endpoint::check_name;
 use crate::hub::{Dest, Hub, Publish};
 use crate::stats::Stats;
-use crate::ws::frame::{self, Opcode};
 
 /// A shard that has not turned its loop for this long is reported unhealthy.
 const HEALTH_WINDOW_MS: u64 = 2000;
@@ -32,7 +31,6 @@ struct PublishBody {
     user: Option<String>,
     /// Extra STOMP headers for STOMP sessions; raw sessions get the body only.
     #[serde(default)]
-    #[allow(dead_code)]
     headers: BTreeMap<String, String>,
 }
 
@@ -43,6 +41,14 @@ struct DisconnectBody {
     project: String,
     user: String,
 }
+
+/// Headers the server writes itself on every MESSAGE.
+const RESERVED_HEADERS: &[&str] = &[
+    "destination",
+    "message-id",
+    "subscription",
+    "content-length",
+];
 
 fn default_project() -> String {
     "default".into()
@@ -67,10 +73,7 @@ impl Api {
                     )
                 }
             }
-            ("GET", "/sessions") => Response::error(
-                501,
-                "session listing arrives with STOMP sessions; it is not in this build yet",
-            ),
+            ("GET", "/sessions") => self.sessions(req),
             (_, "/publish" | "/disconnect" | "/stats" | "/metrics" | "/healthz" | "/sessions") => {
                 Response::error(
                     405,
@@ -96,12 +99,59 @@ impl Api {
             Ok(d) => d,
             Err(msg) => return Response::error(400, msg),
         };
-        let msg = Publish {
-            dest,
-            frame: frame::encode(Opcode::Text, p.body.as_bytes()),
-        };
+        if let Some(bad) = p.headers.keys().find(|k| {
+            k.is_empty()
+                || k.contains(['\n', '\r', ':', '\0'])
+                || RESERVED_HEADERS.contains(&k.as_str())
+        }) {
+            return Response::error(
+                400,
+                format!("header {bad:?} cannot be set: it is empty, reserved or malformed"),
+            );
+        }
+        let msg = Publish::new(dest, p.body.into(), p.headers.into_iter().collect());
         match self.hub.publish(msg) {
             Ok(n) => Response::json(200, &json!({ "sessions": n })),
+            Err(e) => Response::error(503, e),
+        }
+    }
+
+    /// `GET /sessions?project=P[&user=U][&offset=N][&limit=N]`.
+    fn sessions(&self, req: &Request) -> Response {
+        let Some(project) = req.query_first("project") else {
+            return Response::error(400, "GET /sessions needs ?project=NAME");
+        };
+        let num = |name: &str, default: usize| -> Result<usize, Response> {
+            req.query_first(name).map_or(Ok(default), |v| {
+                v.parse()
+                    .map_err(|_| Response::error(400, format!("{name} must be a number")))
+            })
+        };
+        let (offset, limit) = match (num("offset", 0), num("limit", 100)) {
+            (Ok(o), Ok(l)) => (o, l.min(1000)),
+            (Err(r), _) | (_, Err(r)) => return r,
+        };
+        match self.hub.sessions(project, req.query_first("user")) {
+            Ok(mut all) => {
+                all.sort_by(|a, b| {
+                    (
+                        a["connected_at"].as_u64(),
+                        a["shard"].as_u64(),
+                        a["id"].as_u64(),
+                    )
+                        .cmp(&(
+                            b["connected_at"].as_u64(),
+                            b["shard"].as_u64(),
+                            b["id"].as_u64(),
+                        ))
+                });
+                let total = all.len();
+                let page: Vec<_> = all.into_iter().skip(offset).take(limit).collect();
+                Response::json(
+                    200,
+                    &json!({"total": total, "offset": offset, "limit": limit, "sessions": page}),
+                )
+            }
             Err(e) => Response::error(503, e),
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod push;
 pub mod stats;
+pub mod token;
 
 use std::path::{Path, PathBuf};
 

@@ -1,17 +1,19 @@
 use super::*;
+use crate::auth::Auth;
 use crate::ws::frame::encode_masked;
 
 const UPGRADE: &str = "GET /ws?topic=a&topic=b&project=P HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
-fn cfg() -> Config {
-    let mut c = Config::embedded();
-    c.server.echo = true;
-    c
+fn ctx() -> Context {
+    let mut cfg = Config::embedded();
+    cfg.server.echo = true;
+    let auth = Auth::from_config(&cfg).unwrap();
+    Context { cfg, auth }
 }
 
 fn feed(s: &mut Session, bytes: &[u8]) -> Vec<Output> {
     let mut out = Vec::new();
-    s.on_bytes(&mut bytes.to_vec(), &cfg(), &mut out);
+    s.on_bytes(&mut bytes.to_vec(), 0, &ctx(), &mut out);
     out
 }
 
@@ -72,13 +74,6 @@ fn bad_requests_get_http_errors() {
     for (req, status) in [
         (UPGRADE.replace("/ws?", "/nope?"), "404"),
         (UPGRADE.replace("topic=b", "topic="), "400"),
-        (
-            UPGRADE.replace(
-                "Host: x\r\n",
-                "Host: x\r\nSec-WebSocket-Protocol: v12.stomp\r\n",
-            ),
-            "501",
-        ),
     ] {
         let mut s = Session::default();
         let out = feed(&mut s, req.as_bytes());
@@ -134,4 +129,35 @@ fn close_handshake_both_ways() {
         &encode_masked(Opcode::Close, true, b"\x03\xe9", [1; 4]),
     );
     assert_eq!(out, [Output::Close]);
+}
+
+#[test]
+fn stomp_subprotocol_selects_stomp_mode() {
+    let mut s = Session::default();
+    let req = UPGRADE.replace(
+        "Host: x\r\n",
+        "Host: x\r\nSec-WebSocket-Protocol: v10.stomp, v12.stomp\r\n",
+    );
+    let out = feed(&mut s, req.as_bytes());
+    let resp = String::from_utf8(sent(&out)[0].clone()).unwrap();
+    assert!(
+        resp.contains("Sec-WebSocket-Protocol: v12.stomp\r\n"),
+        "{resp}"
+    );
+    assert!(s.stomp().is_some());
+    let connect = b"CONNECT\naccept-version:1.2\nhost:x\nlogin:alice\nheart-beat:1000,0\n\n\0";
+    let out = feed(&mut s, &encode_masked(Opcode::Text, true, connect, [3; 4]));
+    assert!(out.contains(&Output::Connected));
+    let reply = String::from_utf8(sent(&out)[0][2..].to_vec()).unwrap();
+    assert!(reply.starts_with("CONNECTED\nversion:1.2\n"), "{reply}");
+    assert!(reply.contains("user-name:alice\n"));
+    // A violation: ERROR frame, then our close frame, and nothing more is read.
+    let out = feed(
+        &mut s,
+        &encode_masked(Opcode::Text, true, b"BOGUS\n\n\0", [3; 4]),
+    );
+    let frames = sent(&out);
+    assert!(String::from_utf8_lossy(&frames[0]).contains("message:unknown command"));
+    assert_eq!(frames[1][0], 0x88);
+    assert!(out.contains(&Output::AwaitClose));
 }

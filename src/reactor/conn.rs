@@ -14,6 +14,8 @@ pub struct Conn {
     /// Distinguishes this connection from earlier ones that used the same slab slot, so a
     /// stale timer entry cannot touch it.
     pub epoch: u32,
+    /// Seconds since the Unix epoch (u32 lasts until 2106).
+    pub connected_at: u32,
     flags: u8,
     /// Frames waiting for the one send in flight to finish (ordering needs one at a time).
     pub queue: VecDeque<Bytes>,
@@ -29,10 +31,11 @@ const CLOSE_AFTER_FLUSH: u8 = 4;
 const SHUT: u8 = 8;
 
 impl Conn {
-    pub fn new(fd: OwnedFd, epoch: u32) -> Conn {
+    pub fn new(fd: OwnedFd, epoch: u32, connected_at: u32) -> Conn {
         Conn {
             fd,
             epoch,
+            connected_at,
             flags: 0,
             queue: VecDeque::new(),
             subs: Vec::new(),

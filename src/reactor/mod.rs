@@ -18,10 +18,12 @@ use crossbeam_channel::Sender;
 use slab::Slab;
 use socket2::{Domain, SockRef, Socket, Type};
 
-use crate::config::{Config, SlowPolicy};
-use crate::endpoint::Output;
-use crate::hub::{Command, Inbox, Subscriptions};
+use crate::config::SlowPolicy;
+use crate::endpoint::{Context, Mode, Output};
+use crate::hub::{Command, Dest, Hub, Inbox, Publish, Subscriptions};
 use crate::stats::{ShardStats, Stats, now_ms};
+use crate::stomp::frame::{Command as StompCommand, Frame as StompFrame};
+use crate::stomp::session::ws_text;
 use crate::ws::CloseError;
 use conn::Conn;
 use ring::{BufferConfig, Event, Ring};
@@ -33,7 +35,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// Everything a shard thread starts from.
 pub struct ShardSpec {
     pub id: usize,
-    pub cfg: Arc<Config>,
+    pub ctx: Arc<Context>,
+    pub hub: Arc<Hub>,
     pub stats: Arc<Stats>,
     pub inbox: Inbox,
     pub addr: SocketAddr,
@@ -81,7 +84,8 @@ fn listener(addr: SocketAddr) -> io::Result<Socket> {
 }
 
 fn run(spec: ShardSpec) -> io::Result<()> {
-    let cfg = spec.cfg.clone();
+    let ctx = spec.ctx.clone();
+    let cfg = &ctx.cfg;
     let listener = listener(spec.addr)
         .map_err(|e| io::Error::new(e.kind(), format!("listen on {}: {e}", spec.addr)))?;
     let mut ring = Ring::new(
@@ -100,7 +104,8 @@ fn run(spec: ShardSpec) -> io::Result<()> {
     let mut shard = Shard {
         id: spec.id,
         stats: spec.stats.clone(),
-        cfg,
+        ctx: ctx.clone(),
+        hub: spec.hub,
         conns: Slab::new(),
         subs: Subscriptions::default(),
         wheel: Wheel::new(1024),
@@ -114,13 +119,14 @@ fn run(spec: ShardSpec) -> io::Result<()> {
         rearm: Vec::new(),
         keys: Vec::new(),
         out: Vec::new(),
+        frames: Vec::new(),
     };
     shard.arm_accept(&mut ring);
     ring.wait_wake(shard.inbox.wake.as_raw_fd());
     ring.tick_after(TICK);
     shard.st().last_turn_ms.store(now_ms(), Relaxed);
     let _ = spec.ready.send(Ok(path.to_string()));
-    let mut scratch = Vec::with_capacity(shard.cfg.server.read_buffer_size as usize);
+    let mut scratch = Vec::with_capacity(ctx.cfg.server.read_buffer_size as usize);
     loop {
         ring.run_once(&mut scratch, |ring, ev, data| {
             shard.on_event(ring, ev, data)
@@ -137,7 +143,8 @@ fn run(spec: ShardSpec) -> io::Result<()> {
 
 struct Shard {
     id: usize,
-    cfg: Arc<Config>,
+    ctx: Arc<Context>,
+    hub: Arc<Hub>,
     stats: Arc<Stats>,
     conns: Slab<Conn>,
     subs: Subscriptions,
@@ -156,6 +163,7 @@ struct Shard {
     /// Reused scratch: subscriber keys of one publish, outputs of one read.
     keys: Vec<u32>,
     out: Vec<Output>,
+    frames: Vec<Bytes>,
 }
 
 fn ticks(ms: u64) -> u64 {
@@ -217,7 +225,9 @@ impl Shard {
         let _ = SockRef::from(&fd).set_tcp_nodelay(true);
         self.next_epoch = self.next_epoch.wrapping_add(1);
         let epoch = self.next_epoch;
-        let key = self.conns.insert(Conn::new(fd, epoch)) as u32;
+        let key = self
+            .conns
+            .insert(Conn::new(fd, epoch, (now_ms() / 1000) as u32)) as u32;
         self.arm_recv(ring, key);
         if self.shutdown_at.is_some() || self.conns.len() > self.capacity {
             let reason = if self.shutdown_at.is_some() {
@@ -227,7 +237,7 @@ impl Shard {
             };
             self.close_session(ring, key, CloseError::GOING_AWAY, reason);
         } else {
-            let t = ticks(self.cfg.limits.handshake_timeout_ms);
+            let t = ticks(self.ctx.cfg.limits.handshake_timeout_ms);
             self.wheel.schedule(key, epoch, Kind::Handshake, t);
         }
     }
@@ -281,7 +291,8 @@ impl Shard {
             Ok(n) => {
                 if !c.is_shut() {
                     let mut out = std::mem::take(&mut self.out);
-                    c.session.on_bytes(&mut data[..n], &self.cfg, &mut out);
+                    let now = self.wheel.now();
+                    c.session.on_bytes(&mut data[..n], now, &self.ctx, &mut out);
                     self.apply(ring, key, &mut out);
                     self.out = out;
                 }
@@ -349,12 +360,40 @@ impl Shard {
                 Output::Send(b) => {
                     self.send(ring, key, b, false);
                 }
-                Output::Subscribe(dest) => {
-                    let id = self.subs.subscribe(&dest, key);
-                    self.conns[key as usize].subs.push(id);
+                Output::Subscribe(dest) => self.join(key, &dest),
+                Output::Unsubscribe(dest) => {
+                    if let Some(id) = self.subs.id_of(&dest) {
+                        self.subs.unsubscribe(id, key);
+                        self.conns[key as usize].subs.retain(|&d| d != id);
+                    }
                 }
+                Output::Publish {
+                    dest,
+                    body,
+                    headers,
+                } => self.hub.publish_nowait(Publish::new(dest, body, headers)),
                 Output::Upgraded => {
                     st.upgraded.fetch_add(1, Relaxed);
+                    self.join_member_index(key);
+                }
+                Output::Connected => {
+                    self.join_member_index(key);
+                    let c = &self.conns[key as usize];
+                    let (send, expect) = c.session.stomp().map_or((0, 0), |s| s.heartbeat());
+                    let period = match (send, expect) {
+                        (0, 0) => None,
+                        (0, p) | (p, 0) => Some(p),
+                        (a, b) => Some(a.min(b)),
+                    };
+                    if let Some(p) = period {
+                        let epoch = c.epoch;
+                        self.wheel
+                            .schedule(key, epoch, Kind::Heartbeat, ticks(u64::from(p) / 2));
+                    }
+                }
+                Output::CloseWith(code, reason) => {
+                    // The endpoint turns these into close frames; this is a fallback.
+                    self.close_session(ring, key, code, reason);
                 }
                 Output::Rejected => {
                     st.rejected.fetch_add(1, Relaxed);
@@ -367,7 +406,7 @@ impl Shard {
                 }
                 Output::AwaitClose => {
                     let epoch = self.conns[key as usize].epoch;
-                    let t = ticks(self.cfg.limits.close_timeout_ms);
+                    let t = ticks(self.ctx.cfg.limits.close_timeout_ms);
                     self.wheel.schedule(key, epoch, Kind::Closing, t);
                 }
                 Output::Close => {
@@ -382,6 +421,27 @@ impl Shard {
         }
     }
 
+    /// Adds connection `key` to `dest` (once, however many subscriptions point there).
+    fn join(&mut self, key: u32, dest: &Dest) {
+        let id = self.subs.subscribe(dest, key);
+        let subs = &mut self.conns[key as usize].subs;
+        if !subs.contains(&id) {
+            subs.push(id);
+        }
+    }
+
+    /// Indexes an identified session under its user, for `/disconnect`.
+    fn join_member_index(&mut self, key: u32) {
+        let member = match self.conns[key as usize].session.identity() {
+            Some((project, Some(user))) => Dest::Member {
+                project: project.into(),
+                user: user.into(),
+            },
+            _ => return,
+        };
+        self.join(key, &member);
+    }
+
     /// Queues `b` for connection `key`. Publishes (`capped`) obey the send-queue limit; the
     /// connection's own protocol traffic (handshake answers, pongs, closes) does not.
     fn send(&mut self, ring: &mut Ring, key: u32, b: Bytes, capped: bool) -> bool {
@@ -391,14 +451,17 @@ impl Shard {
         if c.is_shut() {
             return false;
         }
+        if let Some(s) = c.session.stomp_mut() {
+            s.sent(self.wheel.now());
+        }
         if !c.sending() {
             c.set_sending(true);
             ring.send(c.raw_fd(), key, b, 0);
             return true;
         }
-        if capped && c.queue.len() >= self.cfg.limits.send_queue {
+        if capped && c.queue.len() >= self.ctx.cfg.limits.send_queue {
             let st = &self.stats.shards[self.id];
-            match self.cfg.limits.slow_consumer {
+            match self.ctx.cfg.limits.slow_consumer {
                 SlowPolicy::DropOldest => {
                     c.queue.pop_front();
                     c.queue.push_back(b);
@@ -434,34 +497,62 @@ impl Shard {
     fn on_command(&mut self, ring: &mut Ring, cmd: Command) {
         match cmd {
             Command::Publish { msg, reply } => {
-                let mut keys = std::mem::take(&mut self.keys);
-                self.subs.members_of(&msg.dest, &mut keys);
-                let mut reached = 0;
-                for &key in &keys {
-                    if self
-                        .conns
-                        .get(key as usize)
-                        .is_some_and(|c| c.session.is_open())
-                        && self.send(ring, key, msg.frame.clone(), true)
-                    {
-                        reached += 1;
-                    }
-                }
-                keys.clear();
-                self.keys = keys;
+                let reached = self.fan_out(ring, &msg);
                 let st = &self.stats.shards[self.id];
                 st.publishes.fetch_add(1, Relaxed);
                 st.messages_out.fetch_add(reached as u64, Relaxed);
-                let _ = reply.send(reached);
+                if let Some(reply) = reply {
+                    let _ = reply.send(reached);
+                }
             }
-            Command::Disconnect { reply, .. } => {
-                // Raw sessions carry no user identity yet; user sessions arrive with auth.
-                let _ = reply.send(0);
+            Command::Disconnect {
+                project,
+                user,
+                reply,
+            } => {
+                let mut keys = std::mem::take(&mut self.keys);
+                self.subs
+                    .members_of(&Dest::Member { project, user }, &mut keys);
+                for &key in &keys {
+                    self.close_session(ring, key, CloseError::POLICY, "disconnected by the server");
+                }
+                let _ = reply.send(keys.len());
+                keys.clear();
+                self.keys = keys;
+            }
+            Command::Sessions {
+                project,
+                user,
+                reply,
+            } => {
+                let list = self
+                    .conns
+                    .iter()
+                    .filter_map(|(k, c)| {
+                        let (p, u) = c.session.identity()?;
+                        if p != project || (user.is_some() && u != user.as_deref()) {
+                            return None;
+                        }
+                        let subs: Vec<serde_json::Value> = match c.session.mode() {
+                            Mode::Stomp(s) => s
+                                .subscriptions()
+                                .map(|(id, d)| serde_json::json!({"id": id, "destination": d}))
+                                .collect(),
+                            _ => Vec::new(),
+                        };
+                        Some(serde_json::json!({
+                            "id": k, "shard": self.id, "user": u,
+                            "protocol": if c.session.stomp().is_some() { "stomp" } else { "raw" },
+                            "connected_at": c.connected_at, "subscriptions": subs,
+                        }))
+                    })
+                    .collect();
+                let _ = reply.send(list);
             }
             Command::Shutdown => {
                 if self.shutdown_at.is_none() {
                     self.shutdown_at =
-                        Some(self.wheel.now() + ticks(self.cfg.server.shutdown_grace_ms));
+                        Some(self.wheel.now() + ticks(self.ctx.cfg.server.shutdown_grace_ms));
                     if let Some(l) = self.listener.take() {
                         let _ = l.shutdown(std::net::Shutdown::Both);
                     }
@@ -477,6 +568,51 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Sends one publish to this shard's subscribers: raw sessions share `msg.raw`; STOMP
+    /// sessions share one MESSAGE frame per distinct (subscription id, destination).
+    fn fan_out(&mut self, ring: &mut Ring, msg: &Publish) -> usize {
+        let mut keys = std::mem::take(&mut self.keys);
+        let mut frames = std::mem::take(&mut self.frames);
+        let mut cache: Vec<(String, String, Bytes)> = Vec::new();
+        self.subs.members_of(&msg.dest, &mut keys);
+        let mut reached = 0;
+        for &key in &keys {
+            let Some(c) = self.conns.get(key as usize) else {
+                continue;
+            };
+            if !c.session.is_open() {
+                continue;
+            }
+            match c.session.mode() {
+                Mode::Raw(_) => frames.push(msg.raw.clone()),
+                Mode::Stomp(s) if s.is_connected() => {
+                    for (id, written) in s.matching(&msg.dest) {
+                        let hit = cache.iter().find(|(i, w, _)| i == id && w == written);
+                        let frame = match hit {
+                            Some((_, _, f)) => f.clone(),
+                            None => {
+                                let f = message_frame(msg, id, written);
+                                cache.push((id.into(), written.into(), f.clone()));
+                                f
+                            }
+                        };
+                        frames.push(frame);
+                    }
+                }
+                _ => {}
+            }
+            let mut any = false;
+            for f in frames.drain(..) {
+                any |= self.send(ring, key, f, true);
+            }
+            reached += usize::from(any);
+        }
+        keys.clear();
+        self.keys = keys;
+        self.frames = frames;
+        reached
     }
 
     fn on_tick(&mut self, ring: &mut Ring) {
@@ -505,6 +641,19 @@ impl Shard {
                         "the upgrade request did not complete in time",
                     );
                 }
+                Kind::Heartbeat => {
+                    let mut out = std::mem::take(&mut self.out);
+                    let tick_ms = TICK.as_millis() as u64;
+                    let now = self.wheel.now();
+                    let next = self.conns[e.key as usize]
+                        .session
+                        .on_heartbeat(now, tick_ms, &mut out);
+                    self.apply(ring, e.key, &mut out);
+                    self.out = out;
+                    if let Some(t) = next {
+                        self.wheel.schedule(e.key, e.epoch, Kind::Heartbeat, t);
+                    }
+                }
                 Kind::Closing => {
                     // The peer never answered our close: drop the socket.
                     self.conns[e.key as usize].shut();
@@ -514,4 +663,19 @@ impl Shard {
             }
         }
     }
+}
+
+/// A STOMP MESSAGE frame for one (subscription, destination), as a WebSocket text frame.
+fn message_frame(msg: &Publish, sub: &str, destination: &str) -> Bytes {
+    let mut f = StompFrame::new(StompCommand::Message)
+        .header("destination", destination)
+        .header("message-id", msg.seq.to_string())
+        .header("subscription", sub);
+    if !msg.headers.iter().any(|(k, _)| k == "content-type") {
+        f = f.header("content-type", "text/plain;charset=UTF-8");
+    }
+    f.headers.extend(msg.headers.iter().cloned());
+    f = f.header("content-length", msg.body.len().to_string());
+    f.body = msg.body.to_vec();
+    ws_text(&f)
 }

@@ -1,0 +1,224 @@
+//! JWT authentication per project: keys from the config, the algorithm pinned per key, `exp`
+//! and `nbf` checked with a small leeway, the user taken from a configurable claim.
+//!
+//! Keys are loaded once (PEM files read at start-up and on reload) and shared read-only by every
+//! shard, so verifying a token is a pure function of the token and the project.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Map, Value};
+
+use crate::config::{Config, Project};
+
+/// Clock skew tolerated on `exp` and `nbf`.
+const LEEWAY_S: u64 = 5;
+
+struct ProjectKeys {
+    alg: Algorithm,
+    decoding: DecodingKey,
+    encoding: Option<EncodingKey>,
+}
+
+pub struct Auth {
+    pub enabled: bool,
+    user_claim: String,
+    projects: HashMap<String, ProjectKeys>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("Auth")
+            .field("enabled", &self.enabled)
+            .field("user_claim", &self.user_claim)
+            .field("projects", &self.projects.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Auth {
+    /// Loads every project's keys; a project whose key cannot be read is a start-up error.
+    pub fn from_config(cfg: &Config) -> Result<Auth, String> {
+        let mut projects = HashMap::new();
+        for (name, p) in &cfg.projects {
+            if let Some(keys) = load_keys(p).map_err(|e| format!("project {name}: {e}"))? {
+                projects.insert(name.clone(), keys);
+            }
+        }
+        if cfg.auth.enabled && projects.is_empty() {
+            return Err(
+                "authentication is on but no [projects.NAME] has a key: add one, or run with --no-auth"
+                    .into(),
+            );
+        }
+        Ok(Auth {
+            enabled: cfg.auth.enabled,
+            user_claim: cfg.auth.user_claim.clone(),
+            projects,
+        })
+    }
+
+    /// Verifies `token` for `project`; returns the user it names, or why it was refused.
+    pub fn verify(&self, project: &str, token: &str) -> Result<String, String> {
+        let keys = self
+            .projects
+            .get(project)
+            .ok_or_else(|| format!("unknown project {project:?}"))?;
+        let mut v = Validation::new(keys.alg);
+        v.leeway = LEEWAY_S;
+        v.validate_nbf = true;
+        v.validate_aud = false;
+        v.required_spec_claims = ["exp".to_string()].into();
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &keys.decoding, &v)
+            .map_err(|e| format!("invalid token: {e}"))?;
+        match data.claims.get(&self.user_claim) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            _ => Err(format!("token has no {:?} claim", self.user_claim)),
+        }
+    }
+
+    /// Mints a token for `user` in `project`, valid for `ttl_s` seconds.
+    pub fn mint(&self, project: &str, user: &str, ttl_s: u64) -> Result<String, String> {
+        let keys = self
+            .projects
+            .get(project)
+            .ok_or_else(|| format!("project {project:?} has no key in the config"))?;
+        let enc = keys.encoding.as_ref().ok_or_else(|| {
+            format!("project {project:?} has no jwt_private_key (or jwt_secret) to sign with")
+        })?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut claims = Map::new();
+        claims.insert(self.user_claim.clone(), Value::String(user.into()));
+        claims.insert("iat".into(), now.into());
+        claims.insert("exp".into(), (now + ttl_s).into());
+        jsonwebtoken::encode(&Header::new(keys.alg), &claims, enc).map_err(|e| e.to_string())
+    }
+}
+
+fn load_keys(p: &Project) -> Result<Option<ProjectKeys>, String> {
+    let alg = match p.jwt_alg.as_deref().unwrap_or("HS256") {
+        "HS256" => Algorithm::HS256,
+        "RS256" => Algorithm::RS256,
+        "ES256" => Algorithm::ES256,
+        other => return Err(format!("jwt_alg {other:?}: use HS256, RS256 or ES256")),
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))
+    };
+    let keys = match alg {
+        Algorithm::HS256 => {
+            let Some(secret) = &p.jwt_secret else {
+                return Ok(None);
+            };
+            ProjectKeys {
+                alg,
+                decoding: DecodingKey::from_secret(secret.as_bytes()),
+                encoding: Some(EncodingKey::from_secret(secret.as_bytes())),
+            }
+        }
+        _ => {
+            let Some(public) = &p.jwt_public_key else {
+                return Ok(None);
+            };
+            let pem = read(public)?;
+            let decoding = if alg == Algorithm::RS256 {
+                DecodingKey::from_rsa_pem(&pem)
+            } else {
+                DecodingKey::from_ec_pem(&pem)
+            }
+            .map_err(|e| format!("{}: {e}", public.display()))?;
+            let encoding = match &p.jwt_private_key {
+                Some(path) => {
+                    let pem = read(path)?;
+                    Some(
+                        if alg == Algorithm::RS256 {
+                            EncodingKey::from_rsa_pem(&pem)
+                        } else {
+                            EncodingKey::from_ec_pem(&pem)
+                        }
+                        .map_err(|e| format!("{}: {e}", path.display()))?,
+                    )
+                }
+                None => None,
+            };
+            ProjectKeys {
+                alg,
+                decoding,
+                encoding,
+            }
+        }
+    };
+    Ok(Some(keys))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(claim: &str) -> Auth {
+        let mut c = Config::default();
+        c.auth.user_claim = claim.into();
+        c.projects.insert(
+            "demo".into(),
+            Project {
+                jwt_secret: Some("s3cret".into()),
+                ..Default::default()
+            },
+        );
+        c.projects.insert(
+            "other".into(),
+            Project {
+                jwt_secret: Some("different".into()),
+                ..Default::default()
+            },
+        );
+        Auth::from_config(&c).unwrap()
+    }
+
+    #[test]
+    fn mint_then_verify() {
+        let a = auth("userName");
+        let t = a.mint("demo", "alice", 60).unwrap();
+        assert_eq!(a.verify("demo", &t).unwrap(), "alice");
+        // The same token is no good in another project (other key).
+        assert!(a.verify("other", &t).unwrap_err().contains("invalid token"));
+        assert!(
+            a.verify("nope", &t)
+                .unwrap_err()
+                .contains("unknown project")
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let a = auth("sub");
+        let expired = {
+            let mut claims = Map::new();
+            claims.insert("sub".into(), "bob".into());
+            claims.insert("exp".into(), 1000.into());
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(b"s3cret"),
+            )
+            .unwrap()
+        };
+        assert!(a.verify("demo", &expired).unwrap_err().contains("Expired"));
+        // alg: none, unsigned.
+        let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJib2IiLCJleHAiOjk5OTk5OTk5OTl9.";
+        assert!(a.verify("demo", none).is_err());
+        assert!(a.verify("demo", "garbage").is_err());
+    }
+
+    #[test]
+    fn auth_on_without_keys_is_a_startup_error() {
+        let c = Config::default();
+        assert!(Auth::from_config(&c).unwrap_err().contains("--no-auth"));
+    }
+}

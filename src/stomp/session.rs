@@ -1,0 +1,472 @@
+//! One STOMP session's state machine, sans-IO: CONNECT (with JWT auth) → CONNECTED, SUBSCRIBE /
+//! UNSUBSCRIBE by id, SEND when the project allows it, receipts, DISCONNECT, heart-beats.
+//! STOMP bytes go in (the payloads of WebSocket messages, which need not align with frames);
+//! `Output`s come out. Every violation gets an ERROR frame with a `message` header, then close.
+
+use bytes::Bytes;
+
+use super::frame::{self, Command, Frame, Parsed};
+use crate::endpoint::{Context, Output, check_name};
+use crate::hub::Dest;
+use crate::ws::CloseError;
+use crate::ws::frame::{Opcode, encode};
+
+/// `message` header of an authentication failure: what the seed's clients look for.
+pub const AUTH_FAIL: &str = "auth_fail";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitConnect,
+    Connected,
+    Closed,
+}
+
+/// One SUBSCRIBE: its id, the destination as the client wrote it, and what that resolves to.
+#[derive(Debug)]
+struct Sub {
+    id: Box<str>,
+    written: Box<str>,
+    dest: Dest,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    state: State,
+    /// Negotiated version ("1.0", "1.1" or "1.2").
+    version: &'static str,
+    project: Box<str>,
+    user: Option<Box<str>>,
+    /// A token presented at the WebSocket upgrade (`?token=` or `Authorization: Bearer`).
+    upgrade_token: Option<Box<str>>,
+    subs: Vec<Sub>,
+    pending: Vec<u8>,
+    /// Negotiated heart-beat periods in ms: we send every `out`, expect something every `in_`.
+    hb_out: u32,
+    hb_in: u32,
+    /// Wheel ticks of the last byte received and sent.
+    last_in: u64,
+    last_out: u64,
+}
+
+impl Session {
+    pub fn new(project: Option<&str>, upgrade_token: Option<&str>) -> Session {
+        Session {
+            state: State::AwaitConnect,
+            version: "1.2",
+            project: project.unwrap_or("default").into(),
+            user: None,
+            upgrade_token: upgrade_token.map(Into::into),
+            subs: Vec::new(),
+            pending: Vec::new(),
+            hb_out: 0,
+            hb_in: 0,
+            last_in: 0,
+            last_out: 0,
+        }
+    }
+
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// Heart-beat periods (send, expect) in ms, once connected.
+    pub fn heartbeat(&self) -> (u32, u32) {
+        (self.hb_out, self.hb_in)
+    }
+
+    /// The subscriptions (id, destination as written) that `dest` should be delivered to.
+    pub fn matching<'a>(&'a self, dest: &'a Dest) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.subs
+            .iter()
+            .filter(move |s| &s.dest == dest)
+            .map(|s| (&*s.id, &*s.written))
+    }
+
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.subs.iter().map(|s| (&*s.id, &*s.written))
+    }
+
+    /// Something was sent to the client at tick `now` (a beat is then not needed).
+    pub fn sent(&mut self, now: u64) {
+        self.last_out = now;
+    }
+
+    /// Bytes of STOMP from the client (one WebSocket message's payload).
+    pub fn on_bytes(&mut self, data: &[u8], now: u64, ctx: &Context, out: &mut Vec<Output>) {
+        self.last_in = now;
+        if self.state == State::Closed {
+            return;
+        }
+        self.pending.extend_from_slice(data);
+        let limits = ctx.cfg.stomp.limits();
+        let mut pos = 0;
+        while self.state != State::Closed {
+            match frame::parse(&self.pending[pos..], &limits) {
+                Ok(Parsed::Partial) => break,
+                Ok(Parsed::HeartBeat(n)) => pos += n,
+                Ok(Parsed::Frame(f, n)) => {
+                    pos += n;
+                    self.on_frame(f, ctx, out);
+                }
+                Err(e) => {
+                    self.error(&e, None, CloseError::PROTOCOL, out);
+                    break;
+                }
+            }
+        }
+        if self.state == State::Closed || pos == self.pending.len() {
+            self.pending = Vec::new();
+        } else {
+            self.pending.drain(..pos);
+        }
+    }
+
+    /// The heart-beat timer fired at tick `now` (`tick_ms` per tick). Sends a beat if nothing
+    /// went out for a period; closes a client silent for two of its periods. Returns when
+    /// (in ticks) to check again, or None if heart-beats are off or the session ended.
+    pub fn on_heartbeat(&mut self, now: u64, tick_ms: u64, out: &mut Vec<Output>) -> Option<u64> {
+        if self.state != State::Connected {
+            return None;
+        }
+        let ticks = |ms: u32| (u64::from(ms) / tick_ms).max(1);
+        if self.hb_in > 0 && now.saturating_sub(self.last_in) >= 2 * ticks(self.hb_in) {
+            self.error(
+                "heart-beat timeout: nothing received for two heart-beat periods",
+                None,
+                CloseError::POLICY,
+                out,
+            );
+            return None;
+        }
+        if self.hb_out > 0 && now.saturating_sub(self.last_out) >= ticks(self.hb_out) {
+            out.push(Output::Send(encode(Opcode::Text, b"\n")));
+            self.last_out = now;
+        }
+        self.next_check(tick_ms)
+    }
+
+    fn next_check(&self, tick_ms: u64) -> Option<u64> {
+        let period = match (self.hb_out, self.hb_in) {
+            (0, 0) => return None,
+            (0, i) => i,
+            (o, 0) => o,
+            (o, i) => o.min(i),
+        };
+        Some((u64::from(period) / tick_ms / 2).max(1))
+    }
+
+    /// Sends an ERROR frame and closes the WebSocket with `code`.
+    fn error(&mut self, message: &str, receipt: Option<&str>, code: u16, out: &mut Vec<Output>) {
+        let mut f = Frame::new(Command::Error)
+            .header("message", message)
+            .header("content-type", "text/plain");
+        if let Some(r) = receipt {
+            f = f.header("receipt-id", r);
+        }
+        f.body = message.as_bytes().to_vec();
+        out.push(Output::Send(ws_text(&f)));
+        out.push(Output::CloseWith(code, message_reason(code)));
+        self.state = State::Closed;
+    }
+
+    fn on_frame(&mut self, f: Frame, ctx: &Context, out: &mut Vec<Output>) {
+        let receipt = f.get("receipt").map(str::to_string);
+        match (self.state, f.command) {
+            (State::AwaitConnect, Command::Connect | Command::Stomp) => self.connect(&f, ctx, out),
+            (State::AwaitConnect, c) => {
+                return self.error(
+                    &format!("expected CONNECT or STOMP, got {}", c.as_str()),
+                    receipt.as_deref(),
+                    CloseError::PROTOCOL,
+                    out,
+                );
+            }
+            (_, Command::Connect | Command::Stomp) => {
+                return self.error("already connected", None, CloseError::PROTOCOL, out);
+            }
+            (_, Command::Subscribe) => {
+                if let Err(e) = self.subscribe(&f, ctx, out) {
+                    return self.error(&e, receipt.as_deref(), CloseError::PROTOCOL, out);
+                }
+            }
+            (_, Command::Unsubscribe) => {
+                let Some(id) = f.get("id") else {
+                    return self.error(
+                        "UNSUBSCRIBE needs an id header",
+                        receipt.as_deref(),
+                        CloseError::PROTOCOL,
+                        out,
+                    );
+                };
+                if let Some(i) = self.subs.iter().position(|s| &*s.id == id) {
+                    let s = self.subs.remove(i);
+                    if !self.subs.iter().any(|o| o.dest == s.dest) {
+                        out.push(Output::Unsubscribe(s.dest));
+                    }
+                }
+            }
+            (_, Command::Send) => {
+                if let Err(e) = self.send(f, ctx, out) {
+                    return self.error(&e, receipt.as_deref(), CloseError::PROTOCOL, out);
+                }
+            }
+            (_, Command::Ack | Command::Nack) => {
+                // Subscriptions are auto-ack; acknowledgements are accepted and ignored.
+            }
+            (_, Command::Begin | Command::Commit | Command::Abort) => {
+                return self.error(
+                    "transactions are not supported",
+                    receipt.as_deref(),
+                    CloseError::PROTOCOL,
+                    out,
+                );
+            }
+            (_, Command::Disconnect) => {
+                if let Some(r) = &receipt {
+                    out.push(Output::Send(ws_text(
+                        &Frame::new(Command::Receipt).header("receipt-id", r.as_str()),
+                    )));
+                }
+                out.push(Output::CloseWith(CloseError::NORMAL, "disconnected"));
+                self.state = State::Closed;
+                return;
+            }
+            (_, c) => {
+                return self.error(
+                    &format!("{} is a server frame; clients may not send it", c.as_str()),
+                    receipt.as_deref(),
+                    CloseError::PROTOCOL,
+                    out,
+                );
+            }
+        }
+        if let Some(r) = receipt
+            && self.state != State::Closed
+        {
+            out.push(Output::Send(ws_text(
+                &Frame::new(Command::Receipt).header("receipt-id", r),
+            )));
+        }
+    }
+
+    fn connect(&mut self, f: &Frame, ctx: &Context, out: &mut Vec<Output>) {
+        self.version = match negotiate_version(f.get("accept-version")) {
+            Some(v) => v,
+            None => {
+                let mut e = Frame::new(Command::Error)
+                    .header("version", "1.0,1.1,1.2")
+                    .header(
+                        "message",
+                        "supported protocol versions are 1.0, 1.1 and 1.2",
+                    );
+                e.body = b"supported protocol versions are 1.0, 1.1 and 1.2".to_vec();
+                out.push(Output::Send(ws_text(&e)));
+                out.push(Output::CloseWith(
+                    CloseError::PROTOCOL,
+                    "unsupported STOMP version",
+                ));
+                self.state = State::Closed;
+                return;
+            }
+        };
+        if let Some(p) = f.get("projectId") {
+            self.project = p.into();
+        }
+        if let Err(r) = check_name("projectId", &self.project) {
+            return self.auth_fail(&r.reason, out);
+        }
+        let token = f
+            .get("token")
+            .or_else(|| f.get("Authorization").and_then(bearer))
+            .or_else(|| f.get("authorization").and_then(bearer))
+            .or(self.upgrade_token.as_deref())
+            .map(str::to_string);
+        if ctx.auth.enabled {
+            let Some(token) = token else {
+                return self.auth_fail("no token: send a JWT in the token header", out);
+            };
+            match ctx.auth.verify(&self.project, &token) {
+                Ok(user) => self.user = Some(user.into()),
+                Err(e) => return self.auth_fail(&e, out),
+            }
+        } else {
+            self.user = f.get("login").filter(|l| !l.is_empty()).map(Into::into);
+        }
+        self.upgrade_token = None;
+        let (sx, sy) = (
+            ctx.cfg.stomp.heartbeat_send_ms,
+            ctx.cfg.stomp.heartbeat_receive_ms,
+        );
+        let (cx, cy) = parse_heartbeat(f.get("heart-beat"));
+        self.hb_out = if sx == 0 || cy == 0 { 0 } else { sx.max(cy) };
+        self.hb_in = if cx == 0 || sy == 0 { 0 } else { cx.max(sy) };
+        let mut c = Frame::new(Command::Connected)
+            .header("version", self.version)
+            .header("heart-beat", format!("{sx},{sy}"))
+            .header("server", concat!("ringcast/", env!("CARGO_PKG_VERSION")));
+        if let Some(u) = &self.user {
+            c = c.header("user-name", &**u);
+        }
+        out.push(Output::Send(ws_text(&c)));
+        out.push(Output::Connected);
+        self.state = State::Connected;
+    }
+
+    fn auth_fail(&mut self, reason: &str, out: &mut Vec<Output>) {
+        let mut f = Frame::new(Command::Error)
+            .header("message", AUTH_FAIL)
+            .header("content-type", "text/plain");
+        f.body = reason.as_bytes().to_vec();
+        out.push(Output::Send(ws_text(&f)));
+        out.push(Output::CloseWith(
+            CloseError::POLICY,
+            "authentication failed",
+        ));
+        self.state = State::Closed;
+    }
+
+    fn subscribe(&mut self, f: &Frame, ctx: &Context, out: &mut Vec<Output>) -> Result<(), String> {
+        let id = f.get("id").ok_or("SUBSCRIBE needs an id header")?;
+        let written = f
+            .get("destination")
+            .ok_or("SUBSCRIBE needs a destination header")?;
+        if self.subs.iter().any(|s| &*s.id == id) {
+            return Err(format!("subscription id {id:?} is already in use"));
+        }
+        if self.subs.len() >= ctx.cfg.limits.max_topics_per_session {
+            return Err(format!(
+                "too many subscriptions: at most {} per session",
+                ctx.cfg.limits.max_topics_per_session
+            ));
+        }
+        let dest = self.resolve(written, ctx.cfg.stomp.legacy_destinations, true)?;
+        if !self.subs.iter().any(|s| s.dest == dest) {
+            out.push(Output::Subscribe(dest.clone()));
+        }
+        self.subs.push(Sub {
+            id: id.into(),
+            written: written.into(),
+            dest,
+        });
+        Ok(())
+    }
+
+    fn send(&mut self, f: Frame, ctx: &Context, out: &mut Vec<Output>) -> Result<(), String> {
+        let allowed = ctx
+            .cfg
+            .projects
+            .get(&*self.project)
+            .is_some_and(|p| p.client_publish);
+        if !allowed {
+            return Err(format!(
+                "SEND is not allowed in project {}: clients may not publish (client_publish = false)",
+                self.project
+            ));
+        }
+        let written = f
+            .get("destination")
+            .ok_or("SEND needs a destination header")?;
+        let dest = self.resolve(written, ctx.cfg.stomp.legacy_destinations, false)?;
+        let headers = f
+            .headers
+            .iter()
+            .filter(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "destination" | "content-length" | "receipt" | "transaction"
+                )
+            })
+            .cloned()
+            .collect();
+        out.push(Output::Publish {
+            dest,
+            body: Bytes::from(f.body),
+            headers,
+        });
+        Ok(())
+    }
+
+    /// Maps a destination string to a hub destination in this session's project.
+    fn resolve(&self, written: &str, legacy: bool, subscribing: bool) -> Result<Dest, String> {
+        let project = self.project.to_string();
+        if let Some(rest) = written.strip_prefix("/topic/") {
+            // Legacy form `/topic/{projectId}/{topic}`: the segment is dropped only when it is
+            // this session's project, so a client can never reach another project this way.
+            let topic = match (legacy, rest.split_once('/')) {
+                (true, Some((p, t))) if p == &*self.project => t,
+                _ => rest,
+            };
+            check_name("topic", topic).map_err(|r| r.reason)?;
+            return Ok(Dest::Topic {
+                project,
+                topic: topic.into(),
+            });
+        }
+        if let Some(rest) = written.strip_prefix("/user/queue/") {
+            let queue = match (legacy, rest.split_once('/')) {
+                (true, Some((p, q))) if p == &*self.project => q,
+                _ => rest,
+            };
+            check_name("queue", queue).map_err(|r| r.reason)?;
+            let user = self.user.as_deref().ok_or_else(|| {
+                format!("{written} is a user queue: it needs an authenticated user")
+            })?;
+            if !subscribing {
+                return Err("clients may only SEND to /topic/ destinations".into());
+            }
+            return Ok(Dest::User {
+                project,
+                user: user.into(),
+                queue: queue.into(),
+            });
+        }
+        Err(format!(
+            "unknown destination {written:?}: use /topic/NAME or /user/queue/NAME"
+        ))
+    }
+}
+
+fn bearer(v: &str) -> Option<&str> {
+    v.strip_prefix("Bearer ").map(str::trim)
+}
+
+fn message_reason(code: u16) -> &'static str {
+    match code {
+        CloseError::POLICY => "policy violation (see the STOMP ERROR frame)",
+        _ => "STOMP protocol error (see the ERROR frame)",
+    }
+}
+
+/// The highest version both sides speak; a CONNECT without `accept-version` is STOMP 1.0.
+fn negotiate_version(accept: Option<&str>) -> Option<&'static str> {
+    let Some(list) = accept else {
+        return Some("1.0");
+    };
+    let offered: Vec<&str> = list.split(',').map(str::trim).collect();
+    ["1.2", "1.1", "1.0"]
+        .into_iter()
+        .find(|v| offered.contains(v))
+}
+
+fn parse_heartbeat(v: Option<&str>) -> (u32, u32) {
+    let Some((a, b)) = v.and_then(|v| v.split_once(',')) else {
+        return (0, 0);
+    };
+    (a.trim().parse().unwrap_or(0), b.trim().parse().unwrap_or(0))
+}
+
+/// A STOMP frame as one WebSocket text message.
+pub fn ws_text(f: &Frame) -> Bytes {
+    encode(Opcode::Text, &f.encode())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,277 @@
+use super::*;
+use crate::auth::Auth;
+use crate::config::{Config, Project};
+
+fn ctx(auth: bool) -> Context {
+    let mut cfg = Config::default();
+    cfg.auth.enabled = auth;
+    cfg.auth.user_claim = "userName".into();
+    cfg.projects.insert(
+        "fm".into(),
+        Project {
+            jwt_secret: Some("k".into()),
+            client_publish: true,
+            ..Default::default()
+        },
+    );
+    cfg.projects.insert(
+        "ro".into(),
+        Project {
+            jwt_secret: Some("k2".into()),
+            ..Default::default()
+        },
+    );
+    cfg.stomp.heartbeat_send_ms = 1000;
+    cfg.stomp.heartbeat_receive_ms = 1000;
+    let auth = Auth::from_config(&cfg).unwrap();
+    Context { cfg, auth }
+}
+
+/// Feeds STOMP bytes; returns the STOMP text of every frame sent, and the other outputs.
+fn feed(s: &mut Session, ctx: &Context, bytes: &[u8]) -> (Vec<String>, Vec<Output>) {
+    let mut out = Vec::new();
+    s.on_bytes(bytes, 0, ctx, &mut out);
+    let mut frames = Vec::new();
+    let mut rest = Vec::new();
+    for o in out {
+        match o {
+            Output::Send(b) => {
+                let off = match b[1] {
+                    126 => 4,
+                    127 => 10,
+                    _ => 2,
+                };
+                frames.push(String::from_utf8_lossy(&b[off..]).into_owned())
+            }
+            o => rest.push(o),
+        }
+    }
+    (frames, rest)
+}
+
+fn connected(ctx: &Context, project: &str, extra: &str) -> Session {
+    let mut s = Session::new(None, None);
+    let token = ctx.auth.mint(project, "alice", 60).unwrap_or_default();
+    let connect =
+        format!("CONNECT\naccept-version:1.1,1.2\ntoken:{token}\nprojectId:{project}\n{extra}\n\0");
+    let (f, o) = feed(&mut s, ctx, connect.as_bytes());
+    assert!(f[0].starts_with("CONNECTED\nversion:1.2\n"), "{f:?}");
+    assert!(o.contains(&Output::Connected));
+    s
+}
+
+#[test]
+fn connect_with_token_and_project() {
+    let c = ctx(true);
+    let s = connected(&c, "fm", "heart-beat:500,2000\n");
+    assert_eq!(s.user(), Some("alice"));
+    assert_eq!(s.project(), "fm");
+    // Server 1000,1000 vs client 500,2000: we send every max(1000,2000), expect every max(500,1000).
+    assert_eq!(s.heartbeat(), (2000, 1000));
+}
+
+#[test]
+fn auth_failures_say_auth_fail() {
+    let c = ctx(true);
+    let fm_token = c.auth.mint("fm", "alice", 60).unwrap();
+    for connect in [
+        "CONNECT\naccept-version:1.2\nprojectId:fm\n\n\0".to_string(),
+        "CONNECT\naccept-version:1.2\nprojectId:fm\ntoken:forged\n\n\0".to_string(),
+        format!("CONNECT\naccept-version:1.2\nprojectId:ro\ntoken:{fm_token}\n\n\0"),
+        format!("CONNECT\naccept-version:1.2\nprojectId:nope\ntoken:{fm_token}\n\n\0"),
+    ] {
+        let mut s = Session::new(None, None);
+        let (f, o) = feed(&mut s, &c, connect.as_bytes());
+        assert!(f[0].starts_with("ERROR\nmessage:auth_fail\n"), "{f:?}");
+        assert_eq!(
+            o,
+            [Output::CloseWith(
+                CloseError::POLICY,
+                "authentication failed"
+            )]
+        );
+        assert!(!s.is_connected());
+    }
+}
+
+#[test]
+fn upgrade_token_is_used_when_connect_has_none() {
+    let c = ctx(true);
+    let token = c.auth.mint("fm", "bob", 60).unwrap();
+    let mut s = Session::new(Some("fm"), Some(&token));
+    let (f, _) = feed(&mut s, &c, b"STOMP\naccept-version:1.2\n\n\0");
+    assert!(f[0].contains("user-name:bob"), "{f:?}");
+}
+
+#[test]
+fn subscribe_unsubscribe_receipts_and_split_frames() {
+    let c = ctx(true);
+    let mut s = connected(&c, "fm", "");
+    let sub = b"SUBSCRIBE\nid:sub-0\ndestination:/topic/news\nreceipt:r1\n\n\0SUBSCRIBE\nid:sub-1\ndestination:/user/queue/notice\n\n\0";
+    // Split across two WebSocket messages at an awkward place.
+    let (f1, o1) = feed(&mut s, &c, &sub[..20]);
+    assert!(f1.is_empty() && o1.is_empty());
+    let (f, o) = feed(&mut s, &c, &sub[20..]);
+    assert_eq!(f, ["RECEIPT\nreceipt-id:r1\n\n\0"]);
+    let topic = Dest::Topic {
+        project: "fm".into(),
+        topic: "news".into(),
+    };
+    let queue = Dest::User {
+        project: "fm".into(),
+        user: "alice".into(),
+        queue: "notice".into(),
+    };
+    assert_eq!(
+        o,
+        [
+            Output::Subscribe(topic.clone()),
+            Output::Subscribe(queue.clone())
+        ]
+    );
+    assert_eq!(
+        s.matching(&topic).collect::<Vec<_>>(),
+        [("sub-0", "/topic/news")]
+    );
+    // A second subscription to the same destination joins nothing new in the hub.
+    let (_, o) = feed(
+        &mut s,
+        &c,
+        b"SUBSCRIBE\nid:sub-2\ndestination:/topic/news\n\n\0",
+    );
+    assert!(o.is_empty());
+    assert_eq!(s.matching(&topic).count(), 2);
+    let (_, o) = feed(&mut s, &c, b"UNSUBSCRIBE\nid:sub-0\n\n\0");
+    assert!(o.is_empty());
+    let (_, o) = feed(&mut s, &c, b"UNSUBSCRIBE\nid:sub-2\n\n\0");
+    assert_eq!(o, [Output::Unsubscribe(topic)]);
+}
+
+#[test]
+fn malformed_frames_each_get_an_error() {
+    let c = ctx(true);
+    let cases: [(&[u8], &str); 7] = [
+        (b"SUBSCRIBE\ndestination:/topic/a\n\n\0", "needs an id"),
+        (b"SUBSCRIBE\nid:1\n\n\0", "needs a destination"),
+        (
+            b"SUBSCRIBE\nid:1\ndestination:/queue/a\n\n\0",
+            "unknown destination",
+        ),
+        (
+            b"SEND\ndestination:/topic/a\n\n\0",
+            "not allowed in project ro",
+        ),
+        (b"FROB\n\n\0", "unknown command"),
+        (b"SEND\nk:\\x\n\n\0", "undefined escape"),
+        (b"MESSAGE\n\n\0", "server frame"),
+    ];
+    for (bytes, msg) in cases {
+        let mut s = connected(&c, "ro", "");
+        let (f, o) = feed(&mut s, &c, bytes);
+        assert!(
+            f[0].starts_with("ERROR\n") && f[0].contains(msg),
+            "{msg}: {f:?}"
+        );
+        assert!(matches!(o.last(), Some(Output::CloseWith(..))));
+    }
+    let mut s = Session::new(None, None);
+    let (f, _) = feed(&mut s, &c, b"SUBSCRIBE\nid:1\ndestination:/topic/a\n\n\0");
+    assert!(f[0].contains("expected CONNECT"));
+    let big = format!("SEND\nx:{}\n\n\0", "y".repeat(5000));
+    let mut s = connected(&c, "fm", "");
+    let (f, _) = feed(&mut s, &c, big.as_bytes());
+    assert!(f[0].contains("header line over"), "{f:?}");
+}
+
+#[test]
+fn send_publishes_when_allowed() {
+    let c = ctx(true);
+    let mut s = connected(&c, "fm", "");
+    let (_, o) = feed(
+        &mut s,
+        &c,
+        b"SEND\ndestination:/topic/chat\ncontent-type:text/plain\ncontent-length:2\n\nhi\0",
+    );
+    assert_eq!(
+        o,
+        [Output::Publish {
+            dest: Dest::Topic {
+                project: "fm".into(),
+                topic: "chat".into()
+            },
+            body: Bytes::from_static(b"hi"),
+            headers: vec![("content-type".into(), "text/plain".into())],
+        }]
+    );
+}
+
+#[test]
+fn disconnect_with_receipt() {
+    let c = ctx(true);
+    let mut s = connected(&c, "fm", "");
+    let (f, o) = feed(&mut s, &c, b"DISCONNECT\nreceipt:77\n\n\0");
+    assert_eq!(f, ["RECEIPT\nreceipt-id:77\n\n\0"]);
+    assert_eq!(o, [Output::CloseWith(CloseError::NORMAL, "disconnected")]);
+}
+
+#[test]
+fn heartbeats_go_out_when_idle_and_silence_closes() {
+    let c = ctx(true);
+    let mut s = connected(&c, "fm", "heart-beat:1000,1000\n");
+    assert_eq!(s.heartbeat(), (1000, 1000));
+    let mut out = Vec::new();
+    // 100 ms ticks: a beat after 10 idle ticks; none if something was sent meanwhile.
+    s.sent(5);
+    assert!(s.on_heartbeat(10, 100, &mut out).is_some());
+    assert!(out.is_empty());
+    assert!(s.on_heartbeat(15, 100, &mut out).is_some());
+    assert_eq!(out, [Output::Send(encode(Opcode::Text, b"\n"))]);
+    // Client beats keep it alive; two silent periods close it.
+    out.clear();
+    s.on_bytes(b"\n", 18, &c, &mut out);
+    assert!(s.on_heartbeat(30, 100, &mut out).is_some());
+    assert!(s.on_heartbeat(38, 100, &mut out).is_none());
+    assert!(matches!(
+        out.last(),
+        Some(Output::CloseWith(CloseError::POLICY, _))
+    ));
+}
+
+#[test]
+fn legacy_destinations_map_into_the_session_project() {
+    let mut c = ctx(true);
+    c.cfg.stomp.legacy_destinations = true;
+    let mut s = connected(&c, "fm", "");
+    let (_, o) = feed(
+        &mut s,
+        &c,
+        b"SUBSCRIBE\nid:0\ndestination:/topic/fm/news\n\n\0",
+    );
+    assert_eq!(
+        o,
+        [Output::Subscribe(Dest::Topic {
+            project: "fm".into(),
+            topic: "news".into()
+        })]
+    );
+    // Another project's prefix is just part of a topic name in this project.
+    let (_, o) = feed(
+        &mut s,
+        &c,
+        b"SUBSCRIBE\nid:1\ndestination:/topic/ro/news\n\n\0",
+    );
+    assert_eq!(
+        o,
+        [Output::Subscribe(Dest::Topic {
+            project: "fm".into(),
+            topic: "ro/news".into()
+        })]
+    );
+}
+
+#[test]
+fn version_negotiation() {
+    assert_eq!(negotiate_version(None), Some("1.0"));
+    assert_eq!(negotiate_version(Some("1.0,1.1")), Some("1.1"));
+    assert_eq!(negotiate_version(Some("2.0")), None);
+}
