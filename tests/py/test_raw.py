@@ -189,7 +189,7 @@ def test_sigterm_closes_sessions_with_1001(make_server):
 
 
 def test_handshake_timeout(make_server):
-    server = make_server("--shards", "1", config="[limits]\nhandshake_timeout_ms = 300\n")
+    server = make_server("--shards", "1", "--no-auth", config="[limits]\nhandshake_timeout_ms = 300\n")
     s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     s.sendall(b"GET /ws HTTP/1.1\r\n")
     resp = s.recv(4096)
