@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/ringcast
 
-.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean
+.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m
 
 build:
 	$(CARGO) build --release --workspace
@@ -42,3 +42,10 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+## Apply the kernel and limit settings for ~1M connections (root); tune-check only reports.
+tune:
+	./tuning/tune.sh
+
+tune-check:
+	./tuning/tune.sh --check || true

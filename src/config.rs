@@ -36,7 +36,8 @@ pub struct Server {
     pub admin_socket: Option<PathBuf>,
     /// Force the single-shot io_uring path (what 5.10–5.18 kernels get).
     pub io_compat: bool,
-    /// Per shard: read buffers shared by all its connections (a power of two) and their size.
+    /// Per shard: read buffers shared by all its connections (a power of two; 0 = sized from
+    /// the shard count, 64–512) and their size.
     pub read_buffers: u16,
     pub read_buffer_size: u32,
     pub ring_entries: u32,
@@ -57,7 +58,7 @@ impl Default for Server {
             max_connections: 100_000,
             admin_socket: None,
             io_compat: false,
-            read_buffers: 512,
+            read_buffers: 0,
             read_buffer_size: 4096,
             ring_entries: 4096,
             allowed_origins: Vec::new(),
@@ -242,8 +243,9 @@ impl Config {
             .listen
             .parse::<std::net::SocketAddr>()
             .map_err(|e| format!("server.listen {:?}: {e}", self.server.listen))?;
-        if !self.server.read_buffers.is_power_of_two() || self.server.read_buffers > 32768 {
-            return Err("server.read_buffers must be a power of two ≤ 32768".into());
+        let rb = self.server.read_buffers;
+        if rb != 0 && (!rb.is_power_of_two() || rb > 32768) {
+            return Err("server.read_buffers must be 0 (auto) or a power of two ≤ 32768".into());
         }
         if self.server.read_buffer_size < 512 {
             return Err("server.read_buffer_size must be at least 512".into());

@@ -18,6 +18,34 @@ use crate::ws::message::{Message, Reader};
 pub struct Context {
     pub cfg: Config,
     pub auth: Auth,
+    /// Interned names of the configured projects: sessions share them instead of each holding
+    /// its own copy.
+    projects: std::collections::HashMap<String, std::sync::Arc<str>>,
+}
+
+impl Context {
+    pub fn new(cfg: Config, auth: Auth) -> Context {
+        let projects = cfg
+            .projects
+            .keys()
+            .map(String::as_str)
+            .chain(["default"])
+            .map(|p| (p.to_string(), std::sync::Arc::from(p)))
+            .collect();
+        Context {
+            cfg,
+            auth,
+            projects,
+        }
+    }
+
+    /// A project name, shared if it is a configured one.
+    pub fn project(&self, name: &str) -> std::sync::Arc<str> {
+        self.projects
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.into())
+    }
 }
 
 /// What the reactor must do for this connection.
@@ -409,7 +437,11 @@ pub fn route(req: &Request, ctx: &Context) -> Result<Route, Reject> {
     {
         // STOMP authenticates at CONNECT; a handshake token is kept for then.
         return Ok(Route {
-            mode: Mode::Stomp(Box::new(stomp::session::Session::new(project, token))),
+            mode: Mode::Stomp(Box::new(stomp::session::Session::new(
+                ctx.project(project.unwrap_or("default")),
+                token,
+                ctx.cfg.stomp.legacy_destinations,
+            ))),
             protocol: Some(p),
             subscribe: Vec::new(),
         });

@@ -28,12 +28,6 @@ pub enum Dest {
         user: String,
         queue: String,
     },
-    /// Every session of one user (not a destination clients see: the index `/disconnect`
-    /// uses, so it never scans all connections).
-    Member {
-        project: String,
-        user: String,
-    },
 }
 
 impl Dest {
@@ -47,7 +41,6 @@ impl Dest {
                 user,
                 queue,
             } => format!("u\0{project}\0{user}\0{queue}"),
-            Dest::Member { project, user } => format!("m\0{project}\0{user}"),
         }
     }
 }

@@ -21,10 +21,20 @@ use crate::stats::Stats;
 /// inherited stdio).
 const FD_RESERVE: u64 = 64;
 
+/// Share of a fd table planned for connections: SO_REUSEPORT spreads connections by hash, not
+/// evenly, so shards are sized to be at most 90 % full on average.
+const TABLE_FILL: f64 = 0.9;
+
+/// Connections one fd table can hold.
+pub fn per_table(nofile: u64) -> u64 {
+    nofile.saturating_sub(FD_RESERVE).max(1)
+}
+
 /// How many shards to run, and the reasoning, for the start-up log.
 pub fn plan_shards(cfg: &Config, cores: usize, nofile: u64) -> (usize, String) {
-    let per_table = nofile.saturating_sub(FD_RESERVE).max(1);
-    let needed = (cfg.server.max_connections as u64).div_ceil(per_table) as usize;
+    let per_table = per_table(nofile);
+    let planned = ((per_table as f64 * TABLE_FILL) as u64).max(1);
+    let needed = (cfg.server.max_connections as u64).div_ceil(planned) as usize;
     let base = if cfg.server.shards == 0 {
         cores
     } else {
@@ -32,7 +42,7 @@ pub fn plan_shards(cfg: &Config, cores: usize, nofile: u64) -> (usize, String) {
     };
     let shards = base.max(needed).max(1);
     let why = format!(
-        "{shards} shards: {} requested ({}), max_connections {} / ({nofile} nofile − {FD_RESERVE} reserved) per fd table = {needed} needed",
+        "{shards} shards: {} requested ({}), max_connections {} / (90% of {nofile} nofile − {FD_RESERVE} reserved) per fd table = {needed} needed",
         base,
         if cfg.server.shards == 0 {
             "one per core"
@@ -42,6 +52,17 @@ pub fn plan_shards(cfg: &Config, cores: usize, nofile: u64) -> (usize, String) {
         cfg.server.max_connections,
     );
     (shards, why)
+}
+
+/// Read buffers per shard: the configured count, or (0) about 16k buffers across all shards,
+/// 64–512 per shard, so 56 shards do not hold 56 × 2 MiB of mostly idle buffers.
+pub fn read_buffers(configured: u16, shards: usize) -> u16 {
+    if configured != 0 {
+        return configured;
+    }
+    let share = (16384 / shards.max(1)).clamp(64, 512) as u16;
+    // Largest power of two not above the share (the buffer ring needs a power of two).
+    1 << (15 - share.leading_zeros())
 }
 
 /// Raises the soft `nofile` limit to the hard one (allowed without privileges) and returns it.
@@ -104,18 +125,19 @@ pub fn run(cfg: Config) -> Result<(), String> {
     };
 
     let auth = Auth::from_config(&cfg)?;
-    let ctx = Arc::new(Context { cfg, auth });
+    let ctx = Arc::new(Context::new(cfg, auth));
     let cfg = &ctx.cfg;
     let stats = Arc::new(Stats::new(shards));
     let (hub, inboxes) = Hub::new(shards).map_err(|e| format!("eventfd: {e}"))?;
     let hub = Arc::new(hub);
     let tables_ready = Arc::new(Barrier::new(shards + 1));
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
-    let capacity = cfg.server.max_connections.div_ceil(shards);
+    let capacity = per_table(nofile) as usize;
     let mut handles = Vec::with_capacity(shards);
     for (id, inbox) in inboxes.into_iter().enumerate() {
         let spec = ShardSpec {
             id,
+            read_buffers: read_buffers(cfg.server.read_buffers, shards),
             ctx: ctx.clone(),
             hub: hub.clone(),
             stats: stats.clone(),
@@ -194,11 +216,19 @@ mod tests {
         let mut c = Config::embedded();
         c.server.max_connections = 1_000_000;
         let (n, why) = plan_shards(&c, 2, 20_000);
-        assert_eq!(n, 51); // 1,000,000 / 19,936 rounded up
-        assert!(why.contains("51 needed"));
+        assert_eq!(n, 56); // 1,000,000 / (0.9 × 19,936) rounded up
+        assert!(why.contains("56 needed"));
         c.server.max_connections = 10_000;
         assert_eq!(plan_shards(&c, 2, 20_000).0, 2);
         c.server.shards = 4;
         assert_eq!(plan_shards(&c, 2, 20_000).0, 4);
+    }
+
+    #[test]
+    fn read_buffers_shrink_with_many_shards() {
+        assert_eq!(read_buffers(0, 2), 512);
+        assert_eq!(read_buffers(0, 56), 256);
+        assert_eq!(read_buffers(0, 1000), 64);
+        assert_eq!(read_buffers(1024, 56), 1024);
     }
 }

@@ -46,6 +46,8 @@ counters! {
 
 pub struct Stats {
     pub shards: Vec<CachePadded<ShardStats>>,
+    /// Open connections across all shards: what `max_connections` is enforced against.
+    pub open: CachePadded<AtomicU64>,
     pub started_ms: u64,
 }
 
@@ -62,6 +64,7 @@ impl Stats {
             shards: (0..shards)
                 .map(|_| CachePadded::new(ShardStats::default()))
                 .collect(),
+            open: CachePadded::new(AtomicU64::new(0)),
             started_ms: now_ms(),
         }
     }

@@ -23,6 +23,8 @@ pub struct Shared {
     /// Latest receive time, in ns since `epoch`.
     pub last_recv_ns: AtomicU64,
     pub stop: AtomicBool,
+    /// Gaps longer than 1.5 heart-beat periods with nothing from the server (STOMP).
+    pub missed_beats: AtomicU64,
     pub errors: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     pub latency: std::sync::Mutex<Option<Histogram<u64>>>,
 }
@@ -34,13 +36,28 @@ impl Shared {
     }
 }
 
+/// What a connection says once TCP is up.
+#[derive(Clone)]
+pub enum Proto {
+    /// The upgrade request (identical for every connection), then raw messages.
+    Raw { request: Bytes },
+    /// The upgrade, then per connection (by global index) CONNECT + SUBSCRIBE (with a receipt)
+    /// as masked WebSocket frames; client heart-beats every `heartbeat_ms` (0 = none).
+    Stomp {
+        request: Bytes,
+        frames: Arc<dyn Fn(usize) -> Bytes + Send + Sync>,
+        heartbeat_ms: u32,
+    },
+}
+
 pub struct Plan {
     pub id: usize,
+    /// Global index of this shard's first connection (tokens are per connection).
+    pub first: usize,
     pub count: usize,
     pub target: SocketAddr,
     pub sources: Vec<IpAddr>,
-    /// The upgrade request, identical for every connection of the run.
-    pub request: Bytes,
+    pub proto: Proto,
     /// Connections of this shard allowed to be mid-connect at once.
     pub concurrency: usize,
     pub shared: Arc<Shared>,
@@ -53,6 +70,8 @@ enum Phase {
     Idle,
     Connecting,
     Upgrading,
+    /// STOMP: CONNECT and SUBSCRIBE sent, waiting for the SUBSCRIBE's receipt.
+    Subscribing,
     Open,
     Dead,
 }
@@ -61,7 +80,14 @@ struct Client {
     fd: Option<OwnedFd>,
     phase: Phase,
     buf: Vec<u8>,
+    /// Tick (of `TICK`) of the last bytes from the server.
+    last_rx: u32,
 }
+
+const TICK: Duration = Duration::from_millis(50);
+
+/// A masked, empty-mask client text frame holding one EOL: a STOMP heart-beat.
+const BEAT: &[u8] = &[0x81, 0x81, 0, 0, 0, 0, b'\n'];
 
 pub fn spawn(plan: Plan) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
@@ -95,6 +121,7 @@ fn run(plan: &Plan) -> std::io::Result<()> {
             fd: None,
             phase: Phase::Idle,
             buf: Vec::new(),
+            last_rx: 0,
         })
         .collect();
     let mut st = State {
@@ -104,8 +131,10 @@ fn run(plan: &Plan) -> std::io::Result<()> {
         received: 0,
         last_recv: 0,
         inflight_ops: 0,
+        tick: 0,
+        server_hb_ms: 0,
     };
-    ring.tick_after(Duration::from_millis(50));
+    ring.tick_after(TICK);
     let mut scratch = Vec::with_capacity(4096);
     st.launch(plan, &mut ring, &mut clients);
     while !plan.shared.stop.load(Relaxed) {
@@ -137,6 +166,9 @@ struct State {
     received: u64,
     last_recv: u64,
     inflight_ops: usize,
+    tick: u32,
+    /// The server's heart-beat period as CONNECTED announced it (ms; 0 = not seen yet).
+    server_hb_ms: u32,
 }
 
 impl State {
@@ -186,8 +218,10 @@ impl State {
                 match res {
                     Ok(_) => {
                         let fd = c.fd.as_ref().expect("connecting").as_raw_fd();
+                        c.last_rx = self.tick;
+                        let (Proto::Raw { request } | Proto::Stomp { request, .. }) = &plan.proto;
                         c.phase = Phase::Upgrading;
-                        ring.send(fd, key, plan.request.clone(), 0);
+                        ring.send(fd, key, request.clone(), 0);
                         ring.recv(fd, key);
                     }
                     Err(e) => self.fail(plan, c, format!("connect: {e}")),
@@ -198,7 +232,12 @@ impl State {
                 match res {
                     Ok(0) => self.fail(plan, c, "closed by server during upgrade".into()),
                     Ok(n) => {
-                        self.on_bytes(plan, c, &data[..n]);
+                        c.last_rx = self.tick;
+                        if let Some(out) = self.on_bytes(plan, key, c, &data[..n])
+                            && let Some(fd) = &c.fd
+                        {
+                            ring.send(fd.as_raw_fd(), key, out, 0);
+                        }
                         if !more
                             && c.phase != Phase::Dead
                             && let Some(fd) = &c.fd
@@ -220,44 +259,111 @@ impl State {
                 let c = &mut clients[key as usize];
                 self.fail(plan, c, format!("send: {e}"));
             }
-            Event::Tick => ring.tick_after(Duration::from_millis(50)),
+            Event::Tick => {
+                ring.tick_after(TICK);
+                self.tick += 1;
+                if let Proto::Stomp { heartbeat_ms, .. } = plan.proto
+                    && heartbeat_ms > 0
+                {
+                    self.heartbeats(plan, ring, clients, heartbeat_ms);
+                }
+            }
             _ => {}
         }
     }
 
-    fn on_bytes(&mut self, plan: &Plan, c: &mut Client, data: &[u8]) {
+    /// Sends this tick's share of client heart-beats and counts server silences: each
+    /// connection is visited once per period, on the tick its index falls on.
+    fn heartbeats(&mut self, plan: &Plan, ring: &mut Ring, clients: &mut [Client], hb_ms: u32) {
+        let period = (hb_ms / TICK.as_millis() as u32).max(1) as usize;
+        // The server beats every max(its send period, our receive period) (STOMP 1.2).
+        let expect = (self.server_hb_ms.max(hb_ms) / TICK.as_millis() as u32).max(1) as usize;
+        let beat = Bytes::from_static(BEAT);
+        let mut key = self.tick as usize % period;
+        while key < clients.len() {
+            let c = &mut clients[key];
+            if c.phase == Phase::Open
+                && let Some(fd) = &c.fd
+            {
+                ring.send(fd.as_raw_fd(), key as u32, beat.clone(), 0);
+                // Nothing from the server for 1.5 periods: a missed beat (counted once per gap).
+                if self.server_hb_ms > 0 && (self.tick - c.last_rx) as usize * 2 > expect * 3 {
+                    plan.shared.missed_beats.fetch_add(1, Relaxed);
+                    c.last_rx = self.tick;
+                }
+            }
+            key += period;
+        }
+    }
+
+    /// Handles bytes from the server; returns bytes to send back (STOMP's CONNECT).
+    fn on_bytes(&mut self, plan: &Plan, key: u32, c: &mut Client, data: &[u8]) -> Option<Bytes> {
         c.buf.extend_from_slice(data);
+        let mut reply = None;
         if c.phase == Phase::Upgrading {
-            let Some(end) = c.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                return;
-            };
+            let end = c.buf.windows(4).position(|w| w == b"\r\n\r\n")?;
             if !c.buf.starts_with(b"HTTP/1.1 101") {
                 let line = String::from_utf8_lossy(&c.buf[..c.buf.len().min(40)]).into_owned();
                 let status = line.split_whitespace().nth(1).unwrap_or("?").to_string();
                 self.fail(plan, c, format!("upgrade refused: HTTP {status}"));
-                return;
+                return None;
             }
             c.buf.drain(..end + 4);
-            c.phase = Phase::Open;
-            self.in_progress -= 1;
-            plan.shared.connected.fetch_add(1, Relaxed);
+            if let Proto::Stomp { frames, .. } = &plan.proto {
+                c.phase = Phase::Subscribing;
+                reply = Some(frames(plan.first + key as usize));
+            } else {
+                c.phase = Phase::Open;
+                self.in_progress -= 1;
+                plan.shared.connected.fetch_add(1, Relaxed);
+            }
         }
         let now = plan.epoch.elapsed().as_nanos() as u64;
         let mut pos = 0;
+        let stomp = matches!(plan.proto, Proto::Stomp { .. });
         while let Some((payload, len)) = server_frame(&c.buf[pos..]) {
             let p = &c.buf[pos + payload.0..pos + payload.1];
+            pos += len;
+            if stomp {
+                if p.starts_with(b"RECEIPT") && c.phase == Phase::Subscribing {
+                    c.phase = Phase::Open;
+                    self.in_progress -= 1;
+                    plan.shared.connected.fetch_add(1, Relaxed);
+                    continue;
+                }
+                if p.starts_with(b"ERROR") {
+                    let msg = p
+                        .split(|&b| b == b'\n')
+                        .find_map(|l| l.strip_prefix(b"message:"))
+                        .map(|m| String::from_utf8_lossy(m).into_owned())
+                        .unwrap_or_default();
+                    self.fail(plan, c, format!("STOMP ERROR: {msg}"));
+                    return None;
+                }
+                if p.starts_with(b"CONNECTED") && self.server_hb_ms == 0 {
+                    self.server_hb_ms = p
+                        .split(|&b| b == b'\n')
+                        .find_map(|l| l.strip_prefix(b"heart-beat:"))
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .and_then(|v| v.split(',').next()?.trim().parse().ok())
+                        .unwrap_or(0);
+                }
+                if !p.starts_with(b"MESSAGE") {
+                    continue; // CONNECTED, heart-beats
+                }
+            }
             if let Some(sent) = timestamp(p) {
                 let _ = self.hist.record(now.saturating_sub(sent).max(1));
             }
             self.received += 1;
             self.last_recv = self.last_recv.max(now);
-            pos += len;
         }
         if pos == c.buf.len() {
             c.buf = Vec::new();
         } else {
             c.buf.drain(..pos);
         }
+        reply
     }
 }
 
@@ -275,8 +381,13 @@ fn server_frame(b: &[u8]) -> Option<((usize, usize), usize)> {
     (b.len() >= off + len).then_some(((off, off + len), off + len))
 }
 
-/// The publish timestamp a bench message starts with (ns since the run's epoch).
+/// The publish timestamp a bench message starts with (ns since the run's epoch); in a STOMP
+/// MESSAGE, the body's.
 fn timestamp(p: &[u8]) -> Option<u64> {
+    let p = match p.windows(2).position(|w| w == b"\n\n") {
+        Some(i) if p.starts_with(b"MESSAGE") => &p[i + 2..],
+        _ => p,
+    };
     let end = p
         .iter()
         .position(|b| !b.is_ascii_digit())

@@ -3,6 +3,7 @@
 //! connect rate, server memory per connection and time to last delivery.
 
 mod client;
+mod floor;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
+use ringcast::ws::frame::{Opcode, encode_masked};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -24,20 +26,53 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Raw-mode connections subscribed at upgrade; broadcasts through the admin socket.
-    Raw(RawArgs),
+    Raw {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        load: Load,
+    },
+    /// STOMP sessions: each CONNECTs with its own token and SUBSCRIBEs; broadcasts through the
+    /// admin socket; optional heart-beats both ways.
+    Stomp {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Config file with the project's key, to mint one token per session (omit when the
+        /// server runs with --no-auth).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Heart-beat period both ways, in ms (0 = none).
+        #[arg(long, default_value_t = 0)]
+        heartbeat_ms: u32,
+        #[command(flatten)]
+        load: Load,
+    },
+    /// The kernel floor: a bare io_uring TCP server in this process writes the same bytes to
+    /// every connection. No WebSocket, no protocol: what any server's figures are divided by.
+    Floor {
+        /// Listen address of the floor server.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        load: Load,
+    },
 }
 
 #[derive(Parser)]
-struct RawArgs {
-    /// Connections to open.
-    #[arg(long, short = 'n', default_value_t = 10_000)]
-    connections: usize,
+struct ServerArgs {
     /// WebSocket URL; its `topic` (and `project`) are what the bench publishes to.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws?topic=bench")]
     url: String,
     /// The server's admin socket (publishes and server RSS).
     #[arg(long)]
     admin_socket: PathBuf,
+}
+
+#[derive(Parser, Clone)]
+struct Load {
+    /// Connections to open.
+    #[arg(long, short = 'n', default_value_t = 10_000)]
+    connections: usize,
     /// Client shards (threads with their own fd table); 0 = as many as the fd limit needs.
     #[arg(long, default_value_t = 0)]
     shards: usize,
@@ -70,7 +105,14 @@ struct RawArgs {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Raw(a) => raw(a),
+        Cmd::Raw { server, load } => ringcast_run(&server, &load, None, 0),
+        Cmd::Stomp {
+            server,
+            config,
+            heartbeat_ms,
+            load,
+        } => ringcast_run(&server, &load, Some(config), heartbeat_ms),
+        Cmd::Floor { listen, load } => floor_run(listen, &load),
     };
     match result {
         Ok(v) => {
@@ -153,8 +195,153 @@ fn nofile() -> u64 {
     soft
 }
 
-fn raw(a: RawArgs) -> Result<Value, String> {
-    let target = parse_url(&a.url)?;
+fn upgrade_request(t: &Target, protocol: Option<&str>) -> Bytes {
+    let proto = protocol
+        .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
+        .unwrap_or_default();
+    Bytes::from(format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{proto}\r\n",
+        t.path, t.host
+    ))
+}
+
+/// A run against a ringcast server: raw mode, or STOMP when `stomp` holds the token config.
+fn ringcast_run(
+    server: &ServerArgs,
+    load: &Load,
+    stomp: Option<Option<PathBuf>>,
+    heartbeat_ms: u32,
+) -> Result<Value, String> {
+    let target = parse_url(&server.url)?;
+    let proto = match stomp {
+        None => client::Proto::Raw {
+            request: upgrade_request(&target, None),
+        },
+        Some(config) => {
+            let auth = match &config {
+                Some(path) => {
+                    let mut cfg = ringcast::config::Config::from_file(path)?;
+                    cfg.auth.enabled = false;
+                    Some(ringcast::auth::Auth::from_config(&cfg)?)
+                }
+                None => None,
+            };
+            let (project, topic) = (target.project.clone(), target.topic.clone());
+            let frames = move |i: usize| {
+                let user = format!("bench-{i}");
+                let who = match &auth {
+                    Some(a) => format!(
+                        "token:{}",
+                        a.mint(&project, &user, 86400).unwrap_or_default()
+                    ),
+                    None => format!("login:{user}"),
+                };
+                let connect = format!(
+                    "CONNECT\naccept-version:1.2\nhost:bench\n{who}\nprojectId:{project}\nheart-beat:{heartbeat_ms},{heartbeat_ms}\n\n\0"
+                );
+                let subscribe =
+                    format!("SUBSCRIBE\nid:sub-0\ndestination:/topic/{topic}\nreceipt:s\n\n\0");
+                let mut out = encode_masked(Opcode::Text, true, connect.as_bytes(), [7, 7, 7, 7]);
+                out.extend(encode_masked(
+                    Opcode::Text,
+                    true,
+                    subscribe.as_bytes(),
+                    [7, 7, 7, 7],
+                ));
+                Bytes::from(out)
+            };
+            client::Proto::Stomp {
+                request: upgrade_request(&target, Some("v12.stomp")),
+                frames: Arc::new(frames),
+                heartbeat_ms,
+            }
+        }
+    };
+    let sock = server.admin_socket.clone();
+    let rss = || {
+        server_stats(&sock)
+            .ok()
+            .and_then(|v| v["rss_bytes"].as_u64())
+    };
+    let (project, topic) = (target.project.clone(), target.topic.clone());
+    let mut publish = |body: &str| -> Result<(), String> {
+        let req =
+            json!({"project": project, "destination": format!("/topic/{topic}"), "body": body});
+        let (status, resp) = ringcast::admin::request(
+            &server.admin_socket,
+            "POST",
+            "/publish",
+            Some(req.to_string().as_bytes()),
+        )?;
+        if status != 200 {
+            return Err(format!(
+                "publish: HTTP {status}: {}",
+                String::from_utf8_lossy(&resp)
+            ));
+        }
+        Ok(())
+    };
+    let mut v = drive(load, target.addr, proto, &mut publish, &rss)?;
+    if let Ok(stats) = server_stats(&server.admin_socket) {
+        v["server_shards"] = stats["shard_count"].clone();
+        v["server_dropped"] = stats["dropped"].clone();
+    }
+    finish(load, v)
+}
+
+fn floor_run(listen: SocketAddr, load: &Load) -> Result<Value, String> {
+    let per_table = nofile().saturating_sub(64).max(1) as usize;
+    let shards = load
+        .connections
+        .div_ceil(per_table * 9 / 10)
+        .max(core_affinity::get_core_ids().map_or(1, |c| c.len()));
+    let (server, addr) = floor::FloorServer::start(listen, shards)?;
+    eprintln!("floor server: {shards} shards on {addr}");
+    let mut publish = |body: &str| -> Result<(), String> {
+        let msg = ringcast::hub::Publish::new(
+            ringcast::hub::Dest::Topic {
+                project: "floor".into(),
+                topic: "floor".into(),
+            },
+            Bytes::from(body.to_string()),
+            vec![],
+        );
+        server.hub.publish(msg).map(drop)
+    };
+    let target = Target {
+        addr,
+        host: addr.to_string(),
+        path: "/ws".into(),
+        topic: "floor".into(),
+        project: "floor".into(),
+    };
+    let proto = client::Proto::Raw {
+        request: upgrade_request(&target, None),
+    };
+    let v = drive(load, addr, proto, &mut publish, &|| None);
+    server.stop();
+    let mut v = v?;
+    v["server_shards"] = json!(shards);
+    finish(load, v)
+}
+
+fn finish(load: &Load, v: Value) -> Result<Value, String> {
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    if let Some(p) = &load.json {
+        std::fs::write(p, serde_json::to_string_pretty(&v).unwrap_or_default())
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(v)
+}
+
+/// Opens the connections, measures, publishes, waits for every delivery.
+fn drive(
+    a: &Load,
+    target: SocketAddr,
+    proto: client::Proto,
+    publish: &mut dyn FnMut(&str) -> Result<(), String>,
+    server_rss: &dyn Fn() -> Option<u64>,
+) -> Result<Value, String> {
     let sources = parse_sources(&a.sources)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let per_table = nofile().saturating_sub(64).max(1) as usize;
@@ -163,29 +350,26 @@ fn raw(a: RawArgs) -> Result<Value, String> {
         .max(a.connections.div_ceil(per_table))
         .max(cores.len().max(1))
         .min(a.connections.max(1));
-    let request = Bytes::from(format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        target.path, target.host
-    ));
-    let before = server_stats(&a.admin_socket)?;
-    let rss_before = before["rss_bytes"].as_u64().unwrap_or(0);
+    let rss_before = server_rss();
     eprintln!(
-        "opening {} connections to {} from {} source addresses over {shards} client shards",
+        "opening {} connections to {target} from {} source addresses over {shards} client shards",
         a.connections,
-        target.addr,
         sources.len()
     );
     let shared = Arc::new(client::Shared::default());
     let epoch = Instant::now();
+    let mut first = 0;
     let handles: Vec<_> = (0..shards)
         .map(|id| {
             let count = a.connections / shards + usize::from(id < a.connections % shards);
+            first += count;
             client::spawn(client::Plan {
                 id,
+                first: first - count,
                 count,
-                target: target.addr,
+                target,
                 sources: sources.clone(),
-                request: request.clone(),
+                proto: proto.clone(),
                 concurrency: a.concurrency,
                 shared: shared.clone(),
                 epoch,
@@ -202,35 +386,46 @@ fn raw(a: RawArgs) -> Result<Value, String> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let deadline = epoch + Duration::from_secs(a.timeout);
-    let mut connect_s = 0.0;
+    let mut timeline = Vec::new();
+    let mut last_sample = Instant::now();
     loop {
         let ok = shared.connected.load(Relaxed);
         let failed = shared.failed.load(Relaxed);
         bar.set_position(ok);
         bar.set_message(format!("{failed} failed"));
+        if last_sample.elapsed() >= Duration::from_secs(1) {
+            last_sample = Instant::now();
+            timeline.push(json!([epoch.elapsed().as_secs_f64(), ok]));
+        }
         if ok + failed >= a.connections as u64 || Instant::now() > deadline {
-            connect_s = epoch.elapsed().as_secs_f64().max(connect_s);
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    let connect_s = epoch.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let connected = shared.connected.load(Relaxed);
     let failed = shared.failed.load(Relaxed);
+    timeline.push(json!([connect_s, connected]));
     eprintln!(
         "connected {connected}, failed {failed} in {connect_s:.2} s ({:.0}/s)",
         connected as f64 / connect_s
     );
     // Let the server settle (freed handshake buffers, allocator) before reading its memory.
     std::thread::sleep(Duration::from_secs(1));
-    let after = server_stats(&a.admin_socket)?;
-    let rss_after = after["rss_bytes"].as_u64().unwrap_or(0);
-    let per_conn = rss_after.saturating_sub(rss_before) as f64 / connected.max(1) as f64;
-    eprintln!(
-        "server RSS {:.1} MiB → {:.1} MiB: {per_conn:.0} B per connection",
-        rss_before as f64 / 1048576.0,
-        rss_after as f64 / 1048576.0
-    );
+    let rss_after = server_rss();
+    let per_conn = match (rss_before, rss_after) {
+        (Some(b), Some(a)) => {
+            let per = a.saturating_sub(b) as f64 / connected.max(1) as f64;
+            eprintln!(
+                "server RSS {:.1} MiB → {:.1} MiB: {per:.0} B per connection",
+                b as f64 / 1048576.0,
+                a as f64 / 1048576.0
+            );
+            Some(per)
+        }
+        _ => None,
+    };
 
     let mut deliveries = Vec::new();
     let mut all_delivered = true;
@@ -241,20 +436,8 @@ fn raw(a: RawArgs) -> Result<Value, String> {
         while body.len() < a.size {
             body.push('x');
         }
-        let req = json!({"project": target.project, "destination": format!("/topic/{}", target.topic), "body": body});
-        let (status, resp) = ringcast::admin::request(
-            &a.admin_socket,
-            "POST",
-            "/publish",
-            Some(req.to_string().as_bytes()),
-        )?;
+        publish(&body)?;
         let answered_ns = epoch.elapsed().as_nanos() as u64;
-        if status != 200 {
-            return Err(format!(
-                "publish: HTTP {status}: {}",
-                String::from_utf8_lossy(&resp)
-            ));
-        }
         let deadline = Instant::now() + Duration::from_secs(a.timeout);
         while shared.received.load(Relaxed) < expect && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
@@ -263,20 +446,24 @@ fn raw(a: RawArgs) -> Result<Value, String> {
         let last = shared.last_recv_ns.load(Relaxed).saturating_sub(sent_ns);
         all_delivered &= got == connected;
         eprintln!(
-            "message {}: delivered to {got}/{connected}, admin answered after {:.3} s, last delivery after {:.3} s",
+            "message {}: delivered to {got}/{connected}, publish answered after {:.3} s, last delivery after {:.3} s",
             i + 1,
             (answered_ns - sent_ns) as f64 / 1e9,
             last as f64 / 1e9
         );
         deliveries.push(
             json!({"delivered": got, "last_delivery_s": last as f64 / 1e9,
-            "admin_answer_s": (answered_ns - sent_ns) as f64 / 1e9}),
+            "publish_answer_s": (answered_ns - sent_ns) as f64 / 1e9}),
         );
         if i + 1 < a.messages {
             std::thread::sleep(Duration::from_millis(a.interval_ms));
         }
     }
+    let hold_start = Instant::now();
+    let cpu_before = process_cpu_s();
     std::thread::sleep(Duration::from_secs(a.hold));
+    let hold_cpu = process_cpu_s() - cpu_before;
+    let hold_s = hold_start.elapsed().as_secs_f64();
     shared.stop.store(true, Relaxed);
     for h in handles {
         let _ = h.join();
@@ -296,8 +483,21 @@ fn raw(a: RawArgs) -> Result<Value, String> {
     if !errors.is_empty() {
         eprintln!("errors: {}", Value::Object(errors.clone()));
     }
+    let missed = shared.missed_beats.load(Relaxed);
+    if a.hold > 0 {
+        eprintln!(
+            "held {hold_s:.0} s: client process CPU {hold_cpu:.1} s, missed heart-beats {missed}, closed by server {}",
+            shared.closed.load(Relaxed)
+        );
+    }
+    eprintln!(
+        "latency (publish → delivery): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
     let ok = failed == 0 && connected == a.connections as u64 && all_delivered;
-    let result = json!({
+    Ok(json!({
         "ok": ok,
         "connections": a.connections,
         "connected": connected,
@@ -307,30 +507,23 @@ fn raw(a: RawArgs) -> Result<Value, String> {
         "sources": sources.len(),
         "connect_seconds": connect_s,
         "connect_rate": connected as f64 / connect_s,
+        "connect_timeline": timeline,
         "server_rss_before": rss_before,
         "server_rss_after": rss_after,
         "server_rss_per_connection": per_conn,
-        "server_shards": after["shard_count"],
         "messages": deliveries,
         "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "p999": pct(0.999), "max": pct(1.0)},
+        "hold_seconds": hold_s,
+        "missed_heartbeats": missed,
         "closed_by_server": shared.closed.load(Relaxed),
-    });
-    eprintln!(
-        "latency (publish → delivery): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        pct(0.5),
-        pct(0.99),
-        pct(1.0)
-    );
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&result).unwrap_or_default()
-    );
-    if let Some(p) = a.json {
-        std::fs::write(
-            &p,
-            serde_json::to_string_pretty(&result).unwrap_or_default(),
-        )
-        .map_err(|e| format!("{}: {e}", p.display()))?;
-    }
-    Ok(result)
+    }))
+}
+
+/// CPU seconds (user + system) this process has used.
+fn process_cpu_s() -> f64 {
+    let r = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF);
+    r.map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
 }

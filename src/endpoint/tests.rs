@@ -8,7 +8,7 @@ fn ctx() -> Context {
     let mut cfg = Config::embedded();
     cfg.server.echo = true;
     let auth = Auth::from_config(&cfg).unwrap();
-    Context { cfg, auth }
+    Context::new(cfg, auth)
 }
 
 fn feed(s: &mut Session, bytes: &[u8]) -> Vec<Output> {

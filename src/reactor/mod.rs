@@ -35,12 +35,15 @@ const TICK: Duration = Duration::from_millis(100);
 /// Everything a shard thread starts from.
 pub struct ShardSpec {
     pub id: usize,
+    /// Read buffers in this shard's ring (a power of two).
+    pub read_buffers: u16,
     pub ctx: Arc<Context>,
     pub hub: Arc<Hub>,
     pub stats: Arc<Stats>,
     pub inbox: Inbox,
     pub addr: SocketAddr,
-    /// Connections this shard takes before answering 503.
+    /// Connections this shard's fd table holds; beyond it (or beyond the server-wide
+    /// `max_connections`) new connections get 503.
     pub capacity: usize,
     pub core: Option<core_affinity::CoreId>,
     /// Every shard (and the main thread) has its own fd table before anyone opens a socket.
@@ -91,7 +94,7 @@ fn run(spec: ShardSpec) -> io::Result<()> {
     let mut ring = Ring::new(
         cfg.server.ring_entries,
         BufferConfig {
-            count: cfg.server.read_buffers,
+            count: spec.read_buffers,
             size: cfg.server.read_buffer_size,
         },
         cfg.server.io_compat,
@@ -350,6 +353,7 @@ impl Shard {
         let st = &self.stats.shards[self.id];
         st.connections.fetch_sub(1, Relaxed);
         st.closed.fetch_add(1, Relaxed);
+        self.stats.open.fetch_sub(1, Relaxed);
     }
 
     /// Carries out what the endpoint asked for.
@@ -374,10 +378,8 @@ impl Shard {
                 } => self.hub.publish_nowait(Publish::new(dest, body, headers)),
                 Output::Upgraded => {
                     st.upgraded.fetch_add(1, Relaxed);
-                    self.join_member_index(key);
                 }
                 Output::Connected => {
-                    self.join_member_index(key);
                     let c = &self.conns[key as usize];
                     let (send, expect) = c.session.stomp().map_or((0, 0), |s| s.heartbeat());
                     let period = match (send, expect) {
@@ -428,18 +430,6 @@ impl Shard {
         if !subs.contains(&id) {
             subs.push(id);
         }
-    }
-
-    /// Indexes an identified session under its user, for `/disconnect`.
-    fn join_member_index(&mut self, key: u32) {
-        let member = match self.conns[key as usize].session.identity() {
-            Some((project, Some(user))) => Dest::Member {
-                project: project.into(),
-                user: user.into(),
-            },
-            _ => return,
-        };
-        self.join(key, &member);
     }
 
     /// Queues `b` for connection `key`. Publishes (`capped`) obey the send-queue limit; the
@@ -510,9 +500,13 @@ impl Shard {
                 user,
                 reply,
             } => {
+                // A scan of this shard's sessions: /disconnect is rare, and a per-user index
+                // would cost every session ~200 bytes.
                 let mut keys = std::mem::take(&mut self.keys);
-                self.subs
-                    .members_of(&Dest::Member { project, user }, &mut keys);
+                keys.extend(self.conns.iter().filter_map(|(k, c)| {
+                    let (p, u) = c.session.identity()?;
+                    (p == project && u == Some(user.as_str())).then_some(k as u32)
+                }));
                 for &key in &keys {
                     self.close_session(ring, key, CloseError::POLICY, "disconnected by the server");
                 }

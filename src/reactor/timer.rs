@@ -1,6 +1,6 @@
 //! A hashed timer wheel of connection deadlines, driven by the shard's one periodic ring
 //! timeout. A million connections need a million deadlines (handshake, close, heart-beat), not
-//! a million kernel timers; entries are 12 bytes and stale ones (the connection moved on, or its
+//! a million kernel timers; entries are 16 bytes and stale ones (the connection moved on, or its
 //! slab slot was reused) are recognised by a generation number and dropped when they come due.
 
 /// What a deadline is for; the reactor decides what to do when it fires.
@@ -19,8 +19,8 @@ pub struct Entry {
     pub key: u32,
     pub epoch: u32,
     pub kind: Kind,
-    /// Absolute tick at which it fires.
-    due: u64,
+    /// Absolute tick at which it fires (u32: 13 years of 100 ms ticks).
+    due: u32,
 }
 
 pub struct Wheel {
@@ -49,7 +49,7 @@ impl Wheel {
             key,
             epoch,
             kind,
-            due,
+            due: due as u32,
         });
     }
 
@@ -59,7 +59,7 @@ impl Wheel {
         let n = self.slots.len() as u64;
         let idx = (self.now % n) as usize;
         let mut slot = std::mem::take(&mut self.slots[idx]);
-        let now = self.now;
+        let now = self.now as u32;
         slot.retain(|e| {
             if e.due <= now {
                 fire(*e);
@@ -78,6 +78,11 @@ impl Wheel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_are_16_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 16);
+    }
 
     #[test]
     fn fires_at_the_right_tick_even_past_one_turn() {

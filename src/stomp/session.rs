@@ -3,6 +3,8 @@
 //! STOMP bytes go in (the payloads of WebSocket messages, which need not align with frames);
 //! `Output`s come out. Every violation gets an ERROR frame with a `message` header, then close.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::frame::{self, Command, Frame, Parsed};
@@ -21,12 +23,24 @@ enum State {
     Closed,
 }
 
-/// One SUBSCRIBE: its id, the destination as the client wrote it, and what that resolves to.
+/// One SUBSCRIBE as `id NUL destination-as-written`: one allocation per subscription, since a
+/// million sessions each hold one. What it resolves to is recomputed (cheaply, without
+/// allocating) when matching a publish.
 #[derive(Debug)]
-struct Sub {
-    id: Box<str>,
-    written: Box<str>,
-    dest: Dest,
+struct Sub(Box<str>);
+
+impl Sub {
+    fn new(id: &str, written: &str) -> Sub {
+        Sub(format!("{id}\0{written}").into())
+    }
+
+    fn id(&self) -> &str {
+        self.0.split_once('\0').map_or(&self.0, |(i, _)| i)
+    }
+
+    fn written(&self) -> &str {
+        self.0.split_once('\0').map_or("", |(_, w)| w)
+    }
 }
 
 #[derive(Debug)]
@@ -34,7 +48,9 @@ pub struct Session {
     state: State,
     /// Negotiated version ("1.0", "1.1" or "1.2").
     version: &'static str,
-    project: Box<str>,
+    /// Legacy `/topic/{projectId}/…` forms accepted (from the config, fixed per session).
+    legacy: bool,
+    project: Arc<str>,
     user: Option<Box<str>>,
     /// A token presented at the WebSocket upgrade (`?token=` or `Authorization: Bearer`).
     upgrade_token: Option<Box<str>>,
@@ -44,16 +60,17 @@ pub struct Session {
     hb_out: u32,
     hb_in: u32,
     /// Wheel ticks of the last byte received and sent.
-    last_in: u64,
-    last_out: u64,
+    last_in: u32,
+    last_out: u32,
 }
 
 impl Session {
-    pub fn new(project: Option<&str>, upgrade_token: Option<&str>) -> Session {
+    pub fn new(project: Arc<str>, upgrade_token: Option<&str>, legacy: bool) -> Session {
         Session {
             state: State::AwaitConnect,
             version: "1.2",
-            project: project.unwrap_or("default").into(),
+            legacy,
+            project,
             user: None,
             upgrade_token: upgrade_token.map(Into::into),
             subs: Vec::new(),
@@ -86,22 +103,54 @@ impl Session {
     pub fn matching<'a>(&'a self, dest: &'a Dest) -> impl Iterator<Item = (&'a str, &'a str)> {
         self.subs
             .iter()
-            .filter(move |s| &s.dest == dest)
-            .map(|s| (&*s.id, &*s.written))
+            .filter(move |s| self.resolves_to(s.written(), dest))
+            .map(|s| (s.id(), s.written()))
     }
 
     pub fn subscriptions(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.subs.iter().map(|s| (&*s.id, &*s.written))
+        self.subs.iter().map(|s| (s.id(), s.written()))
     }
 
     /// Something was sent to the client at tick `now` (a beat is then not needed).
     pub fn sent(&mut self, now: u64) {
-        self.last_out = now;
+        self.last_out = now as u32;
+    }
+
+    /// Whether a destination as written resolves to `dest`, without allocating.
+    fn resolves_to(&self, written: &str, dest: &Dest) -> bool {
+        match dest {
+            Dest::Topic { project, topic } => {
+                **project == *self.project
+                    && written
+                        .strip_prefix("/topic/")
+                        .is_some_and(|rest| self.strip_legacy(rest) == topic)
+            }
+            Dest::User {
+                project,
+                user,
+                queue,
+            } => {
+                **project == *self.project
+                    && self.user.as_deref() == Some(user.as_str())
+                    && written
+                        .strip_prefix("/user/queue/")
+                        .is_some_and(|rest| self.strip_legacy(rest) == queue)
+            }
+        }
+    }
+
+    /// In legacy mode `{projectId}/name` means `name` when the segment is this session's own
+    /// project, so a client can never reach another project this way.
+    fn strip_legacy<'a>(&self, rest: &'a str) -> &'a str {
+        match rest.split_once('/') {
+            Some((p, name)) if self.legacy && p == &*self.project => name,
+            _ => rest,
+        }
     }
 
     /// Bytes of STOMP from the client (one WebSocket message's payload).
     pub fn on_bytes(&mut self, data: &[u8], now: u64, ctx: &Context, out: &mut Vec<Output>) {
-        self.last_in = now;
+        self.last_in = now as u32;
         if self.state == State::Closed {
             return;
         }
@@ -137,7 +186,8 @@ impl Session {
             return None;
         }
         let ticks = |ms: u32| (u64::from(ms) / tick_ms).max(1);
-        if self.hb_in > 0 && now.saturating_sub(self.last_in) >= 2 * ticks(self.hb_in) {
+        let since = |t: u32| now.saturating_sub(u64::from(t));
+        if self.hb_in > 0 && since(self.last_in) >= 2 * ticks(self.hb_in) {
             self.error(
                 "heart-beat timeout: nothing received for two heart-beat periods",
                 None,
@@ -146,9 +196,9 @@ impl Session {
             );
             return None;
         }
-        if self.hb_out > 0 && now.saturating_sub(self.last_out) >= ticks(self.hb_out) {
+        if self.hb_out > 0 && since(self.last_out) >= ticks(self.hb_out) {
             out.push(Output::Send(encode(Opcode::Text, b"\n")));
-            self.last_out = now;
+            self.last_out = now as u32;
         }
         self.next_check(tick_ms)
     }
@@ -206,10 +256,15 @@ impl Session {
                         out,
                     );
                 };
-                if let Some(i) = self.subs.iter().position(|s| &*s.id == id) {
+                if let Some(i) = self.subs.iter().position(|s| s.id() == id) {
                     let s = self.subs.remove(i);
-                    if !self.subs.iter().any(|o| o.dest == s.dest) {
-                        out.push(Output::Unsubscribe(s.dest));
+                    if let Ok(dest) = self.resolve(s.written(), true)
+                        && !self
+                            .subs
+                            .iter()
+                            .any(|o| self.resolves_to(o.written(), &dest))
+                    {
+                        out.push(Output::Unsubscribe(dest));
                     }
                 }
             }
@@ -278,7 +333,7 @@ impl Session {
             }
         };
         if let Some(p) = f.get("projectId") {
-            self.project = p.into();
+            self.project = ctx.project(p);
         }
         if let Err(r) = check_name("projectId", &self.project) {
             return self.auth_fail(&r.reason, out);
@@ -338,7 +393,7 @@ impl Session {
         let written = f
             .get("destination")
             .ok_or("SUBSCRIBE needs a destination header")?;
-        if self.subs.iter().any(|s| &*s.id == id) {
+        if self.subs.iter().any(|s| s.id() == id) {
             return Err(format!("subscription id {id:?} is already in use"));
         }
         if self.subs.len() >= ctx.cfg.limits.max_topics_per_session {
@@ -347,15 +402,15 @@ impl Session {
                 ctx.cfg.limits.max_topics_per_session
             ));
         }
-        let dest = self.resolve(written, ctx.cfg.stomp.legacy_destinations, true)?;
-        if !self.subs.iter().any(|s| s.dest == dest) {
-            out.push(Output::Subscribe(dest.clone()));
+        let dest = self.resolve(written, true)?;
+        if !self
+            .subs
+            .iter()
+            .any(|s| self.resolves_to(s.written(), &dest))
+        {
+            out.push(Output::Subscribe(dest));
         }
-        self.subs.push(Sub {
-            id: id.into(),
-            written: written.into(),
-            dest,
-        });
+        self.subs.push(Sub::new(id, written));
         Ok(())
     }
 
@@ -374,7 +429,7 @@ impl Session {
         let written = f
             .get("destination")
             .ok_or("SEND needs a destination header")?;
-        let dest = self.resolve(written, ctx.cfg.stomp.legacy_destinations, false)?;
+        let dest = self.resolve(written, false)?;
         let headers = f
             .headers
             .iter()
@@ -395,15 +450,10 @@ impl Session {
     }
 
     /// Maps a destination string to a hub destination in this session's project.
-    fn resolve(&self, written: &str, legacy: bool, subscribing: bool) -> Result<Dest, String> {
+    fn resolve(&self, written: &str, subscribing: bool) -> Result<Dest, String> {
         let project = self.project.to_string();
         if let Some(rest) = written.strip_prefix("/topic/") {
-            // Legacy form `/topic/{projectId}/{topic}`: the segment is dropped only when it is
-            // this session's project, so a client can never reach another project this way.
-            let topic = match (legacy, rest.split_once('/')) {
-                (true, Some((p, t))) if p == &*self.project => t,
-                _ => rest,
-            };
+            let topic = self.strip_legacy(rest);
             check_name("topic", topic).map_err(|r| r.reason)?;
             return Ok(Dest::Topic {
                 project,
@@ -411,10 +461,7 @@ impl Session {
             });
         }
         if let Some(rest) = written.strip_prefix("/user/queue/") {
-            let queue = match (legacy, rest.split_once('/')) {
-                (true, Some((p, q))) if p == &*self.project => q,
-                _ => rest,
-            };
+            let queue = self.strip_legacy(rest);
             check_name("queue", queue).map_err(|r| r.reason)?;
             let user = self.user.as_deref().ok_or_else(|| {
                 format!("{written} is a user queue: it needs an authenticated user")

@@ -24,7 +24,7 @@ fn ctx(auth: bool) -> Context {
     cfg.stomp.heartbeat_send_ms = 1000;
     cfg.stomp.heartbeat_receive_ms = 1000;
     let auth = Auth::from_config(&cfg).unwrap();
-    Context { cfg, auth }
+    Context::new(cfg, auth)
 }
 
 /// Feeds STOMP bytes; returns the STOMP text of every frame sent, and the other outputs.
@@ -50,7 +50,7 @@ fn feed(s: &mut Session, ctx: &Context, bytes: &[u8]) -> (Vec<String>, Vec<Outpu
 }
 
 fn connected(ctx: &Context, project: &str, extra: &str) -> Session {
-    let mut s = Session::new(None, None);
+    let mut s = Session::new("default".into(), None, false);
     let token = ctx.auth.mint(project, "alice", 60).unwrap_or_default();
     let connect =
         format!("CONNECT\naccept-version:1.1,1.2\ntoken:{token}\nprojectId:{project}\n{extra}\n\0");
@@ -80,7 +80,7 @@ fn auth_failures_say_auth_fail() {
         format!("CONNECT\naccept-version:1.2\nprojectId:ro\ntoken:{fm_token}\n\n\0"),
         format!("CONNECT\naccept-version:1.2\nprojectId:nope\ntoken:{fm_token}\n\n\0"),
     ] {
-        let mut s = Session::new(None, None);
+        let mut s = Session::new("default".into(), None, false);
         let (f, o) = feed(&mut s, &c, connect.as_bytes());
         assert!(f[0].starts_with("ERROR\nmessage:auth_fail\n"), "{f:?}");
         assert_eq!(
@@ -98,7 +98,7 @@ fn auth_failures_say_auth_fail() {
 fn upgrade_token_is_used_when_connect_has_none() {
     let c = ctx(true);
     let token = c.auth.mint("fm", "bob", 60).unwrap();
-    let mut s = Session::new(Some("fm"), Some(&token));
+    let mut s = Session::new("fm".into(), Some(&token), false);
     let (f, _) = feed(&mut s, &c, b"STOMP\naccept-version:1.2\n\n\0");
     assert!(f[0].contains("user-name:bob"), "{f:?}");
 }
@@ -174,7 +174,7 @@ fn malformed_frames_each_get_an_error() {
         );
         assert!(matches!(o.last(), Some(Output::CloseWith(..))));
     }
-    let mut s = Session::new(None, None);
+    let mut s = Session::new("default".into(), None, false);
     let (f, _) = feed(&mut s, &c, b"SUBSCRIBE\nid:1\ndestination:/topic/a\n\n\0");
     assert!(f[0].contains("expected CONNECT"));
     let big = format!("SEND\nx:{}\n\n\0", "y".repeat(5000));
@@ -239,9 +239,10 @@ fn heartbeats_go_out_when_idle_and_silence_closes() {
 
 #[test]
 fn legacy_destinations_map_into_the_session_project() {
-    let mut c = ctx(true);
-    c.cfg.stomp.legacy_destinations = true;
-    let mut s = connected(&c, "fm", "");
+    let c = ctx(true);
+    let token = c.auth.mint("fm", "alice", 60).unwrap();
+    let mut s = Session::new("fm".into(), Some(&token), true);
+    feed(&mut s, &c, b"CONNECT\naccept-version:1.2\n\n\0");
     let (_, o) = feed(
         &mut s,
         &c,
