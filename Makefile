@@ -49,3 +49,7 @@ tune:
 
 tune-check:
 	./tuning/tune.sh --check || true
+
+## One million connections on this host: floor, ringcast raw, ringcast STOMP (see BENCHMARKS.md).
+c1m: build
+	./scripts/c1m.sh

@@ -41,6 +41,21 @@ enum Cmd {
     Stats,
     /// Mint a JWT with a project's configured key (for testing clients).
     Token(Token),
+    /// Check this host against what N connections need: each wall OK, or its fix.
+    Doctor(Doctor),
+}
+
+#[derive(Args)]
+struct Doctor {
+    /// Connections to plan for (default: the config's max_connections).
+    #[arg(long)]
+    connections: Option<u64>,
+    /// The load generator runs on this host too (both socket ends, ports per source address).
+    #[arg(long)]
+    local_bench: bool,
+    /// Source addresses the local load generator uses.
+    #[arg(long, default_value_t = 40)]
+    sources: u64,
 }
 
 #[derive(Args)]
@@ -155,6 +170,15 @@ fn run(cli: Cli) -> Result<(), String> {
                 println!("reached {n} session{}", if n == 1 { "" } else { "s" });
             }
             Ok(())
+        }
+        Cmd::Doctor(d) => {
+            let cfg = Config::load(common.config.as_deref(), &Overrides::default())?;
+            let n = d.connections.unwrap_or(cfg.server.max_connections as u64);
+            if cli::doctor::run(&cfg, n, d.local_bench, d.sources) {
+                Ok(())
+            } else {
+                Err(format!("this host cannot hold {n} connections yet"))
+            }
         }
         Cmd::Token(t) => {
             let token = cli::token::run(common.config.as_deref(), &t.project, &t.user, &t.ttl)?;

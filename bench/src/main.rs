@@ -263,6 +263,7 @@ fn ringcast_run(
             .ok()
             .and_then(|v| v["rss_bytes"].as_u64())
     };
+    let pid = server_stats(&sock)?["pid"].as_u64().unwrap_or(0);
     let (project, topic) = (target.project.clone(), target.topic.clone());
     let mut publish = |body: &str| -> Result<(), String> {
         let req =
@@ -281,7 +282,8 @@ fn ringcast_run(
         }
         Ok(())
     };
-    let mut v = drive(load, target.addr, proto, &mut publish, &rss)?;
+    let cpu = move || pid_cpu_s(pid);
+    let mut v = drive(load, target.addr, proto, &mut publish, &rss, &cpu)?;
     if let Ok(stats) = server_stats(&server.admin_socket) {
         v["server_shards"] = stats["shard_count"].clone();
         v["server_dropped"] = stats["dropped"].clone();
@@ -318,7 +320,7 @@ fn floor_run(listen: SocketAddr, load: &Load) -> Result<Value, String> {
     let proto = client::Proto::Raw {
         request: upgrade_request(&target, None),
     };
-    let v = drive(load, addr, proto, &mut publish, &|| None);
+    let v = drive(load, addr, proto, &mut publish, &|| None, &|| None);
     server.stop();
     let mut v = v?;
     v["server_shards"] = json!(shards);
@@ -341,6 +343,7 @@ fn drive(
     proto: client::Proto,
     publish: &mut dyn FnMut(&str) -> Result<(), String>,
     server_rss: &dyn Fn() -> Option<u64>,
+    server_cpu: &dyn Fn() -> Option<f64>,
 ) -> Result<Value, String> {
     let sources = parse_sources(&a.sources)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -429,6 +432,7 @@ fn drive(
 
     let mut deliveries = Vec::new();
     let mut all_delivered = true;
+    let push_start = (Instant::now(), server_cpu());
     for i in 0..a.messages {
         let expect = connected * (i as u64 + 1);
         let sent_ns = epoch.elapsed().as_nanos() as u64;
@@ -459,11 +463,17 @@ fn drive(
             std::thread::sleep(Duration::from_millis(a.interval_ms));
         }
     }
-    let hold_start = Instant::now();
+    let share = |since: (Instant, Option<f64>)| {
+        let now = server_cpu()?;
+        Some((now - since.1?) / since.0.elapsed().as_secs_f64())
+    };
+    let push_cpu = share(push_start);
+    let hold_start = (Instant::now(), server_cpu());
     let cpu_before = process_cpu_s();
     std::thread::sleep(Duration::from_secs(a.hold));
     let hold_cpu = process_cpu_s() - cpu_before;
-    let hold_s = hold_start.elapsed().as_secs_f64();
+    let hold_s = hold_start.0.elapsed().as_secs_f64();
+    let hold_server_cpu = if a.hold > 0 { share(hold_start) } else { None };
     shared.stop.store(true, Relaxed);
     for h in handles {
         let _ = h.join();
@@ -484,9 +494,19 @@ fn drive(
         eprintln!("errors: {}", Value::Object(errors.clone()));
     }
     let missed = shared.missed_beats.load(Relaxed);
+    if let Some(c) = push_cpu {
+        eprintln!(
+            "server CPU while publishing: {:.1} % of one core",
+            c * 100.0
+        );
+    }
     if a.hold > 0 {
         eprintln!(
-            "held {hold_s:.0} s: client process CPU {hold_cpu:.1} s, missed heart-beats {missed}, closed by server {}",
+            "held {hold_s:.0} s: server CPU {}, client process CPU {hold_cpu:.1} s, missed heart-beats {missed}, closed by server {}",
+            hold_server_cpu.map_or("not measured".into(), |c| format!(
+                "{:.1} % of one core",
+                c * 100.0
+            )),
             shared.closed.load(Relaxed)
         );
     }
@@ -514,9 +534,22 @@ fn drive(
         "messages": deliveries,
         "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "p999": pct(0.999), "max": pct(1.0)},
         "hold_seconds": hold_s,
+        "server_cpu_share_publishing": push_cpu,
+        "server_cpu_share_holding": hold_server_cpu,
         "missed_heartbeats": missed,
         "closed_by_server": shared.closed.load(Relaxed),
     }))
+}
+
+/// CPU seconds (user + system) process `pid` has used, from /proc (same host only).
+fn pid_cpu_s(pid: u64) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    Some(ticks / hz as f64)
 }
 
 /// CPU seconds (user + system) this process has used.

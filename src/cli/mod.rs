@@ -1,5 +1,6 @@
 //! The client subcommands: each talks to a running server through its admin socket.
 
+pub mod doctor;
 pub mod push;
 pub mod stats;
 pub mod token;
