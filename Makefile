@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/ringcast
 
-.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m
+.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke
 
 build:
 	$(CARGO) build --release --workspace
@@ -12,7 +12,7 @@ run: build
 	./$(BIN) serve
 
 ## Install what the tests need, then run every test.
-test: test-deps build lint unit pytest nodetest autobahn
+test: test-deps build lint unit pytest nodetest autobahn fuzz-smoke
 
 test-deps:
 	./scripts/install-test-deps.sh
@@ -53,3 +53,11 @@ tune-check:
 ## One million connections on this host: floor, ringcast raw, ringcast STOMP (see BENCHMARKS.md).
 c1m: build
 	./scripts/c1m.sh
+
+## Fuzz every parser that reads network or admin bytes (FUZZ_SECONDS per target).
+FUZZ_SECONDS ?= 300
+fuzz:
+	./scripts/fuzz.sh $(FUZZ_SECONDS)
+
+fuzz-smoke:
+	./scripts/fuzz.sh 20

@@ -12,10 +12,12 @@ N="${N:-1000000}"
 OUT="${OUT:-bench/results/c1m-$(date -u +%Y%m%d-%H%M%S)}"
 PUSH_MESSAGES="${PUSH_MESSAGES:-25}"
 HOLD="${HOLD:-60}"
+PHASES="${PHASES:-floor raw stomp}"   # a subset reruns only those phases into $OUT
 BIN=target/release/ringcast
 BENCH=target/release/ringcast-bench
 mkdir -p "$OUT"
-exec > >(tee "$OUT/run.log") 2>&1
+exec > >(tee -a "$OUT/run.log") 2>&1
+has() { [[ " $PHASES " == *" $1 "* ]]; }
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -33,10 +35,12 @@ wait_quiet() {  # let the previous run's sockets close before the next one opens
   done
 }
 
+if has floor; then
 echo "== 1/3 floor"
 timeout 900 "$BENCH" floor -n "$N" --messages 10 --interval-ms 1000 --timeout 300 \
   --json "$OUT/floor.json" >/dev/null
 wait_quiet
+fi
 
 serve() {  # serve NAME ARGS...: starts ringcast, waits for its admin socket
   local name=$1; shift
@@ -50,13 +54,16 @@ serve() {  # serve NAME ARGS...: starts ringcast, waits for its admin socket
 }
 stop() { kill -TERM "$SERVER"; wait "$SERVER" || true; }
 
+if has raw; then
 echo "== 2/3 ringcast raw"
 serve raw --no-auth
 timeout 900 "$BENCH" raw -n "$N" --url "ws://127.0.0.1:18888/ws?topic=c1m" --admin-socket "$OUT/raw.sock" \
   --messages 10 --interval-ms 1000 --timeout 300 --json "$OUT/raw.json" >/dev/null
 stop
 wait_quiet
+fi
 
+if has stomp; then
 echo "== 3/3 ringcast STOMP"
 cat >"$OUT/stomp.toml" <<TOML
 [auth]
@@ -76,5 +83,6 @@ timeout 1200 "$BENCH" stomp -n "$N" --url "ws://127.0.0.1:18888/ws?topic=c1m&pro
   --admin-socket "$OUT/stomp.sock" --config "$OUT/stomp.toml" --heartbeat-ms 10000 \
   --messages "$PUSH_MESSAGES" --interval-ms 5000 --hold "$HOLD" --timeout 400 --json "$OUT/stomp.json" >/dev/null
 stop
+fi
 
 python3 scripts/c1m_report.py "$OUT" | tee "$OUT/summary.md"

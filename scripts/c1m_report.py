@@ -15,6 +15,10 @@ def last(r):
     return max(m["last_delivery_s"] for m in r["messages"]) if r and r["messages"] else None
 
 
+def mean(r):
+    return sum(m["last_delivery_s"] for m in r["messages"]) / len(r["messages"])
+
+
 def main(d):
     floor, raw, stomp = (load(d, f) for f in ("floor.json", "raw.json", "stomp.json"))
     print(f"Results in `{d}`.\n")
@@ -37,7 +41,8 @@ def main(d):
                 rate = r["connect_rate"] / floor["connect_rate"]
                 lat = last(r) / last(floor)
                 print(f"- ringcast {name} vs floor: connect rate {rate:.0%} of the floor's; "
-                      f"slowest last delivery {lat:.2f}× the floor's slowest.")
+                      f"last delivery {mean(r) / mean(floor):.2f}× the floor's on average "
+                      f"(slowest {lat:.2f}× the floor's slowest).")
     if stomp:
         print(f"- STOMP: missed heart-beats {stomp['missed_heartbeats']}, closed by server "
               f"{stomp['closed_by_server']}; server CPU while pushing every 5 s: "

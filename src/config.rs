@@ -45,6 +45,9 @@ pub struct Server {
     pub allowed_origins: Vec<String>,
     /// On SIGTERM, how long sessions get to answer our close before the process exits.
     pub shutdown_grace_ms: u64,
+    /// Unix users allowed on the admin socket besides the server's own user and root (checked
+    /// with SO_PEERCRED on every connection, on top of the socket file's 0600 mode).
+    pub admin_uids: Vec<u32>,
 }
 
 impl Default for Server {
@@ -63,6 +66,7 @@ impl Default for Server {
             ring_entries: 4096,
             allowed_origins: Vec::new(),
             shutdown_grace_ms: 3000,
+            admin_uids: Vec::new(),
         }
     }
 }
@@ -89,6 +93,9 @@ pub struct Limits {
     /// How long our close frame waits for the peer's before the socket is dropped.
     pub close_timeout_ms: u64,
     pub max_topics_per_session: usize,
+    /// Raw and echo sessions silent this long get a ping; silent for another period after it,
+    /// they are closed (a vanished peer). 0 = never. STOMP sessions use their heart-beats.
+    pub ping_interval_ms: u64,
 }
 
 impl Default for Limits {
@@ -101,6 +108,7 @@ impl Default for Limits {
             slow_consumer: SlowPolicy::DropOldest,
             close_timeout_ms: 2000,
             max_topics_per_session: 64,
+            ping_interval_ms: 30_000,
         }
     }
 }

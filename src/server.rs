@@ -174,6 +174,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
             hub: hub.clone(),
             stats: stats.clone(),
         },
+        &cfg.server.admin_uids,
     )
     .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
     tracing::info!(

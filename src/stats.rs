@@ -40,6 +40,7 @@ counters! {
     slow_closed: "sessions closed because their send queue was full",
     protocol_errors: "connections closed for a protocol violation",
     handshake_timeouts: "connections closed because the upgrade did not finish in time",
+    ping_timeouts: "raw sessions closed because they answered no ping",
     accept_errors: "accept failures (e.g. the fd table is full)",
     publishes: "publishes fanned out by this shard",
 }

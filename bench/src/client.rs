@@ -261,11 +261,17 @@ impl State {
             }
             Event::Tick => {
                 ring.tick_after(TICK);
-                self.tick += 1;
-                if let Proto::Stomp { heartbeat_ms, .. } = plan.proto
-                    && heartbeat_ms > 0
-                {
-                    self.heartbeats(plan, ring, clients, heartbeat_ms);
+                // Ticks follow the wall clock, not the count of timer events: a busy shard
+                // processes every slot it fell behind on, so no beat is late by more than
+                // the shard's own lag.
+                let now = (plan.epoch.elapsed().as_millis() / TICK.as_millis()) as u32;
+                while self.tick < now {
+                    self.tick += 1;
+                    if let Proto::Stomp { heartbeat_ms, .. } = plan.proto
+                        && heartbeat_ms > 0
+                    {
+                        self.heartbeats(plan, ring, clients, heartbeat_ms);
+                    }
                 }
             }
             _ => {}
@@ -322,8 +328,16 @@ impl State {
         let mut pos = 0;
         let stomp = matches!(plan.proto, Proto::Stomp { .. });
         while let Some((payload, len)) = server_frame(&c.buf[pos..]) {
+            let opcode = c.buf[pos] & 0x0f;
             let p = &c.buf[pos + payload.0..pos + payload.1];
             pos += len;
+            if opcode >= 8 {
+                // Control frames: answer pings (the server reaps silent sessions), skip others.
+                if opcode == 9 {
+                    reply = Some(Bytes::from_static(PONG));
+                }
+                continue;
+            }
             if stomp {
                 if p.starts_with(b"RECEIPT") && c.phase == Phase::Subscribing {
                     c.phase = Phase::Open;
@@ -366,6 +380,9 @@ impl State {
         reply
     }
 }
+
+/// A masked empty pong (the answer to the server's pings).
+const PONG: &[u8] = &[0x8a, 0x80, 0, 0, 0, 0];
 
 /// Parses one unmasked server frame: (payload range, frame length).
 fn server_frame(b: &[u8]) -> Option<((usize, usize), usize)> {

@@ -4,6 +4,7 @@
 
 mod client;
 mod floor;
+mod plot;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -55,6 +56,14 @@ enum Cmd {
         listen: SocketAddr,
         #[command(flatten)]
         load: Load,
+    },
+    /// PNG charts from result files (connections over time, latency CDF).
+    Plot {
+        /// Folder for the PNGs.
+        #[arg(long)]
+        out: PathBuf,
+        /// Result files written with --json.
+        files: Vec<PathBuf>,
     },
 }
 
@@ -113,6 +122,7 @@ fn main() {
             load,
         } => ringcast_run(&server, &load, Some(config), heartbeat_ms),
         Cmd::Floor { listen, load } => floor_run(listen, &load),
+        Cmd::Plot { out, files } => plot::run(&files, &out).map(|()| json!({"ok": true})),
     };
     match result {
         Ok(v) => {
@@ -533,6 +543,11 @@ fn drive(
         "server_rss_per_connection": per_conn,
         "messages": deliveries,
         "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "p999": pct(0.999), "max": pct(1.0)},
+        "latency_cdf": (0..=100)
+            .map(|i| f64::from(i) / 100.0)
+            .chain([0.995, 0.999, 0.9999])
+            .map(|q| json!([pct(q), q]))
+            .collect::<Vec<_>>(),
         "hold_seconds": hold_s,
         "server_cpu_share_publishing": push_cpu,
         "server_cpu_share_holding": hold_server_cpu,

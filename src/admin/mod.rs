@@ -21,8 +21,11 @@ const MAX_BODY: usize = 1 << 20;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds the socket (replacing a stale one), restricts it to its owner, and serves it on a
-/// thread.
-pub fn serve(path: &Path, api: Api) -> io::Result<std::thread::JoinHandle<()>> {
+/// thread. Connections from users other than the server's own, root and `allowed` are refused
+/// (SO_PEERCRED), even if the file's mode was loosened.
+pub fn serve(path: &Path, api: Api, allowed: &[u32]) -> io::Result<std::thread::JoinHandle<()>> {
+    let mut uids = vec![0, nix::unistd::getuid().as_raw()];
+    uids.extend_from_slice(allowed);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -42,7 +45,28 @@ pub fn serve(path: &Path, api: Api) -> io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("admin".into())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
+            for mut stream in listener.incoming().flatten() {
+                let uid = nix::sys::socket::getsockopt(
+                    &stream,
+                    nix::sys::socket::sockopt::PeerCredentials,
+                )
+                .map(|c| c.uid());
+                if !uid.is_ok_and(|u| uids.contains(&u)) {
+                    // Read what the client sent first: closing with unread bytes would reset
+                    // the connection and the client would never see why.
+                    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+                    let _ = stream.read(&mut [0u8; 16384]);
+                    let r = http::Response::error(
+                        403,
+                        format!(
+                            "uid {} may not use the admin socket (allowed: {uids:?})",
+                            uid.map_or(-1, i64::from)
+                        ),
+                    );
+                    let _ = stream.write_all(&r.to_bytes());
+                    let _ = stream.shutdown(std::net::Shutdown::Write);
+                    continue;
+                }
                 let api = api.clone();
                 let _ = std::thread::Builder::new()
                     .name("admin-conn".into())

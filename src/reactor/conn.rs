@@ -9,6 +9,17 @@ use bytes::Bytes;
 use crate::endpoint::Session;
 use crate::hub::DestId;
 
+/// The outcome of a ping check.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Something arrived during the last period.
+    Alive,
+    /// Silent for a period: send a ping.
+    Ping,
+    /// Silent for a period after our ping: the peer is gone.
+    Dead,
+}
+
 pub struct Conn {
     pub fd: OwnedFd,
     /// Distinguishes this connection from earlier ones that used the same slab slot, so a
@@ -29,6 +40,10 @@ const SENDING: u8 = 2;
 const CLOSE_AFTER_FLUSH: u8 = 4;
 /// The socket is shut down; the entry goes once no operation references it.
 const SHUT: u8 = 8;
+/// Bytes arrived since the last ping check.
+const HEARD: u8 = 16;
+/// We pinged and wait for anything back.
+const PINGED: u8 = 32;
 
 impl Conn {
     pub fn new(fd: OwnedFd, epoch: u32, connected_at: u32) -> Conn {
@@ -77,6 +92,25 @@ impl Conn {
         self.flags & SHUT != 0
     }
 
+    pub fn set_heard(&mut self) {
+        self.set(HEARD, true);
+    }
+
+    /// The ping timer fired: what to do about this connection's liveness.
+    pub fn ping_due(&mut self) -> Liveness {
+        let (heard, pinged) = (self.flags & HEARD != 0, self.flags & PINGED != 0);
+        self.set(HEARD, false);
+        if heard {
+            self.set(PINGED, false);
+            Liveness::Alive
+        } else if pinged {
+            Liveness::Dead
+        } else {
+            self.set(PINGED, true);
+            Liveness::Ping
+        }
+    }
+
     /// Shuts the socket down both ways, which also ends a pending (multishot) recv, and drops
     /// whatever was still queued.
     pub fn shut(&mut self) {
@@ -95,6 +129,19 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_then_reap_a_silent_peer() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut c = Conn::new(a.into(), 1, 0);
+        assert_eq!(c.ping_due(), Liveness::Ping);
+        c.set_heard(); // the pong
+        assert_eq!(c.ping_due(), Liveness::Alive);
+        assert_eq!(c.ping_due(), Liveness::Ping);
+        assert_eq!(c.ping_due(), Liveness::Dead);
+    }
+
     #[test]
     fn entry_stays_small() {
         // The per-connection budget is a few hundred bytes including the slab's own overhead.

@@ -25,7 +25,7 @@ use crate::stats::{ShardStats, Stats, now_ms};
 use crate::stomp::frame::{Command as StompCommand, Frame as StompFrame};
 use crate::stomp::session::ws_text;
 use crate::ws::CloseError;
-use conn::Conn;
+use conn::{Conn, Liveness};
 use ring::{BufferConfig, Event, Ring};
 use timer::{Kind, Wheel};
 
@@ -292,6 +292,7 @@ impl Shard {
         match res {
             Ok(0) => c.shut(),
             Ok(n) => {
+                c.set_heard();
                 if !c.is_shut() {
                     let mut out = std::mem::take(&mut self.out);
                     let now = self.wheel.now();
@@ -378,6 +379,12 @@ impl Shard {
                 } => self.hub.publish_nowait(Publish::new(dest, body, headers)),
                 Output::Upgraded => {
                     st.upgraded.fetch_add(1, Relaxed);
+                    let c = &self.conns[key as usize];
+                    let interval = self.ctx.cfg.limits.ping_interval_ms;
+                    if interval > 0 && c.session.stomp().is_none() {
+                        let epoch = c.epoch;
+                        self.wheel.schedule(key, epoch, Kind::Ping, ticks(interval));
+                    }
                 }
                 Output::Connected => {
                     let c = &self.conns[key as usize];
@@ -646,6 +653,24 @@ impl Shard {
                     self.out = out;
                     if let Some(t) = next {
                         self.wheel.schedule(e.key, e.epoch, Kind::Heartbeat, t);
+                    }
+                }
+                Kind::Ping if c.session.is_open() => {
+                    let interval = ticks(self.ctx.cfg.limits.ping_interval_ms);
+                    match self.conns[e.key as usize].ping_due() {
+                        Liveness::Alive => {
+                            self.wheel.schedule(e.key, e.epoch, Kind::Ping, interval)
+                        }
+                        Liveness::Ping => {
+                            let ping =
+                                crate::ws::frame::encode(crate::ws::frame::Opcode::Ping, b"");
+                            self.send(ring, e.key, ping, false);
+                            self.wheel.schedule(e.key, e.epoch, Kind::Ping, interval);
+                        }
+                        Liveness::Dead => {
+                            self.st().ping_timeouts.fetch_add(1, Relaxed);
+                            self.close_session(ring, e.key, CloseError::GOING_AWAY, "ping timeout");
+                        }
                     }
                 }
                 Kind::Closing => {

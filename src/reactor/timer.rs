@@ -12,6 +12,8 @@ pub enum Kind {
     Closing,
     /// Time to check heart-beats (send ours, expect theirs).
     Heartbeat,
+    /// Time to check a raw session's liveness (ping it, or reap it).
+    Ping,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -149,9 +149,14 @@ def test_malformed_frames_each_get_an_error(auth_server):
             assert cmd == "CONNECTED"
             await ws.send(raw)
             if expect == "no NUL":
-                # An unterminated frame is only incomplete: it waits (bounded by the frame limit).
+                # A frame may span WebSocket messages, so an unterminated one is incomplete, not
+                # wrong, until it outgrows the frame limit: then it gets an ERROR.
                 with pytest.raises(asyncio.TimeoutError):
                     await asyncio.wait_for(ws.recv(), 0.5)
+                await ws.send(b"x" * 40000)   # each message is under the WebSocket limit,
+                await ws.send(b"x" * 40000)   # together they outgrow the STOMP frame limit
+                cmd, h, _ = parse(await asyncio.wait_for(ws.recv(), 5))
+                assert cmd == "ERROR" and "frame over" in h["message"], h
                 await ws.close()
                 continue
             cmd, h, _ = parse(await asyncio.wait_for(ws.recv(), 5))

@@ -1,0 +1,121 @@
+//! PNG charts from result files: connections over time, and the publish → delivery latency
+//! CDF, one line per run (floor, raw, STOMP), so a run's figures are seen next to the floor's.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde_json::Value;
+
+const COLORS: [RGBColor; 4] = [RGBColor(120, 120, 120), BLUE, RED, GREEN];
+
+/// Registers a system font for labels (plotters draws text with it).
+fn font() -> Result<(), String> {
+    for path in [
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    ] {
+        if let Ok(bytes) = std::fs::read(path) {
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            return plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+                .map_err(|_| format!("{path}: not a usable font"));
+        }
+    }
+    Err("no TTF font found (apt-get install fonts-dejavu-core)".into())
+}
+
+fn points(v: &Value, key: &str) -> Vec<(f64, f64)> {
+    v[key]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn run(files: &[std::path::PathBuf], out: &Path) -> Result<(), String> {
+    font()?;
+    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    let runs: Vec<(String, Value)> = files
+        .iter()
+        .map(|f| {
+            let v = serde_json::from_str(
+                &std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?,
+            )
+            .map_err(|e| format!("{}: {e}", f.display()))?;
+            Ok((
+                f.file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                v,
+            ))
+        })
+        .collect::<Result<_, String>>()?;
+    chart(
+        &out.join("connections.png"),
+        "Connections over time",
+        "seconds since start",
+        "connections",
+        runs.iter()
+            .map(|(n, v)| (n.as_str(), points(v, "connect_timeline"))),
+    )?;
+    chart(
+        &out.join("latency-cdf.png"),
+        "Publish → delivery latency (CDF over all deliveries)",
+        "milliseconds",
+        "fraction delivered",
+        runs.iter()
+            .map(|(n, v)| (n.as_str(), points(v, "latency_cdf"))),
+    )
+}
+
+fn chart<'a>(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: impl Iterator<Item = (&'a str, Vec<(f64, f64)>)>,
+) -> Result<(), String> {
+    let series: Vec<_> = series.filter(|(_, p)| !p.is_empty()).collect();
+    let max = |f: fn(&(f64, f64)) -> f64| {
+        series
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(f))
+            .fold(0.0f64, f64::max)
+            .max(1e-9)
+    };
+    let (x_max, y_max) = (max(|p| p.0) * 1.05, max(|p| p.1) * 1.05);
+    let root = BitMapBackend::new(path, (960, 540)).into_drawing_area();
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut c = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(|e| err(&e))?;
+    c.configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        c.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 16))
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))
+}

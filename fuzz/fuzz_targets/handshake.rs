@@ -1,0 +1,27 @@
+//! The HTTP upgrade parser and the router behind it, on arbitrary request bytes.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use ringcast::ws::handshake::{self, Parse};
+
+fuzz_target!(|data: &[u8]| {
+    match handshake::parse(data, 8192) {
+        Ok(Parse::Done { request, consumed }) => {
+            assert!(consumed <= data.len());
+            let _ = handshake::accept_response(&request, request.protocols.first().map(|s| s.as_str()));
+            let ctx = ringcast_fuzz_ctx();
+            let _ = ringcast::endpoint::route(&request, &ctx);
+        }
+        Ok(Parse::Partial) => {}
+        Err(r) => {
+            assert!((400..600).contains(&r.status));
+            let _ = handshake::reject_response(&r);
+        }
+    }
+});
+
+fn ringcast_fuzz_ctx() -> ringcast::endpoint::Context {
+    let mut cfg = ringcast::config::Config::embedded();
+    cfg.server.echo = true;
+    let auth = ringcast::auth::Auth::from_config(&cfg).expect("auth off needs no keys");
+    ringcast::endpoint::Context::new(cfg, auth)
+}

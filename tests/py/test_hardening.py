@@ -1,0 +1,205 @@
+"""Hostile and broken clients against the real server: slowloris, clients that never read,
+frozen clients, a mass SIGTERM, and the admin socket seen from another user."""
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from conftest import BIN, ROOT
+
+UPGRADE = ("GET /ws?topic={topic} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def admin(sock_path, method, path, body=None):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock_path)
+    data = json.dumps(body).encode() if body is not None else b""
+    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    s.close()
+    head, _, body = out.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body) if body else None
+
+
+def test_slowloris_does_not_starve_normal_clients(make_server):
+    server = make_server("--shards", "2", "--no-auth", config="[limits]\nhandshake_timeout_ms = 3000\n")
+    request = UPGRADE.format(topic="t").encode()
+
+    async def slow(i, results):
+        r, w = await asyncio.open_connection("127.0.0.1", server.port)
+        start = time.monotonic()
+        try:
+            for b in request[:-1]:  # never completes
+                w.write(bytes([b]))
+                await w.drain()
+                try:
+                    data = await asyncio.wait_for(r.read(4096), 1.0)
+                except asyncio.TimeoutError:
+                    continue
+                results.append((data[:12], time.monotonic() - start))
+                return
+        finally:
+            w.close()
+
+    async def normal(results):
+        start = time.monotonic()
+        ws = await websockets.connect(f"{server.url}/ws?topic=t", open_timeout=20)
+        results.append(time.monotonic() - start)
+        return ws
+
+    async def main():
+        slow_results, normal_times = [], []
+        slow_tasks = [asyncio.create_task(slow(i, slow_results)) for i in range(2000)]
+        await asyncio.sleep(1.0)
+        conns = []
+        for batch in range(20):
+            conns += await asyncio.gather(*[normal(normal_times) for _ in range(100)])
+        assert len(conns) == 2000
+        # Every normal client upgraded promptly while 2000 slow ones were trickling.
+        assert max(normal_times) < 5, max(normal_times)
+        assert server.push("t", "x") == 2000
+        await asyncio.gather(*slow_tasks)
+        assert len(slow_results) == 2000
+        assert all(d.startswith(b"HTTP/1.1 408") for d, _ in slow_results)
+        assert all(2.5 < t < 6 for _, t in slow_results), sorted(t for _, t in slow_results)[::200]
+        for c in conns:
+            await c.close()
+    asyncio.run(asyncio.wait_for(main(), 120))
+    assert server.stats()["handshake_timeouts"] == 2000
+
+
+def test_clients_that_never_read_stay_within_the_cap(make_server):
+    # 64 queued messages of 64 KiB shared by every queue: the cap bounds memory whatever the
+    # number of stuck sessions.
+    server = make_server("--shards", "2", "--no-auth", config="[limits]\nsend_queue = 64\n")
+    stuck = []
+    for _ in range(200):
+        s = socket.create_connection(("127.0.0.1", server.port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(UPGRADE.format(topic="firehose").encode())
+        stuck.append(s)
+    time.sleep(0.5)
+    base = server.stats()["rss_bytes"]
+    body = "y" * (64 * 1024 - 100)
+    received = [0] * 20
+
+    async def reader(i, ws):
+        try:
+            while True:
+                await ws.recv()
+                received[i] += 1
+        except ConnectionClosed:
+            pass
+
+    async def main():
+        readers = [await websockets.connect(f"{server.url}/ws?topic=firehose", max_size=1 << 20) for _ in range(20)]
+        tasks = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(readers)]
+        sent = 0
+        start = time.monotonic()
+        loop = asyncio.get_running_loop()
+        while time.monotonic() - start < 10:   # ~5 MB/s: 80 × 64 KiB per second
+            n = await loop.run_in_executor(None, lambda: admin(server.sock, "POST", "/publish",
+                                                               {"destination": "/topic/firehose", "body": body}))
+            assert n[0] == 200
+            sent += 1
+            await asyncio.sleep(max(0, start + sent / 80 - time.monotonic()))
+        for _ in range(100):
+            if min(received) >= sent:
+                break
+            await asyncio.sleep(0.1)
+        assert received == [sent] * 20, (sent, received)
+        rss = server.stats()["rss_bytes"]
+        # Distinct frames alive at once ≤ send_queue (+ what is in flight), shared by all queues.
+        assert rss - base < 64 * 64 * 1024 + (24 << 20), (rss - base) >> 20
+        for ws in readers:
+            await ws.close()
+        for t in tasks:
+            t.cancel()
+        return sent
+    sent = asyncio.run(asyncio.wait_for(main(), 120))
+    stats = server.stats()
+    assert stats["dropped"] > 0, "the stuck sessions' queues overflowed"
+    assert sent >= 700
+    for s in stuck:
+        s.close()
+
+
+def test_sigterm_with_10000_clients_closes_all_with_1001(make_server):
+    server = make_server("--shards", "4", "--no-auth")
+    codes = []
+
+    async def main():
+        conns = []
+        for _ in range(20):
+            conns += await asyncio.gather(*[websockets.connect(f"{server.url}/ws?topic=t", open_timeout=30)
+                                            for _ in range(500)])
+        assert server.stats()["connections"] == 10000
+        start = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+
+        async def wait_close(ws):
+            try:
+                await asyncio.wait_for(ws.wait_closed(), 10)
+            finally:
+                codes.append(ws.close_code)
+        await asyncio.gather(*[wait_close(ws) for ws in conns])
+        return time.monotonic() - start
+    elapsed = asyncio.run(asyncio.wait_for(main(), 120))
+    assert server.proc.wait(5) == 0
+    assert codes.count(1001) == 10000, {c: codes.count(c) for c in set(codes)}
+    assert elapsed < 5, elapsed
+
+
+def test_frozen_stomp_client_is_reaped_by_heartbeat_timeout(make_server):
+    server = make_server("--shards", "1", "--no-auth",
+                         config="[stomp]\nheartbeat_send_ms = 500\nheartbeat_receive_ms = 500\n")
+    client = subprocess.Popen([sys.executable, "-c", f"""
+import socket, time
+s = socket.create_connection(("127.0.0.1", {server.port}))
+s.sendall(b"GET /ws HTTP/1.1\\r\\nHost: x\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
+          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n"
+          b"Sec-WebSocket-Protocol: v12.stomp\\r\\n\\r\\n")
+f = b"CONNECT\\naccept-version:1.2\\nheart-beat:500,500\\n\\n\\0"
+s.sendall(bytes([0x81, 0x80 | len(f), 0, 0, 0, 0]) + f)
+print("ready", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+    assert client.stdout.readline().strip() == "ready"
+    time.sleep(0.3)
+    assert server.stats()["connections"] == 1
+    client.send_signal(signal.SIGSTOP)    # alive at the TCP level, silent above it
+    try:
+        deadline = time.time() + 5
+        while time.time() < deadline and server.stats()["connections"] != 0:
+            time.sleep(0.1)
+        assert server.stats()["connections"] == 0, "a silent session must be closed after 2 periods"
+    finally:
+        client.kill()
+        client.wait()
+
+
+def test_admin_socket_refuses_other_users(server):
+    assert oct(os.stat(server.sock).st_mode & 0o777) == "0o600"
+    if os.getuid() != 0 or subprocess.run(["which", "setpriv"], capture_output=True).returncode != 0:
+        pytest.skip("needs root and setpriv to act as another user")
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", BIN, "stats",
+                 "--admin-socket", server.sock]
+    # The file mode alone keeps others out...
+    r = subprocess.run(as_nobody, capture_output=True, text=True)
+    assert r.returncode != 0 and "Permission denied" in r.stderr, r.stderr
+    # ...and with the mode loosened, SO_PEERCRED still does.
+    os.chmod(os.path.dirname(server.sock), 0o755)
+    os.chmod(server.sock, 0o666)
+    r = subprocess.run(as_nobody, capture_output=True, text=True)
+    assert r.returncode != 0 and "uid 65534 may not use the admin socket" in r.stderr, r.stderr
