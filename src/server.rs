@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{SigSet, Signal};
-use socket2::{Domain, Socket, Type};
 
 use crate::admin;
 use crate::auth::Auth;
@@ -106,20 +105,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
     // With port 0 every shard must still share one port: reserve it with a bound, non-listening
     // SO_REUSEPORT socket (which takes no connections) until the shards listen on it.
     let (addr, reservation) = if addr.port() == 0 {
-        let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)
-            .and_then(|s| {
-                s.set_reuse_port(true)?;
-                s.bind(&addr.into())?;
-                Ok(s)
-            })
-            .map_err(|e| format!("reserving a port on {addr}: {e}"))?;
-        let port = s
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .map(|a| a.port())
-            .ok_or("reserved socket has no port")?;
-        (SocketAddr::new(addr.ip(), port), Some(s))
+        let (s, bound) =
+            reactor::reserve_port(addr).map_err(|e| format!("reserving a port on {addr}: {e}"))?;
+        (bound, Some(s))
     } else {
         (addr, None)
     };

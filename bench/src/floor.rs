@@ -10,7 +10,6 @@ use std::sync::{Arc, Barrier};
 
 use ringcast::hub::{Command, Hub, Inbox};
 use ringcast::reactor::ring::{BufferConfig, Event, Ring};
-use socket2::{Domain, Socket, Type};
 
 pub struct FloorServer {
     pub hub: Hub,
@@ -22,18 +21,8 @@ impl FloorServer {
     pub fn start(addr: SocketAddr, shards: usize) -> Result<(FloorServer, SocketAddr), String> {
         let (hub, inboxes) = Hub::new(shards).map_err(|e| e.to_string())?;
         // Reserve the port so every shard's SO_REUSEPORT listener shares it.
-        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None)
-            .and_then(|s| {
-                s.set_reuse_port(true)?;
-                s.bind(&addr.into())?;
-                Ok(s)
-            })
-            .map_err(|e| format!("floor bind {addr}: {e}"))?;
-        let addr = probe
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .ok_or("floor: no local address")?;
+        let (probe, addr) =
+            ringcast::reactor::reserve_port(addr).map_err(|e| format!("floor bind {addr}: {e}"))?;
         let barrier = Arc::new(Barrier::new(shards + 1));
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let handles = inboxes
@@ -70,11 +59,7 @@ impl FloorServer {
 }
 
 fn shard(addr: SocketAddr, inbox: Inbox) -> std::io::Result<()> {
-    let l = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    l.set_reuse_address(true)?;
-    l.set_reuse_port(true)?;
-    l.bind(&addr.into())?;
-    l.listen(65535)?;
+    let l = ringcast::reactor::listener(addr)?;
     let mut ring = Ring::new(
         4096,
         BufferConfig {

@@ -77,7 +77,22 @@ pub fn spawn(spec: ShardSpec) -> io::Result<std::thread::JoinHandle<()>> {
         })
 }
 
-fn listener(addr: SocketAddr) -> io::Result<Socket> {
+/// Reserves `addr`'s port (picking one for port 0) with a bound, non-listening SO_REUSEPORT
+/// socket: it takes no connections, but keeps the port for the shards' listeners until they
+/// are up. Returns the reservation and the address with its real port.
+pub fn reserve_port(addr: SocketAddr) -> io::Result<(Socket, SocketAddr)> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    let bound = s
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("reserved socket has no address"))?;
+    Ok((s, bound))
+}
+
+/// One shard's listening socket on the shared port.
+pub fn listener(addr: SocketAddr) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
