@@ -90,6 +90,8 @@ pub enum Command {
         user: String,
         reply: Sender<usize>,
     },
+    /// Use this configuration (and keys) from now on.
+    Reload(Arc<crate::endpoint::Context>),
     /// Stop accepting, close every session with 1001, exit after the grace period.
     Shutdown,
 }
@@ -218,6 +220,12 @@ impl Hub {
             }
         }
         Ok(total)
+    }
+
+    pub fn reload(&self, ctx: Arc<crate::endpoint::Context>) {
+        for link in &self.links {
+            self.send(link, Command::Reload(ctx.clone()));
+        }
     }
 
     pub fn shutdown(&self) {

@@ -150,7 +150,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 print!("{}", cfg.to_toml());
                 return Ok(());
             }
-            ringcast::server::run(cfg)
+            let file = common.config.clone();
+            ringcast::server::run(cfg, move || Config::load(file.as_deref(), &o))
         }
         Cmd::Push(p) => {
             let socket = cli::admin_socket(common.config.as_deref(), common.admin_socket)?;

@@ -78,7 +78,10 @@ fn raise_nofile() -> u64 {
     }
 }
 
-pub fn run(cfg: Config) -> Result<(), String> {
+/// Runs the server. `reload` rebuilds the configuration on SIGHUP (from the same file and
+/// overrides): keys, limits and STOMP settings take effect for what happens next; listen
+/// address, shard count and buffer sizes need a restart.
+pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(), String> {
     if !cfg.auth.enabled {
         tracing::warn!(
             "AUTHENTICATION IS OFF: any client can connect and subscribe. Configure [projects.*] keys and remove --no-auth for production."
@@ -176,9 +179,25 @@ pub fn run(cfg: Config) -> Result<(), String> {
 
     loop {
         match sigs.wait() {
-            Ok(Signal::SIGHUP) => {
-                tracing::info!("SIGHUP: configuration reload is not implemented yet; ignoring");
-            }
+            Ok(Signal::SIGHUP) => match reload().and_then(|c| {
+                let auth = Auth::from_config(&c)?;
+                Ok(Context::new(c, auth))
+            }) {
+                Ok(new) => {
+                    if new.cfg.server.listen != cfg.server.listen
+                        || new.cfg.server.shards != cfg.server.shards
+                    {
+                        tracing::warn!(
+                            "SIGHUP: listen address and shard count need a restart; kept"
+                        );
+                    }
+                    hub.reload(Arc::new(new));
+                    tracing::info!("SIGHUP: configuration reloaded (keys, limits, STOMP settings)");
+                }
+                Err(e) => {
+                    tracing::error!("SIGHUP: reload failed, keeping the running configuration: {e}")
+                }
+            },
             Ok(sig) => {
                 tracing::info!("{sig}: closing every session with 1001 and stopping");
                 break;

@@ -128,6 +128,7 @@ fn shard(addr: SocketAddr, inbox: Inbox) -> std::io::Result<()> {
                             }
                         }
                         Command::Shutdown => done = true,
+                        Command::Reload(_) => {}
                         Command::Disconnect { reply, .. } => {
                             let _ = reply.send(0);
                         }

@@ -565,6 +565,7 @@ impl Shard {
                     .collect();
                 let _ = reply.send(list);
             }
+            Command::Reload(ctx) => self.ctx = ctx,
             Command::Shutdown => {
                 if self.shutdown_at.is_none() {
                     self.shutdown_at =

@@ -203,3 +203,38 @@ def test_admin_socket_refuses_other_users(server):
     os.chmod(server.sock, 0o666)
     r = subprocess.run(as_nobody, capture_output=True, text=True)
     assert r.returncode != 0 and "uid 65534 may not use the admin socket" in r.stderr, r.stderr
+
+
+def test_sighup_reloads_keys_without_dropping_sessions(make_server):
+    import jwt
+    cfg = '[auth]\nuser_claim = "sub"\n[projects.p]\njwt_secret = "old-secret"\n'
+    server = make_server("--shards", "2", config=cfg)
+
+    def token(secret):
+        return jwt.encode({"sub": "u", "exp": int(time.time()) + 300}, secret, algorithm="HS256")
+
+    async def stomp_connect(secret):
+        ws = await websockets.connect(f"{server.url}/ws", subprotocols=["v12.stomp"])
+        await ws.send(f"CONNECT\naccept-version:1.2\ntoken:{token(secret)}\nprojectId:p\n\n\0")
+        return ws, (await asyncio.wait_for(ws.recv(), 5)).split("\n")[:2]
+
+    async def main():
+        old, reply = await stomp_connect("old-secret")
+        assert reply[0] == "CONNECTED"
+        await old.send("SUBSCRIBE\nid:0\ndestination:/topic/t\nreceipt:r\n\n\0")
+        assert (await old.recv()).startswith("RECEIPT")
+        with open(os.path.join(server.dir, "ringcast.toml"), "w") as f:
+            f.write(cfg.replace("old-secret", "new-secret"))
+        server.proc.send_signal(signal.SIGHUP)
+        await asyncio.sleep(0.5)
+        _, reply = await stomp_connect("old-secret")
+        assert reply == ["ERROR", "message:auth_fail"], reply
+        fresh, reply = await stomp_connect("new-secret")
+        assert reply[0] == "CONNECTED"
+        # The session that connected under the old key is still there.
+        assert server.push("t", "still here", project="p") == 1
+        assert "still here" in await asyncio.wait_for(old.recv(), 5)
+        await old.close()
+        await fresh.close()
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert "configuration reloaded" in server.output()
