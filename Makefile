@@ -22,7 +22,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit:
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --release
 
 pytest: build
 	python3 -m pytest -q tests/py

@@ -96,6 +96,8 @@ pub struct Limits {
     /// Raw and echo sessions silent this long get a ping; silent for another period after it,
     /// they are closed (a vanished peer). 0 = never. STOMP sessions use their heart-beats.
     pub ping_interval_ms: u64,
+    /// Open connections allowed from one source address (0 = no limit); beyond it, 429.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -109,6 +111,7 @@ impl Default for Limits {
             close_timeout_ms: 2000,
             max_topics_per_session: 64,
             ping_interval_ms: 30_000,
+            max_connections_per_ip: 0,
         }
     }
 }

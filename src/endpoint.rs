@@ -243,6 +243,13 @@ impl Session {
         self.pending = Vec::new();
     }
 
+    /// Refuses the upgrade with an HTTP status before it is read (limits at accept).
+    pub fn refuse(&mut self, status: u16, reason: &str, out: &mut Vec<Output>) {
+        if self.phase == Phase::Handshake {
+            self.reject(&Reject::new(status, reason), out);
+        }
+    }
+
     fn reject(&mut self, r: &Reject, out: &mut Vec<Output>) {
         out.push(Output::Send(handshake::reject_response(r).into()));
         out.push(Output::Rejected);

@@ -124,10 +124,14 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
     let tables_ready = Arc::new(Barrier::new(shards + 1));
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
     let capacity = per_table(nofile) as usize;
+    let per_ip = Arc::new(crate::reactor::per_ip::PerIp::new(
+        cfg.limits.max_connections_per_ip,
+    ));
     let mut handles = Vec::with_capacity(shards);
     for (id, inbox) in inboxes.into_iter().enumerate() {
         let spec = ShardSpec {
             id,
+            per_ip: per_ip.clone(),
             read_buffers: read_buffers(cfg.server.read_buffers, shards),
             ctx: ctx.clone(),
             hub: hub.clone(),

@@ -3,6 +3,7 @@
 //! publishes out to its local subscribers, and drives deadlines from one periodic timeout.
 
 pub mod conn;
+pub mod per_ip;
 pub mod ring;
 pub mod timer;
 
@@ -35,6 +36,7 @@ const TICK: Duration = Duration::from_millis(100);
 /// Everything a shard thread starts from.
 pub struct ShardSpec {
     pub id: usize,
+    pub per_ip: Arc<per_ip::PerIp>,
     /// Read buffers in this shard's ring (a power of two).
     pub read_buffers: u16,
     pub ctx: Arc<Context>,
@@ -124,6 +126,8 @@ fn run(spec: ShardSpec) -> io::Result<()> {
         stats: spec.stats.clone(),
         ctx: ctx.clone(),
         hub: spec.hub,
+        per_ip: spec.per_ip,
+        peers: std::collections::HashMap::new(),
         conns: Slab::new(),
         subs: Subscriptions::default(),
         wheel: Wheel::new(1024),
@@ -163,6 +167,9 @@ struct Shard {
     id: usize,
     ctx: Arc<Context>,
     hub: Arc<Hub>,
+    per_ip: Arc<per_ip::PerIp>,
+    /// Source address of each connection, kept only while a per-address limit is on.
+    peers: std::collections::HashMap<u32, std::net::IpAddr>,
     stats: Arc<Stats>,
     conns: Slab<Conn>,
     subs: Subscriptions,
@@ -247,17 +254,39 @@ impl Shard {
             .conns
             .insert(Conn::new(fd, epoch, (now_ms() / 1000) as u32)) as u32;
         self.arm_recv(ring, key);
-        if self.shutdown_at.is_some() || self.conns.len() > self.capacity {
+        // Counted before any refusal: `reap` gives every accepted connection back.
+        let open = self.stats.open.fetch_add(1, Relaxed) + 1;
+        let full =
+            open > self.ctx.cfg.server.max_connections as u64 || self.conns.len() > self.capacity;
+        if self.shutdown_at.is_some() || full {
             let reason = if self.shutdown_at.is_some() {
                 "server shutting down"
             } else {
                 "server is at its connection limit"
             };
             self.close_session(ring, key, CloseError::GOING_AWAY, reason);
+        } else if !self.admit_peer(key) {
+            self.refuse(ring, key, 429, "too many connections from this address");
         } else {
             let t = ticks(self.ctx.cfg.limits.handshake_timeout_ms);
             self.wheel.schedule(key, epoch, Kind::Handshake, t);
         }
+    }
+
+    /// Counts connection `key` against its source address's limit (when one is set).
+    fn admit_peer(&mut self, key: u32) -> bool {
+        if !self.per_ip.enabled() {
+            return true;
+        }
+        let peer = SockRef::from(&self.conns[key as usize].fd).peer_addr();
+        let Some(ip) = peer.ok().and_then(|a| a.as_socket()).map(|a| a.ip()) else {
+            return true;
+        };
+        if !self.per_ip.admit(ip) {
+            return false;
+        }
+        self.peers.insert(key, ip);
+        true
     }
 
     /// Arms a recv for `key` unless it is gone, shut, or already armed.
@@ -370,6 +399,9 @@ impl Shard {
         st.connections.fetch_sub(1, Relaxed);
         st.closed.fetch_add(1, Relaxed);
         self.stats.open.fetch_sub(1, Relaxed);
+        if let Some(ip) = self.peers.remove(&key) {
+            self.per_ip.release(ip);
+        }
     }
 
     /// Carries out what the endpoint asked for.
@@ -495,6 +527,15 @@ impl Shard {
         }
         c.queue.push_back(b);
         true
+    }
+
+    fn refuse(&mut self, ring: &mut Ring, key: u32, status: u16, reason: &str) {
+        let mut out = std::mem::take(&mut self.out);
+        self.conns[key as usize]
+            .session
+            .refuse(status, reason, &mut out);
+        self.apply(ring, key, &mut out);
+        self.out = out;
     }
 
     fn close_session(&mut self, ring: &mut Ring, key: u32, code: u16, reason: &str) {

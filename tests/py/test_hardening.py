@@ -238,3 +238,36 @@ def test_sighup_reloads_keys_without_dropping_sessions(make_server):
         await fresh.close()
     asyncio.run(asyncio.wait_for(main(), 30))
     assert "configuration reloaded" in server.output()
+
+
+def test_connection_limits_answer_503_and_429(make_server):
+    server = make_server("--shards", "4", "--no-auth", "--max-connections", "10",
+                         config="[limits]\nmax_connections_per_ip = 6\n")
+
+    def upgrade(source):
+        s = socket.socket()
+        s.bind((source, 0))
+        s.connect(("127.0.0.1", server.port))
+        s.sendall(UPGRADE.format(topic="t").encode())
+        s.settimeout(5)
+        return s, s.recv(4096)
+
+    held = []
+    for _ in range(6):
+        s, resp = upgrade("127.0.0.1")
+        assert resp.startswith(b"HTTP/1.1 101"), resp
+        held.append(s)
+    s, resp = upgrade("127.0.0.1")
+    assert resp.startswith(b"HTTP/1.1 429") and b"too many connections from this address" in resp, resp
+    for _ in range(4):                          # another address still gets in, up to the total
+        s, resp = upgrade("127.0.0.2")
+        assert resp.startswith(b"HTTP/1.1 101"), resp
+        held.append(s)
+    s, resp = upgrade("127.0.0.3")             # 11th connection server-wide: over max_connections
+    assert resp.startswith(b"HTTP/1.1 503") and b"connection limit" in resp, resp
+    held.pop(0).close()                         # one closes: its address may connect again
+    time.sleep(0.3)
+    s, resp = upgrade("127.0.0.1")
+    assert resp.startswith(b"HTTP/1.1 101"), resp
+    for h in held:
+        h.close()
