@@ -20,6 +20,9 @@ use crate::stats::Stats;
 /// inherited stdio).
 const FD_RESERVE: u64 = 64;
 
+/// More shard threads than this means the fd limit is far too low for `max_connections`.
+const MAX_SHARDS: usize = 1024;
+
 /// Share of a fd table planned for connections: SO_REUSEPORT spreads connections by hash, not
 /// evenly, so shards are sized to be at most 90 % full on average.
 const TABLE_FILL: f64 = 0.9;
@@ -103,6 +106,11 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let nofile = raise_nofile();
     let (shards, why) = plan_shards(&cfg, cores.len().max(1), nofile);
+    if shards > MAX_SHARDS {
+        return Err(format!(
+            "{why}: more than {MAX_SHARDS} shards. Raise the nofile limit (make tune, LimitNOFILE) or lower --max-connections"
+        ));
+    }
     tracing::info!("{why}");
 
     // With port 0 every shard must still share one port: reserve it with a bound, non-listening

@@ -271,3 +271,46 @@ def test_connection_limits_answer_503_and_429(make_server):
     assert resp.startswith(b"HTTP/1.1 101"), resp
     for h in held:
         h.close()
+
+
+def test_accept_recovers_when_the_process_hits_its_fd_limit(make_server):
+    """The fd limit is lowered under a running server (as an operator or a container might):
+    accepts fail with EMFILE, are counted and paused (no busy loop), logged once, and resume as
+    soon as connections close. On the single-shot path: a multishot accept reads RLIMIT_NOFILE
+    once, when it is armed (the kernel's io_accept_prep), so lowering the limit afterwards does
+    not reach it; the EMFILE handling is the same code on both paths."""
+    server = make_server("--shards", "1", "--no-auth", "--max-connections", "1000", "--io-compat")
+    subprocess.run(["prlimit", "--pid", str(server.proc.pid), "--nofile=48:48"], check=True)
+    held = []
+    for _ in range(80):                          # more than 48 descriptors hold
+        s = socket.create_connection(("127.0.0.1", server.port))
+        s.sendall(UPGRADE.format(topic="t").encode())
+        held.append(s)
+    time.sleep(1.0)
+    stats = server.stats()
+    assert stats["accept_errors"] > 0
+    assert stats["connections"] < 80
+
+    def cpu():
+        f = open(f"/proc/{server.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+        return int(f[11]) + int(f[12])
+    before = cpu()
+    time.sleep(1.0)
+    assert cpu() - before < 30, "the accept loop is spinning"
+    for s in held:
+        s.close()
+    time.sleep(0.5)
+    ok = socket.create_connection(("127.0.0.1", server.port))
+    ok.sendall(UPGRADE.format(topic="t").encode())
+    ok.settimeout(5)
+    assert ok.recv(4096).startswith(b"HTTP/1.1 101")
+    ok.close()
+    assert server.output().count("accept failed") == 1, "logged once"
+
+
+def test_a_tiny_fd_limit_is_a_clear_startup_error(tmp_path):
+    r = subprocess.run(["prlimit", "--nofile=64:64", BIN, "serve", "--no-auth",
+                        "--admin-socket", str(tmp_path / "a.sock"), "--listen", "127.0.0.1:0"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "Raise the nofile limit" in r.stderr, r.stderr
