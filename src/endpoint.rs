@@ -71,6 +71,8 @@ pub enum Output {
     Rejected,
     /// A data message arrived from the client.
     Received,
+    /// The STOMP layer refused something (ERROR sent, session closing).
+    StompError,
     /// The connection broke the protocol (the close frame is queued).
     ProtocolError,
     /// Our close frame is queued and we wait for the peer's: arm the close timeout.
@@ -218,6 +220,9 @@ impl Session {
             .position(|o| matches!(o, Output::CloseWith(..)))
             && let Output::CloseWith(code, reason) = out.remove(start + i)
         {
+            if code != CloseError::NORMAL {
+                out.push(Output::StompError);
+            }
             self.close(code, reason, out);
         }
     }

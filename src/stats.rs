@@ -39,6 +39,7 @@ counters! {
     dropped: "messages dropped because a session's send queue was full",
     slow_closed: "sessions closed because their send queue was full",
     protocol_errors: "connections closed for a protocol violation",
+    stomp_errors: "STOMP sessions refused or closed with an ERROR frame (auth, limits, violations)",
     handshake_timeouts: "connections closed because the upgrade did not finish in time",
     ping_timeouts: "raw sessions closed because they answered no ping",
     accept_errors: "accept failures (e.g. the fd table is full)",

@@ -52,6 +52,8 @@ pub struct Host {
     pub port_range: (u64, u64),
     pub conntrack_max: Option<u64>,
     pub time_wait: u64,
+    /// Buckets of this namespace's TCP established-connection hash table (0 = unknown).
+    pub ehash: u64,
     pub cores: usize,
     pub io_uring: Result<bool, String>,
 }
@@ -133,6 +135,7 @@ impl Host {
             conntrack_max: read("/proc/sys/net/netfilter/nf_conntrack_max")
                 .and_then(|s| s.parse().ok()),
             time_wait,
+            ehash: num("/proc/sys/net/ipv4/tcp_ehash_entries"),
             cores: core_affinity::get_core_ids().map_or(1, |c| c.len()),
             io_uring,
         }
@@ -333,6 +336,34 @@ pub fn checks(cfg: &Config, host: &Host, n: u64, local_bench: bool, sources: u64
             Some("wait a minute, or sysctl -w net.ipv4.tcp_tw_reuse=1".into()),
         )
     });
+    // Every packet looks its socket up in this table: at a million loopback pairs and the
+    // default 262,144 buckets the chains are ~8 long, and the lookup was 20 % of all CPU in
+    // the 1M STOMP run (BENCHMARKS.md).
+    let sockets = n * ends;
+    if host.ehash > 0 {
+        out.push(if host.ehash * 2 >= sockets {
+            check(
+                "TCP established hash",
+                Ok,
+                format!("{} buckets for {sockets} sockets", host.ehash),
+                None,
+            )
+        } else {
+            check(
+                "TCP established hash",
+                Warn,
+                format!(
+                    "{} buckets for {sockets} sockets: chains of ~{} per lookup, on every packet",
+                    host.ehash,
+                    sockets / host.ehash
+                ),
+                Some(format!(
+                    "boot with thash_entries={0}, or run in a network namespace created after sysctl -w net.ipv4.tcp_child_ehash_entries={0}",
+                    sockets.next_power_of_two()
+                )),
+            )
+        });
+    }
     out.push(match &host.io_uring {
         std::result::Result::Ok(true) => check(
             "io_uring",
@@ -405,6 +436,7 @@ mod tests {
             port_range: (1024, 65_535),
             conntrack_max: Some(2_097_152),
             time_wait: 0,
+            ehash: 1 << 21,
             cores: 2,
             io_uring: Ok(true),
         }

@@ -131,6 +131,7 @@ fn run(spec: ShardSpec) -> io::Result<()> {
         conns: Slab::new(),
         subs: Subscriptions::default(),
         wheel: Wheel::new(1024),
+        started: std::time::Instant::now(),
         inbox: spec.inbox,
         listener: Some(listener),
         capacity: spec.capacity,
@@ -174,6 +175,8 @@ struct Shard {
     conns: Slab<Conn>,
     subs: Subscriptions,
     wheel: Wheel,
+    /// What the wheel's ticks count from.
+    started: std::time::Instant,
     inbox: Inbox,
     listener: Option<Socket>,
     capacity: usize,
@@ -444,7 +447,7 @@ impl Shard {
                     if let Some(p) = period {
                         let epoch = c.epoch;
                         self.wheel
-                            .schedule(key, epoch, Kind::Heartbeat, ticks(u64::from(p) / 2));
+                            .schedule(key, epoch, Kind::Heartbeat, ticks(u64::from(p) / 4));
                     }
                 }
                 Output::CloseWith(code, reason) => {
@@ -459,6 +462,9 @@ impl Shard {
                 }
                 Output::ProtocolError => {
                     st.protocol_errors.fetch_add(1, Relaxed);
+                }
+                Output::StompError => {
+                    st.stomp_errors.fetch_add(1, Relaxed);
                 }
                 Output::AwaitClose => {
                     let epoch = self.conns[key as usize].epoch;
@@ -680,8 +686,14 @@ impl Shard {
             self.accept_paused = false;
             self.arm_accept(ring);
         }
+        // The wheel follows the wall clock, not the count of timeout events: on a saturated
+        // host a shard's 100 ms timeout completes late, and deadlines (heart-beats above all)
+        // must not stretch with it.
+        let target = self.started.elapsed().as_millis() as u64 / TICK.as_millis() as u64;
         let mut due = Vec::new();
-        self.wheel.advance(|e| due.push(e));
+        while self.wheel.now() < target {
+            self.wheel.advance(|e| due.push(e));
+        }
         for e in due {
             let Some(c) = self.conns.get(e.key as usize) else {
                 continue;

@@ -229,7 +229,8 @@ impl Session {
             (o, 0) => o,
             (o, i) => o.min(i),
         };
-        Some((u64::from(period) / tick_ms / 2).max(1))
+        // A quarter period: beats go out 10–12.5 s apart for a 10 s period, never near 1.5×.
+        Some((u64::from(period) / tick_ms / 4).max(1))
     }
 
     /// Sends an ERROR frame and closes the WebSocket with `code`.

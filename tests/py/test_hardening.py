@@ -314,3 +314,40 @@ def test_a_tiny_fd_limit_is_a_clear_startup_error(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert "Raise the nofile limit" in r.stderr, r.stderr
+
+
+def test_frozen_raw_client_is_reaped_by_ping_timeout(make_server):
+    server = make_server("--shards", "1", "--no-auth", config="[limits]\nping_interval_ms = 300\n")
+    client = subprocess.Popen([sys.executable, "-c", f"""
+import socket, time
+s = socket.create_connection(("127.0.0.1", {server.port}))
+s.sendall({UPGRADE.format(topic="t").encode()!r})
+print("ready", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+    assert client.stdout.readline().strip() == "ready"
+    time.sleep(0.2)
+    assert server.stats()["connections"] == 1
+    client.send_signal(signal.SIGSTOP)    # never reads our ping, never answers it
+    try:
+        deadline = time.time() + 5
+        while time.time() < deadline and server.stats()["connections"] != 0:
+            time.sleep(0.1)
+        stats = server.stats()
+        assert stats["connections"] == 0 and stats["ping_timeouts"] == 1, stats
+    finally:
+        client.kill()
+        client.wait()
+
+
+def test_a_pong_keeps_a_quiet_raw_client(make_server):
+    server = make_server("--shards", "1", "--no-auth", config="[limits]\nping_interval_ms = 200\n")
+
+    async def main():
+        ws = await websockets.connect(f"{server.url}/ws?topic=t")   # answers pings itself
+        await asyncio.sleep(1.5)
+        assert server.push("t", "alive") == 1
+        assert await asyncio.wait_for(ws.recv(), 5) == "alive"
+        await ws.close()
+    asyncio.run(main())
+    assert server.stats()["ping_timeouts"] == 0
