@@ -199,8 +199,15 @@ impl Session {
     }
 
     /// The heart-beat timer of a STOMP session fired at tick `now`; returns when to check
-    /// again (in ticks), if at all.
-    pub fn on_heartbeat(&mut self, now: u64, tick_ms: u64, out: &mut Vec<Output>) -> Option<u64> {
+    /// again (in ticks), if at all. `stalled`: the server itself fell behind, so silence is not
+    /// held against the client this time.
+    pub fn on_heartbeat(
+        &mut self,
+        now: u64,
+        tick_ms: u64,
+        stalled: bool,
+        out: &mut Vec<Output>,
+    ) -> Option<u64> {
         if self.phase != Phase::Open {
             return None;
         }
@@ -208,7 +215,7 @@ impl Session {
             return None;
         };
         let start = out.len();
-        let next = s.on_heartbeat(now, tick_ms, out);
+        let next = s.on_heartbeat(now, tick_ms, stalled, out);
         self.take_close_request(out, start);
         next
     }

@@ -65,7 +65,7 @@ fuzz_target!(|events: Vec<Event>| {
             Event::Raw(mut b) => s.on_bytes(&mut b, now, &ctx, &mut out),
             Event::Tick(t) => {
                 now += u64::from(t);
-                let _ = s.on_heartbeat(now, 100, &mut out);
+                let _ = s.on_heartbeat(now, 100, t % 2 == 0, &mut out);
             }
             Event::ServerClose(code) => s.close(code, "fuzz", &mut out),
         }

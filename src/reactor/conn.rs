@@ -44,6 +44,8 @@ const SHUT: u8 = 8;
 const HEARD: u8 = 16;
 /// We pinged and wait for anything back.
 const PINGED: u8 = 32;
+/// Our side is finished (write shut down); input is read and discarded until the peer's FIN.
+const LINGER: u8 = 64;
 
 impl Conn {
     pub fn new(fd: OwnedFd, epoch: u32, connected_at: u32) -> Conn {
@@ -109,6 +111,19 @@ impl Conn {
             self.set(PINGED, true);
             Liveness::Ping
         }
+    }
+
+    /// Finishes our side after the last byte is written: shuts down writing only and keeps
+    /// reading (and discarding) until the peer closes. Closing outright with unread input
+    /// would make the kernel answer with a reset, and the peer could lose our close frame or
+    /// HTTP error. Returns false if it was already lingering or shut.
+    pub fn linger(&mut self) -> bool {
+        if self.is_shut() || self.flags & LINGER != 0 {
+            return false;
+        }
+        self.set(LINGER, true);
+        let _ = nix::sys::socket::shutdown(self.raw_fd(), nix::sys::socket::Shutdown::Write);
+        true
     }
 
     /// Shuts the socket down both ways, which also ends a pending (multishot) recv, and drops

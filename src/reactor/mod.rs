@@ -32,6 +32,8 @@ use timer::{Kind, Wheel};
 
 /// The wheel's resolution: deadlines (handshake, close, heart-beats) are this precise.
 const TICK: Duration = Duration::from_millis(100);
+/// Ticks a shard may fall behind the wall clock before it counts as stalled.
+const STALL_TICKS: u64 = 10;
 
 /// Everything a shard thread starts from.
 pub struct ShardSpec {
@@ -132,6 +134,7 @@ fn run(spec: ShardSpec) -> io::Result<()> {
         subs: Subscriptions::default(),
         wheel: Wheel::new(1024),
         started: std::time::Instant::now(),
+        tick_due: false,
         inbox: spec.inbox,
         listener: Some(listener),
         capacity: spec.capacity,
@@ -154,6 +157,9 @@ fn run(spec: ShardSpec) -> io::Result<()> {
         ring.run_once(&mut scratch, |ring, ev, data| {
             shard.on_event(ring, ev, data)
         })?;
+        if std::mem::take(&mut shard.tick_due) {
+            shard.on_tick(&mut ring);
+        }
         for key in std::mem::take(&mut shard.rearm) {
             shard.arm_recv(&mut ring, key);
         }
@@ -177,6 +183,7 @@ struct Shard {
     wheel: Wheel,
     /// What the wheel's ticks count from.
     started: std::time::Instant,
+    tick_due: bool,
     inbox: Inbox,
     listener: Option<Socket>,
     capacity: usize,
@@ -240,7 +247,9 @@ impl Shard {
                 }
                 ring.wait_wake(self.inbox.wake.as_raw_fd());
             }
-            Event::Tick => self.on_tick(ring),
+            // Deadlines run after the whole batch (see `run`), so data that arrived with this
+            // tick is seen before anyone is judged silent.
+            Event::Tick => self.tick_due = true,
             Event::Connected { .. } | Event::Internal => {}
         }
     }
@@ -381,10 +390,24 @@ impl Shard {
                     c.set_sending(true);
                     ring.send(c.raw_fd(), key, next, 0);
                 } else if c.close_after_flush() {
-                    c.shut();
+                    self.linger(key);
+                    return;
                 }
             }
             Err(_) => c.shut(),
+        }
+        self.reap(key);
+    }
+
+    /// Our side of `key` is done: shut down writing, read until the peer's FIN, and drop the
+    /// socket after `close_timeout_ms` at the latest.
+    fn linger(&mut self, key: u32) {
+        if let Some(c) = self.conns.get_mut(key as usize)
+            && c.linger()
+        {
+            let epoch = c.epoch;
+            let t = ticks(self.ctx.cfg.limits.close_timeout_ms);
+            self.wheel.schedule(key, epoch, Kind::Closing, t);
         }
         self.reap(key);
     }
@@ -476,7 +499,7 @@ impl Shard {
                     if c.sending() || !c.queue.is_empty() {
                         c.set_close_after_flush();
                     } else {
-                        c.shut();
+                        self.linger(key);
                     }
                 }
             }
@@ -690,6 +713,9 @@ impl Shard {
         // host a shard's 100 ms timeout completes late, and deadlines (heart-beats above all)
         // must not stretch with it.
         let target = self.started.elapsed().as_millis() as u64 / TICK.as_millis() as u64;
+        // A shard that fell behind by more than a second was itself stalled: input may still
+        // be waiting for it, so nobody is closed for silence in this pass (beats still go out).
+        let stalled = target.saturating_sub(self.wheel.now()) > STALL_TICKS;
         let mut due = Vec::new();
         while self.wheel.now() < target {
             self.wheel.advance(|e| due.push(e));
@@ -702,6 +728,10 @@ impl Shard {
                 continue;
             }
             match e.kind {
+                Kind::Handshake if c.session.in_handshake() && stalled => {
+                    self.wheel
+                        .schedule(e.key, e.epoch, Kind::Handshake, STALL_TICKS);
+                }
                 Kind::Handshake if c.session.in_handshake() => {
                     self.st().handshake_timeouts.fetch_add(1, Relaxed);
                     self.close_session(
@@ -717,7 +747,7 @@ impl Shard {
                     let now = self.wheel.now();
                     let next = self.conns[e.key as usize]
                         .session
-                        .on_heartbeat(now, tick_ms, &mut out);
+                        .on_heartbeat(now, tick_ms, stalled, &mut out);
                     self.apply(ring, e.key, &mut out);
                     self.out = out;
                     if let Some(t) = next {
@@ -726,7 +756,11 @@ impl Shard {
                 }
                 Kind::Ping if c.session.is_open() => {
                     let interval = ticks(self.ctx.cfg.limits.ping_interval_ms);
-                    match self.conns[e.key as usize].ping_due() {
+                    let liveness = match self.conns[e.key as usize].ping_due() {
+                        Liveness::Dead if stalled => Liveness::Ping,
+                        l => l,
+                    };
+                    match liveness {
                         Liveness::Alive => {
                             self.wheel.schedule(e.key, e.epoch, Kind::Ping, interval)
                         }

@@ -199,13 +199,19 @@ impl Session {
     /// The heart-beat timer fired at tick `now` (`tick_ms` per tick). Sends a beat if nothing
     /// went out for a period; closes a client silent for two of its periods. Returns when
     /// (in ticks) to check again, or None if heart-beats are off or the session ended.
-    pub fn on_heartbeat(&mut self, now: u64, tick_ms: u64, out: &mut Vec<Output>) -> Option<u64> {
+    pub fn on_heartbeat(
+        &mut self,
+        now: u64,
+        tick_ms: u64,
+        stalled: bool,
+        out: &mut Vec<Output>,
+    ) -> Option<u64> {
         if self.state != State::Connected {
             return None;
         }
         let ticks = |ms: u32| (u64::from(ms) / tick_ms).max(1);
         let since = |t: u32| now.saturating_sub(u64::from(t));
-        if self.hb_in > 0 && since(self.last_in) >= 2 * ticks(self.hb_in) {
+        if !stalled && self.hb_in > 0 && since(self.last_in) >= 2 * ticks(self.hb_in) {
             self.error(
                 "heart-beat timeout: nothing received for two heart-beat periods",
                 None,

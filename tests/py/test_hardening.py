@@ -259,12 +259,14 @@ def test_connection_limits_answer_503_and_429(make_server):
         held.append(s)
     s, resp = upgrade("127.0.0.1")
     assert resp.startswith(b"HTTP/1.1 429") and b"too many connections from this address" in resp, resp
+    s.close()                                   # a refused client goes away
     for _ in range(4):                          # another address still gets in, up to the total
         s, resp = upgrade("127.0.0.2")
         assert resp.startswith(b"HTTP/1.1 101"), resp
         held.append(s)
     s, resp = upgrade("127.0.0.3")             # 11th connection server-wide: over max_connections
     assert resp.startswith(b"HTTP/1.1 503") and b"connection limit" in resp, resp
+    s.close()
     held.pop(0).close()                         # one closes: its address may connect again
     time.sleep(0.3)
     s, resp = upgrade("127.0.0.1")

@@ -222,15 +222,18 @@ fn heartbeats_go_out_when_idle_and_silence_closes() {
     let mut out = Vec::new();
     // 100 ms ticks: a beat after 10 idle ticks; none if something was sent meanwhile.
     s.sent(5);
-    assert!(s.on_heartbeat(10, 100, &mut out).is_some());
+    assert!(s.on_heartbeat(10, 100, false, &mut out).is_some());
     assert!(out.is_empty());
-    assert!(s.on_heartbeat(15, 100, &mut out).is_some());
+    assert!(s.on_heartbeat(15, 100, false, &mut out).is_some());
     assert_eq!(out, [Output::Send(encode(Opcode::Text, b"\n"))]);
     // Client beats keep it alive; two silent periods close it.
     out.clear();
     s.on_bytes(b"\n", 18, &c, &mut out);
-    assert!(s.on_heartbeat(30, 100, &mut out).is_some());
-    assert!(s.on_heartbeat(38, 100, &mut out).is_none());
+    assert!(s.on_heartbeat(30, 100, false, &mut out).is_some());
+    // A stalled server does not hold its own lag against the client...
+    assert!(s.on_heartbeat(38, 100, true, &mut out).is_some());
+    // ...but once it is current again, two silent periods close the session.
+    assert!(s.on_heartbeat(38, 100, false, &mut out).is_none());
     assert!(matches!(
         out.last(),
         Some(Output::CloseWith(CloseError::POLICY, _))
