@@ -192,7 +192,10 @@ impl State {
     }
 
     fn fail(&mut self, plan: &Plan, c: &mut Client, kind: String) {
-        if matches!(c.phase, Phase::Connecting | Phase::Upgrading) {
+        if matches!(
+            c.phase,
+            Phase::Connecting | Phase::Upgrading | Phase::Subscribing
+        ) {
             self.in_progress -= 1;
             plan.shared.error(kind);
         } else if c.phase == Phase::Open {
