@@ -461,16 +461,9 @@ impl Shard {
                 }
                 Output::Connected => {
                     let c = &self.conns[key as usize];
-                    let (send, expect) = c.session.stomp().map_or((0, 0), |s| s.heartbeat());
-                    let period = match (send, expect) {
-                        (0, 0) => None,
-                        (0, p) | (p, 0) => Some(p),
-                        (a, b) => Some(a.min(b)),
-                    };
-                    if let Some(p) = period {
-                        let epoch = c.epoch;
-                        self.wheel
-                            .schedule(key, epoch, Kind::Heartbeat, ticks(u64::from(p) / 4));
+                    let tick_ms = TICK.as_millis() as u64;
+                    if let Some(t) = c.session.stomp().and_then(|s| s.next_check(tick_ms)) {
+                        self.wheel.schedule(key, c.epoch, Kind::Heartbeat, t);
                     }
                 }
                 Output::CloseWith(code, reason) => {

@@ -228,7 +228,9 @@ impl Session {
         self.next_check(tick_ms)
     }
 
-    fn next_check(&self, tick_ms: u64) -> Option<u64> {
+    /// How many ticks (`tick_ms` each) until the heart-beat timer should look at this session
+    /// again; None when heart-beats are off both ways.
+    pub fn next_check(&self, tick_ms: u64) -> Option<u64> {
         let period = match (self.hb_out, self.hb_in) {
             (0, 0) => return None,
             (0, i) => i,
