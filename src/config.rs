@@ -178,10 +178,32 @@ pub struct Project {
     pub client_publish: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Cluster {
+    /// `redis://host:port[/db]`; absent = a standalone node.
     pub redis: Option<String>,
+    /// This node's name in the cluster; unset = `HOST:PORT:PID`.
+    pub node: Option<String>,
+    /// Prefix of every Redis key and channel, so clusters can share one Redis.
+    pub prefix: String,
+    /// A node's sessions and counters vanish from Redis this long after its last heart-beat
+    /// (it refreshes them every third of it).
+    pub presence_ttl_ms: u64,
+    /// Publishes waiting for Redis; beyond it they are dropped and counted as failed.
+    pub publish_queue: usize,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            redis: None,
+            node: None,
+            prefix: "ringcast".into(),
+            presence_ttl_ms: 15_000,
+            publish_queue: 10_000,
+        }
+    }
 }
 
 /// Settings given as flags or `RINGCAST_*` variables; `None` = not given.
@@ -266,6 +288,19 @@ impl Config {
         }
         if self.limits.send_queue == 0 {
             return Err("limits.send_queue must be at least 1".into());
+        }
+        if let Some(url) = &self.cluster.redis {
+            redis::Client::open(url.as_str())
+                .map_err(|e| format!("cluster.redis {url:?}: {e}"))?;
+        }
+        if self.cluster.presence_ttl_ms < 1000 || self.cluster.publish_queue == 0 {
+            return Err(
+                "cluster.presence_ttl_ms must be at least 1000 and cluster.publish_queue at least 1"
+                    .into(),
+            );
+        }
+        if self.cluster.prefix.is_empty() || self.cluster.prefix.contains(char::is_control) {
+            return Err("cluster.prefix must be non-empty, without control characters".into());
         }
         Ok(())
     }

@@ -15,6 +15,8 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
+use crate::cluster::Cluster;
+
 /// A destination inside a project. Topics and user queues are separate namespaces.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Dest {
@@ -33,7 +35,7 @@ pub enum Dest {
 impl Dest {
     /// The index key: the namespaces cannot collide because of the leading tag and the NULs,
     /// which no project, topic or user name may contain.
-    fn key(&self) -> String {
+    pub fn key(&self) -> String {
         match self {
             Dest::Topic { project, topic } => format!("t\0{project}\0{topic}"),
             Dest::User {
@@ -42,6 +44,33 @@ impl Dest {
                 queue,
             } => format!("u\0{project}\0{user}\0{queue}"),
         }
+    }
+
+    /// The destination of an index key (`None` if `key` is not one).
+    pub fn from_key(key: &str) -> Option<Dest> {
+        let mut parts = key.split('\0');
+        let dest = match (parts.next()?, parts.next()?, parts.next()?) {
+            ("t", project, topic) => Dest::Topic {
+                project: project.into(),
+                topic: topic.into(),
+            },
+            ("u", project, user) => Dest::User {
+                project: project.into(),
+                user: user.into(),
+                queue: parts.next()?.into(),
+            },
+            _ => return None,
+        };
+        let valid = |n: &str| !n.is_empty() && !n.chars().any(char::is_control);
+        let names_ok = match &dest {
+            Dest::Topic { project, topic } => valid(project) && valid(topic),
+            Dest::User {
+                project,
+                user,
+                queue,
+            } => valid(project) && valid(user) && valid(queue),
+        };
+        (names_ok && parts.next().is_none()).then_some(dest)
     }
 }
 
@@ -78,9 +107,10 @@ pub enum Command {
         msg: Arc<Publish>,
         reply: Option<Sender<usize>>,
     },
-    /// Describe identified sessions of `project` (optionally of one `user`).
+    /// Describe identified sessions of `project` (every project if `None`; optionally of one
+    /// `user`).
     Sessions {
-        project: String,
+        project: Option<String>,
         user: Option<String>,
         reply: Sender<Vec<serde_json::Value>>,
     },
@@ -107,9 +137,20 @@ struct Link {
     wake: Arc<EventFd>,
 }
 
-/// The sending side, shared by the admin API and signal handling.
+/// The sending side, shared by the admin API, signal handling and the cluster link.
 pub struct Hub {
     links: Vec<Link>,
+    cluster: Option<Cluster>,
+}
+
+/// How far a publish went.
+#[derive(Debug)]
+pub struct Reach {
+    /// Sessions of this node it reached.
+    pub sessions: usize,
+    /// With a cluster: how many other nodes Redis handed it to (those with an audience for
+    /// it), or why it could not be handed over.
+    pub cluster: Option<Result<u64, String>>,
 }
 
 /// How long a publish waits for the shards' counts before answering without them.
@@ -131,7 +172,23 @@ impl Hub {
             });
             inboxes.push(Inbox { rx, wake });
         }
-        Ok((Hub { links }, inboxes))
+        Ok((
+            Hub {
+                links,
+                cluster: None,
+            },
+            inboxes,
+        ))
+    }
+
+    /// Publishes also go to the other nodes through `cluster`.
+    pub fn with_cluster(mut self, cluster: Cluster) -> Hub {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
     }
 
     pub fn shard_count(&self) -> usize {
@@ -145,19 +202,33 @@ impl Hub {
         }
     }
 
-    /// Fans `msg` out to every shard; returns how many sessions it reached, or an error if a
-    /// shard did not answer in time.
-    pub fn publish(&self, msg: Publish) -> Result<usize, String> {
+    /// Fans `msg` out to every shard (and, in a cluster, to the other nodes); returns how far
+    /// it went, or an error if a shard did not answer in time.
+    pub fn publish(&self, msg: Publish) -> Result<Reach, String> {
+        // Handed to Redis first, so the other nodes deliver while this one does.
+        let remote = self.cluster.as_ref().map(|c| c.publish(&msg));
         let msg = Arc::new(msg);
-        self.ask(|reply| Command::Publish {
+        let sessions = self.ask(|reply| Command::Publish {
             msg: msg.clone(),
             reply: Some(reply),
+        })?;
+        Ok(Reach {
+            sessions,
+            cluster: remote.map(|r| r.wait()),
         })
     }
 
     /// Fans out without waiting for counts: what a shard uses for a client's SEND, since a
     /// reactor must never block on other reactors.
     pub fn publish_nowait(&self, msg: Publish) {
+        if let Some(c) = &self.cluster {
+            c.forward(&msg);
+        }
+        self.deliver_nowait(msg);
+    }
+
+    /// Fans out to this node's shards only: what arrives from the other nodes.
+    pub fn deliver_nowait(&self, msg: Publish) {
         let msg = Arc::new(msg);
         for link in &self.links {
             self.send(
@@ -170,10 +241,10 @@ impl Hub {
         }
     }
 
-    /// Identified sessions of `project` (and `user`) on every shard.
+    /// Identified sessions of `project` (every project if `None`; and `user`) on every shard.
     pub fn sessions(
         &self,
-        project: &str,
+        project: Option<&str>,
         user: Option<&str>,
     ) -> Result<Vec<serde_json::Value>, String> {
         let (tx, rx) = bounded(self.links.len());
@@ -181,7 +252,7 @@ impl Hub {
             self.send(
                 link,
                 Command::Sessions {
-                    project: project.to_string(),
+                    project: project.map(str::to_string),
                     user: user.map(str::to_string),
                     reply: tx.clone(),
                 },
@@ -242,12 +313,22 @@ pub struct Subscriptions {
     /// By id: the destination's key (to forget it in O(1)) and its members.
     members: Vec<(String, HashSet<u32>)>,
     free: Vec<u32>,
+    /// In a cluster: told when a destination gains its first or loses its last subscriber
+    /// here, so the node listens in Redis only to what it has an audience for.
+    watch: Option<Cluster>,
 }
 
 /// A handle to one destination in a shard's index; connections keep these, not names.
 pub type DestId = u32;
 
 impl Subscriptions {
+    pub fn watched(watch: Option<Cluster>) -> Subscriptions {
+        Subscriptions {
+            watch,
+            ..Default::default()
+        }
+    }
+
     /// Adds `conn` to `dest`; returns the destination's id (the same for every subscriber).
     pub fn subscribe(&mut self, dest: &Dest, conn: u32) -> DestId {
         let key = dest.key();
@@ -261,6 +342,9 @@ impl Subscriptions {
                         (self.members.len() - 1) as u32
                     }
                 };
+                if let Some(w) = &self.watch {
+                    w.interest(&key, true);
+                }
                 self.members[id as usize].0 = key.clone();
                 self.ids.insert(key, id);
                 id
@@ -276,6 +360,9 @@ impl Subscriptions {
         set.remove(&conn);
         if set.is_empty() {
             *set = HashSet::new();
+            if let Some(w) = &self.watch {
+                w.interest(key, false);
+            }
             self.ids.remove(std::mem::take(key).as_str());
             self.free.push(id);
         }
@@ -337,6 +424,21 @@ mod tests {
     }
 
     #[test]
+    fn keys_name_their_destination() {
+        let u = Dest::User {
+            project: "p:1".into(),
+            user: "al ice".into(),
+            queue: "q".into(),
+        };
+        assert_eq!(Dest::from_key(&u.key()), Some(u));
+        let t = topic("p", "a:b");
+        assert_eq!(Dest::from_key(&t.key()), Some(t));
+        for bad in ["", "t", "t\0p", "x\0p\0t", "t\0\0t", "t\0p\0t\0extra", "u\0p\0u"] {
+            assert_eq!(Dest::from_key(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn publish_collects_counts_from_every_shard() {
         let (hub, inboxes) = Hub::new(3).unwrap();
         let workers: Vec<_> = inboxes
@@ -361,7 +463,8 @@ mod tests {
                 vec![],
             ))
             .unwrap();
-        assert_eq!(n, 6);
+        assert_eq!(n.sessions, 6);
+        assert!(n.cluster.is_none());
         for w in workers {
             w.join().unwrap();
         }

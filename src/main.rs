@@ -38,11 +38,18 @@ enum Cmd {
     /// Publish to a topic or to a user's queue.
     Push(Push),
     /// Print the server's counters as JSON.
-    Stats,
+    Stats(StatsArgs),
     /// Mint a JWT with a project's configured key (for testing clients).
     Token(Token),
     /// Check this host against what N connections need: each wall OK, or its fix.
     Doctor(Doctor),
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    /// Every node of the cluster (this one live, the others as of their last heart-beat).
+    #[arg(long)]
+    cluster: bool,
 }
 
 #[derive(Args)]
@@ -155,7 +162,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Push(p) => {
             let socket = cli::admin_socket(common.config.as_deref(), common.admin_socket)?;
-            let n = cli::push::run(
+            let v = cli::push::run(
                 &socket,
                 &cli::push::PushArgs {
                     project: &p.project,
@@ -166,9 +173,12 @@ fn run(cli: Cli) -> Result<(), String> {
                 },
             )?;
             if p.json {
-                println!("{{\"sessions\":{n}}}");
+                println!("{v}");
             } else {
-                println!("reached {n} session{}", if n == 1 { "" } else { "s" });
+                println!("{}", cli::push::describe(&v));
+            }
+            if v["cluster"]["error"].is_string() {
+                return Err("cross-node delivery failed (local delivery done)".into());
             }
             Ok(())
         }
@@ -186,9 +196,9 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{token}");
             Ok(())
         }
-        Cmd::Stats => {
+        Cmd::Stats(st) => {
             let socket = cli::admin_socket(common.config.as_deref(), common.admin_socket)?;
-            let v = cli::stats::run(&socket)?;
+            let v = cli::stats::run(&socket, st.cluster)?;
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             Ok(())
         }

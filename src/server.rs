@@ -128,6 +128,10 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
     let cfg = &ctx.cfg;
     let stats = Arc::new(Stats::new(shards));
     let (hub, inboxes) = Hub::new(shards).map_err(|e| format!("eventfd: {e}"))?;
+    let (hub, worker) = match crate::cluster::new(cfg, addr, stats.clone())? {
+        Some((handle, worker)) => (hub.with_cluster(handle), Some(worker)),
+        None => (hub, None),
+    };
     let hub = Arc::new(hub);
     let tables_ready = Arc::new(Barrier::new(shards + 1));
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
@@ -169,6 +173,11 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
         }
     }
     drop(reservation);
+    if let Some(worker) = worker {
+        worker
+            .start(hub.clone())
+            .map_err(|e| format!("spawning the cluster thread: {e}"))?;
+    }
 
     let socket = cfg.admin_socket();
     admin::serve(
@@ -216,6 +225,9 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
             }
             Err(e) => return Err(format!("waiting for signals: {e}")),
         }
+    }
+    if let Some(c) = hub.cluster() {
+        c.leave();
     }
     hub.shutdown();
     let deadline = Instant::now() + Duration::from_millis(cfg.server.shutdown_grace_ms + 1000);

@@ -1,7 +1,7 @@
 //! The server's counters: one cache-line-padded block per shard, written only by that shard
 //! (relaxed atomics, no contention) and summed on demand for `stats`, `metrics` and `healthz`.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_utils::CachePadded;
@@ -46,8 +46,43 @@ counters! {
     publishes: "publishes fanned out by this shard",
 }
 
+/// The node's link to the cluster (zero and absent from the output on a standalone node).
+#[derive(Default)]
+pub struct ClusterStats {
+    pub enabled: AtomicBool,
+    /// 1 while the node is connected to Redis.
+    pub redis_up: AtomicU64,
+    /// Publishes handed to Redis / refused because Redis was down, slow or the queue full.
+    pub published: AtomicU64,
+    pub publish_failed: AtomicU64,
+    /// Publishes from other nodes delivered here.
+    pub received: AtomicU64,
+    /// Connections to Redis made after the first.
+    pub reconnects: AtomicU64,
+    /// Redis channels this node listens on (destinations with a local audience).
+    pub channels: AtomicU64,
+    pub presence_refreshed: AtomicU64,
+    pub presence_failed: AtomicU64,
+}
+
+impl ClusterStats {
+    fn fields(&self) -> [(&'static str, u64); 8] {
+        [
+            ("redis_up", self.redis_up.load(Relaxed)),
+            ("published", self.published.load(Relaxed)),
+            ("publish_failed", self.publish_failed.load(Relaxed)),
+            ("received", self.received.load(Relaxed)),
+            ("reconnects", self.reconnects.load(Relaxed)),
+            ("channels", self.channels.load(Relaxed)),
+            ("presence_refreshed", self.presence_refreshed.load(Relaxed)),
+            ("presence_failed", self.presence_failed.load(Relaxed)),
+        ]
+    }
+}
+
 pub struct Stats {
     pub shards: Vec<CachePadded<ShardStats>>,
+    pub cluster: ClusterStats,
     /// Open connections across all shards: what `max_connections` is enforced against.
     pub open: CachePadded<AtomicU64>,
     pub started_ms: u64,
@@ -66,6 +101,7 @@ impl Stats {
             shards: (0..shards)
                 .map(|_| CachePadded::new(ShardStats::default()))
                 .collect(),
+            cluster: ClusterStats::default(),
             open: CachePadded::new(AtomicU64::new(0)),
             started_ms: now_ms(),
         }
@@ -106,6 +142,15 @@ impl Stats {
         out.insert("rss_bytes".into(), json!(rss_bytes()));
         out.insert("shard_count".into(), json!(self.shards.len()));
         out.insert("shards".into(), Value::Array(shards));
+        if self.cluster.enabled.load(Relaxed) {
+            let c: serde_json::Map<String, Value> = self
+                .cluster
+                .fields()
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), json!(v)))
+                .collect();
+            out.insert("cluster".into(), Value::Object(c));
+        }
         Value::Object(out)
     }
 
@@ -127,6 +172,15 @@ impl Stats {
             out.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} {kind}\n"));
             for (s, v) in per.iter().enumerate() {
                 out.push_str(&format!("{metric}{{shard=\"{s}\"}} {}\n", v[i]));
+            }
+        }
+        if self.cluster.enabled.load(Relaxed) {
+            for (name, v) in self.cluster.fields() {
+                let (metric, kind) = match name {
+                    "redis_up" | "channels" => (format!("ringcast_cluster_{name}"), "gauge"),
+                    _ => (format!("ringcast_cluster_{name}_total"), "counter"),
+                };
+                out.push_str(&format!("# TYPE {metric} {kind}\n{metric} {v}\n"));
             }
         }
         out
@@ -162,5 +216,13 @@ mod tests {
         assert!(p.contains("ringcast_connections{shard=\"1\"} 4\n"));
         assert!(p.contains("# TYPE ringcast_dropped_total counter\n"));
         assert!(rss_bytes() > 0);
+        assert!(j.get("cluster").is_none());
+        s.cluster.enabled.store(true, Relaxed);
+        s.cluster.publish_failed.store(2, Relaxed);
+        assert_eq!(s.to_json()["cluster"]["publish_failed"], 2);
+        assert!(
+            s.to_prometheus()
+                .contains("ringcast_cluster_publish_failed_total 2\n")
+        );
     }
 }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::http::{Request, Response};
+use crate::cluster::Cluster;
 use crate::endpoint::check_name;
 use crate::hub::{Dest, Hub, Publish};
 use crate::stats::Stats;
@@ -59,7 +60,14 @@ impl Api {
         match (req.method.as_str(), req.path.as_str()) {
             ("POST", "/publish") => self.publish(&req.body),
             ("POST", "/disconnect") => self.disconnect(&req.body),
-            ("GET", "/stats") => Response::json(200, &self.stats.to_json()),
+            ("GET", "/stats") => match self.scope(req) {
+                Ok(None) => Response::json(200, &self.stats.to_json()),
+                Ok(Some(c)) => match c.stats() {
+                    Ok(v) => Response::json(200, &v),
+                    Err(e) => Response::error(503, e),
+                },
+                Err(r) => r,
+            },
             ("GET", "/metrics") => {
                 Response::text(200, "text/plain; version=0.0.4", self.stats.to_prometheus())
             }
@@ -111,8 +119,32 @@ impl Api {
         }
         let msg = Publish::new(dest, p.body.into(), p.headers.into_iter().collect());
         match self.hub.publish(msg) {
-            Ok(n) => Response::json(200, &json!({ "sessions": n })),
+            Ok(reach) => {
+                let mut answer = json!({ "sessions": reach.sessions });
+                match reach.cluster {
+                    Some(Ok(nodes)) => answer["cluster"] = json!({ "nodes": nodes }),
+                    Some(Err(e)) => answer["cluster"] = json!({ "error": e }),
+                    None => {}
+                }
+                Response::json(200, &answer)
+            }
             Err(e) => Response::error(503, e),
+        }
+    }
+
+    /// `?scope=node` (the default) or `?scope=cluster`, which needs a clustered node.
+    fn scope(&self, req: &Request) -> Result<Option<&Cluster>, Response> {
+        match (req.query_first("scope"), self.hub.cluster()) {
+            (None | Some("node"), _) => Ok(None),
+            (Some("cluster"), Some(c)) => Ok(Some(c)),
+            (Some("cluster"), None) => Err(Response::error(
+                400,
+                "scope=cluster needs a clustered node: start it with --redis URL or [cluster] redis",
+            )),
+            (Some(other), _) => Err(Response::error(
+                400,
+                format!("scope must be node or cluster, not {other:?}"),
+            )),
         }
     }
 
@@ -131,20 +163,23 @@ impl Api {
             (Ok(o), Ok(l)) => (o, l.min(1000)),
             (Err(r), _) | (_, Err(r)) => return r,
         };
-        match self.hub.sessions(project, req.query_first("user")) {
+        let user = req.query_first("user");
+        let found = match self.scope(req) {
+            Ok(None) => self.hub.sessions(Some(project), user),
+            Ok(Some(c)) => c.sessions(project, user),
+            Err(r) => return r,
+        };
+        match found {
             Ok(mut all) => {
-                all.sort_by(|a, b| {
+                let order = |s: &serde_json::Value| {
                     (
-                        a["connected_at"].as_u64(),
-                        a["shard"].as_u64(),
-                        a["id"].as_u64(),
+                        s["connected_at"].as_u64(),
+                        s["node"].as_str().map(str::to_string),
+                        s["shard"].as_u64(),
+                        s["id"].as_u64(),
                     )
-                        .cmp(&(
-                            b["connected_at"].as_u64(),
-                            b["shard"].as_u64(),
-                            b["id"].as_u64(),
-                        ))
-                });
+                };
+                all.sort_by_key(order);
                 let total = all.len();
                 let page: Vec<_> = all.into_iter().skip(offset).take(limit).collect();
                 Response::json(
@@ -161,9 +196,20 @@ impl Api {
             Ok(d) => d,
             Err(e) => return Response::error(400, format!("invalid disconnect body: {e}")),
         };
-        match self.hub.disconnect(&d.project, &d.user) {
-            Ok(n) => Response::json(200, &json!({ "sessions": n })),
-            Err(e) => Response::error(503, e),
+        let local = match self.hub.disconnect(&d.project, &d.user) {
+            Ok(n) => n,
+            Err(e) => return Response::error(503, e),
+        };
+        match self.hub.cluster().map(|c| c.disconnect(&d.project, &d.user)) {
+            None => Response::json(200, &json!({ "sessions": local })),
+            Some(Ok(remote)) => Response::json(
+                200,
+                &json!({ "sessions": local + remote, "cluster": {"local": local, "remote": remote} }),
+            ),
+            Some(Err(e)) => Response::json(
+                200,
+                &json!({ "sessions": local, "cluster": {"local": local, "error": e} }),
+            ),
         }
     }
 }

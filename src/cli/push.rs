@@ -16,8 +16,8 @@ pub struct PushArgs<'a> {
     pub body: &'a str,
 }
 
-/// Publishes and returns how many sessions the message reached.
-pub fn run(socket: &Path, a: &PushArgs<'_>) -> Result<u64, String> {
+/// Publishes and returns the admin API's answer (`sessions`, and `cluster` on a clustered node).
+pub fn run(socket: &Path, a: &PushArgs<'_>) -> Result<serde_json::Value, String> {
     let body = if a.body == "-" {
         let mut s = String::new();
         std::io::stdin()
@@ -38,7 +38,26 @@ pub fn run(socket: &Path, a: &PushArgs<'_>) -> Result<u64, String> {
     };
     let answer = admin::request(socket, "POST", "/publish", Some(req.to_string().as_bytes()))?;
     let v = super::json_body(answer)?;
-    v["sessions"]
-        .as_u64()
-        .ok_or_else(|| format!("unexpected answer: {v}"))
+    if v["sessions"].is_u64() {
+        Ok(v)
+    } else {
+        Err(format!("unexpected answer: {v}"))
+    }
+}
+
+/// The answer as a sentence: local reach, and what became of the cross-node copy.
+pub fn describe(v: &serde_json::Value) -> String {
+    let n = v["sessions"].as_u64().unwrap_or(0);
+    let mut s = format!("reached {n} session{}", if n == 1 { "" } else { "s" });
+    if let Some(c) = v.get("cluster") {
+        match (c["nodes"].as_u64(), c["error"].as_str()) {
+            (Some(k), _) => s.push_str(&format!(
+                " on this node; {k} other node{} with subscribers got it through Redis",
+                if k == 1 { "" } else { "s" }
+            )),
+            (_, Some(e)) => s.push_str(&format!(" on this node; WARNING: {e}")),
+            _ => {}
+        }
+    }
+    s
 }

@@ -4,6 +4,11 @@ use std::path::Path;
 
 use crate::admin;
 
-pub fn run(socket: &Path) -> Result<serde_json::Value, String> {
-    super::json_body(admin::request(socket, "GET", "/stats", None)?)
+pub fn run(socket: &Path, cluster: bool) -> Result<serde_json::Value, String> {
+    let path = if cluster {
+        "/stats?scope=cluster"
+    } else {
+        "/stats"
+    };
+    super::json_body(admin::request(socket, "GET", path, None)?)
 }

@@ -127,11 +127,11 @@ fn run(spec: ShardSpec) -> io::Result<()> {
         id: spec.id,
         stats: spec.stats.clone(),
         ctx: ctx.clone(),
-        hub: spec.hub,
+        hub: spec.hub.clone(),
         per_ip: spec.per_ip,
         peers: std::collections::HashMap::new(),
         conns: Slab::new(),
-        subs: Subscriptions::default(),
+        subs: Subscriptions::watched(spec.hub.cluster().cloned()),
         wheel: Wheel::new(1024),
         started: std::time::Instant::now(),
         tick_due: false,
@@ -609,7 +609,9 @@ impl Shard {
                     .iter()
                     .filter_map(|(k, c)| {
                         let (p, u) = c.session.identity()?;
-                        if p != project || (user.is_some() && u != user.as_deref()) {
+                        if project.as_ref().is_some_and(|want| want != p)
+                            || (user.is_some() && u != user.as_deref())
+                        {
                             return None;
                         }
                         let subs: Vec<serde_json::Value> = match c.session.mode() {
@@ -620,7 +622,7 @@ impl Shard {
                             _ => Vec::new(),
                         };
                         Some(serde_json::json!({
-                            "id": k, "shard": self.id, "user": u,
+                            "id": k, "shard": self.id, "project": p, "user": u,
                             "protocol": if c.session.stomp().is_some() { "stomp" } else { "raw" },
                             "connected_at": c.connected_at, "subscriptions": subs,
                         }))

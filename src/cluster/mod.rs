@@ -1,0 +1,251 @@
+//! Several nodes as one push center, on Redis: pub/sub carries publishes between nodes, keys
+//! with a TTL hold presence (each node's sessions and counters).
+//!
+//! Redis is driven by one dedicated thread per node (`worker`), async on a single-threaded
+//! tokio runtime; shards and the admin thread talk to it only through the non-blocking
+//! channels of a [`Cluster`] handle, so a slow or dead Redis never stalls a reactor. Publishes
+//! waiting for Redis are bounded (`cluster.publish_queue`); beyond it, or while Redis is down,
+//! they are refused and counted, and local delivery goes on regardless.
+//!
+//! The channels are crossbeam ones plus a wake-up socket pair made before the shards exist, not
+//! tokio's: each shard has its own fd table, and a tokio waker called on a shard would write to
+//! the runtime's eventfd *number* in the shard's table, where that number is some client's
+//! socket. The pair made up front has the same number in every table (as the hub's eventfds).
+
+mod presence;
+pub mod wire;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+
+use crate::config::Config;
+use crate::hub::Publish;
+use crate::stats::Stats;
+use wire::Names;
+pub use worker::Worker;
+
+/// How long the admin API waits for Redis before answering without it.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the admin thread and the shards ask of the cluster thread.
+enum Request {
+    /// A shard's first subscriber to index key `key` arrived (`add`) or its last one left.
+    Interest { key: String, add: bool },
+    Sessions {
+        project: String,
+        user: Option<String>,
+        reply: Sender<Result<Vec<serde_json::Value>, String>>,
+    },
+    Stats {
+        reply: Sender<Result<serde_json::Value, String>>,
+    },
+    /// Asks the other nodes to close `user`'s sessions; answers how many presence lists there.
+    Disconnect {
+        project: String,
+        user: String,
+        reply: Sender<Result<usize, String>>,
+    },
+    /// The node is stopping: take its presence out of Redis now rather than at TTL.
+    Leave { reply: Sender<()> },
+}
+
+/// A publish on its way to Redis.
+struct Outgoing {
+    /// The destination's index key (`Dest::key`).
+    key: String,
+    payload: Vec<u8>,
+    reply: Option<Sender<Result<u64, String>>>,
+}
+
+/// The handle shards and the admin API hold; cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    node: Arc<str>,
+    names: Names,
+    requests: Sender<Request>,
+    outgoing: Sender<Outgoing>,
+    /// Wakes the cluster thread after a send (see the module doc for why not tokio's waker).
+    wake: Arc<UnixStream>,
+    stats: Arc<Stats>,
+}
+
+/// A cross-node publish whose outcome the admin API waits for.
+pub struct Pending(Result<Receiver<Result<u64, String>>, String>);
+
+impl Pending {
+    /// How many other nodes Redis handed the message to, or why it did not.
+    pub fn wait(self) -> Result<u64, String> {
+        let rx = self.0?;
+        rx.recv_timeout(ANSWER_TIMEOUT)
+            .unwrap_or_else(|_| Err("Redis did not answer in time".into()))
+    }
+}
+
+/// The default node name: unique per process on a host, readable in `redis-cli`.
+fn default_node(listen: std::net::SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}:{}", listen.port(), std::process::id())
+}
+
+/// The handle and the worker for `cfg`'s cluster, or `None` on a standalone node.
+pub fn new(
+    cfg: &Config,
+    listen: std::net::SocketAddr,
+    stats: Arc<Stats>,
+) -> Result<Option<(Cluster, Worker)>, String> {
+    let Some(url) = &cfg.cluster.redis else {
+        return Ok(None);
+    };
+    let client =
+        redis::Client::open(url.as_str()).map_err(|e| format!("cluster.redis {url:?}: {e}"))?;
+    let node: Arc<str> = cfg
+        .cluster
+        .node
+        .clone()
+        .unwrap_or_else(|| default_node(listen))
+        .into();
+    let names = Names::new(&cfg.cluster.prefix);
+    let (requests, req_rx) = unbounded();
+    let (outgoing, out_rx) = bounded(cfg.cluster.publish_queue);
+    let (wake, woken) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    for s in [&wake, &woken] {
+        s.set_nonblocking(true)
+            .map_err(|e| format!("socketpair: {e}"))?;
+    }
+    let wake = Arc::new(wake);
+    stats.cluster.enabled.store(true, Relaxed);
+    let handle = Cluster {
+        node: node.clone(),
+        names: names.clone(),
+        requests,
+        outgoing,
+        wake: wake.clone(),
+        stats: stats.clone(),
+    };
+    let worker = Worker::new(
+        worker::Setup {
+            client,
+            url: url.clone(),
+            names,
+            node,
+            listen,
+            ttl: Duration::from_millis(cfg.cluster.presence_ttl_ms),
+            stats,
+        },
+        req_rx,
+        out_rx,
+        woken,
+    );
+    Ok(Some((handle, worker)))
+}
+
+impl Cluster {
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn request(&self, req: Request) -> bool {
+        let sent = self.requests.send(req).is_ok();
+        self.wake_worker();
+        sent
+    }
+
+    fn wake_worker(&self) {
+        // A full socket buffer means wake-ups are pending already: nothing is lost.
+        let _ = (&*self.wake).write(&[1]);
+    }
+
+    /// Called by a shard's subscription index; never blocks.
+    pub fn interest(&self, key: &str, add: bool) {
+        self.request(Request::Interest {
+            key: key.to_string(),
+            add,
+        });
+    }
+
+    fn enqueue(&self, msg: &Publish, reply: Option<Sender<Result<u64, String>>>) -> bool {
+        let out = Outgoing {
+            key: msg.dest.key(),
+            payload: wire::encode(&self.node, &msg.headers, &msg.body),
+            reply,
+        };
+        let queued = match self.outgoing.try_send(out) {
+            Ok(()) => {
+                self.wake_worker();
+                true
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        };
+        if !queued {
+            self.stats.cluster.publish_failed.fetch_add(1, Relaxed);
+        }
+        queued
+    }
+
+    /// Hands `msg` to the other nodes; the answer comes with [`Pending::wait`].
+    pub fn publish(&self, msg: &Publish) -> Pending {
+        let (tx, rx) = bounded(1);
+        if self.enqueue(msg, Some(tx)) {
+            Pending(Ok(rx))
+        } else {
+            Pending(Err("the queue to Redis is full: cross-node delivery failed".into()))
+        }
+    }
+
+    /// Hands `msg` to the other nodes without waiting (a client's SEND, from a shard).
+    pub fn forward(&self, msg: &Publish) {
+        self.enqueue(msg, None);
+    }
+
+    fn ask<T>(&self, make: impl FnOnce(Sender<Result<T, String>>) -> Request) -> Result<T, String> {
+        let (tx, rx) = bounded(1);
+        if !self.request(make(tx)) {
+            return Err("the cluster link has stopped".into());
+        }
+        rx.recv_timeout(ANSWER_TIMEOUT)
+            .unwrap_or_else(|_| Err("Redis did not answer in time".into()))
+    }
+
+    /// Identified sessions of `project` (and `user`) on every live node.
+    pub fn sessions(
+        &self,
+        project: &str,
+        user: Option<&str>,
+    ) -> Result<Vec<serde_json::Value>, String> {
+        self.ask(|reply| Request::Sessions {
+            project: project.into(),
+            user: user.map(str::to_string),
+            reply,
+        })
+    }
+
+    /// Every live node's counters (this node's live, the others' as of their last heart-beat).
+    pub fn stats(&self) -> Result<serde_json::Value, String> {
+        self.ask(|reply| Request::Stats { reply })
+    }
+
+    /// Asks the other nodes to close `user`'s sessions; answers how many they had.
+    pub fn disconnect(&self, project: &str, user: &str) -> Result<usize, String> {
+        self.ask(|reply| Request::Disconnect {
+            project: project.into(),
+            user: user.into(),
+            reply,
+        })
+    }
+
+    /// Removes this node from presence (on a clean stop), waiting at most `ANSWER_TIMEOUT`.
+    pub fn leave(&self) {
+        let (tx, rx) = bounded(1);
+        if self.request(Request::Leave { reply: tx }) {
+            let _ = rx.recv_timeout(ANSWER_TIMEOUT);
+        }
+    }
+}

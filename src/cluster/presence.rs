@@ -1,0 +1,224 @@
+//! Presence in Redis: which nodes are alive, what each one counts, and its identified sessions.
+//!
+//! Every third of the TTL a node rewrites, in one MULTI, the hash of its sessions and its
+//! counters, both expiring after the TTL, and its score (the time) in the set of nodes. A node
+//! that stops refreshing (killed, cut off) therefore drops out of every cluster-wide answer
+//! within the TTL, with no other node having to notice. Cluster-wide answers read this node's
+//! state live and the others' from Redis.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use serde_json::{Value, json};
+
+use super::wire::{Control, Names};
+use crate::hub::Hub;
+use crate::stats::{Stats, now_ms};
+
+/// Sessions per HSET when rewriting a node's hash.
+const HSET_CHUNK: usize = 1000;
+
+pub(super) struct Presence {
+    pub conn: MultiplexedConnection,
+    pub names: Names,
+    pub node: Arc<str>,
+    pub listen: std::net::SocketAddr,
+    pub ttl: Duration,
+    pub hub: Arc<Hub>,
+    pub stats: Arc<Stats>,
+}
+
+fn redis_err(e: redis::RedisError) -> String {
+    format!("Redis: {e}")
+}
+
+impl Presence {
+    /// This node's identified sessions (every project if `project` is `None`), labelled with it.
+    async fn local_sessions(
+        &self,
+        project: Option<&str>,
+        user: Option<&str>,
+    ) -> Result<Vec<Value>, String> {
+        let hub = self.hub.clone();
+        let (project, user) = (project.map(str::to_string), user.map(str::to_string));
+        // The hub waits for every shard's answer: not on the runtime's thread.
+        let mut list =
+            tokio::task::spawn_blocking(move || hub.sessions(project.as_deref(), user.as_deref()))
+                .await
+                .map_err(|e| e.to_string())??;
+        for s in &mut list {
+            s["node"] = json!(&*self.node);
+        }
+        Ok(list)
+    }
+
+    fn describe(&self) -> Value {
+        let mut stats = self.stats.to_json();
+        if let Some(m) = stats.as_object_mut() {
+            m.remove("shards");
+        }
+        json!({"node": &*self.node, "listen": self.listen.to_string(), "stats": stats})
+    }
+
+    /// Rewrites this node's presence; failures are counted, the next beat tries again.
+    pub async fn refresh(self) {
+        let c = &self.stats.cluster;
+        match self.write().await {
+            Ok(()) => c.presence_refreshed.fetch_add(1, Relaxed),
+            Err(e) => {
+                tracing::debug!("cluster: presence refresh failed: {e}");
+                c.presence_failed.fetch_add(1, Relaxed)
+            }
+        };
+    }
+
+    async fn write(&self) -> Result<(), String> {
+        let sessions = self.local_sessions(None, None).await?;
+        let ttl_ms = self.ttl.as_millis() as u64;
+        let now = now_ms();
+        let key = self.names.sessions(&self.node);
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("DEL").arg(&key).ignore();
+        for chunk in sessions.chunks(HSET_CHUNK) {
+            let cmd = pipe.cmd("HSET").arg(&key);
+            for s in chunk {
+                cmd.arg(format!("{}:{}", s["shard"], s["id"]))
+                    .arg(s.to_string());
+            }
+            cmd.ignore();
+        }
+        if !sessions.is_empty() {
+            pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms).ignore();
+        }
+        pipe.cmd("SET")
+            .arg(self.names.node(&self.node))
+            .arg(self.describe().to_string())
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore();
+        pipe.cmd("ZADD")
+            .arg(self.names.nodes())
+            .arg(now)
+            .arg(&*self.node)
+            .ignore();
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(self.names.nodes())
+            .arg("-inf")
+            .arg(now.saturating_sub(ttl_ms))
+            .ignore();
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await.map_err(redis_err)
+    }
+
+    /// The other nodes that refreshed their presence within the TTL.
+    async fn others(&self) -> Result<Vec<String>, String> {
+        let since = now_ms().saturating_sub(self.ttl.as_millis() as u64);
+        let mut conn = self.conn.clone();
+        let nodes: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.names.nodes())
+            .arg(since)
+            .arg("+inf")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(nodes.into_iter().filter(|n| *n != *self.node).collect())
+    }
+
+    /// Sessions of the other live nodes as they last registered them.
+    async fn remote_sessions(&self, project: &str, user: Option<&str>) -> Result<Vec<Value>, String> {
+        let mut out = Vec::new();
+        let mut conn = self.conn.clone();
+        for node in self.others().await? {
+            let values: Vec<String> = redis::cmd("HVALS")
+                .arg(self.names.sessions(&node))
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            out.extend(
+                values
+                    .iter()
+                    .filter_map(|v| serde_json::from_str::<Value>(v).ok())
+                    .filter(|s| {
+                        s["project"] == project && user.is_none_or(|u| s["user"] == u)
+                    })
+                    .map(|mut s| {
+                        s["node"] = json!(node);
+                        s
+                    }),
+            );
+        }
+        Ok(out)
+    }
+
+    pub async fn sessions(&self, project: &str, user: Option<&str>) -> Result<Vec<Value>, String> {
+        let mut all = self.local_sessions(Some(project), user).await?;
+        all.extend(self.remote_sessions(project, user).await?);
+        Ok(all)
+    }
+
+    pub async fn stats(&self) -> Result<Value, String> {
+        let mut nodes = vec![self.describe()];
+        let mut conn = self.conn.clone();
+        for node in self.others().await? {
+            let v: Option<String> = redis::cmd("GET")
+                .arg(self.names.node(&node))
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            if let Some(v) = v.and_then(|v| serde_json::from_str::<Value>(&v).ok()) {
+                nodes.push(v);
+            }
+        }
+        let sum = |field: &str| -> u64 {
+            nodes
+                .iter()
+                .filter_map(|n| n["stats"][field].as_u64())
+                .sum()
+        };
+        Ok(json!({
+            "scope": "cluster",
+            "connections": sum("connections"),
+            "messages_out": sum("messages_out"),
+            "node_count": nodes.len(),
+            "nodes": nodes,
+        }))
+    }
+
+    /// Publishes `ask` on the control channel; answers how many sessions of the user the other
+    /// nodes listed in presence.
+    pub async fn disconnect_others(
+        &self,
+        control: &str,
+        ask: &Control,
+        project: &str,
+        user: &str,
+    ) -> Result<usize, String> {
+        let listed = self.remote_sessions(project, Some(user)).await?.len();
+        let mut conn = self.conn.clone();
+        redis::cmd("PUBLISH")
+            .arg(control)
+            .arg(ask.encode())
+            .query_async::<u64>(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(listed)
+    }
+
+    /// Takes this node out of presence.
+    pub async fn leave(&self) -> Result<(), String> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("DEL")
+            .arg(self.names.sessions(&self.node))
+            .arg(self.names.node(&self.node))
+            .ignore()
+            .cmd("ZREM")
+            .arg(self.names.nodes())
+            .arg(&*self.node)
+            .ignore();
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await.map_err(redis_err)
+    }
+}

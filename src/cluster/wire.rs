@@ -1,0 +1,226 @@
+//! What ringcast puts in Redis, as pure functions: channel and key names, the payload of a
+//! published message, and the control messages nodes send each other through Redis.
+//!
+//! Payloads come back from the network (any process may PUBLISH on our channels), so `decode`
+//! takes arbitrary bytes and answers `None` for anything that is not a well-formed message; it
+//! is fuzzed (`fuzz/fuzz_targets/cluster_msg.rs`).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::hub::Dest;
+
+/// First bytes of every payload: a version, so a later format can live beside this one.
+const MAGIC: &[u8; 4] = b"RC1\0";
+/// More headers than any valid publish may carry: a decoder never trusts a count beyond it.
+const MAX_HEADERS: usize = 256;
+
+/// The Redis names of one cluster (nodes sharing a Redis can run several clusters apart by
+/// giving each its own prefix).
+#[derive(Debug, Clone)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    pub fn new(prefix: &str) -> Names {
+        Names {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// The pub/sub channel of a destination. Names never contain control characters (the
+    /// endpoint and the admin API refuse them), so NUL separators keep the channel unambiguous
+    /// whatever `:` the names hold.
+    pub fn channel(&self, dest: &Dest) -> String {
+        self.channel_of_key(&dest.key())
+    }
+
+    /// The channel of a shard index key (`Dest::key`).
+    pub fn channel_of_key(&self, key: &str) -> String {
+        format!("{}:{key}", self.prefix)
+    }
+
+    /// Destination of a channel; `None` for the control channel and foreign channels.
+    pub fn dest(&self, channel: &[u8]) -> Option<Dest> {
+        let rest = channel
+            .strip_prefix(self.prefix.as_bytes())?
+            .strip_prefix(b":")?;
+        Dest::from_key(std::str::from_utf8(rest).ok()?)
+    }
+
+    /// Where nodes tell each other to act (disconnect a user).
+    pub fn control(&self) -> String {
+        format!("{}:control", self.prefix)
+    }
+
+    /// Sorted set of nodes, scored by their last heart-beat (ms since the epoch).
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    /// A node's own description and counters, with a TTL.
+    pub fn node(&self, node: &str) -> String {
+        format!("{}:node:{node}", self.prefix)
+    }
+
+    /// Hash of a node's identified sessions, with a TTL.
+    pub fn sessions(&self, node: &str) -> String {
+        format!("{}:sessions:{node}", self.prefix)
+    }
+}
+
+/// A publish as it crosses Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The node that published it: it has delivered locally already and skips its own copy.
+    pub origin: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+/// `MAGIC`, origin (u16 length + bytes), header count (u16), each header as two
+/// u16-length-prefixed strings, then the body to the end.
+pub fn encode(origin: &str, headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + origin.len() + body.len());
+    out.extend_from_slice(MAGIC);
+    put_str(&mut out, origin);
+    out.extend_from_slice(&(headers.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    for (k, v) in headers.iter().take(u16::MAX as usize) {
+        put_str(&mut out, k);
+        put_str(&mut out, v);
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+pub fn decode(payload: &[u8]) -> Option<Message> {
+    let mut r = Reader(payload.strip_prefix(MAGIC)?);
+    let origin = r.str()?;
+    let count = r.u16()? as usize;
+    if count > MAX_HEADERS {
+        return None;
+    }
+    let mut headers = Vec::with_capacity(count);
+    for _ in 0..count {
+        let k = r.str()?;
+        let v = r.str()?;
+        if k.is_empty() || k.contains(['\n', '\r', ':']) || v.contains(['\n', '\r']) {
+            return None;
+        }
+        headers.push((k, v));
+    }
+    Some(Message {
+        origin,
+        headers,
+        body: Bytes::copy_from_slice(r.0),
+    })
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn u16(&mut self) -> Option<u16> {
+        let (n, rest) = self.0.split_first_chunk::<2>()?;
+        self.0 = rest;
+        Some(u16::from_be_bytes(*n))
+    }
+
+    fn str(&mut self) -> Option<String> {
+        let n = self.u16()? as usize;
+        if self.0.len() < n {
+            return None;
+        }
+        let (s, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(simdutf8::basic::from_utf8(s).ok()?.to_string())
+    }
+}
+
+/// What one node asks of the others on the control channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Control {
+    /// Close every session of `user` in `project` (the sender has closed its own).
+    Disconnect {
+        from: String,
+        project: String,
+        user: String,
+    },
+}
+
+impl Control {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(payload: &[u8]) -> Option<Control> {
+        serde_json::from_slice(payload).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_round_trip_and_stay_apart() {
+        let n = Names::new("rc");
+        let t = Dest::Topic {
+            project: "p:1".into(),
+            topic: "a:b".into(),
+        };
+        let u = Dest::User {
+            project: "p".into(),
+            user: "alice".into(),
+            queue: "q".into(),
+        };
+        assert_eq!(n.dest(n.channel(&t).as_bytes()), Some(t.clone()));
+        assert_eq!(n.dest(n.channel(&u).as_bytes()), Some(u));
+        assert_eq!(n.dest(n.control().as_bytes()), None);
+        assert_eq!(Names::new("other").dest(n.channel(&t).as_bytes()), None);
+        assert_eq!(n.dest(b"rc:x\0p\0t"), None);
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let headers = vec![("content-type".to_string(), "text/plain".to_string())];
+        let wire = encode("node-1", &headers, b"\x00hello\xff");
+        let m = decode(&wire).unwrap();
+        assert_eq!(m.origin, "node-1");
+        assert_eq!(m.headers, headers);
+        assert_eq!(&m.body[..], b"\x00hello\xff");
+        assert_eq!(decode(&encode("", &[], b"")).unwrap().body.len(), 0);
+    }
+
+    #[test]
+    fn malformed_payloads_are_refused() {
+        let wire = encode("n", &[("k".into(), "v".into())], b"body");
+        for cut in 0..MAGIC.len() + 6 {
+            assert_eq!(decode(&wire[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(decode(b"hello"), None);
+        let bad_header = encode("n", &[("a\nb".into(), "v".into())], b"");
+        assert_eq!(decode(&bad_header), None);
+        let mut many = MAGIC.to_vec();
+        many.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        assert_eq!(decode(&many), None);
+    }
+
+    #[test]
+    fn control_messages() {
+        let c = Control::Disconnect {
+            from: "n1".into(),
+            project: "p".into(),
+            user: "u".into(),
+        };
+        assert_eq!(Control::decode(&c.encode()), Some(c));
+        assert_eq!(Control::decode(b"{\"op\":\"reboot\"}"), None);
+    }
+}

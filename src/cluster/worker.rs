@@ -1,0 +1,434 @@
+//! The cluster thread: one connection for publishing and presence, one for subscriptions,
+//! reconnected with back-off whenever Redis goes away.
+//!
+//! While Redis is down the thread keeps answering at once (publishes and queries fail, and are
+//! counted) and keeps tracking which destinations have a local audience, so that on reconnect it
+//! resubscribes exactly those and rewrites its presence.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use futures_util::StreamExt;
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use tokio::net::UnixStream;
+use tokio::time::timeout;
+
+use super::presence::Presence;
+use super::wire::{self, Control, Names};
+use super::{Outgoing, Request};
+use crate::hub::{Hub, Publish};
+use crate::stats::Stats;
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Kept short: after Redis returns, cross-node delivery resumes within about this long.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Any single Redis operation slower than this counts as Redis being unavailable.
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Publishes sent to Redis in one pipeline (one round trip).
+const BATCH: usize = 512;
+/// Channels per SUBSCRIBE command when resubscribing everything.
+const SUBSCRIBE_CHUNK: usize = 4096;
+
+pub(super) struct Setup {
+    pub client: redis::Client,
+    pub url: String,
+    pub names: Names,
+    pub node: Arc<str>,
+    pub listen: std::net::SocketAddr,
+    pub ttl: Duration,
+    pub stats: Arc<Stats>,
+}
+
+/// The reading end of the wake-up pair: readable when a shard or the admin thread sent.
+struct Wake(UnixStream);
+
+impl Wake {
+    async fn woken(&self) {
+        if self.0.readable().await.is_ok() {
+            // Emptied before the channels are: a send after this wakes us again.
+            let mut buf = [0u8; 256];
+            while matches!(self.0.try_read(&mut buf), Ok(n) if n > 0) {}
+        }
+    }
+}
+
+pub struct Worker {
+    setup: Setup,
+    requests: Receiver<Request>,
+    outgoing: Receiver<Outgoing>,
+    /// Taken by `run`, which makes it a tokio socket inside the runtime.
+    woken: Option<std::os::unix::net::UnixStream>,
+    /// Destinations (by index key) with a local audience: how many shards have one.
+    interest: HashMap<String, u32>,
+}
+
+/// Why a connected spell ended.
+enum End {
+    Lost(String),
+    Stop,
+}
+
+struct Connected {
+    conn: MultiplexedConnection,
+    sink: PubSubSink,
+    stream: PubSubStream,
+}
+
+impl Worker {
+    pub(super) fn new(
+        setup: Setup,
+        requests: Receiver<Request>,
+        outgoing: Receiver<Outgoing>,
+        woken: std::os::unix::net::UnixStream,
+    ) -> Worker {
+        Worker {
+            setup,
+            requests,
+            outgoing,
+            woken: Some(woken),
+            interest: HashMap::new(),
+        }
+    }
+
+    /// Runs the cluster link on its own thread until the process ends.
+    pub fn start(self, hub: Arc<Hub>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("cluster".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(self.run(hub)),
+                    Err(e) => tracing::error!("cluster: cannot start its runtime: {e}"),
+                }
+            })
+    }
+
+    fn presence(&self, hub: &Arc<Hub>, conn: &MultiplexedConnection) -> Presence {
+        let s = &self.setup;
+        Presence {
+            conn: conn.clone(),
+            names: s.names.clone(),
+            node: s.node.clone(),
+            listen: s.listen,
+            ttl: s.ttl,
+            hub: hub.clone(),
+            stats: s.stats.clone(),
+        }
+    }
+
+    async fn run(mut self, hub: Arc<Hub>) {
+        let wake = match self.woken.take().map(UnixStream::from_std) {
+            Some(Ok(w)) => Wake(w),
+            Some(Err(e)) => {
+                tracing::error!("cluster: cannot watch its wake-up socket: {e}");
+                return;
+            }
+            None => return,
+        };
+        let mut backoff = MIN_BACKOFF;
+        let mut ever_connected = false;
+        let mut down_logged = false;
+        loop {
+            match timeout(OP_TIMEOUT, self.connect()).await {
+                Ok(Ok(link)) => {
+                    if ever_connected {
+                        self.setup.stats.cluster.reconnects.fetch_add(1, Relaxed);
+                    }
+                    ever_connected = true;
+                    down_logged = false;
+                    backoff = MIN_BACKOFF;
+                    tracing::info!(
+                        "cluster: node {} connected to {} ({} channels)",
+                        self.setup.node,
+                        self.setup.url,
+                        self.interest.len() + 1
+                    );
+                    self.setup.stats.cluster.redis_up.store(1, Relaxed);
+                    let end = self.serve(&hub, &wake, link).await;
+                    self.setup.stats.cluster.redis_up.store(0, Relaxed);
+                    match end {
+                        End::Stop => return,
+                        End::Lost(why) => tracing::warn!(
+                            "cluster: lost Redis ({why}); local delivery goes on, cross-node publishes fail until it returns"
+                        ),
+                    }
+                }
+                Ok(Err(e)) if !down_logged => {
+                    down_logged = true;
+                    tracing::warn!("cluster: cannot reach {}: {e}; retrying", self.setup.url);
+                }
+                Err(_) if !down_logged => {
+                    down_logged = true;
+                    tracing::warn!("cluster: {} did not answer; retrying", self.setup.url);
+                }
+                _ => {}
+            }
+            if let End::Stop = self.idle(&wake, backoff).await {
+                return;
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn connect(&self) -> redis::RedisResult<Connected> {
+        let client = &self.setup.client;
+        let conn = client.get_multiplexed_async_connection().await?;
+        let (mut sink, stream) = client.get_async_pubsub().await?.split();
+        let mut channels: Vec<String> = vec![self.setup.names.control()];
+        channels.extend(
+            self.interest
+                .keys()
+                .map(|k| self.setup.names.channel_of_key(k)),
+        );
+        for chunk in channels.chunks(SUBSCRIBE_CHUNK) {
+            sink.subscribe(chunk).await?;
+        }
+        self.setup
+            .stats
+            .cluster
+            .channels
+            .store(self.interest.len() as u64, Relaxed);
+        Ok(Connected { conn, sink, stream })
+    }
+
+    /// Connected: relays messages both ways and refreshes presence until Redis goes away.
+    async fn serve(&mut self, hub: &Arc<Hub>, wake: &Wake, mut link: Connected) -> End {
+        let mut beat = tokio::time::interval(self.setup.ttl / 3);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                msg = link.stream.next() => match msg {
+                    Some(msg) => self.incoming(hub, &msg),
+                    None => return End::Lost("the subscription connection closed".into()),
+                },
+                _ = wake.woken() => {
+                    while let Ok(req) = self.requests.try_recv() {
+                        if let Err(end) = self.request(hub, &mut link, req).await {
+                            return end;
+                        }
+                    }
+                    loop {
+                        batch.extend(self.outgoing.try_iter().take(BATCH));
+                        if batch.is_empty() {
+                            break;
+                        }
+                        if let Err(why) = self.send(&mut link.conn, &mut batch).await {
+                            return End::Lost(why);
+                        }
+                    }
+                }
+                _ = beat.tick() => {
+                    let p = self.presence(hub, &link.conn);
+                    tokio::spawn(async move { p.refresh().await });
+                }
+            }
+        }
+    }
+
+    /// Sends a batch of publishes as one pipeline and tells each waiting caller the outcome.
+    async fn send(
+        &self,
+        conn: &mut MultiplexedConnection,
+        batch: &mut Vec<Outgoing>,
+    ) -> Result<(), String> {
+        let mut pipe = redis::pipe();
+        for o in batch.iter() {
+            pipe.cmd("PUBLISH")
+                .arg(self.setup.names.channel_of_key(&o.key))
+                .arg(&o.payload);
+        }
+        let result = match timeout(OP_TIMEOUT, pipe.query_async::<Vec<u64>>(conn)).await {
+            Ok(Ok(counts)) => Ok(counts),
+            Ok(Err(e)) => Err(format!("PUBLISH failed: {e}")),
+            Err(_) => Err("PUBLISH timed out".to_string()),
+        };
+        let c = &self.setup.stats.cluster;
+        match &result {
+            Ok(_) => c.published.fetch_add(batch.len() as u64, Relaxed),
+            Err(_) => c.publish_failed.fetch_add(batch.len() as u64, Relaxed),
+        };
+        for (i, o) in batch.drain(..).enumerate() {
+            if let Some(reply) = o.reply {
+                // Redis counts this node too when it has an audience for the channel.
+                let this = u64::from(self.interest.contains_key(&o.key));
+                let _ = reply.send(match &result {
+                    Ok(counts) => Ok(counts.get(i).copied().unwrap_or(0).saturating_sub(this)),
+                    Err(e) => Err(e.clone()),
+                });
+            }
+        }
+        result.map(|_| ())
+    }
+
+    /// Counts a shard's change of audience; true when the node's audience for `key` appeared
+    /// (first shard) or vanished (last shard), i.e. when Redis must hear of it.
+    fn count_interest(&mut self, key: &str, add: bool) -> bool {
+        let edge = if add {
+            let n = self.interest.entry(key.to_string()).or_insert(0);
+            *n += 1;
+            *n == 1
+        } else {
+            match self.interest.get_mut(key) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    self.interest.remove(key);
+                    true
+                }
+                None => false,
+            }
+        };
+        self.setup
+            .stats
+            .cluster
+            .channels
+            .store(self.interest.len() as u64, Relaxed);
+        edge
+    }
+
+    async fn request(
+        &mut self,
+        hub: &Arc<Hub>,
+        link: &mut Connected,
+        req: Request,
+    ) -> Result<(), End> {
+        let p = self.presence(hub, &link.conn);
+        match req {
+            Request::Interest { key, add } => {
+                if self.count_interest(&key, add) {
+                    let channel = self.setup.names.channel_of_key(&key);
+                    let op = if add {
+                        timeout(OP_TIMEOUT, link.sink.subscribe(&channel)).await
+                    } else {
+                        timeout(OP_TIMEOUT, link.sink.unsubscribe(&channel)).await
+                    };
+                    match op {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(End::Lost(format!("SUBSCRIBE failed: {e}"))),
+                        Err(_) => return Err(End::Lost("SUBSCRIBE timed out".into())),
+                    }
+                }
+            }
+            Request::Sessions {
+                project,
+                user,
+                reply,
+            } => {
+                tokio::spawn(async move {
+                    let r = timeout(OP_TIMEOUT, p.sessions(&project, user.as_deref())).await;
+                    let _ = reply.send(r.unwrap_or_else(|_| Err("Redis timed out".into())));
+                });
+            }
+            Request::Stats { reply } => {
+                tokio::spawn(async move {
+                    let r = timeout(OP_TIMEOUT, p.stats()).await;
+                    let _ = reply.send(r.unwrap_or_else(|_| Err("Redis timed out".into())));
+                });
+            }
+            Request::Disconnect {
+                project,
+                user,
+                reply,
+            } => {
+                let control = self.setup.names.control();
+                let ask = Control::Disconnect {
+                    from: self.setup.node.to_string(),
+                    project: project.clone(),
+                    user: user.clone(),
+                };
+                tokio::spawn(async move {
+                    let r = timeout(OP_TIMEOUT, p.disconnect_others(&control, &ask, &project, &user))
+                        .await;
+                    let _ = reply.send(r.unwrap_or_else(|_| Err("Redis timed out".into())));
+                });
+            }
+            Request::Leave { reply } => {
+                let _ = timeout(OP_TIMEOUT, p.leave()).await;
+                let _ = reply.send(());
+                return Err(End::Stop);
+            }
+        }
+        Ok(())
+    }
+
+    /// A message from Redis: another node's publish, or a control message.
+    fn incoming(&self, hub: &Arc<Hub>, msg: &redis::Msg) {
+        let Ok(channel) = msg.get_channel::<Vec<u8>>() else {
+            return;
+        };
+        let payload = msg.get_payload_bytes();
+        let names = &self.setup.names;
+        if channel == names.control().as_bytes() {
+            if let Some(Control::Disconnect {
+                from,
+                project,
+                user,
+            }) = Control::decode(payload)
+                && from != *self.setup.node
+            {
+                let hub = hub.clone();
+                // The hub waits for every shard's answer: not on this thread.
+                tokio::task::spawn_blocking(move || hub.disconnect(&project, &user));
+            }
+            return;
+        }
+        let (Some(dest), Some(m)) = (names.dest(&channel), wire::decode(payload)) else {
+            tracing::debug!("cluster: ignored a malformed message on {channel:?}");
+            return;
+        };
+        // The publishing node delivered its own copy already.
+        if m.origin != *self.setup.node {
+            self.setup.stats.cluster.received.fetch_add(1, Relaxed);
+            hub.deliver_nowait(Publish::new(dest, m.body, m.headers));
+        }
+    }
+
+    /// Disconnected for `wait`: answers every request at once with a failure, and keeps the
+    /// audience count current for the next connection.
+    async fn idle(&mut self, wake: &Wake, wait: Duration) -> End {
+        let down = "Redis is unavailable: cross-node delivery failed".to_string();
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return End::Lost(String::new()),
+                _ = wake.woken() => {
+                    while let Ok(req) = self.requests.try_recv() {
+                        match req {
+                            Request::Interest { key, add } => {
+                                self.count_interest(&key, add);
+                            }
+                            Request::Sessions { reply, .. } => {
+                                let _ = reply.send(Err(down.clone()));
+                            }
+                            Request::Stats { reply } => {
+                                let _ = reply.send(Err(down.clone()));
+                            }
+                            Request::Disconnect { reply, .. } => {
+                                let _ = reply.send(Err(down.clone()));
+                            }
+                            Request::Leave { reply } => {
+                                let _ = reply.send(());
+                                return End::Stop;
+                            }
+                        }
+                    }
+                    for o in self.outgoing.try_iter() {
+                        self.setup.stats.cluster.publish_failed.fetch_add(1, Relaxed);
+                        if let Some(reply) = o.reply {
+                            let _ = reply.send(Err(down.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
