@@ -67,7 +67,6 @@ struct Outgoing {
 #[derive(Clone)]
 pub struct Cluster {
     node: Arc<str>,
-    names: Names,
     requests: Sender<Request>,
     outgoing: Sender<Outgoing>,
     /// Wakes the cluster thread after a send (see the module doc for why not tokio's waker).
@@ -124,7 +123,6 @@ pub fn new(
     stats.cluster.enabled.store(true, Relaxed);
     let handle = Cluster {
         node: node.clone(),
-        names: names.clone(),
         requests,
         outgoing,
         wake: wake.clone(),

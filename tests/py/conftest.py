@@ -12,6 +12,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.environ.get("RINGCAST_BIN", os.path.join(ROOT, "target", "release", "ringcast"))
 
 
+def admin(sock_path, method, path, body=None):
+    """One admin API request over the Unix socket -> (status, parsed JSON body)."""
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock_path)
+    data = json.dumps(body).encode() if body is not None else b""
+    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    s.close()
+    head, _, body = out.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body) if body else None
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,23 +13,10 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from conftest import BIN, ROOT
+from conftest import BIN, ROOT, admin
 
 UPGRADE = ("GET /ws?topic={topic} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-
-
-def admin(sock_path, method, path, body=None):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(sock_path)
-    data = json.dumps(body).encode() if body is not None else b""
-    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
-    out = b""
-    while chunk := s.recv(65536):
-        out += chunk
-    s.close()
-    head, _, body = out.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body) if body else None
 
 
 def test_slowloris_does_not_starve_normal_clients(make_server):
