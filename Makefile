@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/ringcast
 
-.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke
+.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke cluster-demo cluster-bench
 
 build:
 	$(CARGO) build --release --workspace
@@ -53,6 +53,14 @@ tune-check:
 ## One million connections on this host: floor, ringcast raw, ringcast STOMP (see BENCHMARKS.md).
 c1m: build
 	./scripts/c1m.sh
+
+## Three nodes (8081-8083) on a private redis-server, with a small bench across them.
+cluster-demo: build
+	./scripts/cluster.sh demo
+
+## 3 nodes × 30,000 connections at 1,000 publishes/s, then the same load on one node.
+cluster-bench: build
+	./scripts/cluster.sh bench
 
 ## Fuzz every parser that reads network or admin bytes (FUZZ_SECONDS per target).
 FUZZ_SECONDS ?= 300

@@ -39,8 +39,11 @@ impl Shared {
 /// What a connection says once TCP is up.
 #[derive(Clone)]
 pub enum Proto {
-    /// The upgrade request (identical for every connection), then raw messages.
-    Raw { request: Bytes },
+    /// The upgrade request of each connection (by global index: it names the connection's
+    /// topic), then raw messages.
+    Raw {
+        request: Arc<dyn Fn(usize) -> Bytes + Send + Sync>,
+    },
     /// The upgrade, then per connection (by global index) CONNECT + SUBSCRIBE (with a receipt)
     /// as masked WebSocket frames; client heart-beats every `heartbeat_ms` (0 = none).
     Stomp {
@@ -222,9 +225,12 @@ impl State {
                     Ok(_) => {
                         let fd = c.fd.as_ref().expect("connecting").as_raw_fd();
                         c.last_rx = self.tick;
-                        let (Proto::Raw { request } | Proto::Stomp { request, .. }) = &plan.proto;
+                        let request = match &plan.proto {
+                            Proto::Raw { request } => request(plan.first + key as usize),
+                            Proto::Stomp { request, .. } => request.clone(),
+                        };
                         c.phase = Phase::Upgrading;
-                        ring.send(fd, key, request.clone(), 0);
+                        ring.send(fd, key, request, 0);
                         ring.recv(fd, key);
                     }
                     Err(e) => self.fail(plan, c, format!("connect: {e}")),

@@ -69,12 +69,14 @@ enum Cmd {
 
 #[derive(Parser)]
 struct ServerArgs {
-    /// WebSocket URL; its `topic` (and `project`) are what the bench publishes to.
+    /// WebSocket URL; its `topic` (and `project`) are what the bench publishes to. Repeat it
+    /// for a cluster: connections are spread evenly over the URLs.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws?topic=bench")]
-    url: String,
-    /// The server's admin socket (publishes and server RSS).
-    #[arg(long)]
-    admin_socket: PathBuf,
+    url: Vec<String>,
+    /// The server's admin socket (publishes and server RSS). Repeat it for a cluster: the
+    /// first one publishes, memory and CPU are summed over all.
+    #[arg(long, required = true)]
+    admin_socket: Vec<PathBuf>,
 }
 
 #[derive(Parser, Clone)]
@@ -106,9 +108,30 @@ struct Load {
     /// Keep the connections open this many seconds after the last delivery.
     #[arg(long, default_value_t = 0)]
     hold: u64,
+    /// Spread the connections over this many topics (`TOPIC-0` …), connection i on topic
+    /// i mod K; 1 = everyone on the URL's topic.
+    #[arg(long, default_value_t = 1)]
+    topics: usize,
+    /// Sustained load instead of broadcasts: this many publishes per second, round-robin over
+    /// the topics, for `--duration` seconds; latency is per delivery.
+    #[arg(long, default_value_t = 0)]
+    rate: u32,
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+impl Load {
+    /// The topic of connection `i`.
+    fn topic_of(&self, base: &str, i: usize) -> String {
+        if self.topics <= 1 {
+            base.to_string()
+        } else {
+            format!("{base}-{}", i % self.topics)
+        }
+    }
 }
 
 fn main() {
@@ -152,6 +175,7 @@ fn parse_sources(s: &str) -> Result<Vec<IpAddr>, String> {
         .collect()
 }
 
+#[derive(Clone)]
 struct Target {
     addr: SocketAddr,
     host: String,
@@ -205,28 +229,52 @@ fn nofile() -> u64 {
     soft
 }
 
-fn upgrade_request(t: &Target, protocol: Option<&str>) -> Bytes {
+fn upgrade_request(t: &Target, path: &str, protocol: Option<&str>) -> Bytes {
     let proto = protocol
         .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
         .unwrap_or_default();
     Bytes::from(format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{proto}\r\n",
-        t.path, t.host
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{proto}\r\n",
+        t.host
     ))
 }
 
-/// A run against a ringcast server: raw mode, or STOMP when `stomp` holds the token config.
+/// Raw-mode upgrades: connection i asks for its own topic (see `Load::topic_of`).
+fn raw_proto(t: &Target, load: &Load) -> client::Proto {
+    if load.topics <= 1 {
+        let req = upgrade_request(t, &t.path, None);
+        return client::Proto::Raw {
+            request: Arc::new(move |_| req.clone()),
+        };
+    }
+    let (t, load) = (t.clone(), load.clone());
+    let needle = format!("topic={}", t.topic);
+    client::Proto::Raw {
+        request: Arc::new(move |i| {
+            let path = t
+                .path
+                .replacen(&needle, &format!("topic={}", load.topic_of(&t.topic, i)), 1);
+            upgrade_request(&t, &path, None)
+        }),
+    }
+}
+
+/// A run against a ringcast server (or cluster): raw mode, or STOMP when `stomp` holds the
+/// token config.
 fn ringcast_run(
     server: &ServerArgs,
     load: &Load,
     stomp: Option<Option<PathBuf>>,
     heartbeat_ms: u32,
 ) -> Result<Value, String> {
-    let target = parse_url(&server.url)?;
+    let targets = server
+        .url
+        .iter()
+        .map(|u| parse_url(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let target = &targets[0];
     let proto = match stomp {
-        None => client::Proto::Raw {
-            request: upgrade_request(&target, None),
-        },
+        None => raw_proto(target, load),
         Some(config) => {
             let auth = match &config {
                 Some(path) => {
@@ -236,7 +284,7 @@ fn ringcast_run(
                 }
                 None => None,
             };
-            let (project, topic) = (target.project.clone(), target.topic.clone());
+            let (project, topic, l) = (target.project.clone(), target.topic.clone(), load.clone());
             let frames = move |i: usize| {
                 let user = format!("bench-{i}");
                 let who = match &auth {
@@ -249,8 +297,10 @@ fn ringcast_run(
                 let connect = format!(
                     "CONNECT\naccept-version:1.2\nhost:bench\n{who}\nprojectId:{project}\nheart-beat:{heartbeat_ms},{heartbeat_ms}\n\n\0"
                 );
-                let subscribe =
-                    format!("SUBSCRIBE\nid:sub-0\ndestination:/topic/{topic}\nreceipt:s\n\n\0");
+                let subscribe = format!(
+                    "SUBSCRIBE\nid:sub-0\ndestination:/topic/{}\nreceipt:s\n\n\0",
+                    l.topic_of(&topic, i)
+                );
                 let mut out = encode_masked(Opcode::Text, true, connect.as_bytes(), [7, 7, 7, 7]);
                 out.extend(encode_masked(
                     Opcode::Text,
@@ -261,25 +311,29 @@ fn ringcast_run(
                 Bytes::from(out)
             };
             client::Proto::Stomp {
-                request: upgrade_request(&target, Some("v12.stomp")),
+                request: upgrade_request(target, &target.path, Some("v12.stomp")),
                 frames: Arc::new(frames),
                 heartbeat_ms,
             }
         }
     };
-    let sock = server.admin_socket.clone();
+    let socks = server.admin_socket.clone();
     let rss = || {
-        server_stats(&sock)
-            .ok()
-            .and_then(|v| v["rss_bytes"].as_u64())
+        socks
+            .iter()
+            .map(|s| server_stats(s).ok().and_then(|v| v["rss_bytes"].as_u64()))
+            .sum::<Option<u64>>()
     };
-    let pid = server_stats(&sock)?["pid"].as_u64().unwrap_or(0);
-    let (project, topic) = (target.project.clone(), target.topic.clone());
-    let mut publish = |body: &str| -> Result<(), String> {
+    let pids = socks
+        .iter()
+        .map(|s| Ok(server_stats(s)?["pid"].as_u64().unwrap_or(0)))
+        .collect::<Result<Vec<u64>, String>>()?;
+    let project = target.project.clone();
+    let publish = |topic: &str, body: &str| -> Result<(), String> {
         let req =
             json!({"project": project, "destination": format!("/topic/{topic}"), "body": body});
         let (status, resp) = ringcast::admin::request(
-            &server.admin_socket,
+            &server.admin_socket[0],
             "POST",
             "/publish",
             Some(req.to_string().as_bytes()),
@@ -292,12 +346,14 @@ fn ringcast_run(
         }
         Ok(())
     };
-    let cpu = move || pid_cpu_s(pid);
-    let mut v = drive(load, target.addr, proto, &mut publish, &rss, &cpu)?;
-    if let Ok(stats) = server_stats(&server.admin_socket) {
+    let cpu = move || pids.iter().map(|&p| pid_cpu_s(p)).sum::<Option<f64>>();
+    let addrs: Vec<SocketAddr> = targets.iter().map(|t| t.addr).collect();
+    let mut v = drive(load, &addrs, &target.topic, proto, &publish, &rss, &cpu)?;
+    if let Ok(stats) = server_stats(&server.admin_socket[0]) {
         v["server_shards"] = stats["shard_count"].clone();
         v["server_dropped"] = stats["dropped"].clone();
     }
+    v["servers"] = json!(targets.len());
     finish(load, v)
 }
 
@@ -309,7 +365,7 @@ fn floor_run(listen: SocketAddr, load: &Load) -> Result<Value, String> {
         .max(core_affinity::get_core_ids().map_or(1, |c| c.len()));
     let (server, addr) = floor::FloorServer::start(listen, shards)?;
     eprintln!("floor server: {shards} shards on {addr}");
-    let mut publish = |body: &str| -> Result<(), String> {
+    let publish = |_topic: &str, body: &str| -> Result<(), String> {
         let msg = ringcast::hub::Publish::new(
             ringcast::hub::Dest::Topic {
                 project: "floor".into(),
@@ -320,6 +376,9 @@ fn floor_run(listen: SocketAddr, load: &Load) -> Result<Value, String> {
         );
         server.hub.publish(msg).map(drop)
     };
+    if load.topics > 1 {
+        return Err("the floor has one topic: run it without --topics".into());
+    }
     let target = Target {
         addr,
         host: addr.to_string(),
@@ -327,10 +386,8 @@ fn floor_run(listen: SocketAddr, load: &Load) -> Result<Value, String> {
         topic: "floor".into(),
         project: "floor".into(),
     };
-    let proto = client::Proto::Raw {
-        request: upgrade_request(&target, None),
-    };
-    let v = drive(load, addr, proto, &mut publish, &|| None, &|| None);
+    let proto = raw_proto(&target, load);
+    let v = drive(load, &[addr], "floor", proto, &publish, &|| None, &|| None);
     server.stop();
     let mut v = v?;
     v["server_shards"] = json!(shards);
@@ -349,23 +406,29 @@ fn finish(load: &Load, v: Value) -> Result<Value, String> {
 /// Opens the connections, measures, publishes, waits for every delivery.
 fn drive(
     a: &Load,
-    target: SocketAddr,
+    targets: &[SocketAddr],
+    topic: &str,
     proto: client::Proto,
-    publish: &mut dyn FnMut(&str) -> Result<(), String>,
+    publish: &(dyn Fn(&str, &str) -> Result<(), String> + Sync),
     server_rss: &dyn Fn() -> Option<u64>,
     server_cpu: &dyn Fn() -> Option<f64>,
 ) -> Result<Value, String> {
+    if a.topics > 1 && a.messages > 0 {
+        return Err("broadcasts go to one topic: with --topics, give --messages 0 and --rate".into());
+    }
     let sources = parse_sources(&a.sources)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let per_table = nofile().saturating_sub(64).max(1) as usize;
+    // A multiple of the target count, so every server gets the same share.
     let shards = a
         .shards
         .max(a.connections.div_ceil(per_table))
         .max(cores.len().max(1))
+        .next_multiple_of(targets.len())
         .min(a.connections.max(1));
     let rss_before = server_rss();
     eprintln!(
-        "opening {} connections to {target} from {} source addresses over {shards} client shards",
+        "opening {} connections to {targets:?} from {} source addresses over {shards} client shards",
         a.connections,
         sources.len()
     );
@@ -380,7 +443,7 @@ fn drive(
                 id,
                 first: first - count,
                 count,
-                target,
+                target: targets[id % targets.len()],
                 sources: sources.clone(),
                 proto: proto.clone(),
                 concurrency: a.concurrency,
@@ -450,7 +513,7 @@ fn drive(
         while body.len() < a.size {
             body.push('x');
         }
-        publish(&body)?;
+        publish(topic, &body)?;
         let answered_ns = epoch.elapsed().as_nanos() as u64;
         let deadline = Instant::now() + Duration::from_secs(a.timeout);
         while shared.received.load(Relaxed) < expect && Instant::now() < deadline {
@@ -478,6 +541,13 @@ fn drive(
         Some((now - since.1?) / since.0.elapsed().as_secs_f64())
     };
     let push_cpu = share(push_start);
+    let sustained = if a.rate > 0 {
+        let s = sustain(a, topic, connected, (&shared, epoch), publish, server_cpu)?;
+        all_delivered &= s["delivered"] == s["expected"];
+        Some(s)
+    } else {
+        None
+    };
     let hold_start = (Instant::now(), server_cpu());
     let cpu_before = process_cpu_s();
     std::thread::sleep(Duration::from_secs(a.hold));
@@ -553,6 +623,91 @@ fn drive(
         "server_cpu_share_holding": hold_server_cpu,
         "missed_heartbeats": missed,
         "closed_by_server": shared.closed.load(Relaxed),
+        "sustained": sustained,
+    }))
+}
+
+/// `a.rate` publishes per second for `a.duration` seconds, round-robin over the topics, each
+/// body stamped with its send time; then waits for every expected delivery.
+fn sustain(
+    a: &Load,
+    topic: &str,
+    connected: u64,
+    (shared, epoch): (&client::Shared, Instant),
+    publish: &(dyn Fn(&str, &str) -> Result<(), String> + Sync),
+    server_cpu: &dyn Fn() -> Option<f64>,
+) -> Result<Value, String> {
+    let topics = a.topics.max(1);
+    // Subscribers per topic, assuming the connected ones are spread like the planned ones.
+    let per_topic: Vec<u64> = (0..topics)
+        .map(|t| (a.connections - t).div_ceil(topics) as u64)
+        .collect();
+    let received_before = shared.received.load(Relaxed);
+    let cpu_before = server_cpu();
+    let start = Instant::now();
+    let total = u64::from(a.rate) * a.duration;
+    eprintln!(
+        "sustained: {} publishes/s over {topics} topics ({} subscribers each) for {} s",
+        a.rate, per_topic[0], a.duration
+    );
+    // Several publishers, so one slow answer does not hold back the schedule.
+    const PUBLISHERS: u64 = 4;
+    let results: Vec<Result<(u64, u64), String>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..PUBLISHERS)
+            .map(|w| {
+                let per_topic = &per_topic;
+                scope.spawn(move || -> Result<(u64, u64), String> {
+                    let (mut sent, mut expected) = (0u64, 0u64);
+                    for i in (w..total).step_by(PUBLISHERS as usize) {
+                        let due = start + Duration::from_secs_f64(i as f64 / f64::from(a.rate));
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        let t = (i % topics as u64) as usize;
+                        let mut body = format!("{} ", epoch.elapsed().as_nanos());
+                        while body.len() < a.size {
+                            body.push('x');
+                        }
+                        publish(&a.topic_of(topic, t), &body)?;
+                        sent += 1;
+                        expected += per_topic[t];
+                    }
+                    Ok((sent, expected))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a publisher panicked".into())))
+            .collect()
+    });
+    let (mut sent, mut expected) = (0u64, 0u64);
+    for r in results {
+        let (s, e) = r?;
+        sent += s;
+        expected += e;
+    }
+    let publish_s = start.elapsed().as_secs_f64();
+    let cpu_s = match (cpu_before, server_cpu()) {
+        (Some(b), Some(e)) => Some(e - b),
+        _ => None,
+    };
+    let expected = expected.min(connected * sent);
+    let deadline = Instant::now() + Duration::from_secs(a.timeout);
+    while shared.received.load(Relaxed) - received_before < expected && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let delivered = shared.received.load(Relaxed) - received_before;
+    eprintln!(
+        "sustained: {sent} publishes in {publish_s:.1} s ({:.0}/s), {delivered}/{expected} deliveries, server CPU {}",
+        sent as f64 / publish_s,
+        cpu_s.map_or("not measured".into(), |c| format!("{c:.1} s"))
+    );
+    Ok(json!({
+        "rate_target": a.rate, "publishes": sent, "publish_seconds": publish_s,
+        "rate_achieved": sent as f64 / publish_s, "topics": topics,
+        "expected": expected, "delivered": delivered, "server_cpu_seconds": cpu_s,
     }))
 }
 
