@@ -290,8 +290,7 @@ impl Config {
             return Err("limits.send_queue must be at least 1".into());
         }
         if let Some(url) = &self.cluster.redis {
-            redis::Client::open(url.as_str())
-                .map_err(|e| format!("cluster.redis {url:?}: {e}"))?;
+            redis::Client::open(url.as_str()).map_err(|e| format!("cluster.redis {url:?}: {e}"))?;
         }
         if self.cluster.presence_ttl_ms < 1000 || self.cluster.publish_queue == 0 {
             return Err(

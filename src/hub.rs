@@ -433,7 +433,15 @@ mod tests {
         assert_eq!(Dest::from_key(&u.key()), Some(u));
         let t = topic("p", "a:b");
         assert_eq!(Dest::from_key(&t.key()), Some(t));
-        for bad in ["", "t", "t\0p", "x\0p\0t", "t\0\0t", "t\0p\0t\0extra", "u\0p\0u"] {
+        for bad in [
+            "",
+            "t",
+            "t\0p",
+            "x\0p\0t",
+            "t\0\0t",
+            "t\0p\0t\0extra",
+            "u\0p\0u",
+        ] {
             assert_eq!(Dest::from_key(bad), None, "{bad:?}");
         }
     }

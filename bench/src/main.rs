@@ -251,9 +251,9 @@ fn raw_proto(t: &Target, load: &Load) -> client::Proto {
     let needle = format!("topic={}", t.topic);
     client::Proto::Raw {
         request: Arc::new(move |i| {
-            let path = t
-                .path
-                .replacen(&needle, &format!("topic={}", load.topic_of(&t.topic, i)), 1);
+            let path =
+                t.path
+                    .replacen(&needle, &format!("topic={}", load.topic_of(&t.topic, i)), 1);
             upgrade_request(&t, &path, None)
         }),
     }
@@ -414,7 +414,9 @@ fn drive(
     server_cpu: &dyn Fn() -> Option<f64>,
 ) -> Result<Value, String> {
     if a.topics > 1 && a.messages > 0 {
-        return Err("broadcasts go to one topic: with --topics, give --messages 0 and --rate".into());
+        return Err(
+            "broadcasts go to one topic: with --topics, give --messages 0 and --rate".into(),
+        );
     }
     let sources = parse_sources(&a.sources)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -574,7 +576,7 @@ fn drive(
         eprintln!("errors: {}", Value::Object(errors.clone()));
     }
     let missed = shared.missed_beats.load(Relaxed);
-    if let Some(c) = push_cpu {
+    if let (Some(c), true) = (push_cpu, a.messages > 0) {
         eprintln!(
             "server CPU while publishing: {:.1} % of one core",
             c * 100.0
@@ -678,7 +680,10 @@ fn sustain(
             .collect();
         workers
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("a publisher panicked".into())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a publisher panicked".into()))
+            })
             .collect()
     });
     let (mut sent, mut expected) = (0u64, 0u64);
@@ -694,8 +699,7 @@ fn sustain(
     };
     let expected = expected.min(connected * sent);
     let deadline = Instant::now() + Duration::from_secs(a.timeout);
-    while shared.received.load(Relaxed) - received_before < expected && Instant::now() < deadline
-    {
+    while shared.received.load(Relaxed) - received_before < expected && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
     let delivered = shared.received.load(Relaxed) - received_before;

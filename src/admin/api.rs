@@ -200,7 +200,11 @@ impl Api {
             Ok(n) => n,
             Err(e) => return Response::error(503, e),
         };
-        match self.hub.cluster().map(|c| c.disconnect(&d.project, &d.user)) {
+        match self
+            .hub
+            .cluster()
+            .map(|c| c.disconnect(&d.project, &d.user))
+        {
             None => Response::json(200, &json!({ "sessions": local })),
             Some(Ok(remote)) => Response::json(
                 200,

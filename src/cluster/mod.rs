@@ -194,7 +194,9 @@ impl Cluster {
         if self.enqueue(msg, Some(tx)) {
             Pending(Ok(rx))
         } else {
-            Pending(Err("the queue to Redis is full: cross-node delivery failed".into()))
+            Pending(Err(
+                "the queue to Redis is full: cross-node delivery failed".into(),
+            ))
         }
     }
 

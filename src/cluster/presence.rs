@@ -127,7 +127,11 @@ impl Presence {
     }
 
     /// Sessions of the other live nodes as they last registered them.
-    async fn remote_sessions(&self, project: &str, user: Option<&str>) -> Result<Vec<Value>, String> {
+    async fn remote_sessions(
+        &self,
+        project: &str,
+        user: Option<&str>,
+    ) -> Result<Vec<Value>, String> {
         let mut out = Vec::new();
         let mut conn = self.conn.clone();
         for node in self.others().await? {
@@ -140,9 +144,7 @@ impl Presence {
                 values
                     .iter()
                     .filter_map(|v| serde_json::from_str::<Value>(v).ok())
-                    .filter(|s| {
-                        s["project"] == project && user.is_none_or(|u| s["user"] == u)
-                    })
+                    .filter(|s| s["project"] == project && user.is_none_or(|u| s["user"] == u))
                     .map(|mut s| {
                         s["node"] = json!(node);
                         s

@@ -345,8 +345,11 @@ impl Worker {
                     user: user.clone(),
                 };
                 tokio::spawn(async move {
-                    let r = timeout(OP_TIMEOUT, p.disconnect_others(&control, &ask, &project, &user))
-                        .await;
+                    let r = timeout(
+                        OP_TIMEOUT,
+                        p.disconnect_others(&control, &ask, &project, &user),
+                    )
+                    .await;
                     let _ = reply.send(r.unwrap_or_else(|_| Err("Redis timed out".into())));
                 });
             }
