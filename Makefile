@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/ringcast
 
-.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke cluster-demo cluster-bench
+.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke cluster-demo cluster-bench peers compare compare-smoke
 
 build:
 	$(CARGO) build --release --workspace
@@ -12,7 +12,7 @@ run: build
 	./$(BIN) serve
 
 ## Install what the tests need, then run every test.
-test: test-deps build lint unit pytest nodetest autobahn fuzz-smoke
+test: test-deps build lint unit pytest nodetest autobahn compare-smoke fuzz-smoke
 
 test-deps:
 	./scripts/install-test-deps.sh
@@ -53,6 +53,21 @@ tune-check:
 ## One million connections on this host: floor, ringcast raw, ringcast STOMP (see BENCHMARKS.md).
 c1m: build
 	./scripts/c1m.sh
+
+## Peers for `compare` (tokio-tungstenite, Node ws, Netty); installs a JDK and libnetty-java if missing.
+peers: build
+	./scripts/peers.sh
+
+## ringcast vs its peers and the floor, same machine, same run (results into bench/results/).
+COMPARE_OUT ?= bench/results/compare-$(shell date -u +%Y%m%dT%H%M%SZ)
+compare: peers
+	./target/release/ringcast-bench compare --out $(COMPARE_OUT) $(COMPARE_ARGS)
+
+## 500 connections through every peer: each reaches all its connections, the table is produced.
+compare-smoke: peers
+	./target/release/ringcast-bench compare -n 500 --sustained-connections 500 --topics 10 \
+	  --rate 200 --duration 3 --out target/compare-smoke > target/compare-smoke.md
+	cat target/compare-smoke.md
 
 ## Three nodes (8081-8083) on a private redis-server, with a small bench across them.
 cluster-demo: build

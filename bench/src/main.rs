@@ -3,6 +3,7 @@
 //! connect rate, server memory per connection and time to last delivery.
 
 mod client;
+mod compare;
 mod floor;
 mod plot;
 
@@ -57,6 +58,9 @@ enum Cmd {
         #[command(flatten)]
         load: Load,
     },
+    /// ringcast, its peers (tokio-tungstenite, Node ws, Netty) and the floor, one after another
+    /// under the same load: a Markdown table of ratios, PNG charts and JSON.
+    Compare(compare::Args),
     /// PNG charts from result files (connections over time, latency CDF).
     Plot {
         /// Folder for the PNGs.
@@ -144,7 +148,8 @@ fn main() {
             heartbeat_ms,
             load,
         } => ringcast_run(&server, &load, Some(config), heartbeat_ms),
-        Cmd::Floor { listen, load } => floor_run(listen, &load),
+        Cmd::Floor { listen, load } => floor_measure(listen, &load).and_then(|v| finish(&load, v)),
+        Cmd::Compare(args) => compare::run(&args),
         Cmd::Plot { out, files } => plot::run(&files, &out).map(|()| json!({"ok": true})),
     };
     match result {
@@ -357,7 +362,8 @@ fn ringcast_run(
     finish(load, v)
 }
 
-fn floor_run(listen: SocketAddr, load: &Load) -> Result<Value, String> {
+/// The floor at `load`: a bare io_uring server in this process, the same client.
+fn floor_measure(listen: SocketAddr, load: &Load) -> Result<Value, String> {
     let per_table = nofile().saturating_sub(64).max(1) as usize;
     let shards = load
         .connections
@@ -391,7 +397,7 @@ fn floor_run(listen: SocketAddr, load: &Load) -> Result<Value, String> {
     server.stop();
     let mut v = v?;
     v["server_shards"] = json!(shards);
-    finish(load, v)
+    Ok(v)
 }
 
 fn finish(load: &Load, v: Value) -> Result<Value, String> {

@@ -6,7 +6,14 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde_json::Value;
 
-const COLORS: [RGBColor; 4] = [RGBColor(120, 120, 120), BLUE, RED, GREEN];
+const COLORS: [RGBColor; 6] = [
+    RGBColor(120, 120, 120),
+    BLUE,
+    RED,
+    GREEN,
+    RGBColor(200, 120, 0),
+    RGBColor(140, 0, 160),
+];
 
 /// Registers a system font for labels (plotters draws text with it).
 fn font() -> Result<(), String> {
@@ -117,5 +124,58 @@ fn chart<'a>(
         .position(SeriesLabelPosition::LowerRight)
         .draw()
         .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))
+}
+
+/// One bar per server (`compare`): a value that is not measured gets no bar.
+pub fn bars(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    rows: &[(String, Option<f64>)],
+) -> Result<(), String> {
+    font()?;
+    let y_max = rows
+        .iter()
+        .filter_map(|r| r.1)
+        .fold(0.0f64, f64::max)
+        .max(1e-9)
+        * 1.15;
+    let n = rows.len().max(1);
+    let root = BitMapBackend::new(path, (960, 540)).into_drawing_area();
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut c = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(90)
+        .build_cartesian_2d(0.0..n as f64, 0.0..y_max)
+        .map_err(|e| err(&e))?;
+    c.configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - i as f64 - 0.5).abs() < 0.01 {
+                rows.get(i).map(|r| r.0.clone()).unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc(y_label)
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, (_, v)) in rows.iter().enumerate() {
+        if let Some(v) = v {
+            let color = COLORS[i % COLORS.len()];
+            c.draw_series([Rectangle::new(
+                [(i as f64 + 0.15, 0.0), (i as f64 + 0.85, *v)],
+                color.filled(),
+            )])
+            .map_err(|e| err(&e))?;
+        }
+    }
     root.present().map_err(|e| err(&e))
 }

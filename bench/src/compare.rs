@@ -1,0 +1,460 @@
+//! `ringcast-bench compare`: ringcast and the servers users would pick instead, one after
+//! another on this machine, driven by the same load generator in the same run, plus the
+//! kernel floor, so every figure can be read as a ratio.
+//!
+//! Each server runs as its own process, fresh for each scenario: (a)+(b) N idle connections
+//! (connect rate, RSS per connection) then one 64 B broadcast to all of them (time to last
+//! delivery); (c) a sustained publish rate spread over topics (per-delivery latency, server
+//! CPU seconds). Peers publish through a loopback HTTP endpoint, ringcast through its admin
+//! socket. Peers are single processes, so they stop at the per-process fd cap (`nofile`); the
+//! table says when a server ran with fewer connections than asked.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::{Load, Target, drive, floor_measure, nofile, pid_cpu_s, raw_proto};
+
+#[derive(clap::Parser, Clone)]
+pub struct Args {
+    /// Connections for the idle + broadcast scenario.
+    #[arg(long, short = 'n', default_value_t = 19_000)]
+    connections: usize,
+    /// Subscribers for the sustained scenario.
+    #[arg(long, default_value_t = 10_000)]
+    sustained_connections: usize,
+    /// Topics the sustained subscribers are spread over (publishes go round-robin).
+    #[arg(long, default_value_t = 100)]
+    topics: usize,
+    /// Publishes per second in the sustained scenario.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Servers to run, in order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "floor,ringcast,tokio-tungstenite,node-ws,netty"
+    )]
+    servers: Vec<String>,
+    /// Folder for compare.json, compare.md, per-run JSON and PNG charts.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "127.0.0.2-127.0.0.41")]
+    sources: String,
+    /// Give up on connecting or on deliveries after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
+/// How a publish reaches a server.
+enum Via {
+    Admin(PathBuf),
+    Http(SocketAddr),
+}
+
+struct Running {
+    child: Child,
+    ws: SocketAddr,
+    via: Via,
+    _dir: TempDir,
+}
+
+/// A scratch folder removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// The repository root (peers and binaries are found from it).
+fn root() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/release/ringcast-bench → the workspace root.
+    exe.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Netty's jars as the distribution installs them (its netty-all.jar is empty).
+const NETTY_JARS: &[&str] = &[
+    "common",
+    "buffer",
+    "transport",
+    "codec",
+    "codec-http",
+    "handler",
+    "resolver",
+    "transport-native-epoll",
+    "transport-native-unix-common",
+];
+
+fn start(name: &str, connections: usize) -> Result<Running, String> {
+    let root = root();
+    let dir = std::env::temp_dir().join(format!("ringcast-compare-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let dir = TempDir(dir);
+    let (ws_port, pub_port) = (free_port()?, free_port()?);
+    let ws: SocketAddr = ([127, 0, 0, 1], ws_port).into();
+    let publish: SocketAddr = ([127, 0, 0, 1], pub_port).into();
+    let (ws_s, pub_s) = (ws_port.to_string(), pub_port.to_string());
+    let (mut cmd, via) = match name {
+        "ringcast" => {
+            let sock = dir.0.join("admin.sock");
+            let mut c = Command::new(root.join("target/release/ringcast"));
+            c.args(["serve", "--no-auth", "--listen", &ws.to_string()])
+                .arg("--admin-socket")
+                .arg(&sock)
+                .args(["--max-connections", &(connections + 1000).to_string()]);
+            (c, Via::Admin(sock))
+        }
+        "tokio-tungstenite" => {
+            let mut c = Command::new(root.join("target/release/peer-tokio-tungstenite"));
+            c.args([ws.to_string(), publish.to_string()]);
+            (c, Via::Http(publish))
+        }
+        "node-ws" => {
+            let mut c = Command::new("node");
+            c.arg(root.join("bench/peers/node-ws/server.mjs"))
+                .args([&ws_s, &pub_s]);
+            (c, Via::Http(publish))
+        }
+        "netty" => {
+            let mut cp = root.join("bench/peers/netty/build").display().to_string();
+            for j in NETTY_JARS {
+                cp.push_str(&format!(":/usr/share/java/netty-{j}.jar"));
+            }
+            let mut c = Command::new("java");
+            c.args(["-cp", &cp, "Peer", &ws_s, &pub_s]);
+            (c, Via::Http(publish))
+        }
+        other => return Err(format!("unknown server {other:?}")),
+    };
+    let log = std::fs::File::create(dir.0.join("server.log")).map_err(|e| e.to_string())?;
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("starting {name}: {e} (run `make peers` first)"))?;
+    let mut running = Running {
+        child,
+        ws,
+        via,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = TcpStream::connect(ws).is_ok()
+            && match &running.via {
+                Via::Admin(sock) => sock.exists(),
+                Via::Http(a) => TcpStream::connect(a).is_ok(),
+            };
+        if ready {
+            return Ok(running);
+        }
+        if Instant::now() > deadline || running.child.try_wait().ok().flatten().is_some() {
+            let log =
+                std::fs::read_to_string(running._dir.0.join("server.log")).unwrap_or_default();
+            stop(&mut running);
+            return Err(format!("{name} did not start:\n{log}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stop(r: &mut Running) {
+    let pid = nix::unistd::Pid::from_raw(r.child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if r.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = r.child.kill();
+    let _ = r.child.wait();
+}
+
+fn http_publish(addr: SocketAddr, topic: &str, body: &str) -> Result<(), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("publish: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "POST /publish?topic={topic} HTTP/1.1\r\nHost: peer\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| format!("publish: {e}"))?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)
+        .map_err(|e| format!("publish: {e}"))?;
+    if answer.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(format!(
+            "publish: {}",
+            answer.lines().next().unwrap_or("no answer")
+        ))
+    }
+}
+
+fn admin_publish(sock: &Path, topic: &str, body: &str) -> Result<(), String> {
+    let req = json!({"destination": format!("/topic/{topic}"), "body": body});
+    let (status, resp) =
+        ringcast::admin::request(sock, "POST", "/publish", Some(req.to_string().as_bytes()))?;
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(format!(
+            "publish: HTTP {status}: {}",
+            String::from_utf8_lossy(&resp)
+        ))
+    }
+}
+
+fn proc_rss(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// One scenario against a fresh process of `name`.
+fn measure(name: &str, load: &Load) -> Result<Value, String> {
+    let mut r = start(name, load.connections)?;
+    let pid = r.child.id();
+    let target = Target {
+        addr: r.ws,
+        host: r.ws.to_string(),
+        path: "/ws?topic=cmp".into(),
+        topic: "cmp".into(),
+        project: "default".into(),
+    };
+    let publish = |topic: &str, body: &str| match &r.via {
+        Via::Admin(sock) => admin_publish(sock, topic, body),
+        Via::Http(addr) => http_publish(*addr, topic, body),
+    };
+    let rss = || proc_rss(pid);
+    let cpu = || pid_cpu_s(u64::from(pid));
+    let result = drive(
+        load,
+        &[r.ws],
+        "cmp",
+        raw_proto(&target, load),
+        &publish,
+        &rss,
+        &cpu,
+    );
+    stop(&mut r);
+    result
+}
+
+fn load(a: &Args, connections: usize, sustained: bool) -> Load {
+    Load {
+        connections,
+        shards: 0,
+        sources: a.sources.clone(),
+        concurrency: 256,
+        messages: usize::from(!sustained),
+        size: 64,
+        interval_ms: 500,
+        timeout: a.timeout,
+        hold: 0,
+        topics: if sustained { a.topics } else { 1 },
+        rate: if sustained { a.rate } else { 0 },
+        duration: a.duration,
+        json: None,
+    }
+}
+
+pub fn run(a: &Args) -> Result<Value, String> {
+    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    // What one process can hold: the fd table minus what a runtime keeps open.
+    let cap = nofile().saturating_sub(1000) as usize;
+    let mut rows = Vec::new();
+    for name in &a.servers {
+        let capped = name != "ringcast" && name != "floor";
+        let n = if capped {
+            a.connections.min(cap)
+        } else {
+            a.connections
+        };
+        let sn = if capped {
+            a.sustained_connections.min(cap)
+        } else {
+            a.sustained_connections
+        };
+        eprintln!("== {name}: {n} idle connections + one 64 B broadcast");
+        let broadcast = if name == "floor" {
+            floor_measure("127.0.0.1:0".parse().unwrap(), &load(a, n, false))
+        } else {
+            measure(name, &load(a, n, false))
+        };
+        let broadcast = broadcast.unwrap_or_else(|e| json!({"ok": false, "error": e}));
+        let sustained = if name == "floor" {
+            json!({"ok": false, "error": "not measured: the floor has no topics"})
+        } else {
+            eprintln!(
+                "== {name}: {} publishes/s to {sn} subscribers over {} topics for {} s",
+                a.rate, a.topics, a.duration
+            );
+            measure(name, &load(a, sn, true)).unwrap_or_else(|e| json!({"ok": false, "error": e}))
+        };
+        for (kind, v) in [("broadcast", &broadcast), ("sustained", &sustained)] {
+            let p = a.out.join(format!("{name}-{kind}.json"));
+            std::fs::write(&p, serde_json::to_string_pretty(v).unwrap_or_default())
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+        rows.push(
+            json!({"server": name, "connections_asked": a.connections, "capped": n < a.connections,
+            "broadcast": broadcast, "sustained": sustained}),
+        );
+    }
+    let table = table(&rows);
+    println!("{table}");
+    std::fs::write(a.out.join("compare.md"), &table).map_err(|e| e.to_string())?;
+    charts(&rows, &a.out)?;
+    let ok = rows.iter().all(|r| {
+        r["broadcast"]["ok"].as_bool() == Some(true)
+            && (r["server"] == "floor" || r["sustained"]["ok"].as_bool() == Some(true))
+    });
+    let v = json!({"ok": ok, "runs": rows});
+    std::fs::write(
+        a.out.join("compare.json"),
+        serde_json::to_string_pretty(&v).unwrap_or_default(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(v)
+}
+
+fn num(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+/// Per server: connect rate, bytes per connection, last delivery, sustained latency and CPU.
+fn figures(r: &Value) -> [Option<f64>; 7] {
+    let b = &r["broadcast"];
+    let s = &r["sustained"];
+    let ok = |v: &Value| v["ok"].as_bool() == Some(true);
+    let b_ok = ok(b);
+    let s_ok = ok(s);
+    [
+        num(&b["connect_rate"]).filter(|_| b_ok),
+        num(&b["server_rss_per_connection"]).filter(|_| b_ok),
+        num(&b["messages"][0]["last_delivery_s"]).filter(|_| b_ok),
+        num(&s["latency_ms"]["p50"]).filter(|_| s_ok),
+        num(&s["latency_ms"]["p99"]).filter(|_| s_ok),
+        num(&s["latency_ms"]["p999"]).filter(|_| s_ok),
+        num(&s["sustained"]["server_cpu_seconds"]).filter(|_| s_ok),
+    ]
+}
+
+fn table(rows: &[Value]) -> String {
+    let find = |name: &str| rows.iter().find(|r| r["server"] == name).map(figures);
+    let floor = find("floor");
+    let ours = find("ringcast");
+    let ratio = |v: Option<f64>, base: Option<f64>| match (v, base) {
+        (Some(v), Some(b)) if b > 0.0 => format!("{:.2}×", v / b),
+        _ => "–".into(),
+    };
+    let f = |v: Option<f64>, digits: usize, unit: &str| {
+        v.map_or("not measured".into(), |v| format!("{v:.digits$}{unit}"))
+    };
+    let latency = |x: &[Option<f64>; 7]| match (x[3], x[4], x[5]) {
+        (Some(a), Some(b), Some(c)) => format!("{a:.2} / {b:.2} / {c:.2} ms"),
+        _ => "not measured".into(),
+    };
+    let mut t = String::from(
+        "| server | connections | connect rate (/s) | vs floor | RSS per connection | vs ringcast | last delivery of one 64 B broadcast | vs floor | sustained p50 / p99 / p99.9 | server CPU (sustained) |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let x = figures(r);
+        let conns = r["broadcast"]["connected"]
+            .as_u64()
+            .map_or("–".into(), |c| {
+                let mut s = c.to_string();
+                if r["capped"].as_bool() == Some(true) {
+                    s.push_str(" (fd cap)");
+                }
+                s
+            });
+        let error = r["broadcast"]["error"]
+            .as_str()
+            .or(r["sustained"]["error"].as_str())
+            .filter(|e| !e.starts_with("not measured"));
+        t.push_str(&format!(
+            "| {}{} | {conns} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r["server"].as_str().unwrap_or("?"),
+            error.map_or(String::new(), |e| format!(
+                " (failed: {})",
+                e.lines().next().unwrap_or("")
+            )),
+            f(x[0], 0, ""),
+            ratio(x[0], floor.and_then(|f| f[0])),
+            f(x[1], 0, " B"),
+            ratio(x[1], ours.and_then(|o| o[1])),
+            f(x[2], 3, " s"),
+            ratio(x[2], floor.and_then(|f| f[2])),
+            latency(&x),
+            f(x[6], 1, " s"),
+        ));
+    }
+    t
+}
+
+fn charts(rows: &[Value], out: &Path) -> Result<(), String> {
+    let series = |i: usize| -> Vec<(String, Option<f64>)> {
+        rows.iter()
+            .map(|r| {
+                (
+                    r["server"].as_str().unwrap_or("?").to_string(),
+                    figures(r)[i],
+                )
+            })
+            .collect()
+    };
+    crate::plot::bars(
+        &out.join("compare-connect-rate.png"),
+        "Connect rate (higher is better)",
+        "connections / s",
+        &series(0),
+    )?;
+    crate::plot::bars(
+        &out.join("compare-memory.png"),
+        "Server RSS per idle connection (lower is better)",
+        "bytes",
+        &series(1),
+    )?;
+    crate::plot::bars(
+        &out.join("compare-broadcast.png"),
+        "One 64 B broadcast: last delivery (lower is better)",
+        "seconds",
+        &series(2),
+    )?;
+    crate::plot::bars(
+        &out.join("compare-p99.png"),
+        "Sustained publishes: p99 publish → delivery (lower is better)",
+        "milliseconds",
+        &series(4),
+    )
+}
