@@ -659,6 +659,9 @@ impl Shard {
         let mut frames = std::mem::take(&mut self.frames);
         let mut cache: Vec<(String, String, Bytes)> = Vec::new();
         self.subs.members_of(&msg.dest, &mut keys);
+        // Slab order is roughly accept order: neighbouring sends then touch neighbouring slab
+        // entries and sockets, where the set's hash order jumps around.
+        keys.sort_unstable();
         let mut reached = 0;
         for &key in &keys {
             let Some(c) = self.conns.get(key as usize) else {
