@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/ringcast
 
-.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke cluster-demo cluster-bench peers compare compare-smoke
+.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke c1m-netns cluster-demo cluster-bench peers compare compare-smoke
 
 build:
 	$(CARGO) build --release --workspace
@@ -53,6 +53,10 @@ tune-check:
 ## One million connections on this host: floor, ringcast raw, ringcast STOMP (see BENCHMARKS.md).
 c1m: build
 	./scripts/c1m.sh
+
+## The same inside a network namespace with a 2^21-bucket TCP established hash (root).
+c1m-netns: build
+	./scripts/c1m-netns.sh
 
 ## Peers for `compare` (tokio-tungstenite, Node ws, Netty); installs a JDK and libnetty-java if missing.
 peers: build
