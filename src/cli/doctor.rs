@@ -228,7 +228,11 @@ pub fn checks(cfg: &Config, host: &Host, n: u64, local_bench: bool, sources: u64
         )
     });
     let pages = n * ends * TCP_BYTES_IN_FLIGHT / 4096;
-    out.push(if host.tcp_mem.1 >= pages {
+    // Global sysctls exist only in the initial network namespace: a child sees no file.
+    const HOST_ONLY: &str = "not visible in this network namespace (a global setting): check it on the host";
+    out.push(if host.tcp_mem == (0, 0, 0) {
+        check("net.ipv4.tcp_mem", Warn, HOST_ONLY.into(), None)
+    } else if host.tcp_mem.1 >= pages {
         check(
             "net.ipv4.tcp_mem",
             Ok,
@@ -246,7 +250,9 @@ pub fn checks(cfg: &Config, host: &Host, n: u64, local_bench: bool, sources: u64
             Some("sysctl -w net.ipv4.tcp_mem='786432 2097152 3145728'".into()),
         )
     });
-    out.push(if host.max_orphans >= n {
+    out.push(if host.max_orphans == 0 {
+        check("net.ipv4.tcp_max_orphans", Warn, HOST_ONLY.into(), None)
+    } else if host.max_orphans >= n {
         check(
             "net.ipv4.tcp_max_orphans",
             Ok,
