@@ -12,6 +12,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.environ.get("RINGCAST_BIN", os.path.join(ROOT, "target", "release", "ringcast"))
 
 
+# STOMP frames as the byte-level tests write and read them.
+def frame(command, headers=None, body=b""):
+    lines = [command] + [f"{k}:{v}" for k, v in (headers or {}).items()]
+    return ("\n".join(lines) + "\n\n").encode() + body + b"\0"
+
+
+def parse(data):
+    """A received STOMP frame -> (command, headers, body)."""
+    if isinstance(data, str):
+        data = data.encode()
+    head, _, body = data.partition(b"\n\n")
+    lines = head.decode().split("\n")
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers.setdefault(k, v)
+    return lines[0], headers, body.rstrip(b"\0\n")
+
+
 def admin(sock_path, method, path, body=None):
     """One admin API request over the Unix socket -> (status, parsed JSON body)."""
     s = socket.socket(socket.AF_UNIX)

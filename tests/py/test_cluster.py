@@ -11,7 +11,7 @@ import jwt
 import pytest
 import websockets
 
-from conftest import admin, free_port
+from conftest import admin, frame, free_port, parse
 
 SECRET = "cluster-secret-of-at-least-32-bytes!"
 TTL_MS = 3000
@@ -80,20 +80,6 @@ def nodes(make_server, redis):
 def token(user):
     now = int(time.time())
     return jwt.encode({"userName": user, "iat": now, "exp": now + 600}, SECRET, algorithm="HS256")
-
-
-def frame(command, headers=None, body=b""):
-    lines = [command] + [f"{k}:{v}" for k, v in (headers or {}).items()]
-    return ("\n".join(lines) + "\n\n").encode() + body + b"\0"
-
-
-def parse(data):
-    if isinstance(data, str):
-        data = data.encode()
-    head, _, body = data.partition(b"\n\n")
-    lines = head.decode().split("\n")
-    headers = dict(line.split(":", 1) for line in lines[1:] if ":" in line)
-    return lines[0], headers, body.rstrip(b"\0\n")
 
 
 async def raw(node, topic, user="reader"):

@@ -9,6 +9,8 @@ import time
 import jwt
 import pytest
 import websockets
+
+from conftest import frame, parse
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from websockets.exceptions import ConnectionClosed
@@ -66,24 +68,6 @@ client_publish = true
 def mint(alg, key, user="alice", exp_in=300, **extra):
     claims = {"userName": user, "iat": int(time.time()), "exp": int(time.time()) + exp_in, **extra}
     return jwt.encode(claims, key, algorithm=alg)
-
-
-def frame(command, headers=None, body=b""):
-    lines = [command] + [f"{k}:{v}" for k, v in (headers or {}).items()]
-    return ("\n".join(lines) + "\n\n").encode() + body + b"\0"
-
-
-def parse(data):
-    """A received STOMP frame -> (command, headers, body)."""
-    if isinstance(data, str):
-        data = data.encode()
-    head, _, body = data.partition(b"\n\n")
-    lines = head.decode().split("\n")
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers.setdefault(k, v)
-    return lines[0], headers, body.rstrip(b"\0\n")
 
 
 async def stomp(url, connect_headers, protocol="v12.stomp"):
