@@ -229,7 +229,8 @@ pub fn checks(cfg: &Config, host: &Host, n: u64, local_bench: bool, sources: u64
     });
     let pages = n * ends * TCP_BYTES_IN_FLIGHT / 4096;
     // Global sysctls exist only in the initial network namespace: a child sees no file.
-    const HOST_ONLY: &str = "not visible in this network namespace (a global setting): check it on the host";
+    const HOST_ONLY: &str =
+        "not visible in this network namespace (a global setting): check it on the host";
     out.push(if host.tcp_mem == (0, 0, 0) {
         check("net.ipv4.tcp_mem", Warn, HOST_ONLY.into(), None)
     } else if host.tcp_mem.1 >= pages {
