@@ -224,6 +224,13 @@ impl Worker {
                     }
                 }
                 _ = beat.tick() => {
+                    // A Redis cut off without a FIN/RST would leave the subscription silently
+                    // dead: a PING on it each beat notices.
+                    match timeout(OP_TIMEOUT, link.sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return End::Lost(format!("PING failed: {e}")),
+                        Err(_) => return End::Lost("Redis did not answer a PING".into()),
+                    }
                     let p = self.presence(hub, &link.conn);
                     tokio::spawn(async move { p.refresh().await });
                 }
