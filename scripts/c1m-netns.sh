@@ -4,7 +4,7 @@
 # sockets (both ends of 1M connections) then chain ~8 deep: `ringcast doctor` reports it, and
 # perf showed __inet_lookup_established at 20 % of CPU at 1M. A namespace created after
 # `net.ipv4.tcp_child_ehash_entries` is set gets its own, bigger hash. Root only. Env as c1m.sh
-# (N, OUT, PHASES, PUSH_MESSAGES, HOLD); EHASH overrides the bucket count.
+# (N, OUT, PHASES, PUSH_MESSAGES, HOLD, HEARTBEAT_MS); EHASH overrides the bucket count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "c1m-netns needs root (it creates a network namespace)" >&2; exit 1; }

@@ -3,7 +3,8 @@
 # 1,000,000), one after the other on this machine:
 #   1. the floor: a bare io_uring TCP server answering a fixed 101, then 64 B broadcasts;
 #   2. ringcast, raw mode: N connections, 10 broadcasts of 64 B;
-#   3. ringcast, STOMP: N authenticated sessions (one token each), heart-beats 10 s both ways,
+#   3. ringcast, STOMP: N authenticated sessions (one token each), heart-beats 10 s both ways
+#      (HEARTBEAT_MS),
 #      a push every 5 s for 2 minutes, then 60 s of heart-beats alone.
 # Writes JSON and a summary into $OUT. Bounded in time; stops every process it started.
 set -euo pipefail
@@ -12,6 +13,7 @@ N="${N:-1000000}"
 OUT="${OUT:-bench/results/c1m-$(date -u +%Y%m%d-%H%M%S)}"
 PUSH_MESSAGES="${PUSH_MESSAGES:-25}"
 HOLD="${HOLD:-60}"
+HEARTBEAT_MS="${HEARTBEAT_MS:-10000}"   # STOMP heart-beats, both ways
 PHASES="${PHASES:-floor raw stomp}"   # a subset reruns only those phases into $OUT
 BIN=target/release/ringcast
 BENCH=target/release/ringcast-bench
@@ -75,12 +77,12 @@ jwt_alg = "HS256"
 jwt_secret = "c1m-bench-secret-not-for-production"
 
 [stomp]
-heartbeat_send_ms = 10000
-heartbeat_receive_ms = 10000
+heartbeat_send_ms = $HEARTBEAT_MS
+heartbeat_receive_ms = $HEARTBEAT_MS
 TOML
 serve stomp --config "$OUT/stomp.toml"
 timeout 1200 "$BENCH" stomp -n "$N" --url "ws://127.0.0.1:18888/ws?topic=c1m&project=bench" \
-  --admin-socket "$OUT/stomp.sock" --config "$OUT/stomp.toml" --heartbeat-ms 10000 \
+  --admin-socket "$OUT/stomp.sock" --config "$OUT/stomp.toml" --heartbeat-ms "$HEARTBEAT_MS" \
   --messages "$PUSH_MESSAGES" --interval-ms 5000 --hold "$HOLD" --timeout 400 --json "$OUT/stomp.json" >/dev/null
 stop
 fi
