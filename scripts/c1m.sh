@@ -22,7 +22,12 @@ exec > >(tee -a "$OUT/run.log") 2>&1
 has() { [[ " $PHASES " == *" $1 "* ]]; }
 
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+# Waits for the processes it started only: a bare `wait` would also wait for the `tee` below,
+# which waits for this script's output to close, and the run would never end.
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
 trap cleanup EXIT
 
 echo "== c1m: N=$N, results in $OUT ($(date -u +%FT%TZ), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r))"
