@@ -132,11 +132,13 @@ pub fn new(
         worker::Setup {
             client,
             url: url.clone(),
-            names,
-            node,
-            listen,
-            ttl: Duration::from_millis(cfg.cluster.presence_ttl_ms),
-            stats,
+            info: Arc::new(presence::NodeInfo {
+                name: node.to_string(),
+                names,
+                listen,
+                ttl: Duration::from_millis(cfg.cluster.presence_ttl_ms),
+                stats,
+            }),
         },
         req_rx,
         out_rx,

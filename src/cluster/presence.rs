@@ -20,14 +20,19 @@ use crate::stats::{Stats, now_ms};
 /// Sessions per HSET when rewriting a node's hash.
 const HSET_CHUNK: usize = 1000;
 
-pub(super) struct Presence {
-    pub conn: MultiplexedConnection,
+/// What a node knows of itself, shared by the cluster thread and its presence tasks.
+pub(super) struct NodeInfo {
+    pub name: String,
     pub names: Names,
-    pub node: Arc<str>,
     pub listen: std::net::SocketAddr,
     pub ttl: Duration,
-    pub hub: Arc<Hub>,
     pub stats: Arc<Stats>,
+}
+
+pub(super) struct Presence {
+    pub conn: MultiplexedConnection,
+    pub hub: Arc<Hub>,
+    pub info: Arc<NodeInfo>,
 }
 
 fn redis_err(e: redis::RedisError) -> String {
@@ -49,22 +54,22 @@ impl Presence {
                 .await
                 .map_err(|e| e.to_string())??;
         for s in &mut list {
-            s["node"] = json!(&*self.node);
+            s["node"] = json!(self.info.name.as_str());
         }
         Ok(list)
     }
 
     fn describe(&self) -> Value {
-        let mut stats = self.stats.to_json();
+        let mut stats = self.info.stats.to_json();
         if let Some(m) = stats.as_object_mut() {
             m.remove("shards");
         }
-        json!({"node": &*self.node, "listen": self.listen.to_string(), "stats": stats})
+        json!({"node": self.info.name.as_str(), "listen": self.info.listen.to_string(), "stats": stats})
     }
 
     /// Rewrites this node's presence; failures are counted, the next beat tries again.
     pub async fn refresh(self) {
-        let c = &self.stats.cluster;
+        let c = &self.info.stats.cluster;
         match self.write().await {
             Ok(()) => c.presence_refreshed.fetch_add(1, Relaxed),
             Err(e) => {
@@ -76,9 +81,9 @@ impl Presence {
 
     async fn write(&self) -> Result<(), String> {
         let sessions = self.local_sessions(None, None).await?;
-        let ttl_ms = self.ttl.as_millis() as u64;
+        let ttl_ms = self.info.ttl.as_millis() as u64;
         let now = now_ms();
-        let key = self.names.sessions(&self.node);
+        let key = self.info.names.sessions(&self.info.name);
         let mut pipe = redis::pipe();
         pipe.atomic().cmd("DEL").arg(&key).ignore();
         for chunk in sessions.chunks(HSET_CHUNK) {
@@ -93,18 +98,18 @@ impl Presence {
             pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms).ignore();
         }
         pipe.cmd("SET")
-            .arg(self.names.node(&self.node))
+            .arg(self.info.names.node(&self.info.name))
             .arg(self.describe().to_string())
             .arg("PX")
             .arg(ttl_ms)
             .ignore();
         pipe.cmd("ZADD")
-            .arg(self.names.nodes())
+            .arg(self.info.names.nodes())
             .arg(now)
-            .arg(&*self.node)
+            .arg(self.info.name.as_str())
             .ignore();
         pipe.cmd("ZREMRANGEBYSCORE")
-            .arg(self.names.nodes())
+            .arg(self.info.names.nodes())
             .arg("-inf")
             .arg(now.saturating_sub(ttl_ms))
             .ignore();
@@ -114,16 +119,19 @@ impl Presence {
 
     /// The other nodes that refreshed their presence within the TTL.
     async fn others(&self) -> Result<Vec<String>, String> {
-        let since = now_ms().saturating_sub(self.ttl.as_millis() as u64);
+        let since = now_ms().saturating_sub(self.info.ttl.as_millis() as u64);
         let mut conn = self.conn.clone();
         let nodes: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.names.nodes())
+            .arg(self.info.names.nodes())
             .arg(since)
             .arg("+inf")
             .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
-        Ok(nodes.into_iter().filter(|n| *n != *self.node).collect())
+        Ok(nodes
+            .into_iter()
+            .filter(|n| *n != *self.info.name)
+            .collect())
     }
 
     /// Sessions of the other live nodes as they last registered them.
@@ -136,7 +144,7 @@ impl Presence {
         let mut conn = self.conn.clone();
         for node in self.others().await? {
             let values: Vec<String> = redis::cmd("HVALS")
-                .arg(self.names.sessions(&node))
+                .arg(self.info.names.sessions(&node))
                 .query_async(&mut conn)
                 .await
                 .map_err(redis_err)?;
@@ -165,7 +173,7 @@ impl Presence {
         let mut conn = self.conn.clone();
         for node in self.others().await? {
             let v: Option<String> = redis::cmd("GET")
-                .arg(self.names.node(&node))
+                .arg(self.info.names.node(&node))
                 .query_async(&mut conn)
                 .await
                 .map_err(redis_err)?;
@@ -213,12 +221,12 @@ impl Presence {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("DEL")
-            .arg(self.names.sessions(&self.node))
-            .arg(self.names.node(&self.node))
+            .arg(self.info.names.sessions(&self.info.name))
+            .arg(self.info.names.node(&self.info.name))
             .ignore()
             .cmd("ZREM")
-            .arg(self.names.nodes())
-            .arg(&*self.node)
+            .arg(self.info.names.nodes())
+            .arg(self.info.name.as_str())
             .ignore();
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await.map_err(redis_err)

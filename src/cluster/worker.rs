@@ -16,11 +16,10 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use tokio::net::UnixStream;
 use tokio::time::timeout;
 
-use super::presence::Presence;
-use super::wire::{self, Control, Names};
+use super::presence::{NodeInfo, Presence};
+use super::wire::{self, Control};
 use super::{Outgoing, Request};
 use crate::hub::{Hub, Publish};
-use crate::stats::Stats;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Kept short: after Redis returns, cross-node delivery resumes within about this long.
@@ -35,11 +34,7 @@ const SUBSCRIBE_CHUNK: usize = 4096;
 pub(super) struct Setup {
     pub client: redis::Client,
     pub url: String,
-    pub names: Names,
-    pub node: Arc<str>,
-    pub listen: std::net::SocketAddr,
-    pub ttl: Duration,
-    pub stats: Arc<Stats>,
+    pub info: Arc<NodeInfo>,
 }
 
 /// The reading end of the wake-up pair: readable when a shard or the admin thread sent.
@@ -109,15 +104,10 @@ impl Worker {
     }
 
     fn presence(&self, hub: &Arc<Hub>, conn: &MultiplexedConnection) -> Presence {
-        let s = &self.setup;
         Presence {
             conn: conn.clone(),
-            names: s.names.clone(),
-            node: s.node.clone(),
-            listen: s.listen,
-            ttl: s.ttl,
             hub: hub.clone(),
-            stats: s.stats.clone(),
+            info: self.setup.info.clone(),
         }
     }
 
@@ -137,20 +127,25 @@ impl Worker {
             match timeout(OP_TIMEOUT, self.connect()).await {
                 Ok(Ok(link)) => {
                     if ever_connected {
-                        self.setup.stats.cluster.reconnects.fetch_add(1, Relaxed);
+                        self.setup
+                            .info
+                            .stats
+                            .cluster
+                            .reconnects
+                            .fetch_add(1, Relaxed);
                     }
                     ever_connected = true;
                     down_logged = false;
                     backoff = MIN_BACKOFF;
                     tracing::info!(
                         "cluster: node {} connected to {} ({} channels)",
-                        self.setup.node,
+                        self.setup.info.name,
                         self.setup.url,
                         self.interest.len() + 1
                     );
-                    self.setup.stats.cluster.redis_up.store(1, Relaxed);
+                    self.setup.info.stats.cluster.redis_up.store(1, Relaxed);
                     let end = self.serve(&hub, &wake, link).await;
-                    self.setup.stats.cluster.redis_up.store(0, Relaxed);
+                    self.setup.info.stats.cluster.redis_up.store(0, Relaxed);
                     match end {
                         End::Stop => return,
                         End::Lost(why) => tracing::warn!(
@@ -179,16 +174,17 @@ impl Worker {
         let client = &self.setup.client;
         let conn = client.get_multiplexed_async_connection().await?;
         let (mut sink, stream) = client.get_async_pubsub().await?.split();
-        let mut channels: Vec<String> = vec![self.setup.names.control()];
+        let mut channels: Vec<String> = vec![self.setup.info.names.control()];
         channels.extend(
             self.interest
                 .keys()
-                .map(|k| self.setup.names.channel_of_key(k)),
+                .map(|k| self.setup.info.names.channel_of_key(k)),
         );
         for chunk in channels.chunks(SUBSCRIBE_CHUNK) {
             sink.subscribe(chunk).await?;
         }
         self.setup
+            .info
             .stats
             .cluster
             .channels
@@ -198,7 +194,7 @@ impl Worker {
 
     /// Connected: relays messages both ways and refreshes presence until Redis goes away.
     async fn serve(&mut self, hub: &Arc<Hub>, wake: &Wake, mut link: Connected) -> End {
-        let mut beat = tokio::time::interval(self.setup.ttl / 3);
+        let mut beat = tokio::time::interval(self.setup.info.ttl / 3);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
         loop {
@@ -247,7 +243,7 @@ impl Worker {
         let mut pipe = redis::pipe();
         for o in batch.iter() {
             pipe.cmd("PUBLISH")
-                .arg(self.setup.names.channel_of_key(&o.key))
+                .arg(self.setup.info.names.channel_of_key(&o.key))
                 .arg(&o.payload);
         }
         let result = match timeout(OP_TIMEOUT, pipe.query_async::<Vec<u64>>(conn)).await {
@@ -255,7 +251,7 @@ impl Worker {
             Ok(Err(e)) => Err(format!("PUBLISH failed: {e}")),
             Err(_) => Err("PUBLISH timed out".to_string()),
         };
-        let c = &self.setup.stats.cluster;
+        let c = &self.setup.info.stats.cluster;
         match &result {
             Ok(_) => c.published.fetch_add(batch.len() as u64, Relaxed),
             Err(_) => c.publish_failed.fetch_add(batch.len() as u64, Relaxed),
@@ -294,6 +290,7 @@ impl Worker {
             }
         };
         self.setup
+            .info
             .stats
             .cluster
             .channels
@@ -311,7 +308,7 @@ impl Worker {
         match req {
             Request::Interest { key, add } => {
                 if self.count_interest(&key, add) {
-                    let channel = self.setup.names.channel_of_key(&key);
+                    let channel = self.setup.info.names.channel_of_key(&key);
                     let op = if add {
                         timeout(OP_TIMEOUT, link.sink.subscribe(&channel)).await
                     } else {
@@ -345,9 +342,9 @@ impl Worker {
                 user,
                 reply,
             } => {
-                let control = self.setup.names.control();
+                let control = self.setup.info.names.control();
                 let ask = Control::Disconnect {
-                    from: self.setup.node.to_string(),
+                    from: self.setup.info.name.to_string(),
                     project: project.clone(),
                     user: user.clone(),
                 };
@@ -375,14 +372,14 @@ impl Worker {
             return;
         };
         let payload = msg.get_payload_bytes();
-        let names = &self.setup.names;
+        let names = &self.setup.info.names;
         if channel == names.control().as_bytes() {
             if let Some(Control::Disconnect {
                 from,
                 project,
                 user,
             }) = Control::decode(payload)
-                && from != *self.setup.node
+                && from != *self.setup.info.name
             {
                 let hub = hub.clone();
                 // The hub waits for every shard's answer: not on this thread.
@@ -395,8 +392,8 @@ impl Worker {
             return;
         };
         // The publishing node delivered its own copy already.
-        if m.origin != *self.setup.node {
-            self.setup.stats.cluster.received.fetch_add(1, Relaxed);
+        if m.origin != *self.setup.info.name {
+            self.setup.info.stats.cluster.received.fetch_add(1, Relaxed);
             hub.deliver_nowait(Publish::new(dest, m.body, m.headers));
         }
     }
@@ -432,7 +429,7 @@ impl Worker {
                         }
                     }
                     for o in self.outgoing.try_iter() {
-                        self.setup.stats.cluster.publish_failed.fetch_add(1, Relaxed);
+                        self.setup.info.stats.cluster.publish_failed.fetch_add(1, Relaxed);
                         if let Some(reply) = o.reply {
                             let _ = reply.send(Err(down.clone()));
                         }
