@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types;
 use plotters::prelude::*;
 use serde_json::Value;
 
@@ -78,6 +79,35 @@ pub fn run(files: &[std::path::PathBuf], out: &Path) -> Result<(), String> {
     )
 }
 
+type Root<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+type Axes<'a, 'b> =
+    ChartContext<'b, BitMapBackend<'a>, Cartesian2d<types::RangedCoordf64, types::RangedCoordf64>>;
+
+/// A white 960×540 PNG canvas at `path`.
+fn canvas(path: &Path) -> Result<Root<'_>, String> {
+    let root = BitMapBackend::new(path, (960, 540)).into_drawing_area();
+    root.fill(&WHITE)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(root)
+}
+
+/// Title and linear axes on `root`, the same frame for every chart.
+fn axes<'a, 'b>(
+    root: &'b Root<'a>,
+    path: &Path,
+    title: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> Result<Axes<'a, 'b>, String> {
+    ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 24))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(90)
+        .build_cartesian_2d(x, y)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 fn chart<'a>(
     path: &Path,
     title: &str,
@@ -94,16 +124,9 @@ fn chart<'a>(
             .max(1e-9)
     };
     let (x_max, y_max) = (max(|p| p.0) * 1.05, max(|p| p.1) * 1.05);
-    let root = BitMapBackend::new(path, (960, 540)).into_drawing_area();
+    let root = canvas(path)?;
     let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut c = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 24))
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
-        .map_err(|e| err(&e))?;
+    let mut c = axes(&root, path, title, 0.0..x_max, 0.0..y_max)?;
     c.configure_mesh()
         .x_desc(x_label)
         .y_desc(y_label)
@@ -142,16 +165,9 @@ pub fn bars(
         .max(1e-9)
         * 1.15;
     let n = rows.len().max(1);
-    let root = BitMapBackend::new(path, (960, 540)).into_drawing_area();
+    let root = canvas(path)?;
     let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut c = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 24))
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(90)
-        .build_cartesian_2d(0.0..n as f64, 0.0..y_max)
-        .map_err(|e| err(&e))?;
+    let mut c = axes(&root, path, title, 0.0..n as f64, 0.0..y_max)?;
     c.configure_mesh()
         .disable_x_mesh()
         .x_labels(n * 2 + 1)

@@ -170,6 +170,12 @@ impl Worker {
         }
     }
 
+    /// The `cluster.channels` gauge: destinations with a local audience.
+    fn count_channels(&self) {
+        let c = &self.setup.info.stats.cluster;
+        c.channels.store(self.interest.len() as u64, Relaxed);
+    }
+
     async fn connect(&self) -> redis::RedisResult<Connected> {
         let client = &self.setup.client;
         let conn = client.get_multiplexed_async_connection().await?;
@@ -183,12 +189,7 @@ impl Worker {
         for chunk in channels.chunks(SUBSCRIBE_CHUNK) {
             sink.subscribe(chunk).await?;
         }
-        self.setup
-            .info
-            .stats
-            .cluster
-            .channels
-            .store(self.interest.len() as u64, Relaxed);
+        self.count_channels();
         Ok(Connected { conn, sink, stream })
     }
 
@@ -289,12 +290,7 @@ impl Worker {
                 None => false,
             }
         };
-        self.setup
-            .info
-            .stats
-            .cluster
-            .channels
-            .store(self.interest.len() as u64, Relaxed);
+        self.count_channels();
         edge
     }
 
