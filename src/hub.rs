@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::cluster::Cluster;
+use crate::endpoint::check_name;
 
 /// A destination inside a project. Topics and user queues are separate namespaces.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -46,31 +47,25 @@ impl Dest {
         }
     }
 
-    /// The destination of an index key (`None` if `key` is not one).
+    /// The destination of an index key (`None` if `key` is not one, or names a destination
+    /// no client could have: `check_name` holds for every name).
     pub fn from_key(key: &str) -> Option<Dest> {
-        let mut parts = key.split('\0');
-        let dest = match (parts.next()?, parts.next()?, parts.next()?) {
-            ("t", project, topic) => Dest::Topic {
-                project: project.into(),
-                topic: topic.into(),
-            },
-            ("u", project, user) => Dest::User {
-                project: project.into(),
-                user: user.into(),
-                queue: parts.next()?.into(),
-            },
-            _ => return None,
-        };
-        let valid = |n: &str| !n.is_empty() && !n.chars().any(char::is_control);
-        let names_ok = match &dest {
-            Dest::Topic { project, topic } => valid(project) && valid(topic),
-            Dest::User {
-                project,
-                user,
-                queue,
-            } => valid(project) && valid(user) && valid(queue),
-        };
-        (names_ok && parts.next().is_none()).then_some(dest)
+        let parts: Vec<&str> = key.split('\0').collect();
+        if !parts[1..].iter().all(|n| check_name("", n).is_ok()) {
+            return None;
+        }
+        match parts.as_slice() {
+            ["t", project, topic] => Some(Dest::Topic {
+                project: (*project).into(),
+                topic: (*topic).into(),
+            }),
+            ["u", project, user, queue] => Some(Dest::User {
+                project: (*project).into(),
+                user: (*user).into(),
+                queue: (*queue).into(),
+            }),
+            _ => None,
+        }
     }
 }
 

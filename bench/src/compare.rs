@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::{Load, Target, drive, floor_measure, nofile, pid_cpu_s, raw_proto};
+use crate::{Load, Target, admin_publish, drive, floor_measure, nofile, pid_cpu_s, raw_proto};
 
 #[derive(clap::Parser, Clone)]
 pub struct Args {
@@ -256,33 +256,6 @@ fn http_publish(addr: SocketAddr, topic: &str, body: &str) -> Result<(), String>
     }
 }
 
-fn admin_publish(sock: &Path, topic: &str, body: &str) -> Result<(), String> {
-    let req = json!({"destination": format!("/topic/{topic}"), "body": body});
-    let (status, resp) =
-        ringcast::admin::request(sock, "POST", "/publish", Some(req.to_string().as_bytes()))?;
-    if status == 200 {
-        Ok(())
-    } else {
-        Err(format!(
-            "publish: HTTP {status}: {}",
-            String::from_utf8_lossy(&resp)
-        ))
-    }
-}
-
-fn proc_rss(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
 /// One scenario against a fresh process of `name`.
 fn measure(name: &str, load: &Load) -> Result<Value, String> {
     let mut r = start(name, load.connections)?;
@@ -295,10 +268,10 @@ fn measure(name: &str, load: &Load) -> Result<Value, String> {
         project: "default".into(),
     };
     let publish = |topic: &str, body: &str| match &r.via {
-        Via::Admin(sock) => admin_publish(sock, topic, body),
+        Via::Admin(sock) => admin_publish(sock, &target.project, topic, body),
         Via::Http(addr) => http_publish(*addr, topic, body),
     };
-    let rss = || proc_rss(pid);
+    let rss = || ringcast::stats::rss_bytes_of(&pid.to_string());
     let cpu = || pid_cpu_s(u64::from(pid));
     let result = drive(
         load,
@@ -337,17 +310,10 @@ pub fn run(a: &Args) -> Result<Value, String> {
     let cap = nofile().saturating_sub(1000) as usize;
     let mut rows = Vec::new();
     for name in &a.servers {
+        // Peers are single processes; ringcast and the floor shard over fd tables.
         let capped = name != "ringcast" && name != "floor";
-        let n = if capped {
-            a.connections.min(cap)
-        } else {
-            a.connections
-        };
-        let sn = if capped {
-            a.sustained_connections.min(cap)
-        } else {
-            a.sustained_connections
-        };
+        let fit = |want: usize| if capped { want.min(cap) } else { want };
+        let (n, sn) = (fit(a.connections), fit(a.sustained_connections));
         let mut runs = Vec::new();
         for i in 0..a.repeat.max(1) {
             eprintln!(
@@ -401,10 +367,6 @@ pub fn run(a: &Args) -> Result<Value, String> {
     Ok(v)
 }
 
-fn num(v: &Value) -> Option<f64> {
-    v.as_f64()
-}
-
 /// Per server: connect rate, bytes per connection, last delivery, sustained latency and CPU.
 fn figures(r: &Value) -> [Option<f64>; 7] {
     let b = &r["broadcast"];
@@ -413,13 +375,17 @@ fn figures(r: &Value) -> [Option<f64>; 7] {
     let b_ok = ok(b);
     let s_ok = ok(s);
     [
-        num(&b["connect_rate"]).filter(|_| b_ok),
-        num(&b["server_rss_per_connection"]).filter(|_| b_ok),
-        num(&b["messages"][0]["last_delivery_s"]).filter(|_| b_ok),
-        num(&s["latency_ms"]["p50"]).filter(|_| s_ok),
-        num(&s["latency_ms"]["p99"]).filter(|_| s_ok),
-        num(&s["latency_ms"]["p999"]).filter(|_| s_ok),
-        num(&s["sustained"]["server_cpu_seconds"]).filter(|_| s_ok),
+        b["connect_rate"].as_f64().filter(|_| b_ok),
+        b["server_rss_per_connection"].as_f64().filter(|_| b_ok),
+        b["messages"][0]["last_delivery_s"]
+            .as_f64()
+            .filter(|_| b_ok),
+        s["latency_ms"]["p50"].as_f64().filter(|_| s_ok),
+        s["latency_ms"]["p99"].as_f64().filter(|_| s_ok),
+        s["latency_ms"]["p999"].as_f64().filter(|_| s_ok),
+        s["sustained"]["server_cpu_seconds"]
+            .as_f64()
+            .filter(|_| s_ok),
     ]
 }
 

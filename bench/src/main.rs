@@ -225,6 +225,26 @@ fn server_stats(sock: &std::path::Path) -> Result<Value, String> {
     serde_json::from_slice(&body).map_err(|e| e.to_string())
 }
 
+/// Publishes `body` to `/topic/TOPIC` of `project` through a ringcast admin socket.
+fn admin_publish(
+    sock: &std::path::Path,
+    project: &str,
+    topic: &str,
+    body: &str,
+) -> Result<(), String> {
+    let req = json!({"project": project, "destination": format!("/topic/{topic}"), "body": body});
+    let (status, resp) =
+        ringcast::admin::request(sock, "POST", "/publish", Some(req.to_string().as_bytes()))?;
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(format!(
+            "publish: HTTP {status}: {}",
+            String::from_utf8_lossy(&resp)
+        ))
+    }
+}
+
 fn nofile() -> u64 {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
@@ -334,23 +354,8 @@ fn ringcast_run(
         .map(|s| Ok(server_stats(s)?["pid"].as_u64().unwrap_or(0)))
         .collect::<Result<Vec<u64>, String>>()?;
     let project = target.project.clone();
-    let publish = |topic: &str, body: &str| -> Result<(), String> {
-        let req =
-            json!({"project": project, "destination": format!("/topic/{topic}"), "body": body});
-        let (status, resp) = ringcast::admin::request(
-            &server.admin_socket[0],
-            "POST",
-            "/publish",
-            Some(req.to_string().as_bytes()),
-        )?;
-        if status != 200 {
-            return Err(format!(
-                "publish: HTTP {status}: {}",
-                String::from_utf8_lossy(&resp)
-            ));
-        }
-        Ok(())
-    };
+    let publish =
+        |topic: &str, body: &str| admin_publish(&server.admin_socket[0], &project, topic, body);
     let cpu = move || pids.iter().map(|&p| pid_cpu_s(p)).sum::<Option<f64>>();
     let addrs: Vec<SocketAddr> = targets.iter().map(|t| t.addr).collect();
     let mut v = drive(load, &addrs, &target.topic, proto, &publish, &rss, &cpu)?;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 
@@ -52,7 +52,22 @@ enum Request {
         reply: Sender<Result<usize, String>>,
     },
     /// The node is stopping: take its presence out of Redis now rather than at TTL.
-    Leave { reply: Sender<()> },
+    Leave { reply: Sender<Result<(), String>> },
+}
+
+impl Request {
+    /// Answers a waiting caller with `why` (what the cluster thread does while Redis is down).
+    fn fail(self, why: &str) {
+        let why = why.to_string();
+        // A caller that gave up waiting has dropped its receiver: nothing to tell it.
+        match self {
+            Request::Interest { .. } => {}
+            Request::Sessions { reply, .. } => drop(reply.send(Err(why))),
+            Request::Stats { reply } => drop(reply.send(Err(why))),
+            Request::Disconnect { reply, .. } => drop(reply.send(Err(why))),
+            Request::Leave { reply } => drop(reply.send(Err(why))),
+        }
+    }
 }
 
 /// A publish on its way to Redis.
@@ -148,10 +163,6 @@ pub fn new(
 }
 
 impl Cluster {
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
     fn request(&self, req: Request) -> bool {
         let sent = self.requests.send(req).is_ok();
         self.wake_worker();
@@ -177,14 +188,10 @@ impl Cluster {
             payload: wire::encode(&self.node, &msg.headers, &msg.body),
             reply,
         };
-        let queued = match self.outgoing.try_send(out) {
-            Ok(()) => {
-                self.wake_worker();
-                true
-            }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-        };
-        if !queued {
+        let queued = self.outgoing.try_send(out).is_ok();
+        if queued {
+            self.wake_worker();
+        } else {
             self.stats.cluster.publish_failed.fetch_add(1, Relaxed);
         }
         queued
@@ -245,9 +252,6 @@ impl Cluster {
 
     /// Removes this node from presence (on a clean stop), waiting at most `ANSWER_TIMEOUT`.
     pub fn leave(&self) {
-        let (tx, rx) = bounded(1);
-        if self.request(Request::Leave { reply: tx }) {
-            let _ = rx.recv_timeout(ANSWER_TIMEOUT);
-        }
+        let _ = self.ask(|reply| Request::Leave { reply });
     }
 }

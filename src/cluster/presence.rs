@@ -196,19 +196,18 @@ impl Presence {
         }))
     }
 
-    /// Publishes `ask` on the control channel; answers how many sessions of the user the other
-    /// nodes listed in presence.
-    pub async fn disconnect_others(
-        &self,
-        control: &str,
-        ask: &Control,
-        project: &str,
-        user: &str,
-    ) -> Result<usize, String> {
-        let listed = self.remote_sessions(project, Some(user)).await?.len();
+    /// Asks the other nodes, on the control channel, to close `user`'s sessions; answers how
+    /// many of them they listed in presence.
+    pub async fn disconnect_others(&self, project: String, user: String) -> Result<usize, String> {
+        let listed = self.remote_sessions(&project, Some(&user)).await?.len();
+        let ask = Control::Disconnect {
+            from: self.info.name.clone(),
+            project,
+            user,
+        };
         let mut conn = self.conn.clone();
         redis::cmd("PUBLISH")
-            .arg(control)
+            .arg(self.info.names.control())
             .arg(ask.encode())
             .query_async::<u64>(&mut conn)
             .await

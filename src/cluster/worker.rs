@@ -37,6 +37,17 @@ pub(super) struct Setup {
     pub info: Arc<NodeInfo>,
 }
 
+/// Runs `work` off the loop (bounded by `OP_TIMEOUT`) and hands its outcome to `reply`.
+fn answer<T: Send + 'static>(
+    reply: crossbeam_channel::Sender<Result<T, String>>,
+    work: impl Future<Output = Result<T, String>> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let r = timeout(OP_TIMEOUT, work).await;
+        let _ = reply.send(r.unwrap_or_else(|_| Err("Redis timed out".into())));
+    });
+}
+
 /// The reading end of the wake-up pair: readable when a shard or the admin thread sent.
 struct Wake(UnixStream);
 
@@ -300,7 +311,6 @@ impl Worker {
         link: &mut Connected,
         req: Request,
     ) -> Result<(), End> {
-        let p = self.presence(hub, &link.conn);
         match req {
             Request::Interest { key, add } => {
                 if self.count_interest(&key, add) {
@@ -322,40 +332,31 @@ impl Worker {
                 user,
                 reply,
             } => {
-                tokio::spawn(async move {
-                    let r = timeout(OP_TIMEOUT, p.sessions(&project, user.as_deref())).await;
-                    let _ = reply.send(r.unwrap_or_else(|_| Err("Redis timed out".into())));
-                });
+                let p = self.presence(hub, &link.conn);
+                answer(
+                    reply,
+                    async move { p.sessions(&project, user.as_deref()).await },
+                );
             }
             Request::Stats { reply } => {
-                tokio::spawn(async move {
-                    let r = timeout(OP_TIMEOUT, p.stats()).await;
-                    let _ = reply.send(r.unwrap_or_else(|_| Err("Redis timed out".into())));
-                });
+                let p = self.presence(hub, &link.conn);
+                answer(reply, async move { p.stats().await });
             }
             Request::Disconnect {
                 project,
                 user,
                 reply,
             } => {
-                let control = self.setup.info.names.control();
-                let ask = Control::Disconnect {
-                    from: self.setup.info.name.to_string(),
-                    project: project.clone(),
-                    user: user.clone(),
-                };
-                tokio::spawn(async move {
-                    let r = timeout(
-                        OP_TIMEOUT,
-                        p.disconnect_others(&control, &ask, &project, &user),
-                    )
-                    .await;
-                    let _ = reply.send(r.unwrap_or_else(|_| Err("Redis timed out".into())));
-                });
+                let p = self.presence(hub, &link.conn);
+                answer(
+                    reply,
+                    async move { p.disconnect_others(project, user).await },
+                );
             }
             Request::Leave { reply } => {
-                let _ = timeout(OP_TIMEOUT, p.leave()).await;
-                let _ = reply.send(());
+                let p = self.presence(hub, &link.conn);
+                let r = timeout(OP_TIMEOUT, p.leave()).await;
+                let _ = reply.send(r.unwrap_or_else(|_| Err("Redis timed out".into())));
                 return Err(End::Stop);
             }
         }
@@ -409,19 +410,11 @@ impl Worker {
                             Request::Interest { key, add } => {
                                 self.count_interest(&key, add);
                             }
-                            Request::Sessions { reply, .. } => {
-                                let _ = reply.send(Err(down.clone()));
-                            }
-                            Request::Stats { reply } => {
-                                let _ = reply.send(Err(down.clone()));
-                            }
-                            Request::Disconnect { reply, .. } => {
-                                let _ = reply.send(Err(down.clone()));
-                            }
-                            Request::Leave { reply } => {
-                                let _ = reply.send(());
+                            leave @ Request::Leave { .. } => {
+                                leave.fail(&down);
                                 return End::Stop;
                             }
+                            other => other.fail(&down),
                         }
                     }
                     for o in self.outgoing.try_iter() {
