@@ -4,9 +4,21 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BIN="${RINGCAST_BIN:-$ROOT/target/release/ringcast}"
-RUNNER="${AUTOBAHN_RUNNER:-$ROOT/../shared/tools/autobahn/run.sh}"
 OUT="${AUTOBAHN_OUT:-$ROOT/target/autobahn}"
-[ -x "$RUNNER" ] || { echo "autobahn runner not found at $RUNNER" >&2; exit 2; }
+# The project's shared/ sits beside the checkout (CI lays it there); a clone made elsewhere
+# from a local checkout finds it beside the checkout it was cloned from.
+find_runner() {
+  [ -n "${AUTOBAHN_RUNNER:-}" ] && { echo "$AUTOBAHN_RUNNER"; return; }
+  local origin
+  origin=$(git -C "$ROOT" config --get remote.origin.url 2>/dev/null || true)
+  for base in "$ROOT/.." "${origin:+$origin/..}"; do
+    [ -n "$base" ] && [ -x "$base/shared/tools/autobahn/run.sh" ] && {
+      echo "$base/shared/tools/autobahn/run.sh"; return; }
+  done
+  echo "$ROOT/../shared/tools/autobahn/run.sh"
+}
+RUNNER=$(find_runner)
+[ -x "$RUNNER" ] || { echo "autobahn runner not found at $RUNNER (set AUTOBAHN_RUNNER)" >&2; exit 2; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
