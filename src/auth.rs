@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
@@ -60,24 +61,70 @@ impl Auth {
         })
     }
 
-    /// Verifies `token` for `project`; returns the user it names, or why it was refused.
+    /// Verifies `token` for `project`; returns the user it names, or why it was refused. The
+    /// reason is ours (it reaches clients in ERROR frames and HTTP bodies), never the JWT
+    /// library's internal names.
     pub fn verify(&self, project: &str, token: &str) -> Result<String, String> {
         let keys = self
             .projects
             .get(project)
             .ok_or_else(|| format!("unknown project {project:?}"))?;
+        // RFC 7515 §4.1.11: a token that names critical extensions this server does not
+        // implement (it implements none) must be refused, whatever its signature.
+        let header = jsonwebtoken::decode_header(token).map_err(|e| refusal(e.kind()))?;
+        if let Some(crit) = header.crit {
+            return Err(format!(
+                "token has critical header parameters this server does not understand: {crit:?}"
+            ));
+        }
         let mut v = Validation::new(keys.alg);
         v.leeway = LEEWAY_S;
         v.validate_nbf = true;
         v.validate_aud = false;
         v.required_spec_claims = ["exp".to_string()].into();
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &keys.decoding, &v)
-            .map_err(|e| format!("invalid token: {e}"))?;
-        match data.claims.get(&self.user_claim) {
-            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-            Some(Value::Number(n)) => Ok(n.to_string()),
-            _ => Err(format!("token has no {:?} claim", self.user_claim)),
+            .map_err(|e| refusal(e.kind()))?;
+        let user = match data.claims.get(&self.user_claim) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err(format!("token has no {:?} claim", self.user_claim)),
+        };
+        // The user name becomes a STOMP header, a hub key and a log field: it must not be
+        // able to smuggle a line break (or any control character) into any of them.
+        if !crate::names::valid(&user) {
+            return Err(format!(
+                "the token's {:?} claim is not a valid user name ({})",
+                self.user_claim,
+                crate::names::RULE
+            ));
         }
+        Ok(user)
+    }
+
+    /// Pairs of projects that share a key: a token of one then opens the other.
+    pub fn shared_keys(cfg: &Config) -> Vec<(String, String)> {
+        let key_of = |p: &Project| -> Option<Vec<u8>> {
+            match p.jwt_alg.as_deref().unwrap_or("HS256") {
+                "HS256" => p.jwt_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+                _ => p.jwt_public_key.as_ref().map(|f| {
+                    std::fs::read(f).unwrap_or_else(|_| f.as_os_str().as_encoded_bytes().to_vec())
+                }),
+            }
+        };
+        let keyed: Vec<(&String, Vec<u8>)> = cfg
+            .projects
+            .iter()
+            .filter_map(|(n, p)| Some((n, key_of(p)?)))
+            .collect();
+        let mut pairs = Vec::new();
+        for (i, (a, ka)) in keyed.iter().enumerate() {
+            for (b, kb) in &keyed[i + 1..] {
+                if ka == kb {
+                    pairs.push(((*a).clone(), (*b).clone()));
+                }
+            }
+        }
+        pairs
     }
 
     /// Mints a token for `user` in `project`, valid for `ttl_s` seconds.
@@ -98,6 +145,25 @@ impl Auth {
         claims.insert("iat".into(), now.into());
         claims.insert("exp".into(), (now + ttl_s).into());
         jsonwebtoken::encode(&Header::new(keys.alg), &claims, enc).map_err(|e| e.to_string())
+    }
+}
+
+/// Why a token was refused, in words a client developer can act on.
+fn refusal(kind: &ErrorKind) -> String {
+    match kind {
+        ErrorKind::ExpiredSignature => "token expired".into(),
+        ErrorKind::ImmatureSignature => "token not valid yet (nbf is in the future)".into(),
+        ErrorKind::InvalidSignature => {
+            "token signature does not verify with this project's key".into()
+        }
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::UnsupportedAlgorithm => {
+            "token algorithm is not the one this project accepts".into()
+        }
+        ErrorKind::MissingRequiredClaim(c) => format!("token has no {c:?} claim"),
+        ErrorKind::InvalidClaimFormat(c) => format!("token claim {c:?} has the wrong type"),
+        _ => "malformed token: not a signed JWT (header.payload.signature, base64url JSON)".into(),
     }
 }
 
@@ -187,7 +253,7 @@ mod tests {
         let t = a.mint("demo", "alice", 60).unwrap();
         assert_eq!(a.verify("demo", &t).unwrap(), "alice");
         // The same token is no good in another project (other key).
-        assert!(a.verify("other", &t).unwrap_err().contains("invalid token"));
+        assert!(a.verify("other", &t).unwrap_err().contains("signature"));
         assert!(
             a.verify("nope", &t)
                 .unwrap_err()
@@ -209,11 +275,78 @@ mod tests {
             )
             .unwrap()
         };
-        assert!(a.verify("demo", &expired).unwrap_err().contains("Expired"));
+        assert_eq!(a.verify("demo", &expired).unwrap_err(), "token expired");
         // alg: none, unsigned.
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJib2IiLCJleHAiOjk5OTk5OTk5OTl9.";
         assert!(a.verify("demo", none).is_err());
-        assert!(a.verify("demo", "garbage").is_err());
+        assert!(
+            a.verify("demo", "garbage")
+                .unwrap_err()
+                .starts_with("malformed token")
+        );
+    }
+
+    fn signed(header: Header, claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(b"s3cret")).unwrap()
+    }
+
+    #[test]
+    fn a_critical_extension_is_refused() {
+        let a = auth("sub");
+        let mut h = Header::new(Algorithm::HS256);
+        h.crit = Some(vec!["x-unknown".into()]);
+        let t = signed(
+            h,
+            serde_json::json!({"sub": "bob", "exp": 9_999_999_999u64}),
+        );
+        let e = a.verify("demo", &t).unwrap_err();
+        assert!(
+            e.contains("critical header") && e.contains("x-unknown"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_user_claim_with_control_characters_is_refused() {
+        let a = auth("sub");
+        for bad in ["bob\nMESSAGE", "nul\0", "", &"x".repeat(300)] {
+            let t = signed(
+                Header::new(Algorithm::HS256),
+                serde_json::json!({"sub": bad, "exp": 9_999_999_999u64}),
+            );
+            let e = a.verify("demo", &t).unwrap_err();
+            assert!(e.contains("not a valid user name"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn errors_never_name_library_internals() {
+        let a = auth("sub");
+        let wrong_alg = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS384),
+            &serde_json::json!({"sub": "bob", "exp": 9_999_999_999u64}),
+            &EncodingKey::from_secret(b"s3cret"),
+        )
+        .unwrap();
+        for t in [wrong_alg.as_str(), "a.b.c", "garbage", "e30.e30."] {
+            let e = a.verify("demo", t).unwrap_err();
+            assert!(!e.contains("Invalid") && !e.contains("Error"), "{t}: {e}");
+        }
+    }
+
+    #[test]
+    fn projects_sharing_a_secret_are_found() {
+        let mut c = Config::default();
+        for (n, k) in [("a", "same"), ("b", "other"), ("c", "same")] {
+            c.projects.insert(
+                n.into(),
+                Project {
+                    jwt_secret: Some(k.into()),
+                    ..Default::default()
+                },
+            );
+        }
+        assert_eq!(Auth::shared_keys(&c), [("a".to_string(), "c".to_string())]);
     }
 
     #[test]

@@ -97,7 +97,17 @@ pub struct Limits {
     /// they are closed (a vanished peer). 0 = never. STOMP sessions use their heart-beats.
     pub ping_interval_ms: u64,
     /// Open connections allowed from one source address (0 = no limit); beyond it, 429.
+    /// Off by default: many real users share one address behind carrier-grade NAT.
     pub max_connections_per_ip: usize,
+    /// STOMP: CONNECT must arrive within this after the upgrade, or the session gets an ERROR
+    /// and is closed (an unauthenticated connection must not hold a slot forever).
+    pub connect_timeout_ms: u64,
+    /// Connections from one source address not yet authenticated (upgrades in progress and
+    /// STOMP sessions before CONNECTED); beyond it, 429. 0 = no limit.
+    pub max_pending_per_ip: usize,
+    /// Largest WebSocket message and STOMP frame a session may send before it is
+    /// authenticated (a CONNECT is a few hundred bytes; a token a few KB at most).
+    pub max_connect_bytes: usize,
 }
 
 impl Default for Limits {
@@ -112,6 +122,9 @@ impl Default for Limits {
             max_topics_per_session: 64,
             ping_interval_ms: 30_000,
             max_connections_per_ip: 0,
+            connect_timeout_ms: 10_000,
+            max_pending_per_ip: 1000,
+            max_connect_bytes: 8192,
         }
     }
 }
@@ -286,6 +299,9 @@ impl Config {
         if !self.server.path.starts_with('/') || !self.server.echo_path.starts_with('/') {
             return Err("server.path and server.echo_path must start with /".into());
         }
+        if self.limits.max_connect_bytes < 512 {
+            return Err("limits.max_connect_bytes must be at least 512".into());
+        }
         if self.limits.send_queue == 0 {
             return Err("limits.send_queue must be at least 1".into());
         }
@@ -312,10 +328,38 @@ impl Config {
             .unwrap_or_else(default_admin_socket)
     }
 
+    /// The merged configuration as TOML, secrets masked (it is printed and pasted into
+    /// issues; key files are shown as paths, never as contents).
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
         shown.server.admin_socket = Some(self.admin_socket());
+        for p in shown.projects.values_mut() {
+            if p.jwt_secret.is_some() {
+                p.jwt_secret = Some(MASK.into());
+            }
+        }
+        if let Some(url) = &mut shown.cluster.redis {
+            *url = mask_password(url);
+        }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+/// What `--print-config` shows instead of a secret.
+const MASK: &str = "<secret: not shown>";
+
+/// `redis://user:pass@host` → `redis://user:<secret: not shown>@host`.
+fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:{MASK}{}", &rest[userinfo.len()..])
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -359,6 +403,11 @@ mod tests {
         assert_eq!(c.server.shards, 5);
         assert!(!c.auth.enabled);
         assert!(c.to_toml().contains("[projects.demo]"));
+        let shown = c.to_toml();
+        assert!(
+            shown.contains(MASK) && !shown.contains("jwt_secret = \"s\""),
+            "{shown}"
+        );
         std::fs::write(&f, "[server]\nlisten = 1\n").unwrap();
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
         std::fs::write(&f, "[server]\nlistn = \"x\"\n").unwrap();
@@ -368,6 +417,16 @@ mod tests {
                 .contains("listn")
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn printed_urls_hide_their_password() {
+        assert_eq!(
+            mask_password("redis://u:p@h:1/0"),
+            format!("redis://u:{MASK}@h:1/0")
+        );
+        assert_eq!(mask_password("redis://:p@h"), format!("redis://:{MASK}@h"));
+        assert_eq!(mask_password("redis://h:1/0"), "redis://h:1/0");
     }
 
     #[test]

@@ -110,8 +110,6 @@ pub struct Identity {
 
 /// The STOMP subprotocols, in the order the server prefers them.
 const STOMP_PROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
-/// Longest project, topic or user name accepted.
-const MAX_NAME: usize = 256;
 
 pub struct Session {
     phase: Phase,
@@ -220,6 +218,33 @@ impl Session {
         next
     }
 
+    /// STOMP only: CONNECT did not come in time after the upgrade. Returns whether the session
+    /// was still waiting for it (it now gets an ERROR and is closing).
+    pub fn connect_timeout(&mut self, timeout_ms: u64, out: &mut Vec<Output>) -> bool {
+        if self.phase != Phase::Open {
+            return false;
+        }
+        let Mode::Stomp(s) = &mut self.mode else {
+            return false;
+        };
+        let start = out.len();
+        let fired = s.connect_timeout(timeout_ms, out);
+        self.take_close_request(out, start);
+        fired
+    }
+
+    /// The largest message this connection may send now: small until a STOMP session is
+    /// authenticated, so an anonymous client cannot park 64 KB in the server.
+    fn message_limit(&self, cfg: &Config) -> usize {
+        match &self.mode {
+            Mode::Stomp(s) if !s.is_connected() => cfg
+                .limits
+                .max_message_bytes
+                .min(cfg.limits.max_connect_bytes),
+            _ => cfg.limits.max_message_bytes,
+        }
+    }
+
     /// Turns a close the STOMP layer asked for (in `out` from `start` on) into our close frame.
     fn take_close_request(&mut self, out: &mut Vec<Output>, start: usize) {
         if let Some(i) = out[start..]
@@ -307,8 +332,8 @@ impl Session {
                 }
             }
         }
-        let max = cfg.limits.max_message_bytes;
         while matches!(self.phase, Phase::Open | Phase::Closing) {
+            let max = self.message_limit(cfg);
             let rest = &mut buf[pos..];
             match frame::decode(rest, max) {
                 Err(e) => {
@@ -514,10 +539,10 @@ pub fn route(req: &Request, ctx: &Context) -> Result<Route, Reject> {
 
 /// Names are bounded and free of control characters (which also keeps hub keys unambiguous).
 pub fn check_name(what: &str, name: &str) -> Result<(), Reject> {
-    if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
+    if !crate::names::valid(name) {
         return Err(Reject::new(
             400,
-            format!("invalid {what} name: 1–{MAX_NAME} bytes, no control characters"),
+            format!("invalid {what} name: {}", crate::names::RULE),
         ));
     }
     Ok(())

@@ -78,6 +78,10 @@ pub struct Publish {
     pub headers: Vec<(String, String)>,
     /// The raw-mode WebSocket frame (the body alone), encoded once for every shard.
     pub raw: Bytes,
+    /// Whether the body is UTF-8. A text frame must hold UTF-8 (conforming clients close
+    /// with 1007 otherwise), so any other body travels in binary frames, raw and STOMP alike:
+    /// one publisher's bytes can never make other sessions fail.
+    pub utf8: bool,
     /// Unique within this server process: the STOMP `message-id`.
     pub seq: u64,
 }
@@ -85,9 +89,20 @@ pub struct Publish {
 static SEQ: AtomicU64 = AtomicU64::new(1);
 
 impl Publish {
+    /// The WebSocket opcode of every frame that carries this body.
+    pub fn opcode(utf8: bool) -> crate::ws::frame::Opcode {
+        if utf8 {
+            crate::ws::frame::Opcode::Text
+        } else {
+            crate::ws::frame::Opcode::Binary
+        }
+    }
+
     pub fn new(dest: Dest, body: Bytes, headers: Vec<(String, String)>) -> Publish {
+        let utf8 = simdutf8::basic::from_utf8(&body).is_ok();
         Publish {
-            raw: crate::ws::frame::encode(crate::ws::frame::Opcode::Text, &body),
+            raw: crate::ws::frame::encode(Publish::opcode(utf8), &body),
+            utf8,
             dest,
             body,
             headers,
@@ -439,6 +454,21 @@ mod tests {
         ] {
             assert_eq!(Dest::from_key(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_travels_in_binary_frames() {
+        let text = Publish::new(
+            topic("p", "t"),
+            Bytes::from_static("héllo".as_bytes()),
+            vec![],
+        );
+        assert!(text.utf8);
+        assert_eq!(text.raw[0], 0x81);
+        let bin = Publish::new(topic("p", "t"), Bytes::from_static(b"\xff\x00\xfe"), vec![]);
+        assert!(!bin.utf8);
+        assert_eq!(bin.raw[0], 0x82);
+        assert_eq!(&bin.raw[2..], b"\xff\x00\xfe");
     }
 
     #[test]

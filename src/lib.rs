@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod endpoint;
 pub mod hub;
+pub mod names;
 pub mod reactor;
 pub mod server;
 pub mod stats;

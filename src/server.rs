@@ -124,6 +124,7 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
     };
 
     let auth = Auth::from_config(&cfg)?;
+    warn_shared_keys(&cfg);
     let ctx = Arc::new(Context::new(cfg, auth));
     let cfg = &ctx.cfg;
     let stats = Arc::new(Stats::new(shards));
@@ -139,11 +140,15 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
     let per_ip = Arc::new(crate::reactor::per_ip::PerIp::new(
         cfg.limits.max_connections_per_ip,
     ));
+    let pending_per_ip = Arc::new(crate::reactor::per_ip::PerIp::new(
+        cfg.limits.max_pending_per_ip,
+    ));
     let mut handles = Vec::with_capacity(shards);
     for (id, inbox) in inboxes.into_iter().enumerate() {
         let spec = ShardSpec {
             id,
             per_ip: per_ip.clone(),
+            pending_per_ip: pending_per_ip.clone(),
             read_buffers: read_buffers(cfg.server.read_buffers, shards),
             ctx: ctx.clone(),
             hub: hub.clone(),
@@ -202,6 +207,7 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
         match sigs.wait() {
             Ok(Signal::SIGHUP) => match reload().and_then(|c| {
                 let auth = Auth::from_config(&c)?;
+                warn_shared_keys(&c);
                 Ok(Context::new(c, auth))
             }) {
                 Ok(new) => {
@@ -262,5 +268,15 @@ mod tests {
         assert_eq!(read_buffers(0, 56), 256);
         assert_eq!(read_buffers(0, 1000), 64);
         assert_eq!(read_buffers(1024, 56), 1024);
+    }
+}
+
+/// Two projects with one key are one tenant as far as tokens go: a token minted for either
+/// opens both. Legal (a migration may want it), so a warning, not an error.
+fn warn_shared_keys(cfg: &crate::config::Config) {
+    for (a, b) in Auth::shared_keys(cfg) {
+        tracing::warn!(
+            "projects {a:?} and {b:?} share a JWT key: a token of one also opens the other; give each project its own key"
+        );
     }
 }

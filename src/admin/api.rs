@@ -12,6 +12,7 @@ use crate::cluster::Cluster;
 use crate::endpoint::check_name;
 use crate::hub::{Dest, Hub, Publish};
 use crate::stats::Stats;
+use crate::stomp::frame::SERVER_HEADERS;
 
 /// A shard that has not turned its loop for this long is reported unhealthy.
 const HEALTH_WINDOW_MS: u64 = 2000;
@@ -42,14 +43,6 @@ struct DisconnectBody {
     project: String,
     user: String,
 }
-
-/// Headers the server writes itself on every MESSAGE.
-const RESERVED_HEADERS: &[&str] = &[
-    "destination",
-    "message-id",
-    "subscription",
-    "content-length",
-];
 
 fn default_project() -> String {
     "default".into()
@@ -110,11 +103,19 @@ impl Api {
         if let Some(bad) = p.headers.keys().find(|k| {
             k.is_empty()
                 || k.contains(['\n', '\r', ':', '\0'])
-                || RESERVED_HEADERS.contains(&k.as_str())
+                || SERVER_HEADERS.contains(&k.as_str())
         }) {
             return Response::error(
                 400,
                 format!("header {bad:?} cannot be set: it is empty, reserved or malformed"),
+            );
+        }
+        if let Some((k, _)) = p.headers.iter().find(|(_, v)| v.contains('\0')) {
+            return Response::error(
+                400,
+                format!(
+                    "header {k:?} has a NUL in its value (STOMP clients read NUL as the end of a frame)"
+                ),
             );
         }
         let msg = Publish::new(dest, p.body.into(), p.headers.into_iter().collect());

@@ -100,12 +100,7 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parse, Response> {
             "chunked bodies are not supported: send Content-Length",
         ));
     }
-    let len = match header("content-length") {
-        Some(v) => v
-            .parse::<usize>()
-            .map_err(|_| Response::error(400, "invalid Content-Length"))?,
-        None => 0,
-    };
+    let len = content_length(req.headers)?;
     if len > max_body {
         return Err(Response::error(
             413,
@@ -125,6 +120,32 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parse, Response> {
             .collect(),
         body: buf[head..head + len].to_vec(),
     }))
+}
+
+/// The body's length. Strict, because a length that two parsers read differently is how
+/// requests get smuggled: digits only (no sign, no spaces inside), and every Content-Length
+/// header must agree.
+fn content_length(headers: &[httparse::Header<'_>]) -> Result<usize, Response> {
+    let mut len = None;
+    for h in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+    {
+        let v = std::str::from_utf8(h.value).unwrap_or("").trim();
+        let n = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+            v.parse::<usize>().ok()
+        } else {
+            None
+        }
+        .ok_or_else(|| {
+            Response::error(400, format!("invalid Content-Length {v:?}: digits only"))
+        })?;
+        if len.is_some_and(|l| l != n) {
+            return Err(Response::error(400, "conflicting Content-Length headers"));
+        }
+        len = Some(n);
+    }
+    Ok(len.unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -154,6 +175,19 @@ mod tests {
         let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(parse(chunked, 100).unwrap_err().status, 411);
         assert_eq!(parse(b"\x00\x01\r\n\r\n", 100).unwrap_err().status, 400);
+        for bad in [
+            "Content-Length: +4",
+            "Content-Length: -4",
+            "Content-Length: 4 4",
+            "Content-Length: 0x4",
+            "Content-Length: 4\r\nContent-Length: 5",
+        ] {
+            let raw = format!("POST / HTTP/1.1\r\n{bad}\r\n\r\nabcde");
+            let e = parse(raw.as_bytes(), 100).unwrap_err();
+            assert_eq!(e.status, 400, "{bad}");
+        }
+        let same = b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab";
+        assert!(matches!(parse(same, 100), Ok(Parse::Done(r)) if r.body == b"ab"));
         let r = Response::error(404, "no such route").to_bytes();
         let s = String::from_utf8(r).unwrap();
         assert!(s.starts_with("HTTP/1.1 404 Not Found\r\n"));

@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use api::Api;
@@ -45,26 +46,14 @@ pub fn serve(path: &Path, api: Api, allowed: &[u32]) -> io::Result<std::thread::
     std::thread::Builder::new()
         .name("admin".into())
         .spawn(move || {
-            for mut stream in listener.incoming().flatten() {
+            for stream in listener.incoming().flatten() {
                 let uid = nix::sys::socket::getsockopt(
                     &stream,
                     nix::sys::socket::sockopt::PeerCredentials,
                 )
                 .map(|c| c.uid());
                 if !uid.is_ok_and(|u| uids.contains(&u)) {
-                    // Read what the client sent first: closing with unread bytes would reset
-                    // the connection and the client would never see why.
-                    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-                    let _ = stream.read(&mut [0u8; 16384]);
-                    let r = http::Response::error(
-                        403,
-                        format!(
-                            "uid {} may not use the admin socket (allowed: {uids:?})",
-                            uid.map_or(-1, i64::from)
-                        ),
-                    );
-                    let _ = stream.write_all(&r.to_bytes());
-                    let _ = stream.shutdown(std::net::Shutdown::Write);
+                    refuse(stream, uid.map_or(-1, i64::from), &uids);
                     continue;
                 }
                 let api = api.clone();
@@ -73,6 +62,49 @@ pub fn serve(path: &Path, api: Api, allowed: &[u32]) -> io::Result<std::thread::
                     .spawn(move || serve_one(stream, &api));
             }
         })
+}
+
+/// Refusals draining at once; beyond it a refused connection is answered and dropped at once.
+const MAX_DRAINING: usize = 16;
+static DRAINING: AtomicUsize = AtomicUsize::new(0);
+
+/// Answers a connection from a user who may not use the socket without reading a byte of it
+/// on the accept thread: a silent client must never delay the next one. The 403 fits in the
+/// socket buffer, so the non-blocking write cannot stall. The request is then drained on a
+/// short-lived thread (closing with unread input could cost the client its answer), and only
+/// a bounded number of those run at once.
+fn refuse(stream: UnixStream, uid: i64, allowed: &[u32]) {
+    let r = http::Response::error(
+        403,
+        format!("uid {uid} may not use the admin socket (allowed: {allowed:?})"),
+    );
+    let _ = stream.set_nonblocking(true);
+    let _ = (&stream).write_all(&r.to_bytes());
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    if DRAINING.fetch_add(1, Ordering::Relaxed) >= MAX_DRAINING {
+        DRAINING.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    let drain = move || {
+        let mut stream = stream;
+        let _ = stream.set_nonblocking(false);
+        let until = std::time::Instant::now() + Duration::from_millis(500);
+        let mut sink = [0u8; 4096];
+        // A deadline for the whole drain, not per read: a trickling client cannot keep it.
+        while let Some(left) = until.checked_duration_since(std::time::Instant::now())
+            && !left.is_zero()
+            && stream.set_read_timeout(Some(left)).is_ok()
+            && matches!(stream.read(&mut sink), Ok(n) if n > 0)
+        {}
+        DRAINING.fetch_sub(1, Ordering::Relaxed);
+    };
+    if std::thread::Builder::new()
+        .name("admin-refuse".into())
+        .spawn(drain)
+        .is_err()
+    {
+        DRAINING.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn serve_one(mut stream: UnixStream, api: &Api) {

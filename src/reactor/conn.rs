@@ -46,6 +46,8 @@ const HEARD: u8 = 16;
 const PINGED: u8 = 32;
 /// Our side is finished (write shut down); input is read and discarded until the peer's FIN.
 const LINGER: u8 = 64;
+/// Counted against its address's unauthenticated connections (`limits.max_pending_per_ip`).
+const PENDING: u8 = 128;
 
 impl Conn {
     pub fn new(fd: OwnedFd, epoch: u32, connected_at: u32) -> Conn {
@@ -92,6 +94,17 @@ impl Conn {
     }
     pub fn is_shut(&self) -> bool {
         self.flags & SHUT != 0
+    }
+
+    pub fn set_pending(&mut self) {
+        self.set(PENDING, true);
+    }
+
+    /// Whether it was counted as unauthenticated; it no longer is.
+    pub fn take_pending(&mut self) -> bool {
+        let was = self.flags & PENDING != 0;
+        self.set(PENDING, false);
+        was
     }
 
     pub fn set_heard(&mut self) {

@@ -23,8 +23,7 @@ use crate::config::SlowPolicy;
 use crate::endpoint::{Context, Mode, Output};
 use crate::hub::{Command, Dest, Hub, Inbox, Publish, Subscriptions};
 use crate::stats::{ShardStats, Stats, now_ms};
-use crate::stomp::frame::{Command as StompCommand, Frame as StompFrame};
-use crate::stomp::session::ws_text;
+use crate::stomp::frame::{Command as StompCommand, Frame as StompFrame, SERVER_HEADERS};
 use crate::ws::CloseError;
 use conn::{Conn, Liveness};
 use ring::{BufferConfig, Event, Ring};
@@ -39,6 +38,8 @@ const STALL_TICKS: u64 = 10;
 pub struct ShardSpec {
     pub id: usize,
     pub per_ip: Arc<per_ip::PerIp>,
+    /// Unauthenticated connections per source address (`limits.max_pending_per_ip`).
+    pub pending_per_ip: Arc<per_ip::PerIp>,
     /// Read buffers in this shard's ring (a power of two).
     pub read_buffers: u16,
     pub ctx: Arc<Context>,
@@ -129,6 +130,7 @@ fn run(spec: ShardSpec) -> io::Result<()> {
         ctx: ctx.clone(),
         hub: spec.hub.clone(),
         per_ip: spec.per_ip,
+        pending_per_ip: spec.pending_per_ip,
         peers: std::collections::HashMap::new(),
         conns: Slab::new(),
         subs: Subscriptions::watched(spec.hub.cluster().cloned()),
@@ -175,7 +177,8 @@ struct Shard {
     ctx: Arc<Context>,
     hub: Arc<Hub>,
     per_ip: Arc<per_ip::PerIp>,
-    /// Source address of each connection, kept only while a per-address limit is on.
+    pending_per_ip: Arc<per_ip::PerIp>,
+    /// Source address of each connection, kept only while a per-address limit needs it.
     peers: std::collections::HashMap<u32, std::net::IpAddr>,
     stats: Arc<Stats>,
     conns: Slab<Conn>,
@@ -277,28 +280,54 @@ impl Shard {
                 "server is at its connection limit"
             };
             self.close_session(ring, key, CloseError::GOING_AWAY, reason);
-        } else if !self.admit_peer(key) {
-            self.refuse(ring, key, 429, "too many connections from this address");
+        } else if let Err(reason) = self.admit_peer(key) {
+            self.refuse(ring, key, 429, reason);
         } else {
             let t = ticks(self.ctx.cfg.limits.handshake_timeout_ms);
             self.wheel.schedule(key, epoch, Kind::Handshake, t);
         }
     }
 
-    /// Counts connection `key` against its source address's limit (when one is set).
-    fn admit_peer(&mut self, key: u32) -> bool {
-        if !self.per_ip.enabled() {
-            return true;
+    /// Counts connection `key` against its source address's limits (those that are on): open
+    /// connections, and connections not yet authenticated.
+    fn admit_peer(&mut self, key: u32) -> Result<(), &'static str> {
+        let (open, pending) = (self.per_ip.enabled(), self.pending_per_ip.enabled());
+        if !open && !pending {
+            return Ok(());
         }
-        let peer = SockRef::from(&self.conns[key as usize].fd).peer_addr();
+        let c = &mut self.conns[key as usize];
+        let peer = SockRef::from(&c.fd).peer_addr();
         let Some(ip) = peer.ok().and_then(|a| a.as_socket()).map(|a| a.ip()) else {
-            return true;
+            return Ok(());
         };
-        if !self.per_ip.admit(ip) {
-            return false;
+        if open && !self.per_ip.admit(ip) {
+            return Err("too many connections from this address");
+        }
+        if pending {
+            if !self.pending_per_ip.admit(ip) {
+                if open {
+                    self.per_ip.release(ip);
+                }
+                return Err("too many connections from this address still authenticating");
+            }
+            c.set_pending();
         }
         self.peers.insert(key, ip);
-        true
+        Ok(())
+    }
+
+    /// Connection `key` is authenticated (upgraded in raw mode, CONNECTED in STOMP): it no
+    /// longer counts against its address's unauthenticated connections.
+    fn authenticated(&mut self, key: u32) {
+        if !self.conns[key as usize].take_pending() {
+            return;
+        }
+        if let Some(&ip) = self.peers.get(&key) {
+            self.pending_per_ip.release(ip);
+            if !self.per_ip.enabled() {
+                self.peers.remove(&key);
+            }
+        }
     }
 
     /// Arms a recv for `key` unless it is gone, shut, or already armed.
@@ -417,7 +446,8 @@ impl Shard {
         if !self.conns.get(key as usize).is_some_and(Conn::removable) {
             return;
         }
-        let c = self.conns.remove(key as usize);
+        let mut c = self.conns.remove(key as usize);
+        let pending = c.take_pending();
         for id in c.subs {
             self.subs.unsubscribe(id, key);
         }
@@ -426,7 +456,12 @@ impl Shard {
         st.closed.fetch_add(1, Relaxed);
         self.stats.open.fetch_sub(1, Relaxed);
         if let Some(ip) = self.peers.remove(&key) {
-            self.per_ip.release(ip);
+            if self.per_ip.enabled() {
+                self.per_ip.release(ip);
+            }
+            if pending {
+                self.pending_per_ip.release(ip);
+            }
         }
     }
 
@@ -453,13 +488,24 @@ impl Shard {
                 Output::Upgraded => {
                     st.upgraded.fetch_add(1, Relaxed);
                     let c = &self.conns[key as usize];
-                    let interval = self.ctx.cfg.limits.ping_interval_ms;
-                    if interval > 0 && c.session.stomp().is_none() {
-                        let epoch = c.epoch;
-                        self.wheel.schedule(key, epoch, Kind::Ping, ticks(interval));
+                    let epoch = c.epoch;
+                    let limits = &self.ctx.cfg.limits;
+                    if c.session.stomp().is_some() {
+                        // Authenticated only at CONNECT, which gets its own deadline.
+                        if limits.connect_timeout_ms > 0 {
+                            let t = ticks(limits.connect_timeout_ms);
+                            self.wheel.schedule(key, epoch, Kind::Connect, t);
+                        }
+                    } else {
+                        if limits.ping_interval_ms > 0 {
+                            let t = ticks(limits.ping_interval_ms);
+                            self.wheel.schedule(key, epoch, Kind::Ping, t);
+                        }
+                        self.authenticated(key);
                     }
                 }
                 Output::Connected => {
+                    self.authenticated(key);
                     let c = &self.conns[key as usize];
                     let tick_ms = TICK.as_millis() as u64;
                     if let Some(t) = c.session.stomp().and_then(|s| s.next_check(tick_ms)) {
@@ -739,6 +785,22 @@ impl Shard {
                         "the upgrade request did not complete in time",
                     );
                 }
+                Kind::Connect if stalled => {
+                    self.wheel
+                        .schedule(e.key, e.epoch, Kind::Connect, STALL_TICKS);
+                }
+                Kind::Connect => {
+                    let mut out = std::mem::take(&mut self.out);
+                    let ms = self.ctx.cfg.limits.connect_timeout_ms;
+                    if self.conns[e.key as usize]
+                        .session
+                        .connect_timeout(ms, &mut out)
+                    {
+                        self.st().connect_timeouts.fetch_add(1, Relaxed);
+                    }
+                    self.apply(ring, e.key, &mut out);
+                    self.out = out;
+                }
                 Kind::Heartbeat => {
                     let mut out = std::mem::take(&mut self.out);
                     let tick_ms = TICK.as_millis() as u64;
@@ -785,17 +847,30 @@ impl Shard {
     }
 }
 
-/// A STOMP MESSAGE frame for one (subscription, destination), as a WebSocket text frame.
+/// A STOMP MESSAGE frame for one (subscription, destination), as a WebSocket text frame (a
+/// binary one when the body is not UTF-8). The server's own headers come first and cannot be
+/// repeated by the publisher's: every path that builds a `Publish` filters them, and this
+/// skips them again for whatever arrives from another node.
 fn message_frame(msg: &Publish, sub: &str, destination: &str) -> Bytes {
     let mut f = StompFrame::new(StompCommand::Message)
         .header("destination", destination)
         .header("message-id", msg.seq.to_string())
         .header("subscription", sub);
     if !msg.headers.iter().any(|(k, _)| k == "content-type") {
-        f = f.header("content-type", "text/plain;charset=UTF-8");
+        let content_type = if msg.utf8 {
+            "text/plain;charset=UTF-8"
+        } else {
+            "application/octet-stream"
+        };
+        f = f.header("content-type", content_type);
     }
-    f.headers.extend(msg.headers.iter().cloned());
+    f.headers.extend(
+        msg.headers
+            .iter()
+            .filter(|(k, _)| !SERVER_HEADERS.contains(&k.as_str()))
+            .cloned(),
+    );
     f = f.header("content-length", msg.body.len().to_string());
     f.body = msg.body.to_vec();
-    ws_text(&f)
+    crate::ws::frame::encode(Publish::opcode(msg.utf8), &f.encode())
 }

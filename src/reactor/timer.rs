@@ -8,6 +8,8 @@
 pub enum Kind {
     /// The upgrade did not complete in time.
     Handshake,
+    /// A STOMP session sent no CONNECT in time after its upgrade.
+    Connect,
     /// Our close frame went unanswered.
     Closing,
     /// Time to check heart-beats (send ours, expect theirs).

@@ -5,6 +5,16 @@
 //! the body hold NUL bytes; lone EOLs between frames are heart-beats. Everything is bounded by
 //! `Limits`, and every violation names what was wrong (it becomes the ERROR frame's message).
 
+/// Headers the server writes on every MESSAGE: a publisher (client SEND, admin API, another
+/// node) can never set them, or it could forge another subscription's frame.
+pub const SERVER_HEADERS: &[&str] = &[
+    "destination",
+    "message-id",
+    "subscription",
+    "ack",
+    "content-length",
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
     Connect,
@@ -119,13 +129,23 @@ impl Frame {
     }
 }
 
+/// Writes a header name or value. Whatever it holds, it stays one header: line breaks are
+/// escaped where the frame allows escaping and dropped where it does not (CONNECTED), and a
+/// NUL, which no escape covers and which clients take for the end of a frame, is dropped.
+/// Values that reach here are validated already; this is the last line of defence.
 fn put_escaped(out: &mut Vec<u8>, s: &str, escape: bool) {
-    if !escape {
+    if !s
+        .bytes()
+        .any(|b| matches!(b, 0 | b'\n' | b'\r' | b'\\' | b':'))
+    {
         out.extend_from_slice(s.as_bytes());
         return;
     }
     for &b in s.as_bytes() {
         match b {
+            0 => {}
+            b'\n' | b'\r' if !escape => {}
+            _ if !escape => out.push(b),
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\r' => out.extend_from_slice(b"\\r"),
@@ -212,6 +232,9 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, String> {
         pos += nl + 1;
         if line.is_empty() {
             break;
+        }
+        if line.contains(&0) {
+            return Err("NUL byte in a header line".into());
         }
         lines.push(line);
         if lines.len() > limits.max_headers + 1 {

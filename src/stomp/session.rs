@@ -26,23 +26,31 @@ enum State {
     Closed,
 }
 
-/// One SUBSCRIBE as `id NUL destination-as-written`: one allocation per subscription, since a
-/// million sessions each hold one. What it resolves to is recomputed (cheaply, without
-/// allocating) when matching a publish.
+/// One SUBSCRIBE as `id` followed by the destination as written, split at a stored length:
+/// one allocation per subscription, since a million sessions each hold one, and no byte of
+/// either part can move the split (a separator character could). What it resolves to is
+/// recomputed (cheaply, without allocating) when matching a publish.
 #[derive(Debug)]
-struct Sub(Box<str>);
+struct Sub {
+    text: Box<str>,
+    id_len: u16,
+}
 
 impl Sub {
+    /// `id` is a valid name (`names::MAX` bytes at most), so its length fits.
     fn new(id: &str, written: &str) -> Sub {
-        Sub(format!("{id}\0{written}").into())
+        Sub {
+            text: format!("{id}{written}").into(),
+            id_len: id.len() as u16,
+        }
     }
 
     fn id(&self) -> &str {
-        self.0.split_once('\0').map_or(&self.0, |(i, _)| i)
+        &self.text[..usize::from(self.id_len)]
     }
 
     fn written(&self) -> &str {
-        self.0.split_once('\0').map_or("", |(_, w)| w)
+        &self.text[usize::from(self.id_len)..]
     }
 }
 
@@ -177,7 +185,11 @@ impl Session {
 
     /// Parses and acts on every complete frame at the front of `buf`; returns bytes used.
     fn consume(&mut self, buf: &[u8], ctx: &Context, out: &mut Vec<Output>) -> usize {
-        let limits = ctx.cfg.stomp.limits();
+        let mut limits = ctx.cfg.stomp.limits();
+        if self.state == State::AwaitConnect {
+            // Before CONNECT nobody is authenticated: what one may make us hold is small.
+            limits.max_frame_bytes = limits.max_frame_bytes.min(ctx.cfg.limits.max_connect_bytes);
+        }
         let mut pos = 0;
         while self.state != State::Closed && pos < buf.len() {
             match frame::parse(&buf[pos..], &limits) {
@@ -239,6 +251,21 @@ impl Session {
         };
         // A quarter period: beats go out 10–12.5 s apart for a 10 s period, never near 1.5×.
         Some((u64::from(period) / tick_ms / 4).max(1))
+    }
+
+    /// CONNECT did not arrive within `limits.connect_timeout_ms` of the upgrade. Returns
+    /// whether the session was still waiting for it (and is now closing).
+    pub fn connect_timeout(&mut self, timeout_ms: u64, out: &mut Vec<Output>) -> bool {
+        if self.state != State::AwaitConnect {
+            return false;
+        }
+        self.error(
+            &format!("no CONNECT within {timeout_ms} ms of the upgrade"),
+            None,
+            CloseError::POLICY,
+            out,
+        );
+        true
     }
 
     /// Sends an ERROR frame and closes the WebSocket with `code`.
@@ -418,6 +445,9 @@ impl Session {
 
     fn subscribe(&mut self, f: &Frame, ctx: &Context, out: &mut Vec<Output>) -> Result<(), String> {
         let id = f.get("id").ok_or("SUBSCRIBE needs an id header")?;
+        if !crate::names::valid(id) {
+            return Err(format!("invalid subscription id: {}", crate::names::RULE));
+        }
         let written = f
             .get("destination")
             .ok_or("SUBSCRIBE needs a destination header")?;
@@ -458,14 +488,14 @@ impl Session {
             .get("destination")
             .ok_or("SEND needs a destination header")?;
         let dest = self.resolve(written, false)?;
+        // What the server writes itself (and what belongs to this SEND alone) is not passed on:
+        // a publisher must not be able to set another session's `subscription` or `message-id`.
         let headers = f
             .headers
             .iter()
             .filter(|(k, _)| {
-                !matches!(
-                    k.as_str(),
-                    "destination" | "content-length" | "receipt" | "transaction"
-                )
+                !frame::SERVER_HEADERS.contains(&k.as_str())
+                    && !matches!(k.as_str(), "receipt" | "transaction")
             })
             .cloned()
             .collect();

@@ -145,3 +145,32 @@ fn arbitrary_bytes_never_panic() {
         }
     }
 }
+
+#[test]
+fn a_nul_in_a_header_line_is_refused() {
+    let e = parse(
+        b"SUBSCRIBE\nid:a\0b\ndestination:/topic/x\n\n\0",
+        &Limits::default(),
+    );
+    assert_eq!(e.unwrap_err(), "NUL byte in a header line");
+}
+
+/// Whatever a header holds, the encoded frame keeps it one header: no value can add a line,
+/// and no NUL can end the frame early (clients split frames on NUL).
+#[test]
+fn no_header_value_can_forge_a_line_or_end_the_frame() {
+    let forged = "x\n\nMESSAGE\ndestination:/topic/other\n\n\0";
+    for command in [Command::Connected, Command::Message, Command::Error] {
+        let mut f = Frame::new(command).header("user-name", forged);
+        f.body = b"body".to_vec();
+        let bytes = f.encode();
+        assert_eq!(bytes.iter().filter(|&&b| b == 0).count(), 1, "{command:?}");
+        assert_eq!(*bytes.last().unwrap(), 0);
+        let Ok(Parsed::Frame(g, n)) = parse(&bytes, &Limits::default()) else {
+            panic!("{command:?}: {:?}", String::from_utf8_lossy(&bytes));
+        };
+        assert_eq!(n, bytes.len());
+        assert_eq!(g.headers.len(), 1, "{command:?}: {:?}", g.headers);
+        assert_eq!(g.body, b"body");
+    }
+}

@@ -279,3 +279,104 @@ fn version_negotiation() {
     assert_eq!(negotiate_version(Some("1.0,1.1")), Some("1.1"));
     assert_eq!(negotiate_version(Some("2.0")), None);
 }
+
+#[test]
+fn send_cannot_set_the_servers_headers() {
+    let c = ctx(true);
+    let mut s = connected(&c, "fm", "");
+    let (_, o) = feed(
+        &mut s,
+        &c,
+        b"SEND\ndestination:/topic/chat\nsubscription:sub-0\nmessage-id:forged\nack:client\nx-app:1\n\nhi\0",
+    );
+    let [Output::Publish { headers, .. }] = o.as_slice() else {
+        panic!("{o:?}")
+    };
+    assert_eq!(headers, &[("x-app".to_string(), "1".to_string())]);
+}
+
+/// A subscription id with a NUL (escaped or not) or a control character is refused, and any
+/// id that is accepted round-trips exactly: 20,000 SUBSCRIBE/UNSUBSCRIBE pairs leave nothing.
+#[test]
+fn subscription_ids_cannot_break_the_record() {
+    let c = ctx(true);
+    for (bad, why) in [
+        ("a\0b", "NUL byte"),
+        ("a\\nb", "subscription id"),
+        ("a\tb", "subscription id"),
+        ("", "subscription id"),
+    ] {
+        let mut s = connected(&c, "fm", "");
+        let f = format!("SUBSCRIBE\nid:{bad}\ndestination:/topic/x\n\n\0");
+        let (frames, o) = feed(&mut s, &c, f.as_bytes());
+        assert!(
+            frames[0].starts_with("ERROR\n") && frames[0].contains(why),
+            "{bad:?}: {frames:?}"
+        );
+        assert!(!o.iter().any(|o| matches!(o, Output::Subscribe(_))));
+    }
+    let mut s = connected(&c, "fm", "");
+    for i in 0..20_000 {
+        let id = format!("id:{i}:x\\cy");
+        let (f, o) = feed(
+            &mut s,
+            &c,
+            format!("SUBSCRIBE\nid:{id}\ndestination:/topic/t{i}\n\n\0UNSUBSCRIBE\nid:{id}\n\n\0")
+                .as_bytes(),
+        );
+        assert!(f.is_empty(), "{f:?}");
+        assert!(
+            matches!(o.as_slice(), [Output::Subscribe(_), Output::Unsubscribe(_)]),
+            "{o:?}"
+        );
+    }
+    assert_eq!(s.subscriptions().count(), 0);
+}
+
+#[test]
+fn before_connect_a_frame_is_small() {
+    let c = ctx(true);
+    let mut s = Session::new("default".into(), None, false);
+    let big = format!("CONNECT\nx:{}\n", "y".repeat(3000));
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        s.on_bytes(big.as_bytes(), 0, &c, &mut out);
+    }
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::CloseWith(CloseError::PROTOCOL, _))),
+        "{out:?}"
+    );
+    assert!(s.pending.capacity() <= 2 * c.cfg.limits.max_connect_bytes);
+    // Once connected, the configured frame limit applies.
+    let mut s = connected(&c, "fm", "");
+    let body = "z".repeat(20_000);
+    let (f, o) = feed(
+        &mut s,
+        &c,
+        format!("SEND\ndestination:/topic/t\n\n{body}\0").as_bytes(),
+    );
+    assert!(
+        f.is_empty() && matches!(o.as_slice(), [Output::Publish { .. }]),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn connect_timeout_closes_with_an_error_only_before_connect() {
+    let c = ctx(true);
+    let mut s = Session::new("default".into(), None, false);
+    let mut out = Vec::new();
+    assert!(s.connect_timeout(10_000, &mut out));
+    let Output::Send(b) = &out[0] else { panic!() };
+    let text = String::from_utf8_lossy(&b[2..]);
+    assert!(
+        text.starts_with("ERROR\nmessage:no CONNECT within 10000 ms"),
+        "{text}"
+    );
+    assert!(matches!(out[1], Output::CloseWith(CloseError::POLICY, _)));
+    let mut s = connected(&c, "fm", "");
+    out.clear();
+    assert!(!s.connect_timeout(10_000, &mut out));
+    assert!(out.is_empty());
+}
