@@ -245,6 +245,16 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
     Ok(())
 }
 
+/// Two projects with one key are one tenant as far as tokens go: a token minted for either
+/// opens both. Legal (a migration may want it), so a warning, not an error.
+fn warn_shared_keys(cfg: &crate::config::Config) {
+    for (a, b) in Auth::shared_keys(cfg) {
+        tracing::warn!(
+            "projects {a:?} and {b:?} share a JWT key: a token of one also opens the other; give each project its own key"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,15 +278,5 @@ mod tests {
         assert_eq!(read_buffers(0, 56), 256);
         assert_eq!(read_buffers(0, 1000), 64);
         assert_eq!(read_buffers(1024, 56), 1024);
-    }
-}
-
-/// Two projects with one key are one tenant as far as tokens go: a token minted for either
-/// opens both. Legal (a migration may want it), so a warning, not an error.
-fn warn_shared_keys(cfg: &crate::config::Config) {
-    for (a, b) in Auth::shared_keys(cfg) {
-        tracing::warn!(
-            "projects {a:?} and {b:?} share a JWT key: a token of one also opens the other; give each project its own key"
-        );
     }
 }

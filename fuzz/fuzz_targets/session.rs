@@ -20,6 +20,11 @@ enum Event {
     Tick(u8),
     /// The server closes (shutdown, disconnect, slow consumer).
     ServerClose(u16),
+    /// SUBSCRIBE / UNSUBSCRIBE with an arbitrary id (the record a subscription is kept in).
+    Subscribe { id: String, topic: String },
+    Unsubscribe(String),
+    /// CONNECT's deadline passes.
+    ConnectTimeout,
 }
 
 const COMMANDS: [&str; 12] = [
@@ -68,6 +73,27 @@ fuzz_target!(|events: Vec<Event>| {
                 let _ = s.on_heartbeat(now, 100, t % 2 == 0, &mut out);
             }
             Event::ServerClose(code) => s.close(code, "fuzz", &mut out),
+            Event::Subscribe { id, topic } => {
+                let f = format!("SUBSCRIBE\nid:{id}\ndestination:/topic/{topic}\n\n\0");
+                s.on_bytes(&mut encode_masked(Opcode::Text, true, f.as_bytes(), [1, 2, 3, 4]), now, &ctx, &mut out);
+            }
+            Event::Unsubscribe(id) => {
+                let f = format!("UNSUBSCRIBE\nid:{id}\n\n\0");
+                s.on_bytes(&mut encode_masked(Opcode::Text, true, f.as_bytes(), [1, 2, 3, 4]), now, &ctx, &mut out);
+            }
+            Event::ConnectTimeout => {
+                let _ = s.connect_timeout(1000, &mut out);
+            }
+        }
+        if let Some(st) = s.stomp() {
+            // Every stored subscription is intact: a valid id, a destination it was given, and
+            // never more of them than the limit (a broken record would escape the count).
+            let subs: Vec<(&str, &str)> = st.subscriptions().collect();
+            assert!(subs.len() <= ctx.cfg.limits.max_topics_per_session);
+            for (id, dest) in &subs {
+                assert!(ringcast::names::valid(id), "stored id {id:?}");
+                assert!(dest.starts_with('/'), "stored destination {dest:?}");
+            }
         }
         if closed {
             assert!(!out.iter().any(|o| matches!(o, Output::Send(_) | Output::Publish { .. } | Output::Subscribe(_))),

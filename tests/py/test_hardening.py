@@ -24,7 +24,10 @@ def test_slowloris_does_not_starve_normal_clients(make_server):
     request = UPGRADE.format(topic="t").encode()
 
     async def slow(i, results):
-        r, w = await asyncio.open_connection("127.0.0.1", server.port)
+        # From four other addresses, 500 each: within the default cap on unauthenticated
+        # connections per address (test_security covers the cap itself).
+        r, w = await asyncio.open_connection("127.0.0.1", server.port,
+                                             local_addr=(f"127.0.0.{2 + i % 4}", 0))
         start = time.monotonic()
         try:
             for b in request[:-1]:  # never completes
