@@ -30,11 +30,24 @@ enum Op {
     Tick = 5,
     Provide = 6,
     Connect = 7,
+    Cancel = 8,
 }
 
+/// Connection keys get 24 bits of an operation's `user_data` (op 8, key 24, aux 32).
+pub const MAX_KEY: u32 = (1 << 24) - 1;
+
 fn user_data(op: Op, key: u32, aux: u32) -> u64 {
-    (op as u64) << 56 | u64::from(key & 0x00ff_ffff) << 32 | u64::from(aux)
+    // A key that did not fit would complete as another connection's event.
+    assert!(
+        key <= MAX_KEY,
+        "connection key {key} does not fit user_data"
+    );
+    (op as u64) << 56 | u64::from(key) << 32 | u64::from(aux)
 }
+
+/// How long dropping a ring waits for the kernel to finish cancelled operations before it
+/// leaks their memory instead.
+const TEARDOWN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a completion means to the reactor.
 #[derive(Debug)]
@@ -84,7 +97,8 @@ pub struct BufferConfig {
 
 pub struct Ring {
     uring: IoUring,
-    bufs: ReadBuffers,
+    /// Dropped only once no operation can still write into it (see `Drop`).
+    bufs: std::mem::ManuallyDrop<ReadBuffers>,
     /// Send buffers the kernel is reading from, with the offset each send started at.
     sends: Slab<(Bytes, usize)>,
     /// Addresses of connects not yet completed, boxed so a growing slab never moves one the
@@ -95,12 +109,15 @@ pub struct Ring {
     features: Features,
     /// Completions reaped early to make room when the submission queue was full.
     backlog: Vec<cqueue::Entry>,
+    /// Operations submitted whose last completion has not been seen (a multishot operation
+    /// counts once, until a completion without `F_MORE`).
+    inflight: usize,
 }
 
 impl Ring {
     /// Sets up a ring; `compat` forces the single-shot path even where multishot exists.
     pub fn new(entries: u32, buffers: BufferConfig, compat: bool) -> io::Result<Ring> {
-        let modern = !compat && kernel_at_least(6, 0);
+        let modern = !compat && probe_modern()?;
         let uring = if modern {
             IoUring::builder()
                 .setup_cqsize(entries * 4)
@@ -115,7 +132,7 @@ impl Ring {
                 .build(entries)?
         };
         let mut ring = Ring {
-            bufs: ReadBuffers::allocate(buffers)?,
+            bufs: std::mem::ManuallyDrop::new(ReadBuffers::allocate(buffers)?),
             uring,
             sends: Slab::new(),
             connects: Slab::new(),
@@ -123,6 +140,7 @@ impl Ring {
             tick: Box::new(Timespec::new()),
             features: Features { multishot: false },
             backlog: Vec::new(),
+            inflight: 0,
         };
         ring.features.multishot = modern && ring.bufs.register_ring(&ring.uring).is_ok();
         if !ring.features.multishot {
@@ -224,6 +242,7 @@ impl Ring {
         let mut cqes = std::mem::take(&mut self.backlog);
         cqes.extend(self.uring.completion());
         for cqe in cqes.drain(..) {
+            self.completed(&cqe);
             let ev = self.decode(&cqe, scratch);
             on_event(self, ev, scratch.as_mut_slice());
         }
@@ -281,6 +300,8 @@ impl Ring {
                 Event::Connected { key, res: result() }
             }
             x if x == Op::Wake as u8 => Event::Woken,
+            // Nothing left to cancel is an answer, not a failure.
+            x if x == Op::Cancel as u8 => Event::Internal,
             x if x == Op::Tick as u8 => Event::Tick,
             _ => {
                 if res < 0 {
@@ -292,6 +313,50 @@ impl Ring {
                 Event::Internal
             }
         }
+    }
+
+    /// Counts an operation finished when its last completion arrives.
+    fn completed(&mut self, cqe: &cqueue::Entry) {
+        if !cqueue::more(cqe.flags()) {
+            self.inflight = self.inflight.saturating_sub(1);
+        }
+    }
+
+    /// Operations the kernel may still be working on.
+    pub fn inflight(&self) -> usize {
+        self.inflight
+    }
+
+    /// Cancels every operation in flight and waits (up to `TEARDOWN`) for their last
+    /// completions, discarding them. Returns whether none is left.
+    pub fn cancel_all(&mut self) -> bool {
+        if self.inflight == 0 {
+            return true;
+        }
+        let cancel = opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::any())
+            .build()
+            .user_data(user_data(Op::Cancel, 0, 0));
+        self.push(cancel);
+        let until = std::time::Instant::now() + TEARDOWN;
+        let wait = Timespec::new().nsec(50_000_000);
+        while self.inflight > 0 && std::time::Instant::now() < until {
+            let args = io_uring::types::SubmitArgs::new().timespec(&wait);
+            match self.uring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                    ) => {}
+                Err(_) => break,
+            }
+            let mut cqes = std::mem::take(&mut self.backlog);
+            cqes.extend(self.uring.completion());
+            for cqe in &cqes {
+                self.completed(cqe);
+            }
+        }
+        self.inflight == 0
     }
 
     fn recycle(&mut self, bid: u16) {
@@ -311,6 +376,7 @@ impl Ring {
             // connect addresses (`connects`), `wake_buf`, and `tick` (copied by the kernel at
             // submission).
             if unsafe { self.uring.submission().push(&e) }.is_ok() {
+                self.inflight += 1;
                 return;
             }
             // The queue is full: hand it to the kernel, reaping completions if it asks us to.
@@ -440,7 +506,8 @@ impl ReadBuffers {
 impl Drop for ReadBuffers {
     fn drop(&mut self) {
         // SAFETY: both allocations were made in this type with these layouts, and `Ring` drops
-        // its `IoUring` (which unregisters them) before its `ReadBuffers`.
+        // its `ReadBuffers` only once no operation is in flight and the buffer ring is
+        // unregistered (see `Drop for Ring`).
         unsafe {
             if let Some((entries, layout)) = self.ring.take() {
                 dealloc(entries.cast(), layout);
@@ -450,14 +517,94 @@ impl Drop for ReadBuffers {
     }
 }
 
-fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let Ok(u) = nix::sys::utsname::uname() else {
-        return false;
-    };
-    let release = u.release().to_string_lossy().into_owned();
-    let mut parts = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|p| p.parse::<u32>().ok());
-    let (maj, min) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (maj, min) >= (major, minor)
+impl Drop for Ring {
+    /// A ring dropped with operations in flight (a shard that exits with live connections)
+    /// must not free memory the kernel can still write: read buffers, send buffers, connect
+    /// addresses, the wake-up counter. Closing the ring fd cancels its requests only
+    /// asynchronously, so cancel everything here and wait for every last completion; if the
+    /// kernel has not finished by `TEARDOWN`, leak that memory instead of freeing it.
+    fn drop(&mut self) {
+        self.cancel_all();
+        if self.inflight > 0 {
+            tracing::warn!(
+                inflight = self.inflight,
+                "io_uring operations still in flight at teardown: leaking their buffers"
+            );
+            std::mem::forget(std::mem::take(&mut self.sends));
+            std::mem::forget(std::mem::take(&mut self.connects));
+            std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
+        } else {
+            if self.bufs.ring.is_some() {
+                let _ = self.uring.submitter().unregister_buf_ring(BGID);
+            }
+            // SAFETY: no operation is in flight any more and the buffer ring is unregistered,
+            // so the kernel holds no reference into the buffers; dropped exactly once, here.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.bufs) };
+        }
+    }
+}
+
+/// Whether this kernel offers what the modern path needs, asked of io_uring itself rather
+/// than read from the version string (distribution kernels backport): multishot recv and the
+/// zero-copy send arrived together in 6.0, so `SEND_ZC` in the opcode probe stands for them;
+/// the buffer ring is then tried for real at registration (`register_ring`).
+fn probe_modern() -> io::Result<bool> {
+    let uring = IoUring::new(2)?;
+    let mut probe = io_uring::Probe::new();
+    if uring.submitter().register_probe(&mut probe).is_err() {
+        return Ok(false);
+    }
+    Ok(probe.is_supported(opcode::SendZc::CODE) && probe.is_supported(opcode::AsyncCancel2::CODE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn dropping_a_busy_ring_waits_for_the_kernel() {
+        for compat in [false, true] {
+            let mut ring = Ring::new(
+                64,
+                BufferConfig {
+                    count: 8,
+                    size: 4096,
+                },
+                compat,
+            )
+            .unwrap();
+            let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+            let (c, _d) = std::os::unix::net::UnixStream::pair().unwrap();
+            let ev = nix::sys::eventfd::EventFd::new().unwrap();
+            // A recv that will never complete, a wake-up read, a long timeout, and a send
+            // stuck behind a full socket buffer: all of it holds memory the kernel may write.
+            ring.recv(a.as_raw_fd(), 1);
+            ring.wait_wake(ev.as_raw_fd());
+            ring.tick_after(std::time::Duration::from_secs(3600));
+            c.set_nonblocking(true).unwrap();
+            while (&c).write(&[0u8; 65536]).is_ok() {}
+            ring.send(c.as_raw_fd(), 2, Bytes::from(vec![7u8; 1 << 20]), 0);
+            let mut scratch = Vec::new();
+            // Let the kernel pick them up (and complete the buffer provisioning, if any).
+            let _ = ring.uring.submit();
+            while !ring.uring.completion().is_empty() {
+                ring.run_once(&mut scratch, |_, _, _| {}).unwrap();
+            }
+            assert!(ring.inflight() >= 4, "{}", ring.inflight());
+            assert!(
+                ring.cancel_all(),
+                "compat={compat}: {} left",
+                ring.inflight()
+            );
+            assert_eq!(ring.inflight(), 0);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "does not fit user_data")]
+    fn a_key_beyond_24_bits_is_refused() {
+        user_data(Op::Recv, MAX_KEY + 1, 0);
+    }
 }
