@@ -111,6 +111,28 @@ impl Publish {
     }
 }
 
+/// One identified session, as `/sessions` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionInfo {
+    /// The session's key in its shard.
+    pub id: u32,
+    pub shard: usize,
+    pub project: String,
+    pub user: Option<String>,
+    /// `stomp` or `raw`.
+    pub protocol: &'static str,
+    /// Seconds since the Unix epoch.
+    pub connected_at: u32,
+    pub subscriptions: Vec<SubscriptionInfo>,
+}
+
+/// One STOMP subscription: its id and the destination as the client wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SubscriptionInfo {
+    pub id: String,
+    pub destination: String,
+}
+
 pub enum Command {
     /// Fan out; `reply` (if any) gets how many sessions of this shard it reached.
     Publish {
@@ -122,7 +144,7 @@ pub enum Command {
     Sessions {
         project: Option<String>,
         user: Option<String>,
-        reply: Sender<Vec<serde_json::Value>>,
+        reply: Sender<Vec<SessionInfo>>,
     },
     /// Close every session of `user` in `project` (code 1008, "disconnected by the server").
     Disconnect {
@@ -271,10 +293,10 @@ impl Hub {
         drop(tx);
         let mut all = Vec::new();
         for _ in 0..self.links.len() {
-            all.extend(
-                rx.recv_timeout(REPLY_TIMEOUT)
-                    .map_err(|_| "a shard did not answer in time".to_string())?,
-            );
+            let shard = rx
+                .recv_timeout(REPLY_TIMEOUT)
+                .map_err(|_| "a shard did not answer in time".to_string())?;
+            all.extend(shard.iter().filter_map(|s| serde_json::to_value(s).ok()));
         }
         Ok(all)
     }

@@ -1,7 +1,8 @@
 //! ringcast: a WebSocket/STOMP push server on io_uring shards.
 //!
-//! Protocol cores (`ws`, `endpoint`, `admin::http`) are sans-IO; `reactor` is the only code that
-//! touches a ring, and `reactor::ring` the only code with `unsafe`.
+//! Protocol cores (`ws`, `stomp`, `endpoint`, `admin::http`) and the shard's policy (`shard`)
+//! are sans-IO; `reactor` is the only code that touches a ring, and `reactor::ring` the only
+//! code with `unsafe`.
 
 pub mod admin;
 pub mod auth;
@@ -13,6 +14,7 @@ pub mod hub;
 pub mod names;
 pub mod reactor;
 pub mod server;
+pub mod shard;
 pub mod stats;
 pub mod stomp;
 pub mod ws;

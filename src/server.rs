@@ -137,10 +137,10 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
     let tables_ready = Arc::new(Barrier::new(shards + 1));
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
     let capacity = per_table(nofile) as usize;
-    let per_ip = Arc::new(crate::reactor::per_ip::PerIp::new(
+    let per_ip = Arc::new(crate::shard::per_ip::PerIp::new(
         cfg.limits.max_connections_per_ip,
     ));
-    let pending_per_ip = Arc::new(crate::reactor::per_ip::PerIp::new(
+    let pending_per_ip = Arc::new(crate::shard::per_ip::PerIp::new(
         cfg.limits.max_pending_per_ip,
     ));
     let mut handles = Vec::with_capacity(shards);

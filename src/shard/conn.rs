@@ -1,8 +1,8 @@
 //! What one connection keeps in its shard's slab. Kept small on purpose: an idle connection is
-//! this struct and nothing else (no read buffer, no pending timer object, no task).
+//! this struct and nothing else (no read buffer, no pending timer object, no task). The socket
+//! itself belongs to the driver, filed under the same key: nothing here touches the kernel.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use bytes::Bytes;
 
@@ -21,7 +21,6 @@ pub enum Liveness {
 }
 
 pub struct Conn {
-    pub fd: OwnedFd,
     /// Distinguishes this connection from earlier ones that used the same slab slot, so a
     /// stale timer entry cannot touch it.
     pub epoch: u32,
@@ -50,9 +49,8 @@ const LINGER: u8 = 64;
 const PENDING: u8 = 128;
 
 impl Conn {
-    pub fn new(fd: OwnedFd, epoch: u32, connected_at: u32) -> Conn {
+    pub fn new(epoch: u32, connected_at: u32) -> Conn {
         Conn {
-            fd,
             epoch,
             connected_at,
             flags: 0,
@@ -60,10 +58,6 @@ impl Conn {
             subs: Vec::new(),
             session: Session::default(),
         }
-    }
-
-    pub fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
     }
 
     fn set(&mut self, f: u8, on: bool) {
@@ -126,27 +120,29 @@ impl Conn {
         }
     }
 
-    /// Finishes our side after the last byte is written: shuts down writing only and keeps
-    /// reading (and discarding) until the peer closes. Closing outright with unread input
-    /// would make the kernel answer with a reset, and the peer could lose our close frame or
-    /// HTTP error. Returns false if it was already lingering or shut.
+    /// Finishes our side after the last byte is written: the socket is to be shut down for
+    /// writing only, and input read (and discarded) until the peer closes. Closing outright
+    /// with unread input would make the kernel answer with a reset, and the peer could lose
+    /// our close frame or HTTP error. Returns whether the write side is to be shut now (false
+    /// if it was already lingering or shut).
     pub fn linger(&mut self) -> bool {
         if self.is_shut() || self.flags & LINGER != 0 {
             return false;
         }
         self.set(LINGER, true);
-        let _ = nix::sys::socket::shutdown(self.raw_fd(), nix::sys::socket::Shutdown::Write);
         true
     }
 
-    /// Shuts the socket down both ways, which also ends a pending (multishot) recv, and drops
-    /// whatever was still queued.
-    pub fn shut(&mut self) {
-        if !self.is_shut() {
-            self.set(SHUT, true);
-            self.queue = VecDeque::new();
-            let _ = nix::sys::socket::shutdown(self.raw_fd(), nix::sys::socket::Shutdown::Both);
+    /// Marks the connection shut both ways (which also ends a pending multishot recv) and drops
+    /// whatever was still queued. Returns whether the socket is to be shut down now (false if
+    /// it already was).
+    pub fn shut(&mut self) -> bool {
+        if self.is_shut() {
+            return false;
         }
+        self.set(SHUT, true);
+        self.queue = VecDeque::new();
+        true
     }
 
     /// No operation in the ring references this entry any more: it may be freed.
@@ -161,8 +157,7 @@ mod tests {
 
     #[test]
     fn ping_then_reap_a_silent_peer() {
-        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let mut c = Conn::new(a.into(), 1, 0);
+        let mut c = Conn::new(1, 0);
         assert_eq!(c.ping_due(), Liveness::Ping);
         c.set_heard(); // the pong
         assert_eq!(c.ping_due(), Liveness::Alive);

@@ -1,0 +1,195 @@
+//! What reaches a shard from the hub: publishes to fan out to its local subscribers, session
+//! listings, disconnects, a new configuration, and shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+
+use super::{Core, Op, ticks};
+use crate::endpoint::{Context, Mode};
+use crate::hub::{Command, Publish, SessionInfo, SubscriptionInfo};
+use crate::stomp::frame::{Command as StompCommand, Frame as StompFrame, SERVER_HEADERS};
+use crate::ws::CloseError;
+
+impl Core {
+    /// A command from the hub.
+    pub fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Publish { msg, reply } => {
+                let reached = self.fan_out(&msg);
+                let st = &self.stats.shards[self.id];
+                st.publishes.fetch_add(1, Relaxed);
+                st.messages_out.fetch_add(reached as u64, Relaxed);
+                if let Some(reply) = reply {
+                    let _ = reply.send(reached);
+                }
+            }
+            Command::Disconnect {
+                project,
+                user,
+                reply,
+            } => {
+                let _ = reply.send(self.disconnect(&project, &user));
+            }
+            Command::Sessions {
+                project,
+                user,
+                reply,
+            } => {
+                let _ = reply.send(self.sessions(project.as_deref(), user.as_deref()));
+            }
+            Command::Reload(ctx) => self.reload(ctx),
+            Command::Shutdown => self.shutdown(),
+        }
+    }
+
+    fn reload(&mut self, ctx: Arc<Context>) {
+        self.ctx = ctx;
+    }
+
+    /// Closes every session of `user` in `project` with 1008; returns how many. A scan of this
+    /// shard's sessions: /disconnect is rare, and a per-user index would cost every session
+    /// ~200 bytes.
+    fn disconnect(&mut self, project: &str, user: &str) -> usize {
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.extend(self.conns.iter().filter_map(|(k, c)| {
+            let (p, u) = c.session.identity()?;
+            (p == project && u == Some(user)).then_some(k as u32)
+        }));
+        for &key in &keys {
+            self.close_session(key, CloseError::POLICY, "disconnected by the server");
+        }
+        let n = keys.len();
+        keys.clear();
+        self.keys = keys;
+        n
+    }
+
+    /// Identified sessions of `project` (every project if `None`; and of `user`, if given).
+    fn sessions(&self, project: Option<&str>, user: Option<&str>) -> Vec<SessionInfo> {
+        self.conns
+            .iter()
+            .filter_map(|(k, c)| {
+                let (p, u) = c.session.identity()?;
+                if project.is_some_and(|want| want != p) || (user.is_some() && u != user) {
+                    return None;
+                }
+                let subscriptions = match c.session.mode() {
+                    Mode::Stomp(s) => s
+                        .subscriptions()
+                        .map(|(id, d)| SubscriptionInfo {
+                            id: id.to_string(),
+                            destination: d.to_string(),
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                Some(SessionInfo {
+                    id: k as u32,
+                    shard: self.id,
+                    project: p.to_string(),
+                    user: u.map(str::to_string),
+                    protocol: if c.session.stomp().is_some() {
+                        "stomp"
+                    } else {
+                        "raw"
+                    },
+                    connected_at: c.connected_at,
+                    subscriptions,
+                })
+            })
+            .collect()
+    }
+
+    /// Stops accepting and closes every session with 1001; the shard is `finished` when they
+    /// are gone or the grace period is over.
+    fn shutdown(&mut self) {
+        if self.shutdown_at.is_some() {
+            return;
+        }
+        self.shutdown_at = Some(self.wheel.now() + ticks(self.ctx.cfg.server.shutdown_grace_ms));
+        self.listening = false;
+        self.ops.push(Op::CloseListener);
+        let keys: Vec<u32> = self.conns.iter().map(|(k, _)| k as u32).collect();
+        for key in keys {
+            self.close_session(key, CloseError::GOING_AWAY, "server shutting down");
+        }
+    }
+
+    /// Sends one publish to this shard's subscribers: raw sessions share `msg.raw`; STOMP
+    /// sessions share one MESSAGE frame per distinct (subscription id, destination).
+    fn fan_out(&mut self, msg: &Publish) -> usize {
+        let mut keys = std::mem::take(&mut self.keys);
+        let mut frames = std::mem::take(&mut self.frames);
+        let mut cache: Vec<(String, String, Bytes)> = Vec::new();
+        self.subs.members_of(&msg.dest, &mut keys);
+        // Slab order is roughly accept order: neighbouring sends then touch neighbouring slab
+        // entries and sockets, where the set's hash order jumps around.
+        keys.sort_unstable();
+        let mut reached = 0;
+        for &key in &keys {
+            let Some(c) = self.conns.get(key as usize) else {
+                continue;
+            };
+            if !c.session.is_open() {
+                continue;
+            }
+            match c.session.mode() {
+                Mode::Raw(_) => frames.push(msg.raw.clone()),
+                Mode::Stomp(s) if s.is_connected() => {
+                    for (id, written) in s.matching(&msg.dest) {
+                        let hit = cache.iter().find(|(i, w, _)| i == id && w == written);
+                        let frame = match hit {
+                            Some((_, _, f)) => f.clone(),
+                            None => {
+                                let f = message_frame(msg, id, written);
+                                cache.push((id.into(), written.into(), f.clone()));
+                                f
+                            }
+                        };
+                        frames.push(frame);
+                    }
+                }
+                _ => {}
+            }
+            let mut any = false;
+            for f in frames.drain(..) {
+                any |= self.send(key, f, true);
+            }
+            reached += usize::from(any);
+        }
+        keys.clear();
+        self.keys = keys;
+        self.frames = frames;
+        reached
+    }
+}
+
+/// A STOMP MESSAGE frame for one (subscription, destination), as a WebSocket text frame (a
+/// binary one when the body is not UTF-8). The server's own headers come first and cannot be
+/// repeated by the publisher's: every path that builds a `Publish` filters them, and this
+/// skips them again for whatever arrives from another node.
+fn message_frame(msg: &Publish, sub: &str, destination: &str) -> Bytes {
+    let mut f = StompFrame::new(StompCommand::Message)
+        .header("destination", destination)
+        .header("message-id", msg.seq.to_string())
+        .header("subscription", sub);
+    if !msg.headers.iter().any(|(k, _)| k == "content-type") {
+        let content_type = if msg.utf8 {
+            "text/plain;charset=UTF-8"
+        } else {
+            "application/octet-stream"
+        };
+        f = f.header("content-type", content_type);
+    }
+    f.headers.extend(
+        msg.headers
+            .iter()
+            .filter(|(k, _)| !SERVER_HEADERS.contains(&k.as_str()))
+            .cloned(),
+    );
+    f = f.header("content-length", msg.body.len().to_string());
+    f.body = msg.body.to_vec();
+    crate::ws::frame::encode(Publish::opcode(msg.utf8), &f.encode())
+}

@@ -1,0 +1,563 @@
+//! The shard core, sans-IO: one shard's connections and every decision about them. The slab of
+//! connections, the subscription index, the timer wheel, send queues and the slow-consumer
+//! policy, limits at accept, liveness (pings, heart-beats, the stall grace), fan-out, session
+//! listing and shutdown all live here; sockets, the ring and the clock do not.
+//!
+//! The driver (`reactor`) feeds it events with a time (`accepted`, `received`, `sent`,
+//! `tick`, `command`, ...) and carries out the operations it queues (`Op`: arm a recv, send
+//! bytes, shut a socket down, free it, ...). Everything a connection can make a shard do is
+//! therefore testable on virtual time, without a socket (see `tests.rs`).
+
+pub mod conn;
+pub mod per_ip;
+pub mod timer;
+
+mod commands;
+mod liveness;
+
+use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::Bytes;
+use slab::Slab;
+
+use crate::cluster::Cluster;
+use crate::config::SlowPolicy;
+use crate::endpoint::{Context, Output};
+use crate::hub::{Dest, Publish, Subscriptions};
+use crate::stats::{ShardStats, Stats};
+use crate::ws::CloseError;
+use conn::Conn;
+use per_ip::PerIp;
+use timer::{Kind, Wheel};
+
+/// The wheel's resolution: deadlines (handshake, close, heart-beats) are this precise.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Ticks a shard may fall behind its clock before it counts as stalled.
+const STALL_TICKS: u64 = 10;
+
+/// What the driver must do for the core. Keys are the core's connection keys; the driver files
+/// each socket under the key `accepted` returned.
+#[derive(Debug)]
+pub enum Op {
+    /// Arm a receive on this connection.
+    Recv(u32),
+    /// Write `buf[offset..]`; complete with `Core::sent`. At most one per connection at a time.
+    Send { key: u32, buf: Bytes, offset: usize },
+    /// Shut the socket down for writing (our side is done; the peer's FIN is still awaited).
+    ShutdownWrite(u32),
+    /// Shut the socket down both ways, which also ends a pending recv.
+    Shutdown(u32),
+    /// No operation references the connection any more: close its socket.
+    Free(u32),
+    /// Arm accepting (again).
+    Accept,
+    /// Stop listening for good (shutdown).
+    CloseListener,
+    /// A client's publish, for the hub.
+    Publish(Publish),
+}
+
+/// A shard's clock reading: monotonic milliseconds since the shard started, and the wall clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub ms: u64,
+    pub unix_ms: u64,
+}
+
+/// Everything a core starts from.
+pub struct Config {
+    pub id: usize,
+    pub ctx: Arc<Context>,
+    pub stats: Arc<Stats>,
+    /// Open connections per source address (`limits.max_connections_per_ip`).
+    pub per_ip: Arc<PerIp>,
+    /// Unauthenticated connections per source address (`limits.max_pending_per_ip`).
+    pub pending_per_ip: Arc<PerIp>,
+    /// Connections this shard's fd table holds; beyond it (or beyond the server-wide
+    /// `max_connections`) new connections get 503.
+    pub capacity: usize,
+    /// In a cluster: told of a destination's first and last local subscriber.
+    pub watch: Option<Cluster>,
+}
+
+pub struct Core {
+    id: usize,
+    ctx: Arc<Context>,
+    stats: Arc<Stats>,
+    per_ip: Arc<PerIp>,
+    pending_per_ip: Arc<PerIp>,
+    /// Source address of each connection, kept only while a per-address limit needs it.
+    peers: std::collections::HashMap<u32, IpAddr>,
+    conns: Slab<Conn>,
+    subs: Subscriptions,
+    wheel: Wheel,
+    capacity: usize,
+    next_epoch: u32,
+    listening: bool,
+    /// Accepting stopped after an error such as a full fd table; retried on the next tick.
+    accept_paused: bool,
+    accept_error_logged: bool,
+    /// Set on shutdown: the wheel tick after which the shard exits regardless.
+    shutdown_at: Option<u64>,
+    /// Connections whose recv ended for lack of buffers, re-armed after the batch.
+    rearm: Vec<u32>,
+    ops: Vec<Op>,
+    /// Reused scratch: subscriber keys of one publish, outputs of one read, frames of one send.
+    keys: Vec<u32>,
+    out: Vec<Output>,
+    frames: Vec<Bytes>,
+}
+
+fn ticks(ms: u64) -> u64 {
+    (ms / TICK.as_millis() as u64).max(1)
+}
+
+impl Core {
+    /// A core with no connections; the driver then arms accepting (`Op::Accept` is queued).
+    pub fn new(cfg: Config) -> Core {
+        let core = Core {
+            id: cfg.id,
+            ctx: cfg.ctx,
+            stats: cfg.stats,
+            per_ip: cfg.per_ip,
+            pending_per_ip: cfg.pending_per_ip,
+            peers: std::collections::HashMap::new(),
+            conns: Slab::new(),
+            subs: Subscriptions::watched(cfg.watch),
+            wheel: Wheel::new(1024),
+            capacity: cfg.capacity,
+            next_epoch: 0,
+            listening: true,
+            accept_paused: false,
+            accept_error_logged: false,
+            shutdown_at: None,
+            rearm: Vec::new(),
+            ops: vec![Op::Accept],
+            keys: Vec::new(),
+            out: Vec::new(),
+            frames: Vec::new(),
+        };
+        core.st()
+            .last_turn_ms
+            .store(crate::stats::now_ms(), Relaxed);
+        core
+    }
+
+    /// The operations queued since the last call, in order.
+    pub fn ops(&mut self) -> std::vec::Drain<'_, Op> {
+        self.ops.drain(..)
+    }
+
+    /// Whether `accepted` wants the peer's address (a per-address limit is on).
+    pub fn wants_peer(&self) -> bool {
+        self.per_ip.enabled() || self.pending_per_ip.enabled()
+    }
+
+    /// Shutdown is complete: every connection is gone, or the grace period is over.
+    pub fn finished(&self) -> bool {
+        match self.shutdown_at {
+            Some(at) => self.conns.is_empty() || self.wheel.now() >= at,
+            None => false,
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn st(&self) -> &ShardStats {
+        &self.stats.shards[self.id]
+    }
+
+    /// A connection was accepted; returns the key to file its socket under.
+    pub fn accepted(&mut self, peer: Option<IpAddr>, unix_ms: u64) -> u32 {
+        let st = self.st();
+        st.accepted.fetch_add(1, Relaxed);
+        st.connections.fetch_add(1, Relaxed);
+        self.next_epoch = self.next_epoch.wrapping_add(1);
+        let epoch = self.next_epoch;
+        let key = self.conns.insert(Conn::new(epoch, (unix_ms / 1000) as u32)) as u32;
+        self.arm_recv(key);
+        // Counted before any refusal: `reap` gives every accepted connection back.
+        let open = self.stats.open.fetch_add(1, Relaxed) + 1;
+        let full =
+            open > self.ctx.cfg.server.max_connections as u64 || self.conns.len() > self.capacity;
+        if self.shutdown_at.is_some() || full {
+            let reason = if self.shutdown_at.is_some() {
+                "server shutting down"
+            } else {
+                "server is at its connection limit"
+            };
+            self.close_session(key, CloseError::GOING_AWAY, reason);
+        } else if let Err(reason) = self.admit_peer(key, peer) {
+            self.refuse(key, 429, reason);
+        } else {
+            let t = ticks(self.ctx.cfg.limits.handshake_timeout_ms);
+            self.wheel.schedule(key, epoch, Kind::Handshake, t);
+        }
+        key
+    }
+
+    /// Counts connection `key` against its source address's limits (those that are on): open
+    /// connections, and connections not yet authenticated.
+    fn admit_peer(&mut self, key: u32, peer: Option<IpAddr>) -> Result<(), &'static str> {
+        let (open, pending) = (self.per_ip.enabled(), self.pending_per_ip.enabled());
+        let Some(ip) = peer.filter(|_| open || pending) else {
+            return Ok(());
+        };
+        if open && !self.per_ip.admit(ip) {
+            return Err("too many connections from this address");
+        }
+        if pending {
+            if !self.pending_per_ip.admit(ip) {
+                if open {
+                    self.per_ip.release(ip);
+                }
+                return Err("too many connections from this address still authenticating");
+            }
+            self.conns[key as usize].set_pending();
+        }
+        self.peers.insert(key, ip);
+        Ok(())
+    }
+
+    /// Connection `key` is authenticated (upgraded in raw mode, CONNECTED in STOMP): it no
+    /// longer counts against its address's unauthenticated connections.
+    fn authenticated(&mut self, key: u32) {
+        if !self.conns[key as usize].take_pending() {
+            return;
+        }
+        if let Some(&ip) = self.peers.get(&key) {
+            self.pending_per_ip.release(ip);
+            if !self.per_ip.enabled() {
+                self.peers.remove(&key);
+            }
+        }
+    }
+
+    /// Accepting failed.
+    pub fn accept_failed(&mut self, e: &io::Error) {
+        self.st().accept_errors.fetch_add(1, Relaxed);
+        if matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        ) {
+            // Out of descriptors or memory: retrying at once would spin. Pause until the next
+            // tick; connections closing meanwhile make room.
+            self.accept_paused = true;
+            if !self.accept_error_logged {
+                self.accept_error_logged = true;
+                tracing::warn!(
+                    shard = self.id,
+                    "accept failed: {e}; pausing accepts (logged once)"
+                );
+            }
+        }
+    }
+
+    /// The armed accept ended (a single-shot accept completed, or a multishot one stopped).
+    pub fn accept_ended(&mut self) {
+        if !self.accept_paused && self.listening {
+            self.ops.push(Op::Accept);
+        }
+    }
+
+    /// Arms a recv for `key` unless it is gone, shut, or already armed.
+    fn arm_recv(&mut self, key: u32) {
+        if let Some(c) = self.conns.get_mut(key as usize)
+            && !c.is_shut()
+            && !c.recv_armed()
+        {
+            c.set_recv_armed(true);
+            self.ops.push(Op::Recv(key));
+        }
+    }
+
+    /// A receive on `key` completed: `Ok(n)` bytes in `data[..n]` (0: the peer closed).
+    /// `more`: the recv is still armed. `data` may be modified (frames are unmasked in place).
+    pub fn received(&mut self, key: u32, res: io::Result<usize>, more: bool, data: &mut [u8]) {
+        let Some(c) = self.conns.get_mut(key as usize) else {
+            return;
+        };
+        if !more {
+            c.set_recv_armed(false);
+        }
+        match res {
+            Ok(0) => self.shut(key),
+            Ok(n) => {
+                c.set_heard();
+                if !c.is_shut() {
+                    let mut out = std::mem::take(&mut self.out);
+                    let now = self.wheel.now();
+                    c.session.on_bytes(&mut data[..n], now, &self.ctx, &mut out);
+                    self.apply(key, &mut out);
+                    self.out = out;
+                }
+                self.arm_recv(key);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => self.rearm.push(key),
+            Err(_) => self.shut(key),
+        }
+        self.reap(key);
+    }
+
+    /// A send on `key` completed: `res` bytes of `buf[offset..]` went out.
+    pub fn sent(&mut self, key: u32, res: io::Result<usize>, buf: Bytes, offset: usize) {
+        let Some(c) = self.conns.get_mut(key as usize) else {
+            return;
+        };
+        c.set_sending(false);
+        match res {
+            Ok(n) => {
+                self.stats.shards[self.id]
+                    .bytes_out
+                    .fetch_add(n as u64, Relaxed);
+                if c.is_shut() {
+                } else if offset + n < buf.len() {
+                    // A short write: the rest goes before anything queued behind it.
+                    c.set_sending(true);
+                    self.ops.push(Op::Send {
+                        key,
+                        buf,
+                        offset: offset + n,
+                    });
+                } else if let Some(next) = c.queue.pop_front() {
+                    c.set_sending(true);
+                    self.ops.push(Op::Send {
+                        key,
+                        buf: next,
+                        offset: 0,
+                    });
+                } else if c.close_after_flush() {
+                    self.linger(key);
+                    return;
+                }
+            }
+            Err(_) => self.shut(key),
+        }
+        self.reap(key);
+    }
+
+    /// The end of a batch of events: re-arms receives that ran out of buffers, now that the
+    /// batch has given them back.
+    pub fn batch_done(&mut self) {
+        for key in std::mem::take(&mut self.rearm) {
+            self.arm_recv(key);
+        }
+    }
+
+    /// Marks `key` shut both ways and asks the driver to shut its socket.
+    fn shut(&mut self, key: u32) {
+        if let Some(c) = self.conns.get_mut(key as usize)
+            && c.shut()
+        {
+            self.ops.push(Op::Shutdown(key));
+        }
+    }
+
+    /// Our side of `key` is done: shut down writing, read until the peer's FIN, and drop the
+    /// socket after `close_timeout_ms` at the latest.
+    fn linger(&mut self, key: u32) {
+        if let Some(c) = self.conns.get_mut(key as usize)
+            && c.linger()
+        {
+            let epoch = c.epoch;
+            self.ops.push(Op::ShutdownWrite(key));
+            let t = ticks(self.ctx.cfg.limits.close_timeout_ms);
+            self.wheel.schedule(key, epoch, Kind::Closing, t);
+        }
+        self.reap(key);
+    }
+
+    /// Frees a connection once it is shut and no operation references it.
+    fn reap(&mut self, key: u32) {
+        if !self.conns.get(key as usize).is_some_and(Conn::removable) {
+            return;
+        }
+        let mut c = self.conns.remove(key as usize);
+        let pending = c.take_pending();
+        for id in c.subs {
+            self.subs.unsubscribe(id, key);
+        }
+        let st = &self.stats.shards[self.id];
+        st.connections.fetch_sub(1, Relaxed);
+        st.closed.fetch_add(1, Relaxed);
+        self.stats.open.fetch_sub(1, Relaxed);
+        if let Some(ip) = self.peers.remove(&key) {
+            if self.per_ip.enabled() {
+                self.per_ip.release(ip);
+            }
+            if pending {
+                self.pending_per_ip.release(ip);
+            }
+        }
+        self.ops.push(Op::Free(key));
+    }
+
+    /// Carries out what the endpoint asked for.
+    fn apply(&mut self, key: u32, out: &mut Vec<Output>) {
+        for o in out.drain(..) {
+            let st = &self.stats.shards[self.id];
+            match o {
+                Output::Send(b) => {
+                    self.send(key, b, false);
+                }
+                Output::Subscribe(dest) => self.join(key, &dest),
+                Output::Unsubscribe(dest) => {
+                    if let Some(id) = self.subs.id_of(&dest) {
+                        self.subs.unsubscribe(id, key);
+                        self.conns[key as usize].subs.retain(|&d| d != id);
+                    }
+                }
+                Output::Publish {
+                    dest,
+                    body,
+                    headers,
+                } => self
+                    .ops
+                    .push(Op::Publish(Publish::new(dest, body, headers))),
+                Output::Upgraded => {
+                    st.upgraded.fetch_add(1, Relaxed);
+                    self.upgraded(key);
+                }
+                Output::Connected => {
+                    self.authenticated(key);
+                    let c = &self.conns[key as usize];
+                    let tick_ms = TICK.as_millis() as u64;
+                    if let Some(t) = c.session.stomp().and_then(|s| s.next_check(tick_ms)) {
+                        self.wheel.schedule(key, c.epoch, Kind::Heartbeat, t);
+                    }
+                }
+                Output::CloseWith(code, reason) => {
+                    // The endpoint turns these into close frames; this is a fallback.
+                    self.close_session(key, code, reason);
+                }
+                Output::Rejected => {
+                    st.rejected.fetch_add(1, Relaxed);
+                }
+                Output::Received => {
+                    st.messages_in.fetch_add(1, Relaxed);
+                }
+                Output::ProtocolError => {
+                    st.protocol_errors.fetch_add(1, Relaxed);
+                }
+                Output::StompError => {
+                    st.stomp_errors.fetch_add(1, Relaxed);
+                }
+                Output::AwaitClose => {
+                    let epoch = self.conns[key as usize].epoch;
+                    let t = ticks(self.ctx.cfg.limits.close_timeout_ms);
+                    self.wheel.schedule(key, epoch, Kind::Closing, t);
+                }
+                Output::Close => {
+                    let c = &mut self.conns[key as usize];
+                    if c.sending() || !c.queue.is_empty() {
+                        c.set_close_after_flush();
+                    } else {
+                        self.linger(key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The upgrade went through: STOMP sessions now owe a CONNECT (authentication), raw and
+    /// echo sessions are authenticated and start being pinged.
+    fn upgraded(&mut self, key: u32) {
+        let c = &self.conns[key as usize];
+        let epoch = c.epoch;
+        let limits = &self.ctx.cfg.limits;
+        if c.session.stomp().is_some() {
+            if limits.connect_timeout_ms > 0 {
+                let t = ticks(limits.connect_timeout_ms);
+                self.wheel.schedule(key, epoch, Kind::Connect, t);
+            }
+            return;
+        }
+        if limits.ping_interval_ms > 0 {
+            let t = ticks(limits.ping_interval_ms);
+            self.wheel.schedule(key, epoch, Kind::Ping, t);
+        }
+        self.authenticated(key);
+    }
+
+    /// Adds connection `key` to `dest` (once, however many subscriptions point there).
+    fn join(&mut self, key: u32, dest: &Dest) {
+        let id = self.subs.subscribe(dest, key);
+        let subs = &mut self.conns[key as usize].subs;
+        if !subs.contains(&id) {
+            subs.push(id);
+        }
+    }
+
+    /// Queues `b` for connection `key`. Publishes (`capped`) obey the send-queue limit; the
+    /// connection's own protocol traffic (handshake answers, pongs, closes) does not.
+    fn send(&mut self, key: u32, b: Bytes, capped: bool) -> bool {
+        let Some(c) = self.conns.get_mut(key as usize) else {
+            return false;
+        };
+        if c.is_shut() {
+            return false;
+        }
+        if let Some(s) = c.session.stomp_mut() {
+            s.sent(self.wheel.now());
+        }
+        if !c.sending() {
+            c.set_sending(true);
+            self.ops.push(Op::Send {
+                key,
+                buf: b,
+                offset: 0,
+            });
+            return true;
+        }
+        if capped && c.queue.len() >= self.ctx.cfg.limits.send_queue {
+            let st = &self.stats.shards[self.id];
+            match self.ctx.cfg.limits.slow_consumer {
+                SlowPolicy::DropOldest => {
+                    c.queue.pop_front();
+                    c.queue.push_back(b);
+                    st.dropped.fetch_add(1, Relaxed);
+                }
+                SlowPolicy::Close => {
+                    st.slow_closed.fetch_add(1, Relaxed);
+                    c.queue.clear();
+                    self.close_session(
+                        key,
+                        CloseError::POLICY,
+                        "send queue full: the client is not reading",
+                    );
+                    return false;
+                }
+            }
+            return true;
+        }
+        c.queue.push_back(b);
+        true
+    }
+
+    fn refuse(&mut self, key: u32, status: u16, reason: &str) {
+        let mut out = std::mem::take(&mut self.out);
+        self.conns[key as usize]
+            .session
+            .refuse(status, reason, &mut out);
+        self.apply(key, &mut out);
+        self.out = out;
+    }
+
+    fn close_session(&mut self, key: u32, code: u16, reason: &str) {
+        let mut out = std::mem::take(&mut self.out);
+        if let Some(c) = self.conns.get_mut(key as usize) {
+            c.session.close(code, reason, &mut out);
+        }
+        self.apply(key, &mut out);
+        self.out = out;
+    }
+}
+
+#[cfg(test)]
+mod tests;
