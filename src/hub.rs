@@ -37,13 +37,28 @@ impl Dest {
     /// The index key: the namespaces cannot collide because of the leading tag and the NULs,
     /// which no project, topic or user name may contain.
     pub fn key(&self) -> String {
-        match self {
-            Dest::Topic { project, topic } => format!("t\0{project}\0{topic}"),
+        let mut k = String::new();
+        self.write_key(&mut k);
+        k
+    }
+
+    /// Writes the index key into `out` (cleared first): lookups reuse one buffer instead of
+    /// allocating a key per publish.
+    pub fn write_key(&self, out: &mut String) {
+        out.clear();
+        let parts: &[&str] = match self {
+            Dest::Topic { project, topic } => &["t", project, topic],
             Dest::User {
                 project,
                 user,
                 queue,
-            } => format!("u\0{project}\0{user}\0{queue}"),
+            } => &["u", project, user, queue],
+        };
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                out.push('\0');
+            }
+            out.push_str(p);
         }
     }
 
@@ -348,6 +363,8 @@ pub struct Subscriptions {
     /// In a cluster: told when a destination gains its first or loses its last subscriber
     /// here, so the node listens in Redis only to what it has an audience for.
     watch: Option<Cluster>,
+    /// The key of the destination being looked up (no allocation per lookup).
+    scratch: String,
 }
 
 /// A handle to one destination in a shard's index; connections keep these, not names.
@@ -363,10 +380,11 @@ impl Subscriptions {
 
     /// Adds `conn` to `dest`; returns the destination's id (the same for every subscriber).
     pub fn subscribe(&mut self, dest: &Dest, conn: u32) -> DestId {
-        let key = dest.key();
-        let id = match self.ids.get(&key) {
+        dest.write_key(&mut self.scratch);
+        let id = match self.ids.get(self.scratch.as_str()) {
             Some(&id) => id,
             None => {
+                let key = self.scratch.clone();
                 let id = match self.free.pop() {
                     Some(id) => id,
                     None => {
@@ -400,13 +418,14 @@ impl Subscriptions {
         }
     }
 
-    pub fn id_of(&self, dest: &Dest) -> Option<DestId> {
-        self.ids.get(&dest.key()).copied()
+    pub fn id_of(&mut self, dest: &Dest) -> Option<DestId> {
+        dest.write_key(&mut self.scratch);
+        self.ids.get(self.scratch.as_str()).copied()
     }
 
     /// Appends the subscribers of `dest` to `out`.
-    pub fn members_of(&self, dest: &Dest, out: &mut Vec<u32>) {
-        if let Some(&id) = self.ids.get(&dest.key()) {
+    pub fn members_of(&mut self, dest: &Dest, out: &mut Vec<u32>) {
+        if let Some(id) = self.id_of(dest) {
             out.extend(self.members[id as usize].1.iter().copied());
         }
     }

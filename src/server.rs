@@ -68,7 +68,8 @@ pub fn read_buffers(configured: u16, shards: usize) -> u16 {
 }
 
 /// Raises the soft `nofile` limit to the hard one (allowed without privileges) and returns it.
-fn raise_nofile() -> u64 {
+/// The load generator uses it too.
+pub fn raise_nofile() -> u64 {
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) => {
             if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::{Load, Target, admin_publish, drive, floor_measure, nofile, pid_cpu_s, raw_proto};
+use crate::{Load, Target, admin_publish, drive, floor_measure, pid_cpu_s, raw_proto};
 
 #[derive(clap::Parser, Clone)]
 pub struct Args {
@@ -307,7 +307,7 @@ fn load(a: &Args, connections: usize, sustained: bool) -> Load {
 pub fn run(a: &Args) -> Result<Value, String> {
     std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
     // What one process can hold: the fd table minus what a runtime keeps open.
-    let cap = nofile().saturating_sub(1000) as usize;
+    let cap = ringcast::server::raise_nofile().saturating_sub(1000) as usize;
     let mut rows = Vec::new();
     for name in &a.servers {
         // Peers are single processes; ringcast and the floor shard over fd tables.

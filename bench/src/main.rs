@@ -245,15 +245,6 @@ fn admin_publish(
     }
 }
 
-fn nofile() -> u64 {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
-    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        return hard;
-    }
-    soft
-}
-
 fn upgrade_request(t: &Target, path: &str, protocol: Option<&str>) -> Bytes {
     let proto = protocol
         .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
@@ -369,7 +360,7 @@ fn ringcast_run(
 
 /// The floor at `load`: a bare io_uring server in this process, the same client.
 fn floor_measure(listen: SocketAddr, load: &Load) -> Result<Value, String> {
-    let per_table = nofile().saturating_sub(64).max(1) as usize;
+    let per_table = ringcast::server::per_table(ringcast::server::raise_nofile()) as usize;
     let shards = load
         .connections
         .div_ceil(per_table * 9 / 10)
@@ -431,7 +422,7 @@ fn drive(
     }
     let sources = parse_sources(&a.sources)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let per_table = nofile().saturating_sub(64).max(1) as usize;
+    let per_table = ringcast::server::per_table(ringcast::server::raise_nofile()) as usize;
     // A multiple of the target count, so every server gets the same share.
     let shards = a
         .shards
