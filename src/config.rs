@@ -171,16 +171,6 @@ impl Default for Stomp {
     }
 }
 
-impl Stomp {
-    pub fn limits(&self) -> crate::stomp::frame::Limits {
-        crate::stomp::frame::Limits {
-            max_frame_bytes: self.max_frame_bytes,
-            max_headers: self.max_headers,
-            max_header_bytes: self.max_header_bytes,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Project {

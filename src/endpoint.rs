@@ -5,48 +5,15 @@
 
 use bytes::Bytes;
 
-use crate::auth::Auth;
 use crate::config::Config;
-use crate::hub::Dest;
+pub use crate::context::Context;
+use crate::dest::Dest;
 use crate::stomp;
+use crate::stomp::session::{Output as StompOutput, Sink};
 use crate::ws::CloseError;
 use crate::ws::frame::{self, Decoded, Opcode};
 use crate::ws::handshake::{self, Reject, Request};
 use crate::ws::message::{Message, Reader};
-
-/// What every connection reads and never writes: the configuration and the keys.
-pub struct Context {
-    pub cfg: Config,
-    pub auth: Auth,
-    /// Interned names of the configured projects: sessions share them instead of each holding
-    /// its own copy.
-    projects: std::collections::HashMap<String, std::sync::Arc<str>>,
-}
-
-impl Context {
-    pub fn new(cfg: Config, auth: Auth) -> Context {
-        let projects = cfg
-            .projects
-            .keys()
-            .map(String::as_str)
-            .chain(["default"])
-            .map(|p| (p.to_string(), std::sync::Arc::from(p)))
-            .collect();
-        Context {
-            cfg,
-            auth,
-            projects,
-        }
-    }
-
-    /// A project name, shared if it is a configured one.
-    pub fn project(&self, name: &str) -> std::sync::Arc<str> {
-        self.projects
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| name.into())
-    }
-}
 
 /// What the reactor must do for this connection.
 #[derive(Debug, PartialEq, Eq)]
@@ -64,8 +31,6 @@ pub enum Output {
     },
     /// A STOMP session is connected (heart-beats may start).
     Connected,
-    /// Close the WebSocket with this code (the endpoint turns it into a close frame).
-    CloseWith(u16, &'static str),
     Upgraded,
     /// The upgrade was refused (the HTTP answer is queued).
     Rejected,
@@ -212,9 +177,10 @@ impl Session {
         let Mode::Stomp(s) = &mut self.mode else {
             return None;
         };
-        let start = out.len();
-        let next = s.on_heartbeat(now, tick_ms, stalled, out);
-        self.take_close_request(out, start);
+        let mut sink = Framing { out, close: None };
+        let next = s.on_heartbeat(now, tick_ms, stalled, &mut sink);
+        let close = sink.close;
+        self.stomp_closed(close, out);
         next
     }
 
@@ -227,9 +193,10 @@ impl Session {
         let Mode::Stomp(s) = &mut self.mode else {
             return false;
         };
-        let start = out.len();
-        let fired = s.connect_timeout(timeout_ms, out);
-        self.take_close_request(out, start);
+        let mut sink = Framing { out, close: None };
+        let fired = s.connect_timeout(timeout_ms, &mut sink);
+        let close = sink.close;
+        self.stomp_closed(close, out);
         fired
     }
 
@@ -245,13 +212,9 @@ impl Session {
         }
     }
 
-    /// Turns a close the STOMP layer asked for (in `out` from `start` on) into our close frame.
-    fn take_close_request(&mut self, out: &mut Vec<Output>, start: usize) {
-        if let Some(i) = out[start..]
-            .iter()
-            .position(|o| matches!(o, Output::CloseWith(..)))
-            && let Output::CloseWith(code, reason) = out.remove(start + i)
-        {
+    /// Turns a close the STOMP layer asked for into our close handshake.
+    fn stomp_closed(&mut self, close: Option<(u16, &'static str)>, out: &mut Vec<Output>) {
+        if let Some((code, reason)) = close {
             if code != CloseError::NORMAL {
                 out.push(Output::StompError);
             }
@@ -368,13 +331,14 @@ impl Session {
                         }
                         Ok(Some(m)) => {
                             let closing = self.phase == Phase::Closing;
-                            let start = out.len();
-                            let next = on_message(&mut self.mode, closing, m, now, ctx, out);
+                            let mut sink = Framing { out, close: None };
+                            let next = on_message(&mut self.mode, closing, m, now, ctx, &mut sink);
+                            let close = sink.close;
                             self.reader.finish();
                             if let Some(p) = next {
                                 self.phase = p;
                             }
-                            self.take_close_request(out, start);
+                            self.stomp_closed(close, out);
                         }
                         Ok(None) => {}
                     }
@@ -386,6 +350,43 @@ impl Session {
     }
 }
 
+/// Carries a STOMP session's outputs onto the connection: frames become WebSocket text
+/// messages, and a close the session asks for is kept for the endpoint to carry out.
+struct Framing<'a> {
+    out: &'a mut Vec<Output>,
+    close: Option<(u16, &'static str)>,
+}
+
+/// A server heart-beat: one EOL in a WebSocket text frame, shared by every session (a million
+/// sessions beat without allocating).
+const HEART_BEAT: &[u8] = b"\x81\x01\n";
+
+impl Sink for Framing<'_> {
+    fn put(&mut self, o: StompOutput) {
+        let o = match o {
+            StompOutput::Frame(f) => Output::Send(frame::encode(Opcode::Text, &f)),
+            StompOutput::HeartBeat => Output::Send(Bytes::from_static(HEART_BEAT)),
+            StompOutput::Subscribe(d) => Output::Subscribe(d),
+            StompOutput::Unsubscribe(d) => Output::Unsubscribe(d),
+            StompOutput::Publish {
+                dest,
+                body,
+                headers,
+            } => Output::Publish {
+                dest,
+                body,
+                headers,
+            },
+            StompOutput::Connected => Output::Connected,
+            StompOutput::Close(code, reason) => {
+                self.close = Some((code, reason));
+                return;
+            }
+        };
+        self.out.push(o);
+    }
+}
+
 /// Acts on one message; returns the phase to move to, if it changes.
 fn on_message(
     mode: &mut Mode,
@@ -393,8 +394,9 @@ fn on_message(
     m: Message<'_>,
     now: u64,
     ctx: &Context,
-    out: &mut Vec<Output>,
+    sink: &mut Framing<'_>,
 ) -> Option<Phase> {
+    let out = &mut *sink.out;
     match m {
         Message::Close(code, _) => {
             if !closing {
@@ -426,7 +428,7 @@ fn on_message(
                     out.push(Output::Received);
                     out.push(Output::Send(frame::encode(op, data)));
                 }
-                Mode::Stomp(s) => s.on_bytes(data, now, ctx, out),
+                Mode::Stomp(s) => s.on_bytes(data, now, ctx, sink),
                 Mode::Raw(_) => out.push(Output::Received),
             }
             None
@@ -537,15 +539,10 @@ pub fn route(req: &Request, ctx: &Context) -> Result<Route, Reject> {
     })
 }
 
-/// Names are bounded and free of control characters (which also keeps hub keys unambiguous).
+/// Names are bounded and free of control characters (which also keeps hub keys unambiguous);
+/// a bad one in an upgrade is a 400.
 pub fn check_name(what: &str, name: &str) -> Result<(), Reject> {
-    if !crate::names::valid(name) {
-        return Err(Reject::new(
-            400,
-            format!("invalid {what} name: {}", crate::names::RULE),
-        ));
-    }
-    Ok(())
+    crate::names::check(what, name).map_err(|e| Reject::new(400, e))
 }
 
 #[cfg(test)]

@@ -15,74 +15,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::cluster::Cluster;
-use crate::endpoint::check_name;
-
-/// A destination inside a project. Topics and user queues are separate namespaces.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Dest {
-    Topic {
-        project: String,
-        topic: String,
-    },
-    /// `/user/queue/NAME` of one user: every session of that user subscribed to it.
-    User {
-        project: String,
-        user: String,
-        queue: String,
-    },
-}
-
-impl Dest {
-    /// The index key: the namespaces cannot collide because of the leading tag and the NULs,
-    /// which no project, topic or user name may contain.
-    pub fn key(&self) -> String {
-        let mut k = String::new();
-        self.write_key(&mut k);
-        k
-    }
-
-    /// Writes the index key into `out` (cleared first): lookups reuse one buffer instead of
-    /// allocating a key per publish.
-    pub fn write_key(&self, out: &mut String) {
-        out.clear();
-        let parts: &[&str] = match self {
-            Dest::Topic { project, topic } => &["t", project, topic],
-            Dest::User {
-                project,
-                user,
-                queue,
-            } => &["u", project, user, queue],
-        };
-        for (i, p) in parts.iter().enumerate() {
-            if i > 0 {
-                out.push('\0');
-            }
-            out.push_str(p);
-        }
-    }
-
-    /// The destination of an index key (`None` if `key` is not one, or names a destination
-    /// no client could have: `check_name` holds for every name).
-    pub fn from_key(key: &str) -> Option<Dest> {
-        let parts: Vec<&str> = key.split('\0').collect();
-        if !parts[1..].iter().all(|n| check_name("", n).is_ok()) {
-            return None;
-        }
-        match parts.as_slice() {
-            ["t", project, topic] => Some(Dest::Topic {
-                project: (*project).into(),
-                topic: (*topic).into(),
-            }),
-            ["u", project, user, queue] => Some(Dest::User {
-                project: (*project).into(),
-                user: (*user).into(),
-                queue: (*queue).into(),
-            }),
-            _ => None,
-        }
-    }
-}
+pub use crate::dest::Dest;
 
 /// One message on its way to every shard.
 #[derive(Debug)]
@@ -168,9 +101,38 @@ pub enum Command {
         reply: Sender<usize>,
     },
     /// Use this configuration (and keys) from now on.
-    Reload(Arc<crate::endpoint::Context>),
+    Reload(Arc<crate::context::Context>),
     /// Stop accepting, close every session with 1001, exit after the grace period.
     Shutdown,
+}
+
+/// The other nodes, as the hub sees them: it hands them publishes and tells them where this
+/// node has an audience. The cluster implements it; the hub never names the cluster, so the
+/// dependency runs one way (cluster → hub).
+pub trait Relay: Send + Sync {
+    /// Hands `msg` to the other nodes; `Pending::wait` tells how many got it.
+    fn publish(&self, msg: &Publish) -> Pending;
+    /// Hands `msg` over without waiting for an answer (a client's SEND, from a shard).
+    fn forward(&self, msg: &Publish);
+    /// A destination (by index key) gained its first (`add`) or lost its last subscriber in a
+    /// shard of this node. Never blocks.
+    fn interest(&self, key: &str, add: bool);
+}
+
+/// A relay's answer to a publish, to wait for: a channel it answers on, or why it could not
+/// take the message at all.
+pub struct Pending(pub Result<Receiver<Result<u64, String>>, String>);
+
+/// How long a publish waits for the relay's answer.
+const RELAY_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Pending {
+    /// How many other nodes the message was handed to, or why it was not.
+    pub fn wait(self) -> Result<u64, String> {
+        let rx = self.0?;
+        rx.recv_timeout(RELAY_TIMEOUT)
+            .unwrap_or_else(|_| Err("the other nodes did not answer in time".into()))
+    }
 }
 
 /// What a shard keeps of the hub: its queue and its wake-up eventfd.
@@ -187,7 +149,7 @@ struct Link {
 /// The sending side, shared by the admin API, signal handling and the cluster link.
 pub struct Hub {
     links: Vec<Link>,
-    cluster: Option<Cluster>,
+    relay: Option<Arc<dyn Relay>>,
 }
 
 /// How far a publish went.
@@ -219,23 +181,18 @@ impl Hub {
             });
             inboxes.push(Inbox { rx, wake });
         }
-        Ok((
-            Hub {
-                links,
-                cluster: None,
-            },
-            inboxes,
-        ))
+        Ok((Hub { links, relay: None }, inboxes))
     }
 
-    /// Publishes also go to the other nodes through `cluster`.
-    pub fn with_cluster(mut self, cluster: Cluster) -> Hub {
-        self.cluster = Some(cluster);
+    /// Publishes also go to the other nodes through `relay`.
+    pub fn with_relay(mut self, relay: Arc<dyn Relay>) -> Hub {
+        self.relay = Some(relay);
         self
     }
 
-    pub fn cluster(&self) -> Option<&Cluster> {
-        self.cluster.as_ref()
+    /// The relay to the other nodes, if this node is in a cluster.
+    pub fn relay(&self) -> Option<&Arc<dyn Relay>> {
+        self.relay.as_ref()
     }
 
     pub fn shard_count(&self) -> usize {
@@ -253,7 +210,7 @@ impl Hub {
     /// it went, or an error if a shard did not answer in time.
     pub fn publish(&self, msg: Publish) -> Result<Reach, String> {
         // Handed to Redis first, so the other nodes deliver while this one does.
-        let remote = self.cluster.as_ref().map(|c| c.publish(&msg));
+        let remote = self.relay.as_ref().map(|c| c.publish(&msg));
         let msg = Arc::new(msg);
         let sessions = self.ask(|reply| Command::Publish {
             msg: msg.clone(),
@@ -268,7 +225,7 @@ impl Hub {
     /// Fans out without waiting for counts: what a shard uses for a client's SEND, since a
     /// reactor must never block on other reactors.
     pub fn publish_nowait(&self, msg: Publish) {
-        if let Some(c) = &self.cluster {
+        if let Some(c) = &self.relay {
             c.forward(&msg);
         }
         self.deliver_nowait(msg);
@@ -340,7 +297,7 @@ impl Hub {
         Ok(total)
     }
 
-    pub fn reload(&self, ctx: Arc<crate::endpoint::Context>) {
+    pub fn reload(&self, ctx: Arc<crate::context::Context>) {
         for link in &self.links {
             self.send(link, Command::Reload(ctx.clone()));
         }
@@ -362,7 +319,7 @@ pub struct Subscriptions {
     free: Vec<u32>,
     /// In a cluster: told when a destination gains its first or loses its last subscriber
     /// here, so the node listens in Redis only to what it has an audience for.
-    watch: Option<Cluster>,
+    watch: Option<Arc<dyn Relay>>,
     /// The key of the destination being looked up (no allocation per lookup).
     scratch: String,
 }
@@ -371,7 +328,7 @@ pub struct Subscriptions {
 pub type DestId = u32;
 
 impl Subscriptions {
-    pub fn watched(watch: Option<Cluster>) -> Subscriptions {
+    pub fn watched(watch: Option<Arc<dyn Relay>>) -> Subscriptions {
         Subscriptions {
             watch,
             ..Default::default()
@@ -472,29 +429,6 @@ mod tests {
         assert_eq!(s.destinations(), 2);
         // The freed id is reused.
         assert_eq!(s.subscribe(&topic("p3", "x"), 5), a);
-    }
-
-    #[test]
-    fn keys_name_their_destination() {
-        let u = Dest::User {
-            project: "p:1".into(),
-            user: "al ice".into(),
-            queue: "q".into(),
-        };
-        assert_eq!(Dest::from_key(&u.key()), Some(u));
-        let t = topic("p", "a:b");
-        assert_eq!(Dest::from_key(&t.key()), Some(t));
-        for bad in [
-            "",
-            "t",
-            "t\0p",
-            "x\0p\0t",
-            "t\0\0t",
-            "t\0p\0t\0extra",
-            "u\0p\0u",
-        ] {
-            assert_eq!(Dest::from_key(bad), None, "{bad:?}");
-        }
     }
 
     #[test]

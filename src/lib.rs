@@ -4,11 +4,16 @@
 //! are sans-IO; `reactor` is the only code that touches a ring, and `reactor::ring` the only
 //! code with `unsafe`.
 
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod context;
+pub mod dest;
 pub mod endpoint;
 pub mod hub;
 pub mod names;

@@ -13,6 +13,15 @@ pub fn valid(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX && !name.chars().any(char::is_control)
 }
 
+/// `Ok`, or the reason `name` (a `what` name: topic, queue, ...) is refused.
+pub fn check(what: &str, name: &str) -> Result<(), String> {
+    if valid(name) {
+        Ok(())
+    } else {
+        Err(format!("invalid {what} name: {RULE}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

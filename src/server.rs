@@ -130,9 +130,13 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
     let cfg = &ctx.cfg;
     let stats = Arc::new(Stats::new(shards));
     let (hub, inboxes) = Hub::new(shards).map_err(|e| format!("eventfd: {e}"))?;
-    let (hub, worker) = match crate::cluster::new(cfg, addr, stats.clone())? {
-        Some((handle, worker)) => (hub.with_cluster(handle), Some(worker)),
-        None => (hub, None),
+    let (hub, cluster, worker) = match crate::cluster::new(cfg, addr, stats.clone())? {
+        Some((handle, worker)) => (
+            hub.with_relay(Arc::new(handle.clone())),
+            Some(handle),
+            Some(worker),
+        ),
+        None => (hub, None, None),
     };
     let hub = Arc::new(hub);
     let tables_ready = Arc::new(Barrier::new(shards + 1));
@@ -191,6 +195,7 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
         admin::api::Api {
             hub: hub.clone(),
             stats: stats.clone(),
+            cluster: cluster.clone(),
         },
         &cfg.server.admin_uids,
     )
@@ -233,7 +238,7 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
             Err(e) => return Err(format!("waiting for signals: {e}")),
         }
     }
-    if let Some(c) = hub.cluster() {
+    if let Some(c) = &cluster {
         c.leave();
     }
     hub.shutdown();

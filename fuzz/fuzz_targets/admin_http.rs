@@ -12,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
         // No shards: publishes reach nobody, which is all the routes need.
         hub: Arc::new(ringcast::hub::Hub::new(0).unwrap().0),
         stats: Arc::new(ringcast::stats::Stats::new(1)),
+        cluster: None,
     };
     match parse(data, 1 << 16) {
         Ok(Parse::Done(req)) => {

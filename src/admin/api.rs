@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::http::{Request, Response};
 use crate::cluster::Cluster;
-use crate::endpoint::check_name;
-use crate::hub::{Dest, Hub, Publish};
+use crate::dest::{Dest, Written};
+use crate::hub::{Hub, Publish};
 use crate::stats::Stats;
 use crate::stomp::frame::SERVER_HEADERS;
 
@@ -20,6 +20,8 @@ const HEALTH_WINDOW_MS: u64 = 2000;
 pub struct Api {
     pub hub: Arc<Hub>,
     pub stats: Arc<Stats>,
+    /// The cluster link, on a clustered node (`scope=cluster`, cross-node disconnects).
+    pub cluster: Option<Cluster>,
 }
 
 #[derive(Deserialize)]
@@ -135,7 +137,7 @@ impl Api {
 
     /// `?scope=node` (the default) or `?scope=cluster`, which needs a clustered node.
     fn scope(&self, req: &Request) -> Result<Option<&Cluster>, Response> {
-        match (req.query_first("scope"), self.hub.cluster()) {
+        match (req.query_first("scope"), self.cluster.as_ref()) {
             (None | Some("node"), _) => Ok(None),
             (Some("cluster"), Some(c)) => Ok(Some(c)),
             (Some("cluster"), None) => Err(Response::error(
@@ -202,8 +204,8 @@ impl Api {
             Err(e) => return Response::error(503, e),
         };
         match self
-            .hub
-            .cluster()
+            .cluster
+            .as_ref()
             .map(|c| c.disconnect(&d.project, &d.user))
         {
             None => Response::json(200, &json!({ "sessions": local })),
@@ -221,33 +223,16 @@ impl Api {
 
 /// Maps the contract's destination forms to a hub destination.
 fn destination(project: &str, dest: &str, user: Option<&str>) -> Result<Dest, String> {
-    check_name("project", project).map_err(|r| r.reason)?;
-    match user {
-        None => {
-            let topic = dest.strip_prefix("/topic/").ok_or_else(|| {
-                format!(
-                    "destination {dest:?} must be /topic/NAME (or give \"user\" for a user queue)"
-                )
-            })?;
-            check_name("topic", topic).map_err(|r| r.reason)?;
-            Ok(Dest::Topic {
-                project: project.into(),
-                topic: topic.into(),
-            })
-        }
-        Some(user) => {
-            check_name("user", user).map_err(|r| r.reason)?;
-            let queue = dest
-                .strip_prefix("/user/queue/")
-                .or_else(|| dest.strip_prefix("/queue/"))
-                .ok_or_else(|| format!("destination {dest:?} for a user must be /queue/NAME"))?;
-            check_name("queue", queue).map_err(|r| r.reason)?;
-            Ok(Dest::User {
-                project: project.into(),
-                user: user.into(),
-                queue: queue.into(),
-            })
-        }
+    crate::names::check("project", project)?;
+    match (user, Written::parse(dest, user.is_some())) {
+        (None, Some(Written::Topic(topic))) => Dest::topic(project, topic),
+        (None, _) => Err(format!(
+            "destination {dest:?} must be /topic/NAME (or give \"user\" for a user queue)"
+        )),
+        (Some(user), Some(Written::UserQueue(queue))) => Dest::user_queue(project, user, queue),
+        (Some(_), _) => Err(format!(
+            "destination {dest:?} for a user must be /queue/NAME"
+        )),
     }
 }
 
@@ -284,6 +269,7 @@ mod tests {
         let api = Api {
             hub: Arc::new(hub),
             stats: Arc::new(Stats::new(1)),
+            cluster: None,
         };
         let req = |m: &str, p: &str, b: &str| Request {
             method: m.into(),

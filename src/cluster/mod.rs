@@ -20,12 +20,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use crossbeam_channel::{Sender, bounded, unbounded};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 
 use crate::config::Config;
-use crate::hub::Publish;
+use crate::hub::{Pending, Publish, Relay};
 use crate::stats::Stats;
 use wire::Names;
 pub use worker::Worker;
@@ -87,18 +87,6 @@ pub struct Cluster {
     /// Wakes the cluster thread after a send (see the module doc for why not tokio's waker).
     wake: Arc<UnixStream>,
     stats: Arc<Stats>,
-}
-
-/// A cross-node publish whose outcome the admin API waits for.
-pub struct Pending(Result<Receiver<Result<u64, String>>, String>);
-
-impl Pending {
-    /// How many other nodes Redis handed the message to, or why it did not.
-    pub fn wait(self) -> Result<u64, String> {
-        let rx = self.0?;
-        rx.recv_timeout(ANSWER_TIMEOUT)
-            .unwrap_or_else(|_| Err("Redis did not answer in time".into()))
-    }
 }
 
 /// The default node name: unique per process on a host, readable in `redis-cli`.
@@ -174,14 +162,6 @@ impl Cluster {
         let _ = (&*self.wake).write(&[1]);
     }
 
-    /// Called by a shard's subscription index; never blocks.
-    pub fn interest(&self, key: &str, add: bool) {
-        self.request(Request::Interest {
-            key: key.to_string(),
-            add,
-        });
-    }
-
     fn enqueue(&self, msg: &Publish, reply: Option<Sender<Result<u64, String>>>) -> bool {
         let out = Outgoing {
             key: msg.dest.key(),
@@ -195,23 +175,6 @@ impl Cluster {
             self.stats.cluster.publish_failed.fetch_add(1, Relaxed);
         }
         queued
-    }
-
-    /// Hands `msg` to the other nodes; the answer comes with [`Pending::wait`].
-    pub fn publish(&self, msg: &Publish) -> Pending {
-        let (tx, rx) = bounded(1);
-        if self.enqueue(msg, Some(tx)) {
-            Pending(Ok(rx))
-        } else {
-            Pending(Err(
-                "the queue to Redis is full: cross-node delivery failed".into(),
-            ))
-        }
-    }
-
-    /// Hands `msg` to the other nodes without waiting (a client's SEND, from a shard).
-    pub fn forward(&self, msg: &Publish) {
-        self.enqueue(msg, None);
     }
 
     fn ask<T>(&self, make: impl FnOnce(Sender<Result<T, String>>) -> Request) -> Result<T, String> {
@@ -253,5 +216,29 @@ impl Cluster {
     /// Removes this node from presence (on a clean stop), waiting at most `ANSWER_TIMEOUT`.
     pub fn leave(&self) {
         let _ = self.ask(|reply| Request::Leave { reply });
+    }
+}
+
+impl Relay for Cluster {
+    fn publish(&self, msg: &Publish) -> Pending {
+        let (tx, rx) = bounded(1);
+        if self.enqueue(msg, Some(tx)) {
+            Pending(Ok(rx))
+        } else {
+            Pending(Err(
+                "the queue to Redis is full: cross-node delivery failed".into(),
+            ))
+        }
+    }
+
+    fn forward(&self, msg: &Publish) {
+        self.enqueue(msg, None);
+    }
+
+    fn interest(&self, key: &str, add: bool) {
+        self.request(Request::Interest {
+            key: key.to_string(),
+            add,
+        });
     }
 }

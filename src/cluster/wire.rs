@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::hub::Dest;
+use crate::dest::Dest;
 
 /// First bytes of every payload: a version, so a later format can live beside this one.
 const MAGIC: &[u8; 4] = b"RC1\0";

@@ -3,6 +3,8 @@
 //! the sans-IO `shard::Core`, and the core's operations become submissions. Every decision
 //! (limits, queues, deadlines, fan-out) is the core's.
 
+// The one module allowed `unsafe`: the kernel shares its memory with the ring.
+#[allow(unsafe_code)]
 pub mod ring;
 
 use std::io;
@@ -119,7 +121,7 @@ fn run(spec: ShardSpec) -> io::Result<()> {
             per_ip: spec.per_ip,
             pending_per_ip: spec.pending_per_ip,
             capacity: spec.capacity,
-            watch: spec.hub.cluster().cloned(),
+            watch: spec.hub.relay().cloned(),
         }),
         hub: spec.hub,
         inbox: spec.inbox,

@@ -24,10 +24,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use slab::Slab;
 
-use crate::cluster::Cluster;
 use crate::config::SlowPolicy;
 use crate::endpoint::{Context, Output};
-use crate::hub::{Dest, Publish, Subscriptions};
+use crate::hub::{Dest, Publish, Relay, Subscriptions};
 use crate::stats::{ShardStats, Stats};
 use crate::ws::CloseError;
 use conn::Conn;
@@ -81,7 +80,7 @@ pub struct Config {
     /// `max_connections`) new connections get 503.
     pub capacity: usize,
     /// In a cluster: told of a destination's first and last local subscriber.
-    pub watch: Option<Cluster>,
+    pub watch: Option<Arc<dyn Relay>>,
 }
 
 pub struct Core {
@@ -431,10 +430,6 @@ impl Core {
                     if let Some(t) = c.session.stomp().and_then(|s| s.next_check(tick_ms)) {
                         self.wheel.schedule(key, c.epoch, Kind::Heartbeat, t);
                     }
-                }
-                Output::CloseWith(code, reason) => {
-                    // The endpoint turns these into close frames; this is a fallback.
-                    self.close_session(key, code, reason);
                 }
                 Output::Rejected => {
                     st.rejected.fetch_add(1, Relaxed);

@@ -8,13 +8,45 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::frame::{self, Command, Frame, Parsed};
-use crate::endpoint::{Context, Output, check_name};
-use crate::hub::Dest;
+use crate::context::Context;
+use crate::dest::{Dest, Written};
+use crate::names::check as check_name;
 use crate::ws::CloseError;
-use crate::ws::frame::{Opcode, encode};
 
-/// A server heart-beat: one EOL in a WebSocket text frame.
-const HEART_BEAT: &[u8] = b"\x81\x01\n";
+/// What a STOMP session asks of the connection it runs on. It knows nothing of WebSocket
+/// framing: the endpoint wraps frames into messages and turns `Close` into its close handshake.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    /// An encoded STOMP frame for the client.
+    Frame(Vec<u8>),
+    /// A server heart-beat (one EOL).
+    HeartBeat,
+    /// Deliver this destination to the session from now on.
+    Subscribe(Dest),
+    /// The session's last subscription to this destination is gone.
+    Unsubscribe(Dest),
+    /// A client publish (SEND, where the project allows it).
+    Publish {
+        dest: Dest,
+        body: Bytes,
+        headers: Vec<(String, String)>,
+    },
+    /// CONNECT succeeded: the session is authenticated and heart-beats may start.
+    Connected,
+    /// The session is over: close the connection with this code (after what came before).
+    Close(u16, &'static str),
+}
+
+/// Where a session puts its outputs: the endpoint's adapter, or a `Vec` in tests.
+pub trait Sink {
+    fn put(&mut self, o: Output);
+}
+
+impl Sink for Vec<Output> {
+    fn put(&mut self, o: Output) {
+        self.push(o);
+    }
+}
 
 /// `message` header of an authentication failure: what the seed's clients look for.
 pub const AUTH_FAIL: &str = "auth_fail";
@@ -160,7 +192,7 @@ impl Session {
     }
 
     /// Bytes of STOMP from the client (one WebSocket message's payload).
-    pub fn on_bytes(&mut self, data: &[u8], now: u64, ctx: &Context, out: &mut Vec<Output>) {
+    pub fn on_bytes(&mut self, data: &[u8], now: u64, ctx: &Context, out: &mut impl Sink) {
         self.last_in = now as u32;
         if self.state == State::Closed {
             return;
@@ -184,8 +216,13 @@ impl Session {
     }
 
     /// Parses and acts on every complete frame at the front of `buf`; returns bytes used.
-    fn consume(&mut self, buf: &[u8], ctx: &Context, out: &mut Vec<Output>) -> usize {
-        let mut limits = ctx.cfg.stomp.limits();
+    fn consume(&mut self, buf: &[u8], ctx: &Context, out: &mut impl Sink) -> usize {
+        let stomp = &ctx.cfg.stomp;
+        let mut limits = frame::Limits {
+            max_frame_bytes: stomp.max_frame_bytes,
+            max_headers: stomp.max_headers,
+            max_header_bytes: stomp.max_header_bytes,
+        };
         if self.state == State::AwaitConnect {
             // Before CONNECT nobody is authenticated: what one may make us hold is small.
             limits.max_frame_bytes = limits.max_frame_bytes.min(ctx.cfg.limits.max_connect_bytes);
@@ -216,7 +253,7 @@ impl Session {
         now: u64,
         tick_ms: u64,
         stalled: bool,
-        out: &mut Vec<Output>,
+        out: &mut impl Sink,
     ) -> Option<u64> {
         if self.state != State::Connected {
             return None;
@@ -234,7 +271,7 @@ impl Session {
         }
         if self.hb_out > 0 && since(self.last_out) >= ticks(self.hb_out) {
             // One static frame for every beat: a million sessions beat without allocating.
-            out.push(Output::Send(Bytes::from_static(HEART_BEAT)));
+            out.put(Output::HeartBeat);
             self.last_out = now as u32;
         }
         self.next_check(tick_ms)
@@ -255,7 +292,7 @@ impl Session {
 
     /// CONNECT did not arrive within `limits.connect_timeout_ms` of the upgrade. Returns
     /// whether the session was still waiting for it (and is now closing).
-    pub fn connect_timeout(&mut self, timeout_ms: u64, out: &mut Vec<Output>) -> bool {
+    pub fn connect_timeout(&mut self, timeout_ms: u64, out: &mut impl Sink) -> bool {
         if self.state != State::AwaitConnect {
             return false;
         }
@@ -269,7 +306,7 @@ impl Session {
     }
 
     /// Sends an ERROR frame and closes the WebSocket with `code`.
-    fn error(&mut self, message: &str, receipt: Option<&str>, code: u16, out: &mut Vec<Output>) {
+    fn error(&mut self, message: &str, receipt: Option<&str>, code: u16, out: &mut impl Sink) {
         let mut f = Frame::new(Command::Error)
             .header("message", message)
             .header("content-type", "text/plain");
@@ -277,12 +314,12 @@ impl Session {
             f = f.header("receipt-id", r);
         }
         f.body = message.as_bytes().to_vec();
-        out.push(Output::Send(ws_text(&f)));
-        out.push(Output::CloseWith(code, message_reason(code)));
+        out.put(Output::Frame(f.encode()));
+        out.put(Output::Close(code, message_reason(code)));
         self.state = State::Closed;
     }
 
-    fn on_frame(&mut self, f: Frame, ctx: &Context, out: &mut Vec<Output>) {
+    fn on_frame(&mut self, f: Frame, ctx: &Context, out: &mut impl Sink) {
         let receipt = f.get("receipt").map(str::to_string);
         match (self.state, f.command) {
             (State::AwaitConnect, Command::Connect | Command::Stomp) => self.connect(&f, ctx, out),
@@ -319,7 +356,7 @@ impl Session {
                             .iter()
                             .any(|o| self.resolves_to(o.written(), &dest))
                     {
-                        out.push(Output::Unsubscribe(dest));
+                        out.put(Output::Unsubscribe(dest));
                     }
                 }
             }
@@ -341,11 +378,13 @@ impl Session {
             }
             (_, Command::Disconnect) => {
                 if let Some(r) = &receipt {
-                    out.push(Output::Send(ws_text(
-                        &Frame::new(Command::Receipt).header("receipt-id", r.as_str()),
-                    )));
+                    out.put(Output::Frame(
+                        Frame::new(Command::Receipt)
+                            .header("receipt-id", r.as_str())
+                            .encode(),
+                    ));
                 }
-                out.push(Output::CloseWith(CloseError::NORMAL, "disconnected"));
+                out.put(Output::Close(CloseError::NORMAL, "disconnected"));
                 self.state = State::Closed;
                 return;
             }
@@ -361,13 +400,15 @@ impl Session {
         if let Some(r) = receipt
             && self.state != State::Closed
         {
-            out.push(Output::Send(ws_text(
-                &Frame::new(Command::Receipt).header("receipt-id", r),
-            )));
+            out.put(Output::Frame(
+                Frame::new(Command::Receipt)
+                    .header("receipt-id", r)
+                    .encode(),
+            ));
         }
     }
 
-    fn connect(&mut self, f: &Frame, ctx: &Context, out: &mut Vec<Output>) {
+    fn connect(&mut self, f: &Frame, ctx: &Context, out: &mut impl Sink) {
         self.version = match negotiate_version(f.get("accept-version")) {
             Some(v) => v,
             None => {
@@ -378,8 +419,8 @@ impl Session {
                         "supported protocol versions are 1.0, 1.1 and 1.2",
                     );
                 e.body = b"supported protocol versions are 1.0, 1.1 and 1.2".to_vec();
-                out.push(Output::Send(ws_text(&e)));
-                out.push(Output::CloseWith(
+                out.put(Output::Frame(e.encode()));
+                out.put(Output::Close(
                     CloseError::PROTOCOL,
                     "unsupported STOMP version",
                 ));
@@ -391,7 +432,7 @@ impl Session {
             self.project = ctx.project(p);
         }
         if let Err(r) = check_name("projectId", &self.project) {
-            return self.auth_fail(&r.reason, out);
+            return self.auth_fail(&r, out);
         }
         let token = f
             .get("token")
@@ -408,7 +449,15 @@ impl Session {
                 Err(e) => return self.auth_fail(&e, out),
             }
         } else {
-            self.user = f.get("login").filter(|l| !l.is_empty()).map(Into::into);
+            // Without auth the login header names the user; it becomes a key and a header, so
+            // it obeys the same rule as a token's user claim.
+            let login = f.get("login").filter(|l| !l.is_empty());
+            if let Some(l) = login
+                && let Err(e) = check_name("login", l)
+            {
+                return self.auth_fail(&e, out);
+            }
+            self.user = login.map(Into::into);
         }
         self.upgrade_token = None;
         let (sx, sy) = (
@@ -425,25 +474,22 @@ impl Session {
         if let Some(u) = &self.user {
             c = c.header("user-name", &**u);
         }
-        out.push(Output::Send(ws_text(&c)));
-        out.push(Output::Connected);
+        out.put(Output::Frame(c.encode()));
+        out.put(Output::Connected);
         self.state = State::Connected;
     }
 
-    fn auth_fail(&mut self, reason: &str, out: &mut Vec<Output>) {
+    fn auth_fail(&mut self, reason: &str, out: &mut impl Sink) {
         let mut f = Frame::new(Command::Error)
             .header("message", AUTH_FAIL)
             .header("content-type", "text/plain");
         f.body = reason.as_bytes().to_vec();
-        out.push(Output::Send(ws_text(&f)));
-        out.push(Output::CloseWith(
-            CloseError::POLICY,
-            "authentication failed",
-        ));
+        out.put(Output::Frame(f.encode()));
+        out.put(Output::Close(CloseError::POLICY, "authentication failed"));
         self.state = State::Closed;
     }
 
-    fn subscribe(&mut self, f: &Frame, ctx: &Context, out: &mut Vec<Output>) -> Result<(), String> {
+    fn subscribe(&mut self, f: &Frame, ctx: &Context, out: &mut impl Sink) -> Result<(), String> {
         let id = f.get("id").ok_or("SUBSCRIBE needs an id header")?;
         if !crate::names::valid(id) {
             return Err(format!("invalid subscription id: {}", crate::names::RULE));
@@ -466,13 +512,13 @@ impl Session {
             .iter()
             .any(|s| self.resolves_to(s.written(), &dest))
         {
-            out.push(Output::Subscribe(dest));
+            out.put(Output::Subscribe(dest));
         }
         self.subs.push(Sub::new(id, written));
         Ok(())
     }
 
-    fn send(&mut self, f: Frame, ctx: &Context, out: &mut Vec<Output>) -> Result<(), String> {
+    fn send(&mut self, f: Frame, ctx: &Context, out: &mut impl Sink) -> Result<(), String> {
         let allowed = ctx
             .cfg
             .projects
@@ -499,7 +545,7 @@ impl Session {
             })
             .cloned()
             .collect();
-        out.push(Output::Publish {
+        out.put(Output::Publish {
             dest,
             body: Bytes::from(f.body),
             headers,
@@ -509,33 +555,23 @@ impl Session {
 
     /// Maps a destination string to a hub destination in this session's project.
     fn resolve(&self, written: &str, subscribing: bool) -> Result<Dest, String> {
-        let project = self.project.to_string();
-        if let Some(rest) = written.strip_prefix("/topic/") {
-            let topic = self.strip_legacy(rest);
-            check_name("topic", topic).map_err(|r| r.reason)?;
-            return Ok(Dest::Topic {
-                project,
-                topic: topic.into(),
-            });
-        }
-        if let Some(rest) = written.strip_prefix("/user/queue/") {
-            let queue = self.strip_legacy(rest);
-            check_name("queue", queue).map_err(|r| r.reason)?;
-            let user = self.user.as_deref().ok_or_else(|| {
-                format!("{written} is a user queue: it needs an authenticated user")
-            })?;
-            if !subscribing {
-                return Err("clients may only SEND to /topic/ destinations".into());
+        match Written::parse(written, false) {
+            Some(Written::Topic(rest)) => Dest::topic(&self.project, self.strip_legacy(rest)),
+            Some(Written::UserQueue(rest)) => {
+                let queue = self.strip_legacy(rest);
+                check_name("queue", queue)?;
+                let user = self.user.as_deref().ok_or_else(|| {
+                    format!("{written} is a user queue: it needs an authenticated user")
+                })?;
+                if !subscribing {
+                    return Err("clients may only SEND to /topic/ destinations".into());
+                }
+                Dest::user_queue(&self.project, user, queue)
             }
-            return Ok(Dest::User {
-                project,
-                user: user.into(),
-                queue: queue.into(),
-            });
+            None => Err(format!(
+                "unknown destination {written:?}: use /topic/NAME or /user/queue/NAME"
+            )),
         }
-        Err(format!(
-            "unknown destination {written:?}: use /topic/NAME or /user/queue/NAME"
-        ))
     }
 }
 
@@ -566,11 +602,6 @@ fn parse_heartbeat(v: Option<&str>) -> (u32, u32) {
         return (0, 0);
     };
     (a.trim().parse().unwrap_or(0), b.trim().parse().unwrap_or(0))
-}
-
-/// A STOMP frame as one WebSocket text message.
-pub fn ws_text(f: &Frame) -> Bytes {
-    encode(Opcode::Text, &f.encode())
 }
 
 #[cfg(test)]

@@ -35,14 +35,8 @@ fn feed(s: &mut Session, ctx: &Context, bytes: &[u8]) -> (Vec<String>, Vec<Outpu
     let mut rest = Vec::new();
     for o in out {
         match o {
-            Output::Send(b) => {
-                let off = match b[1] {
-                    126 => 4,
-                    127 => 10,
-                    _ => 2,
-                };
-                frames.push(String::from_utf8_lossy(&b[off..]).into_owned())
-            }
+            Output::Frame(b) => frames.push(String::from_utf8_lossy(&b).into_owned()),
+            Output::HeartBeat => frames.push("\n".into()),
             o => rest.push(o),
         }
     }
@@ -85,10 +79,7 @@ fn auth_failures_say_auth_fail() {
         assert!(f[0].starts_with("ERROR\nmessage:auth_fail\n"), "{f:?}");
         assert_eq!(
             o,
-            [Output::CloseWith(
-                CloseError::POLICY,
-                "authentication failed"
-            )]
+            [Output::Close(CloseError::POLICY, "authentication failed")]
         );
         assert!(!s.is_connected());
     }
@@ -172,7 +163,7 @@ fn malformed_frames_each_get_an_error() {
             f[0].starts_with("ERROR\n") && f[0].contains(msg),
             "{msg}: {f:?}"
         );
-        assert!(matches!(o.last(), Some(Output::CloseWith(..))));
+        assert!(matches!(o.last(), Some(Output::Close(..))));
     }
     let mut s = Session::new("default".into(), None, false);
     let (f, _) = feed(&mut s, &c, b"SUBSCRIBE\nid:1\ndestination:/topic/a\n\n\0");
@@ -211,7 +202,7 @@ fn disconnect_with_receipt() {
     let mut s = connected(&c, "fm", "");
     let (f, o) = feed(&mut s, &c, b"DISCONNECT\nreceipt:77\n\n\0");
     assert_eq!(f, ["RECEIPT\nreceipt-id:77\n\n\0"]);
-    assert_eq!(o, [Output::CloseWith(CloseError::NORMAL, "disconnected")]);
+    assert_eq!(o, [Output::Close(CloseError::NORMAL, "disconnected")]);
 }
 
 #[test]
@@ -225,7 +216,7 @@ fn heartbeats_go_out_when_idle_and_silence_closes() {
     assert!(s.on_heartbeat(10, 100, false, &mut out).is_some());
     assert!(out.is_empty());
     assert!(s.on_heartbeat(15, 100, false, &mut out).is_some());
-    assert_eq!(out, [Output::Send(encode(Opcode::Text, b"\n"))]);
+    assert_eq!(out, [Output::HeartBeat]);
     // Client beats keep it alive; two silent periods close it.
     out.clear();
     s.on_bytes(b"\n", 18, &c, &mut out);
@@ -236,7 +227,7 @@ fn heartbeats_go_out_when_idle_and_silence_closes() {
     assert!(s.on_heartbeat(38, 100, false, &mut out).is_none());
     assert!(matches!(
         out.last(),
-        Some(Output::CloseWith(CloseError::POLICY, _))
+        Some(Output::Close(CloseError::POLICY, _))
     ));
 }
 
@@ -344,7 +335,7 @@ fn before_connect_a_frame_is_small() {
     }
     assert!(
         out.iter()
-            .any(|o| matches!(o, Output::CloseWith(CloseError::PROTOCOL, _))),
+            .any(|o| matches!(o, Output::Close(CloseError::PROTOCOL, _))),
         "{out:?}"
     );
     assert!(s.pending.capacity() <= 2 * c.cfg.limits.max_connect_bytes);
@@ -368,13 +359,13 @@ fn connect_timeout_closes_with_an_error_only_before_connect() {
     let mut s = Session::new("default".into(), None, false);
     let mut out = Vec::new();
     assert!(s.connect_timeout(10_000, &mut out));
-    let Output::Send(b) = &out[0] else { panic!() };
-    let text = String::from_utf8_lossy(&b[2..]);
+    let Output::Frame(b) = &out[0] else { panic!() };
+    let text = String::from_utf8_lossy(b);
     assert!(
         text.starts_with("ERROR\nmessage:no CONNECT within 10000 ms"),
         "{text}"
     );
-    assert!(matches!(out[1], Output::CloseWith(CloseError::POLICY, _)));
+    assert!(matches!(out[1], Output::Close(CloseError::POLICY, _)));
     let mut s = connected(&c, "fm", "");
     out.clear();
     assert!(!s.connect_timeout(10_000, &mut out));
