@@ -7,19 +7,14 @@
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+// The sans-IO layers live in `ringcast-proto`; re-exported so every path stays one crate.
+pub use ringcast_proto::{auth, config, context, dest, endpoint, names, stomp, ws};
+
 pub mod admin;
-pub mod auth;
 pub mod cli;
 pub mod cluster;
-pub mod config;
-pub mod context;
-pub mod dest;
-pub mod endpoint;
 pub mod hub;
-pub mod names;
 pub mod reactor;
 pub mod server;
 pub mod shard;
 pub mod stats;
-pub mod stomp;
-pub mod ws;

@@ -154,7 +154,9 @@ fn run(cli: Cli) -> Result<(), String> {
             };
             let cfg = Config::load(common.config.as_deref(), &o)?;
             if s.print_config {
-                print!("{}", cfg.to_toml());
+                let mut shown = cfg.clone();
+                shown.server.admin_socket = Some(ringcast::admin::socket_path(&cfg));
+                print!("{}", shown.to_toml());
                 return Ok(());
             }
             let file = common.config.clone();

@@ -189,7 +189,7 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
             .map_err(|e| format!("spawning the cluster thread: {e}"))?;
     }
 
-    let socket = cfg.admin_socket();
+    let socket = admin::socket_path(cfg);
     admin::serve(
         &socket,
         admin::api::Api {

@@ -3,12 +3,12 @@
 //! Also the client side the CLI uses.
 
 pub mod api;
-pub mod http;
+pub use ringcast_proto::admin::http;
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -124,6 +124,27 @@ fn serve_one(mut stream: UnixStream, api: &Api) {
         }
     };
     let _ = stream.write_all(&resp.to_bytes());
+}
+
+/// The admin socket path: configured, or the per-user default.
+pub fn socket_path(cfg: &crate::config::Config) -> PathBuf {
+    cfg.server
+        .admin_socket
+        .clone()
+        .unwrap_or_else(default_admin_socket)
+}
+
+/// `$XDG_RUNTIME_DIR/ringcast/admin.sock`, else `/run/ringcast/admin.sock` for root, else a
+/// per-user directory under the temp dir.
+pub fn default_admin_socket() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("ringcast/admin.sock");
+    }
+    let uid = nix::unistd::getuid();
+    if uid.is_root() {
+        return PathBuf::from("/run/ringcast/admin.sock");
+    }
+    std::env::temp_dir().join(format!("ringcast-{uid}/admin.sock"))
 }
 
 /// The CLI's side: sends one request, returns the status and body.

@@ -14,7 +14,10 @@ pub fn admin_socket(config: Option<&Path>, flag: Option<PathBuf>) -> Result<Path
     if let Some(p) = flag {
         return Ok(p);
     }
-    Ok(Config::load(config, &Overrides::default())?.admin_socket())
+    Ok(crate::admin::socket_path(&Config::load(
+        config,
+        &Overrides::default(),
+    )?))
 }
 
 /// Turns an admin answer into the JSON body, or an error message carrying its `error`.

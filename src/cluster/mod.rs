@@ -13,7 +13,7 @@
 //! socket. The pair made up front has the same number in every table (as the hub's eventfds).
 
 mod presence;
-pub mod wire;
+pub use ringcast_proto::cluster::wire;
 mod worker;
 
 use std::sync::Arc;

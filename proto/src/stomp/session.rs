@@ -27,8 +27,11 @@ pub enum Output {
     Unsubscribe(Dest),
     /// A client publish (SEND, where the project allows it).
     Publish {
+        /// Where it goes (in the session's project).
         dest: Dest,
+        /// The body.
         body: Bytes,
+        /// The client's headers, server-owned ones removed.
         headers: Vec<(String, String)>,
     },
     /// CONNECT succeeded: the session is authenticated and heart-beats may start.
@@ -39,6 +42,7 @@ pub enum Output {
 
 /// Where a session puts its outputs: the endpoint's adapter, or a `Vec` in tests.
 pub trait Sink {
+    /// Takes one output.
     fn put(&mut self, o: Output);
 }
 
@@ -87,6 +91,7 @@ impl Sub {
 }
 
 #[derive(Debug)]
+/// One STOMP session: state, identity, subscriptions and heart-beat clocks.
 pub struct Session {
     state: State,
     /// Negotiated version ("1.0", "1.1" or "1.2").
@@ -108,6 +113,7 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session waiting for CONNECT, in `project` unless CONNECT names another; `upgrade_token` is a token presented at the upgrade, used if CONNECT has none.
     pub fn new(project: Arc<str>, upgrade_token: Option<&str>, legacy: bool) -> Session {
         Session {
             state: State::AwaitConnect,
@@ -125,14 +131,17 @@ impl Session {
         }
     }
 
+    /// The session's project.
     pub fn project(&self) -> &str {
         &self.project
     }
 
+    /// The authenticated user, once CONNECTED (without auth: the `login` header, if any).
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
     }
 
+    /// CONNECT went through and the session is not closed.
     pub fn is_connected(&self) -> bool {
         self.state == State::Connected
     }
@@ -150,6 +159,7 @@ impl Session {
             .map(|s| (s.id(), s.written()))
     }
 
+    /// Every subscription as (id, destination as written).
     pub fn subscriptions(&self) -> impl Iterator<Item = (&str, &str)> {
         self.subs.iter().map(|s| (s.id(), s.written()))
     }

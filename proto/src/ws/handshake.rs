@@ -17,6 +17,7 @@ const MAX_HEADERS: usize = 40;
 /// A valid upgrade request, reduced to what a WebSocket server needs from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
+    /// The request path without its query.
     pub path: String,
     /// Decoded query pairs, in order (`?topic=a&topic=b` gives two pairs).
     pub query: Vec<(String, String)>,
@@ -24,7 +25,9 @@ pub struct Request {
     pub accept: String,
     /// Subprotocols offered in `Sec-WebSocket-Protocol`, in the client's order of preference.
     pub protocols: Vec<String>,
+    /// The `Origin` header.
     pub origin: Option<String>,
+    /// The `Authorization` header.
     pub authorization: Option<String>,
 }
 
@@ -37,6 +40,7 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The first value of a query parameter.
     pub fn query_first(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
@@ -48,11 +52,14 @@ impl Request {
 /// Why an upgrade is refused: the HTTP status and a reason the body carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
+    /// The HTTP status.
     pub status: u16,
+    /// Why, in words (the body of the answer).
     pub reason: String,
 }
 
 impl Reject {
+    /// A refusal with `status` and `reason`.
     pub fn new(status: u16, reason: impl Into<String>) -> Self {
         Reject {
             status,
@@ -67,7 +74,12 @@ pub enum Parse {
     /// The header block is not complete yet.
     Partial,
     /// A valid upgrade; `consumed` bytes belong to it (anything after is WebSocket data).
-    Done { request: Request, consumed: usize },
+    Done {
+        /// The request.
+        request: Request,
+        /// Bytes of the buffer it used (frames may follow in the same read).
+        consumed: usize,
+    },
 }
 
 /// Reads an upgrade request from `buf`; `max_bytes` bounds the header block (slowloris and
@@ -211,6 +223,7 @@ pub fn reject_response(r: &Reject) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The reason phrase of an HTTP status.
 pub fn status_text(status: u16) -> &'static str {
     match status {
         200 => "OK",

@@ -28,14 +28,20 @@ impl<'a> Written<'a> {
 /// A destination inside a project. Topics and user queues are separate namespaces.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Dest {
+    /// `/topic/NAME` in a project: every subscriber.
     Topic {
+        /// The project (tenant).
         project: String,
+        /// The topic's name.
         topic: String,
     },
     /// `/user/queue/NAME` of one user: every session of that user subscribed to it.
     User {
+        /// The project (tenant).
         project: String,
+        /// The user whose sessions get it.
         user: String,
+        /// The queue's name.
         queue: String,
     },
 }

@@ -23,6 +23,7 @@ pub struct Names {
 }
 
 impl Names {
+    /// The names under a cluster's `prefix`.
     pub fn new(prefix: &str) -> Names {
         Names {
             prefix: prefix.to_string(),
@@ -75,7 +76,9 @@ impl Names {
 pub struct Message {
     /// The node that published it: it has delivered locally already and skips its own copy.
     pub origin: String,
+    /// The publisher's extra STOMP headers.
     pub headers: Vec<(String, String)>,
+    /// The body.
     pub body: Bytes,
 }
 
@@ -100,6 +103,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(b);
 }
 
+/// A publish payload from Redis, or `None` if it is malformed.
 pub fn decode(payload: &[u8]) -> Option<Message> {
     let mut r = Reader(payload.strip_prefix(MAGIC)?);
     let origin = r.str()?;
@@ -149,17 +153,22 @@ impl Reader<'_> {
 pub enum Control {
     /// Close every session of `user` in `project` (the sender has closed its own).
     Disconnect {
+        /// The node that asked.
         from: String,
+        /// The user's project.
         project: String,
+        /// The user.
         user: String,
     },
 }
 
 impl Control {
+    /// The control message's bytes.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// A control message from Redis, or `None` if it is malformed.
     pub fn decode(payload: &[u8]) -> Option<Control> {
         serde_json::from_slice(payload).ok()
     }

@@ -9,12 +9,19 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::CloseError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A frame's opcode (RFC 6455 §5.2).
 pub enum Opcode {
+    /// The next fragment of a message.
     Continuation,
+    /// A UTF-8 text message (or its first fragment).
     Text,
+    /// A binary message (or its first fragment).
     Binary,
+    /// The close handshake.
     Close,
+    /// A ping, to be answered with a pong.
     Ping,
+    /// The answer to a ping (or an unsolicited heartbeat).
     Pong,
 }
 
@@ -42,6 +49,7 @@ impl Opcode {
         }
     }
 
+    /// Close, ping and pong: never fragmented, at most 125 bytes.
     pub fn is_control(self) -> bool {
         matches!(self, Opcode::Close | Opcode::Ping | Opcode::Pong)
     }
@@ -50,8 +58,11 @@ impl Opcode {
 /// One decoded frame: its header and where its (unmasked) payload sits in the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
+    /// The message's last fragment.
     pub fin: bool,
+    /// What the frame carries.
     pub opcode: Opcode,
+    /// Where its (unmasked) payload lies in the buffer.
     pub payload: std::ops::Range<usize>,
     /// Bytes of input this frame occupied; the next frame starts there.
     pub len: usize,
@@ -60,12 +71,16 @@ pub struct Frame {
 /// What the bytes received so far hold.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded {
+    /// A whole frame, unmasked in place.
     Frame(Frame),
     /// A frame is still incomplete. `payload_seen` is how many payload bytes are already here
     /// (unmasked in place at `payload_start`), so text can be validated before the frame ends.
     Partial {
+        /// The opcode, once the header is in.
         opcode: Option<Opcode>,
+        /// Where the payload starts.
         payload_start: usize,
+        /// How many payload bytes are in so far.
         payload_seen: usize,
     },
 }

@@ -10,14 +10,20 @@ const MAX_HEADERS: usize = 32;
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, PartialEq, Eq)]
+/// One admin request.
 pub struct Request {
+    /// `GET`, `POST`, ...
     pub method: String,
+    /// The path without its query.
     pub path: String,
+    /// The query's pairs, decoded, in order.
     pub query: Vec<(String, String)>,
+    /// The body (`Content-Length` bytes).
     pub body: Vec<u8>,
 }
 
 impl Request {
+    /// The first value of a query parameter.
     pub fn query_first(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
@@ -27,19 +33,27 @@ impl Request {
 }
 
 #[derive(Debug)]
+/// What the parser made of the bytes so far.
 pub enum Parse {
+    /// The request is not complete yet.
     Partial,
+    /// A whole request.
     Done(Request),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// One admin answer (`Connection: close`).
 pub struct Response {
+    /// The HTTP status.
     pub status: u16,
+    /// The `Content-Type`.
     pub content_type: &'static str,
+    /// The body.
     pub body: Vec<u8>,
 }
 
 impl Response {
+    /// A JSON answer.
     pub fn json(status: u16, v: &Value) -> Response {
         let mut body = serde_json::to_vec(v).unwrap_or_default();
         body.push(b'\n');
@@ -50,10 +64,12 @@ impl Response {
         }
     }
 
+    /// A JSON `{"error": msg}` answer.
     pub fn error(status: u16, msg: impl AsRef<str>) -> Response {
         Response::json(status, &json!({ "error": msg.as_ref() }))
     }
 
+    /// A text answer of any content type (the Prometheus exposition).
     pub fn text(status: u16, content_type: &'static str, body: String) -> Response {
         Response {
             status,
@@ -62,6 +78,7 @@ impl Response {
         }
     }
 
+    /// The answer's bytes: status line, headers, body.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

@@ -12,14 +12,18 @@ use super::frame::Opcode;
 pub enum Message<'a> {
     /// Text, already validated as UTF-8.
     Text(&'a [u8]),
+    /// A whole binary message.
     Binary(&'a [u8]),
+    /// A ping's payload.
     Ping(&'a [u8]),
+    /// A pong's payload.
     Pong(&'a [u8]),
     /// The peer's close: its code (None for an empty close) and reason.
     Close(Option<u16>, &'a str),
 }
 
 #[derive(Debug, Default)]
+/// Reassembles fragmented messages and checks text as it arrives.
 pub struct Reader {
     frag: Option<Box<Fragmented>>,
 }

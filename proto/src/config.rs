@@ -11,26 +11,38 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
+/// The whole configuration: defaults, laid under the TOML file, laid under flags and
+/// `RINGCAST_*` variables.
 pub struct Config {
+    /// `[server]`: the listener, shards and io_uring settings.
     pub server: Server,
+    /// `[limits]`: every bound on what a connection may cost or do.
     pub limits: Limits,
+    /// `[auth]`: whether tokens are required, and which claim names the user.
     pub auth: Auth,
+    /// `[stomp]`: heart-beats, frame limits, legacy destinations.
     pub stomp: Stomp,
+    /// `[projects.NAME]`: one table per tenant, with its key.
     pub projects: BTreeMap<String, Project>,
+    /// `[cluster]`: Redis, when this node is one of several.
     pub cluster: Cluster,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+/// `[server]`.
 pub struct Server {
+    /// The WebSocket listener's address (`--listen`).
     pub listen: String,
     /// The WebSocket endpoint (raw and STOMP sessions).
     pub path: String,
     /// Whether `echo_path` echoes messages back (what the Autobahn suite drives).
     pub echo: bool,
+    /// Where the echo endpoint answers (with `echo` on).
     pub echo_path: String,
     /// 0 = one per core, more when `max_connections` needs more fd tables.
     pub shards: usize,
+    /// Connections the whole server holds; beyond it, 503 (`--max-connections`).
     pub max_connections: usize,
     /// Unset = a per-user runtime directory (see `default_admin_socket`).
     pub admin_socket: Option<PathBuf>,
@@ -39,7 +51,9 @@ pub struct Server {
     /// Per shard: read buffers shared by all its connections (a power of two; 0 = sized from
     /// the shard count, 64–512) and their size.
     pub read_buffers: u16,
+    /// Bytes per read buffer.
     pub read_buffer_size: u32,
+    /// Submission queue entries per shard ring.
     pub ring_entries: u32,
     /// If non-empty, upgrades whose `Origin` is not listed get 403.
     pub allowed_origins: Vec<String>,
@@ -83,15 +97,21 @@ pub enum SlowPolicy {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+/// `[limits]`.
 pub struct Limits {
+    /// An upgrade request must be complete this soon after the connection is accepted (408).
     pub handshake_timeout_ms: u64,
+    /// Largest upgrade request head (431 beyond it).
     pub max_header_bytes: usize,
+    /// Largest WebSocket message, reassembled (1009 beyond it).
     pub max_message_bytes: usize,
     /// Messages queued per session beyond the one being written.
     pub send_queue: usize,
+    /// What happens to a session whose send queue is full.
     pub slow_consumer: SlowPolicy,
     /// How long our close frame waits for the peer's before the socket is dropped.
     pub close_timeout_ms: u64,
+    /// Raw topics and STOMP subscriptions per session.
     pub max_topics_per_session: usize,
     /// Raw and echo sessions silent this long get a ping; silent for another period after it,
     /// they are closed (a vanished peer). 0 = never. STOMP sessions use their heart-beats.
@@ -131,8 +151,11 @@ impl Default for Limits {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+/// `[auth]`.
 pub struct Auth {
+    /// Tokens are required (`--no-auth` turns this off; the embedded default has it off).
     pub enabled: bool,
+    /// The claim that names the user (`sub`, or `userName` for the seed's tokens).
     pub user_claim: String,
 }
 
@@ -147,12 +170,17 @@ impl Default for Auth {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+/// `[stomp]`.
 pub struct Stomp {
     /// What the server offers in CONNECTED `heart-beat` (send, expect), in ms; 0 = never.
     pub heartbeat_send_ms: u32,
+    /// What CONNECTED asks of the client, in ms; 0 = nothing.
     pub heartbeat_receive_ms: u32,
+    /// Largest STOMP frame (headers and body).
     pub max_frame_bytes: usize,
+    /// Headers per STOMP frame.
     pub max_headers: usize,
+    /// Longest header line.
     pub max_header_bytes: usize,
     /// Accept the seed's `/topic/{projectId}/{topic}` and `/user/queue/{projectId}/…` forms.
     pub legacy_destinations: bool,
@@ -173,16 +201,23 @@ impl Default for Stomp {
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
+/// `[projects.NAME]`: one tenant and the key its tokens are checked with.
 pub struct Project {
+    /// `HS256` (default), `RS256` or `ES256`; the algorithm is pinned per project.
     pub jwt_alg: Option<String>,
+    /// The shared secret (HS256).
     pub jwt_secret: Option<String>,
+    /// PEM public key file (RS256 / ES256).
     pub jwt_public_key: Option<PathBuf>,
+    /// PEM private key file: lets `ringcast token` mint tokens for RS256 / ES256 projects.
     pub jwt_private_key: Option<PathBuf>,
+    /// Clients may publish with STOMP SEND.
     pub client_publish: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+/// `[cluster]`.
 pub struct Cluster {
     /// `redis://host:port[/db]`; absent = a standalone node.
     pub redis: Option<String>,
@@ -212,13 +247,21 @@ impl Default for Cluster {
 /// Settings given as flags or `RINGCAST_*` variables; `None` = not given.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
+    /// `--listen` / `RINGCAST_LISTEN`.
     pub listen: Option<String>,
+    /// `--shards` / `RINGCAST_SHARDS`.
     pub shards: Option<usize>,
+    /// `--max-connections` / `RINGCAST_MAX_CONNECTIONS`.
     pub max_connections: Option<usize>,
+    /// `--admin-socket` / `RINGCAST_ADMIN_SOCKET`.
     pub admin_socket: Option<PathBuf>,
+    /// `--no-auth`.
     pub no_auth: bool,
+    /// `--echo`.
     pub echo: bool,
+    /// `--io-compat`.
     pub io_compat: bool,
+    /// `--redis` / `RINGCAST_REDIS`.
     pub redis: Option<String>,
 }
 
@@ -230,6 +273,7 @@ impl Config {
         c
     }
 
+    /// Reads and parses a TOML file (unknown keys are errors, named).
     pub fn from_file(path: &Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
@@ -295,8 +339,15 @@ impl Config {
         if self.limits.send_queue == 0 {
             return Err("limits.send_queue must be at least 1".into());
         }
-        if let Some(url) = &self.cluster.redis {
-            redis::Client::open(url.as_str()).map_err(|e| format!("cluster.redis {url:?}: {e}"))?;
+        if let Some(url) = &self.cluster.redis
+            && !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://")
+                || url.starts_with("redis+unix://"))
+        {
+            return Err(format!(
+                "cluster.redis {url:?}: expected redis://HOST:PORT[/DB] (or rediss://, unix://)"
+            ));
         }
         if self.cluster.presence_ttl_ms < 1000 || self.cluster.publish_queue == 0 {
             return Err(
@@ -310,19 +361,10 @@ impl Config {
         Ok(())
     }
 
-    /// The admin socket path: configured, or the per-user default.
-    pub fn admin_socket(&self) -> PathBuf {
-        self.server
-            .admin_socket
-            .clone()
-            .unwrap_or_else(default_admin_socket)
-    }
-
     /// The merged configuration as TOML, secrets masked (it is printed and pasted into
     /// issues; key files are shown as paths, never as contents).
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
-        shown.server.admin_socket = Some(self.admin_socket());
         for p in shown.projects.values_mut() {
             if p.jwt_secret.is_some() {
                 p.jwt_secret = Some(MASK.into());
@@ -351,19 +393,6 @@ fn mask_password(url: &str) -> String {
         }
         _ => url.to_string(),
     }
-}
-
-/// `$XDG_RUNTIME_DIR/ringcast/admin.sock`, else `/run/ringcast/admin.sock` for root, else a
-/// per-user directory under the temp dir.
-pub fn default_admin_socket() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("ringcast/admin.sock");
-    }
-    let uid = nix::unistd::getuid();
-    if uid.is_root() {
-        return PathBuf::from("/run/ringcast/admin.sock");
-    }
-    std::env::temp_dir().join(format!("ringcast-{uid}/admin.sock"))
 }
 
 #[cfg(test)]

@@ -22,7 +22,9 @@ struct ProjectKeys {
     encoding: Option<EncodingKey>,
 }
 
+/// Every project's keys, and how a token is read.
 pub struct Auth {
+    /// Tokens are required.
     pub enabled: bool,
     user_claim: String,
     projects: HashMap<String, ProjectKeys>,

@@ -16,22 +16,38 @@ pub const SERVER_HEADERS: &[&str] = &[
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A STOMP command: what the client sends, then what the server sends.
 pub enum Command {
+    /// Opens a session (with the token).
     Connect,
+    /// STOMP 1.2's name for CONNECT.
     Stomp,
+    /// Publishes to a destination.
     Send,
+    /// Starts a subscription.
     Subscribe,
+    /// Ends a subscription.
     Unsubscribe,
+    /// Acknowledges a message (accepted, ignored: subscriptions are auto-ack).
     Ack,
+    /// Refuses a message (accepted, ignored).
     Nack,
+    /// Starts a transaction (refused).
     Begin,
+    /// Commits a transaction (refused).
     Commit,
+    /// Aborts a transaction (refused).
     Abort,
+    /// Ends the session.
     Disconnect,
     // Server frames.
+    /// The answer to CONNECT.
     Connected,
+    /// A delivery.
     Message,
+    /// The answer to a `receipt` header.
     Receipt,
+    /// A refusal; the session ends.
     Error,
 }
 
@@ -57,6 +73,7 @@ impl Command {
         })
     }
 
+    /// The command as it is written on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
             Command::Connect => "CONNECT",
@@ -84,13 +101,18 @@ impl Command {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// One STOMP frame.
 pub struct Frame {
+    /// What it is.
     pub command: Command,
+    /// Headers in order, unescaped; the first of a repeated name wins.
     pub headers: Vec<(String, String)>,
+    /// The body, up to its NUL (or `content-length` bytes).
     pub body: Vec<u8>,
 }
 
 impl Frame {
+    /// A frame with no headers and no body.
     pub fn new(command: Command) -> Frame {
         Frame {
             command,
@@ -99,6 +121,7 @@ impl Frame {
         }
     }
 
+    /// Adds a header (builder style).
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Frame {
         self.headers.push((name.to_string(), value.into()));
         self
@@ -112,6 +135,7 @@ impl Frame {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The frame's bytes, headers escaped where the command allows it, NUL-terminated.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.body.len());
         out.extend_from_slice(self.command.as_str().as_bytes());
@@ -156,9 +180,13 @@ fn put_escaped(out: &mut Vec<u8>, s: &str, escape: bool) {
 }
 
 #[derive(Debug, Clone, Copy)]
+/// Bounds the parser holds every frame to.
 pub struct Limits {
+    /// Largest frame, headers and body.
     pub max_frame_bytes: usize,
+    /// Headers per frame.
     pub max_headers: usize,
+    /// Longest header line.
     pub max_header_bytes: usize,
 }
 
@@ -173,6 +201,7 @@ impl Default for Limits {
 }
 
 #[derive(Debug, PartialEq, Eq)]
+/// What the parser found at the front of the buffer.
 pub enum Parsed {
     /// A frame, and how many bytes (including trailing EOLs) it used.
     Frame(Frame, usize),

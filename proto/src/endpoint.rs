@@ -20,17 +20,22 @@ use crate::ws::message::{Message, Reader};
 pub enum Output {
     /// Queue these bytes (a handshake answer or a frame).
     Send(Bytes),
+    /// Deliver this destination to the connection from now on.
     Subscribe(Dest),
     /// The session's last subscription to this destination is gone.
     Unsubscribe(Dest),
     /// A client publish (STOMP SEND where the project allows it).
     Publish {
+        /// Where it goes.
         dest: Dest,
+        /// The body, shared by every recipient.
         body: Bytes,
+        /// The publisher's extra STOMP headers (server-owned ones already removed).
         headers: Vec<(String, String)>,
     },
     /// A STOMP session is connected (heart-beats may start).
     Connected,
+    /// The upgrade succeeded (its 101 is queued).
     Upgraded,
     /// The upgrade was refused (the HTTP answer is queued).
     Rejected,
@@ -57,6 +62,7 @@ enum Phase {
 }
 
 #[derive(Debug)]
+/// What a connection speaks once upgraded.
 pub enum Mode {
     /// Subscribed at upgrade; client messages are counted and ignored. The identity is kept
     /// only for authenticated sessions (so `/disconnect` can find them).
@@ -68,14 +74,18 @@ pub enum Mode {
 }
 
 #[derive(Debug, PartialEq, Eq)]
+/// Who an authenticated raw session is.
 pub struct Identity {
+    /// The project its token was checked in.
     pub project: Box<str>,
+    /// The user its token names.
     pub user: Box<str>,
 }
 
 /// The STOMP subprotocols, in the order the server prefers them.
 const STOMP_PROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
 
+/// One connection's protocol state, from the first byte of its upgrade to its close.
 pub struct Session {
     phase: Phase,
     mode: Mode,
@@ -99,10 +109,12 @@ impl Default for Session {
 }
 
 impl Session {
+    /// The upgrade is done and no close has started.
     pub fn is_open(&self) -> bool {
         self.phase == Phase::Open
     }
 
+    /// The upgrade request is still being read.
     pub fn in_handshake(&self) -> bool {
         self.phase == Phase::Handshake
     }
@@ -112,10 +124,12 @@ impl Session {
         self.pending.capacity()
     }
 
+    /// What the connection speaks.
     pub fn mode(&self) -> &Mode {
         &self.mode
     }
 
+    /// The STOMP session, in STOMP mode.
     pub fn stomp(&self) -> Option<&stomp::session::Session> {
         match &self.mode {
             Mode::Stomp(s) => Some(s),
@@ -123,6 +137,7 @@ impl Session {
         }
     }
 
+    /// The STOMP session, in STOMP mode, to change.
     pub fn stomp_mut(&mut self) -> Option<&mut stomp::session::Session> {
         match &mut self.mode {
             Mode::Stomp(s) => Some(s),
@@ -439,8 +454,11 @@ fn on_message(
 /// Where an accepted upgrade goes.
 #[derive(Debug)]
 pub struct Route {
+    /// What the connection will speak.
     pub mode: Mode,
+    /// The subprotocol to answer with (`v12.stomp`, ...).
     pub protocol: Option<&'static str>,
+    /// What a raw connection subscribes to at the upgrade.
     pub subscribe: Vec<Dest>,
 }
 

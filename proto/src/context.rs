@@ -7,13 +7,17 @@ use std::sync::Arc;
 use crate::auth::Auth;
 use crate::config::Config;
 
+/// The configuration and keys in force; shards swap it whole on reload.
 pub struct Context {
+    /// The merged configuration.
     pub cfg: Config,
+    /// The keys built from it.
     pub auth: Auth,
     projects: HashMap<String, Arc<str>>,
 }
 
 impl Context {
+    /// Wraps a configuration and its keys, interning the configured project names.
     pub fn new(cfg: Config, auth: Auth) -> Context {
         let projects = cfg
             .projects
