@@ -160,7 +160,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 return Ok(());
             }
             let file = common.config.clone();
-            ringcast::server::run(cfg, move || Config::load(file.as_deref(), &o))
+            ringcast::server::run(cfg, move || Ok(Config::load(file.as_deref(), &o)?))
         }
         Cmd::Push(p) => {
             let socket = cli::admin_socket(common.config.as_deref(), common.admin_socket)?;

@@ -66,18 +66,16 @@ impl Auth {
     /// Verifies `token` for `project`; returns the user it names, or why it was refused. The
     /// reason is ours (it reaches clients in ERROR frames and HTTP bodies), never the JWT
     /// library's internal names.
-    pub fn verify(&self, project: &str, token: &str) -> Result<String, String> {
+    pub fn verify(&self, project: &str, token: &str) -> Result<String, TokenError> {
         let keys = self
             .projects
             .get(project)
-            .ok_or_else(|| format!("unknown project {project:?}"))?;
+            .ok_or_else(|| TokenError::UnknownProject(project.to_string()))?;
         // RFC 7515 §4.1.11: a token that names critical extensions this server does not
         // implement (it implements none) must be refused, whatever its signature.
         let header = jsonwebtoken::decode_header(token).map_err(|e| refusal(e.kind()))?;
         if let Some(crit) = header.crit {
-            return Err(format!(
-                "token has critical header parameters this server does not understand: {crit:?}"
-            ));
+            return Err(TokenError::Critical(crit));
         }
         let mut v = Validation::new(keys.alg);
         v.leeway = LEEWAY_S;
@@ -89,16 +87,12 @@ impl Auth {
         let user = match data.claims.get(&self.user_claim) {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(format!("token has no {:?} claim", self.user_claim)),
+            _ => return Err(TokenError::MissingClaim(self.user_claim.clone())),
         };
         // The user name becomes a STOMP header, a hub key and a log field: it must not be
         // able to smuggle a line break (or any control character) into any of them.
         if !crate::names::valid(&user) {
-            return Err(format!(
-                "the token's {:?} claim is not a valid user name ({})",
-                self.user_claim,
-                crate::names::RULE
-            ));
+            return Err(TokenError::InvalidUser(self.user_claim.clone()));
         }
         Ok(user)
     }
@@ -150,22 +144,55 @@ impl Auth {
     }
 }
 
-/// Why a token was refused, in words a client developer can act on.
-fn refusal(kind: &ErrorKind) -> String {
+/// Why a token was refused, in words a client developer can act on (it reaches clients in the
+/// ERROR frame's body or the 401's). Never the JWT library's internal names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// No `[projects.NAME]` with a key for this project.
+    #[error("unknown project {0:?}")]
+    UnknownProject(String),
+    /// Past its `exp` (with the leeway).
+    #[error("token expired")]
+    Expired,
+    /// Before its `nbf`.
+    #[error("token not valid yet (nbf is in the future)")]
+    NotYetValid,
+    /// Signed with another key.
+    #[error("token signature does not verify with this project's key")]
+    BadSignature,
+    /// Signed with another algorithm than the project's pinned one.
+    #[error("token algorithm is not the one this project accepts")]
+    WrongAlgorithm,
+    /// A required claim (`exp`, or the user claim) is missing.
+    #[error("token has no {0:?} claim")]
+    MissingClaim(String),
+    /// A claim of the wrong JSON type.
+    #[error("token claim {0:?} has the wrong type")]
+    ClaimType(String),
+    /// RFC 7515 `crit`: extensions this server does not implement.
+    #[error("token has critical header parameters this server does not understand: {0:?}")]
+    Critical(Vec<String>),
+    /// The user claim is not a valid name (empty, too long, or with control characters).
+    #[error(
+        "the token's {0:?} claim is not a valid user name (1–256 bytes, no control characters)"
+    )]
+    InvalidUser(String),
+    /// Not a signed JWT at all.
+    #[error("malformed token: not a signed JWT (header.payload.signature, base64url JSON)")]
+    Malformed,
+}
+
+fn refusal(kind: &ErrorKind) -> TokenError {
     match kind {
-        ErrorKind::ExpiredSignature => "token expired".into(),
-        ErrorKind::ImmatureSignature => "token not valid yet (nbf is in the future)".into(),
-        ErrorKind::InvalidSignature => {
-            "token signature does not verify with this project's key".into()
-        }
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
         ErrorKind::InvalidAlgorithm
         | ErrorKind::InvalidAlgorithmName
-        | ErrorKind::UnsupportedAlgorithm => {
-            "token algorithm is not the one this project accepts".into()
-        }
-        ErrorKind::MissingRequiredClaim(c) => format!("token has no {c:?} claim"),
-        ErrorKind::InvalidClaimFormat(c) => format!("token claim {c:?} has the wrong type"),
-        _ => "malformed token: not a signed JWT (header.payload.signature, base64url JSON)".into(),
+        | ErrorKind::UnsupportedAlgorithm => TokenError::WrongAlgorithm,
+        ErrorKind::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
+        ErrorKind::InvalidClaimFormat(c) => TokenError::ClaimType(c.clone()),
+        _ => TokenError::Malformed,
     }
 }
 
@@ -255,10 +282,11 @@ mod tests {
         let t = a.mint("demo", "alice", 60).unwrap();
         assert_eq!(a.verify("demo", &t).unwrap(), "alice");
         // The same token is no good in another project (other key).
-        assert!(a.verify("other", &t).unwrap_err().contains("signature"));
+        assert_eq!(a.verify("other", &t).unwrap_err(), TokenError::BadSignature);
         assert!(
             a.verify("nope", &t)
                 .unwrap_err()
+                .to_string()
                 .contains("unknown project")
         );
     }
@@ -277,15 +305,12 @@ mod tests {
             )
             .unwrap()
         };
-        assert_eq!(a.verify("demo", &expired).unwrap_err(), "token expired");
+        assert_eq!(a.verify("demo", &expired).unwrap_err(), TokenError::Expired);
+        assert_eq!(TokenError::Expired.to_string(), "token expired");
         // alg: none, unsigned.
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJib2IiLCJleHAiOjk5OTk5OTk5OTl9.";
         assert!(a.verify("demo", none).is_err());
-        assert!(
-            a.verify("demo", "garbage")
-                .unwrap_err()
-                .starts_with("malformed token")
-        );
+        assert_eq!(a.verify("demo", "garbage"), Err(TokenError::Malformed));
     }
 
     fn signed(header: Header, claims: serde_json::Value) -> String {
@@ -301,7 +326,7 @@ mod tests {
             h,
             serde_json::json!({"sub": "bob", "exp": 9_999_999_999u64}),
         );
-        let e = a.verify("demo", &t).unwrap_err();
+        let e = a.verify("demo", &t).unwrap_err().to_string();
         assert!(
             e.contains("critical header") && e.contains("x-unknown"),
             "{e}"
@@ -316,7 +341,7 @@ mod tests {
                 Header::new(Algorithm::HS256),
                 serde_json::json!({"sub": bad, "exp": 9_999_999_999u64}),
             );
-            let e = a.verify("demo", &t).unwrap_err();
+            let e = a.verify("demo", &t).unwrap_err().to_string();
             assert!(e.contains("not a valid user name"), "{bad:?}: {e}");
         }
     }
@@ -331,7 +356,7 @@ mod tests {
         )
         .unwrap();
         for t in [wrong_alg.as_str(), "a.b.c", "garbage", "e30.e30."] {
-            let e = a.verify("demo", t).unwrap_err();
+            let e = a.verify("demo", t).unwrap_err().to_string();
             assert!(!e.contains("Invalid") && !e.contains("Error"), "{t}: {e}");
         }
     }

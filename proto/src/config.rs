@@ -244,6 +244,36 @@ impl Default for Cluster {
     }
 }
 
+/// Why a configuration cannot be used; the text names the file or key to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or has an unknown key or a value of the wrong type.
+    #[error("config {}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's account, with line and column.
+        message: String,
+    },
+    /// A value out of its range (the text names the key).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<ConfigError> for String {
+    fn from(e: ConfigError) -> String {
+        e.to_string()
+    }
+}
+
 /// Settings given as flags or `RINGCAST_*` variables; `None` = not given.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -274,20 +304,25 @@ impl Config {
     }
 
     /// Reads and parses a TOML file (unknown keys are errors, named).
-    pub fn from_file(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 
     /// Loads the file if given (else the embedded default) and applies overrides.
-    pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config, String> {
+    pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config, ConfigError> {
         let mut c = match file {
             Some(p) => Config::from_file(p)?,
             None => Config::embedded(),
         };
         c.merge(o);
-        c.validate()?;
+        c.validate().map_err(ConfigError::Invalid)?;
         Ok(c)
     }
 
@@ -433,6 +468,7 @@ mod tests {
         assert!(
             Config::load(Some(&f), &Overrides::default())
                 .unwrap_err()
+                .to_string()
                 .contains("listn")
         );
         std::fs::remove_dir_all(&dir).unwrap();

@@ -522,7 +522,7 @@ pub fn route(req: &Request, ctx: &Context) -> Result<Route, Reject> {
         let user = ctx
             .auth
             .verify(project, token)
-            .map_err(|e| Reject::new(401, e))?;
+            .map_err(|e| Reject::new(401, e.to_string()))?;
         Some(Box::new(Identity {
             project: project.into(),
             user: user.into(),

@@ -211,8 +211,47 @@ pub enum Parsed {
     Partial,
 }
 
+/// Why bytes are not a STOMP frame. The text is what the client reads in the ERROR frame's
+/// `message` header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// A CR not followed by LF between frames.
+    #[error("bare CR in a heart-beat")]
+    BareCr,
+    /// A command or header line over the limit.
+    #[error("header line over {0} bytes")]
+    HeaderLineTooLong(usize),
+    /// A frame over the limit.
+    #[error("frame over {0} bytes")]
+    TooBig(usize),
+    /// A NUL before the blank line that ends the headers.
+    #[error("NUL byte in a header line")]
+    NulInHeader,
+    /// More headers than the limit.
+    #[error("more than {0} headers")]
+    TooManyHeaders(usize),
+    /// Not a STOMP command (the start of what came, lossily).
+    #[error("unknown command {0:?}")]
+    UnknownCommand(String),
+    /// A header line with no `:`.
+    #[error("header without a colon")]
+    NoColon,
+    /// A header that is not UTF-8.
+    #[error("header is not UTF-8")]
+    NotUtf8,
+    /// A backslash escape STOMP 1.2 does not define (the character after it).
+    #[error("undefined escape sequence \\{0}")]
+    BadEscape(String),
+    /// A `content-length` that is not a number.
+    #[error("invalid content-length {0:?}")]
+    BadContentLength(String),
+    /// No NUL where `content-length` says the body ends.
+    #[error("body longer than its content-length (no NUL after it)")]
+    BodyPastLength,
+}
+
 /// Parses the next frame (or heart-beat) from `buf`.
-pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, String> {
+pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, FrameError> {
     let eols = buf
         .iter()
         .take_while(|&&b| b == b'\n' || b == b'\r')
@@ -221,7 +260,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, String> {
         // A CR must be followed by LF; a lone CR at the end may still get its LF.
         let seq = &buf[..eols];
         if seq.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n') {
-            return Err("bare CR in a heart-beat".into());
+            return Err(FrameError::BareCr);
         }
         if seq.last() == Some(&b'\r') {
             return if eols > 1 {
@@ -238,13 +277,10 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, String> {
     loop {
         let Some(nl) = buf[pos..].iter().position(|&b| b == b'\n') else {
             if buf.len() - pos > limits.max_header_bytes {
-                return Err(format!(
-                    "header line over {} bytes",
-                    limits.max_header_bytes
-                ));
+                return Err(FrameError::HeaderLineTooLong(limits.max_header_bytes));
             }
             if buf.len() > limits.max_frame_bytes {
-                return Err(format!("frame over {} bytes", limits.max_frame_bytes));
+                return Err(FrameError::TooBig(limits.max_frame_bytes));
             }
             return Ok(Parsed::Partial);
         };
@@ -253,27 +289,23 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, String> {
             line = &line[..line.len() - 1];
         }
         if line.len() > limits.max_header_bytes {
-            return Err(format!(
-                "header line over {} bytes",
-                limits.max_header_bytes
-            ));
+            return Err(FrameError::HeaderLineTooLong(limits.max_header_bytes));
         }
         pos += nl + 1;
         if line.is_empty() {
             break;
         }
         if line.contains(&0) {
-            return Err("NUL byte in a header line".into());
+            return Err(FrameError::NulInHeader);
         }
         lines.push(line);
         if lines.len() > limits.max_headers + 1 {
-            return Err(format!("more than {} headers", limits.max_headers));
+            return Err(FrameError::TooManyHeaders(limits.max_headers));
         }
     }
     let command = Command::parse(lines[0]).ok_or_else(|| {
-        format!(
-            "unknown command {:?}",
-            String::from_utf8_lossy(&lines[0][..lines[0].len().min(32)])
+        FrameError::UnknownCommand(
+            String::from_utf8_lossy(&lines[0][..lines[0].len().min(32)]).into_owned(),
         )
     })?;
     let mut headers = Vec::with_capacity(lines.len() - 1);
@@ -281,7 +313,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, String> {
         let colon = line
             .iter()
             .position(|&b| b == b':')
-            .ok_or_else(|| "header without a colon".to_string())?;
+            .ok_or(FrameError::NoColon)?;
         let name = unescape(&line[..colon], command.escapes())?;
         let value = unescape(&line[colon + 1..], command.escapes())?;
         headers.push((name, value));
@@ -296,28 +328,28 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, String> {
             let n: usize = v
                 .trim()
                 .parse()
-                .map_err(|_| format!("invalid content-length {v:?}"))?;
+                .map_err(|_| FrameError::BadContentLength(v.to_string()))?;
             if pos + n > limits.max_frame_bytes {
-                return Err(format!("frame over {} bytes", limits.max_frame_bytes));
+                return Err(FrameError::TooBig(limits.max_frame_bytes));
             }
             if buf.len() < pos + n + 1 {
                 return Ok(Parsed::Partial);
             }
             if buf[pos + n] != 0 {
-                return Err("body longer than its content-length (no NUL after it)".into());
+                return Err(FrameError::BodyPastLength);
             }
             pos + n
         }
         None => match buf[pos..].iter().position(|&b| b == 0) {
             Some(i) => pos + i,
             None if buf.len() > limits.max_frame_bytes => {
-                return Err(format!("frame over {} bytes", limits.max_frame_bytes));
+                return Err(FrameError::TooBig(limits.max_frame_bytes));
             }
             None => return Ok(Parsed::Partial),
         },
     };
     if body_end > limits.max_frame_bytes {
-        return Err(format!("frame over {} bytes", limits.max_frame_bytes));
+        return Err(FrameError::TooBig(limits.max_frame_bytes));
     }
     let mut frame = frame;
     frame.body = buf[pos..body_end].to_vec();
@@ -333,8 +365,8 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, String> {
     Ok(Parsed::Frame(frame, used))
 }
 
-fn unescape(raw: &[u8], escapes: bool) -> Result<String, String> {
-    let s = std::str::from_utf8(raw).map_err(|_| "header is not UTF-8".to_string())?;
+fn unescape(raw: &[u8], escapes: bool) -> Result<String, FrameError> {
+    let s = std::str::from_utf8(raw).map_err(|_| FrameError::NotUtf8)?;
     if !escapes || !s.contains('\\') {
         return Ok(s.to_string());
     }
@@ -351,9 +383,8 @@ fn unescape(raw: &[u8], escapes: bool) -> Result<String, String> {
             Some('c') => out.push(':'),
             Some('\\') => out.push('\\'),
             other => {
-                return Err(format!(
-                    "undefined escape sequence \\{}",
-                    other.map(String::from).unwrap_or_default()
+                return Err(FrameError::BadEscape(
+                    other.map(String::from).unwrap_or_default(),
                 ));
             }
         }

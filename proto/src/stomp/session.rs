@@ -247,7 +247,7 @@ impl Session {
                     self.on_frame(f, ctx, out);
                 }
                 Err(e) => {
-                    self.error(&e, None, CloseError::PROTOCOL, out);
+                    self.error(&e.to_string(), None, CloseError::PROTOCOL, out);
                     return buf.len();
                 }
             }
@@ -456,7 +456,7 @@ impl Session {
             };
             match ctx.auth.verify(&self.project, &token) {
                 Ok(user) => self.user = Some(user.into()),
-                Err(e) => return self.auth_fail(&e, out),
+                Err(e) => return self.auth_fail(&e.to_string(), out),
             }
         } else {
             // Without auth the login header names the user; it becomes a key and a header, so

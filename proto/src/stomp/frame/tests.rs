@@ -103,18 +103,20 @@ fn violations_are_named() {
     ];
     for (bytes, msg) in cases {
         let e = parse(bytes, &l).unwrap_err();
-        assert!(e.contains(msg), "{e} for {bytes:?}");
+        assert!(e.to_string().contains(msg), "{e} for {bytes:?}");
     }
     let long = format!("SEND\nk:{}\n\n\0", "v".repeat(60));
     assert!(
         parse(long.as_bytes(), &l)
             .unwrap_err()
+            .to_string()
             .contains("header line")
     );
     let big = format!("SEND\n\n{}", "x".repeat(300));
     assert!(
         parse(big.as_bytes(), &l)
             .unwrap_err()
+            .to_string()
             .contains("frame over")
     );
 }
@@ -152,7 +154,15 @@ fn a_nul_in_a_header_line_is_refused() {
         b"SUBSCRIBE\nid:a\0b\ndestination:/topic/x\n\n\0",
         &Limits::default(),
     );
-    assert_eq!(e.unwrap_err(), "NUL byte in a header line");
+    assert_eq!(e.unwrap_err(), FrameError::NulInHeader);
+    assert_eq!(
+        FrameError::NulInHeader.to_string(),
+        "NUL byte in a header line"
+    );
+    assert_eq!(
+        FrameError::BadEscape("t".into()).to_string(),
+        "undefined escape sequence \\t"
+    );
 }
 
 /// Whatever a header holds, the encoded frame keeps it one header: no value can add a line,
