@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_utils::CachePadded;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 macro_rules! counters {
     ($($name:ident: $help:literal),* $(,)?) => {
@@ -19,12 +19,50 @@ macro_rules! counters {
 
         const NAMES: &[(&str, &str)] = &[$((stringify!($name), $help)),*];
 
+        /// The counters' values at one moment (one shard's, or the sum over shards).
+        #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+        pub struct Counters {
+            $(pub $name: u64,)*
+        }
+
         impl ShardStats {
             fn values(&self) -> Vec<u64> {
                 vec![$(self.$name.load(Relaxed)),*]
             }
+
+            fn counters(&self) -> Counters {
+                Counters { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+
+        impl std::ops::AddAssign for Counters {
+            fn add_assign(&mut self, o: Counters) {
+                $(self.$name += o.$name;)*
+            }
         }
     };
+}
+
+/// `GET /stats`: the totals, process facts, each shard, and the cluster link if any.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Snapshot {
+    #[serde(flatten)]
+    pub total: Counters,
+    pub uptime_s: u64,
+    pub pid: u32,
+    pub rss_bytes: u64,
+    pub shard_count: usize,
+    pub shards: Vec<ShardSnapshot>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+/// One shard's counters in `GET /stats`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShardSnapshot {
+    pub shard: usize,
+    #[serde(flatten)]
+    pub counters: Counters,
 }
 
 counters! {
@@ -116,43 +154,39 @@ impl Stats {
             .all(|s| now.saturating_sub(s.last_turn_ms.load(Relaxed)) <= within_ms)
     }
 
-    pub fn to_json(&self) -> Value {
-        let per: Vec<Vec<u64>> = self.shards.iter().map(|s| s.values()).collect();
-        let mut total = serde_json::Map::new();
-        for (i, (name, _)) in NAMES.iter().enumerate() {
-            total.insert((*name).into(), json!(per.iter().map(|v| v[i]).sum::<u64>()));
-        }
-        let shards: Vec<Value> = per
+    /// The counters now, typed.
+    pub fn snapshot(&self) -> Snapshot {
+        let shards: Vec<ShardSnapshot> = self
+            .shards
             .iter()
             .enumerate()
-            .map(|(i, v)| {
-                let mut m = serde_json::Map::new();
-                m.insert("shard".into(), json!(i));
-                for (j, (name, _)) in NAMES.iter().enumerate() {
-                    m.insert((*name).into(), json!(v[j]));
-                }
-                Value::Object(m)
+            .map(|(shard, s)| ShardSnapshot {
+                shard,
+                counters: s.counters(),
             })
             .collect();
-        let mut out = total;
-        out.insert(
-            "uptime_s".into(),
-            json!((now_ms() - self.started_ms) / 1000),
-        );
-        out.insert("pid".into(), json!(std::process::id()));
-        out.insert("rss_bytes".into(), json!(rss_bytes()));
-        out.insert("shard_count".into(), json!(self.shards.len()));
-        out.insert("shards".into(), Value::Array(shards));
-        if self.cluster.enabled.load(Relaxed) {
-            let c: serde_json::Map<String, Value> = self
-                .cluster
-                .fields()
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), json!(v)))
-                .collect();
-            out.insert("cluster".into(), Value::Object(c));
+        let mut total = Counters::default();
+        for s in &shards {
+            total += s.counters;
         }
-        Value::Object(out)
+        Snapshot {
+            total,
+            uptime_s: now_ms().saturating_sub(self.started_ms) / 1000,
+            pid: std::process::id(),
+            rss_bytes: rss_bytes(),
+            shard_count: self.shards.len(),
+            shards,
+            cluster: self
+                .cluster
+                .enabled
+                .load(Relaxed)
+                .then(|| self.cluster.fields().into_iter().collect()),
+        }
+    }
+
+    /// The snapshot as JSON (what `/stats` answers and presence stores).
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.snapshot()).unwrap_or(Value::Null)
     }
 
     /// Prometheus text exposition: one series per counter, labelled by shard.
