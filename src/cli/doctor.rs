@@ -142,20 +142,76 @@ impl Host {
     }
 }
 
+use Verdict::*;
+
+/// What `n` connections ask of a host, worked out once for every wall.
+struct Need {
+    n: u64,
+    /// Sockets per connection on this host: 2 with a local load generator, else 1.
+    ends: u64,
+    shards: usize,
+    per_table: u64,
+    /// More shards than cores only because of the fd cap.
+    capped: bool,
+    /// Bytes ringcast itself keeps per session (raw, or STOMP when auth is on).
+    own: u64,
+    /// With a local load generator: its source addresses.
+    sources: Option<u64>,
+}
+
+/// One wall: `None` where it does not apply to this host or setup.
+type Wall = fn(&Host, &Need) -> Option<Check>;
+
+/// Every wall, in the order the report lists them.
+const WALLS: &[Wall] = &[
+    nofile,
+    file_max,
+    nr_open,
+    memory,
+    tcp_mem,
+    tcp_max_orphans,
+    somaxconn,
+    syn_backlog,
+    ports,
+    conntrack,
+    time_wait,
+    established_hash,
+    io_uring,
+];
+
 /// Checks `host` against `n` connections (server and a local load generator on one host when
 /// `local_bench`, with `sources` source addresses).
 pub fn checks(cfg: &Config, host: &Host, n: u64, local_bench: bool, sources: u64) -> Vec<Check> {
-    use Verdict::*;
-    let mut out = Vec::new();
-    let ends = if local_bench { 2 } else { 1 };
     let mut c = cfg.clone();
     c.server.max_connections = n as usize;
     let (shards, _) = plan_shards(&c, host.cores, host.nofile_hard);
-    let per = per_table(host.nofile_hard);
-    // More shards than cores only because of the fd cap: it works (measured to 1M here), but
-    // the threads share the cores.
-    let capped = shards > host.cores && c.server.shards <= host.cores;
-    out.push(check(
+    let need = Need {
+        n,
+        ends: if local_bench { 2 } else { 1 },
+        shards,
+        per_table: per_table(host.nofile_hard),
+        // More shards than cores only because of the fd cap: it works (measured to 1M here),
+        // but the threads share the cores.
+        capped: shards > host.cores && c.server.shards <= host.cores,
+        own: if cfg.auth.enabled {
+            STOMP_BYTES
+        } else {
+            RAW_BYTES
+        },
+        sources: local_bench.then_some(sources),
+    };
+    WALLS.iter().filter_map(|wall| wall(host, &need)).collect()
+}
+
+fn nofile(host: &Host, need: &Need) -> Option<Check> {
+    let Need {
+        n,
+        shards,
+        per_table: per,
+        capped,
+        ..
+    } = *need;
+    Some(check(
         "nofile per fd table",
         if capped { Warn } else { Ok },
         format!(
@@ -167,9 +223,12 @@ pub fn checks(cfg: &Config, host: &Host, n: u64, local_bench: bool, sources: u64
              without CAP_SYS_RESOURCE it cannot be raised and ringcast shards around it"
                 .to_string()
         }),
-    ));
-    let files = n * ends + 10_000;
-    out.push(if host.file_max >= files {
+    ))
+}
+
+fn file_max(host: &Host, need: &Need) -> Option<Check> {
+    let files = need.n * need.ends + 10_000;
+    Some(if host.file_max >= files {
         check(
             "fs.file-max",
             Ok,
@@ -186,24 +245,26 @@ pub fn checks(cfg: &Config, host: &Host, n: u64, local_bench: bool, sources: u64
                 files.next_power_of_two()
             )),
         )
-    });
-    out.push(check(
+    })
+}
+
+fn nr_open(host: &Host, need: &Need) -> Option<Check> {
+    Some(check(
         "fs.nr_open",
         Ok,
         format!(
             "{} (caps any nofile; per-table need is {})",
             host.nr_open,
-            n.div_ceil(shards as u64)
+            need.n.div_ceil(need.shards as u64)
         ),
         None,
-    ));
-    let own = if cfg.auth.enabled {
-        STOMP_BYTES
-    } else {
-        RAW_BYTES
-    };
+    ))
+}
+
+fn memory(host: &Host, need: &Need) -> Option<Check> {
+    let Need { n, ends, own, .. } = *need;
     let mem = n * KERNEL_BYTES_PER_PAIR * ends / 2 + n * own + (256 << 20);
-    out.push(if host.mem_available >= mem {
+    Some(if host.mem_available >= mem {
         check(
             "memory",
             Ok,
@@ -226,18 +287,26 @@ pub fn checks(cfg: &Config, host: &Host, n: u64, local_bench: bool, sources: u64
             ),
             Some("add memory, or lower --connections".into()),
         )
-    });
-    let pages = n * ends * TCP_BYTES_IN_FLIGHT / 4096;
-    // Global sysctls exist only in the initial network namespace: a child sees no file.
-    const HOST_ONLY: &str =
-        "not visible in this network namespace (a global setting): check it on the host";
-    out.push(if host.tcp_mem == (0, 0, 0) {
+    })
+}
+
+/// Global sysctls exist only in the initial network namespace: a child sees no file.
+const HOST_ONLY: &str =
+    "not visible in this network namespace (a global setting): check it on the host";
+
+fn tcp_mem(host: &Host, need: &Need) -> Option<Check> {
+    let n = need.n;
+    let pages = n * need.ends * TCP_BYTES_IN_FLIGHT / 4096;
+    Some(if host.tcp_mem == (0, 0, 0) {
         check("net.ipv4.tcp_mem", Warn, HOST_ONLY.into(), None)
     } else if host.tcp_mem.1 >= pages {
         check(
             "net.ipv4.tcp_mem",
             Ok,
-            format!("pressure at {} pages ≥ {pages} for a broadcast in flight", host.tcp_mem.1),
+            format!(
+                "pressure at {} pages ≥ {pages} for a broadcast in flight",
+                host.tcp_mem.1
+            ),
             None,
         )
     } else {
@@ -250,8 +319,12 @@ pub fn checks(cfg: &Config, host: &Host, n: u64, local_bench: bool, sources: u64
             ),
             Some("sysctl -w net.ipv4.tcp_mem='786432 2097152 3145728'".into()),
         )
-    });
-    out.push(if host.max_orphans == 0 {
+    })
+}
+
+fn tcp_max_orphans(host: &Host, need: &Need) -> Option<Check> {
+    let n = need.n;
+    Some(if host.max_orphans == 0 {
         check("net.ipv4.tcp_max_orphans", Warn, HOST_ONLY.into(), None)
     } else if host.max_orphans >= n {
         check(
@@ -273,64 +346,82 @@ pub fn checks(cfg: &Config, host: &Host, n: u64, local_bench: bool, sources: u64
                 n.next_power_of_two()
             )),
         )
-    });
-    for (wall, v, key) in [
-        ("net.core.somaxconn", host.somaxconn, "net.core.somaxconn"),
-        (
-            "net.ipv4.tcp_max_syn_backlog",
-            host.syn_backlog,
-            "net.ipv4.tcp_max_syn_backlog",
-        ),
-    ] {
-        out.push(if v >= 16_384 {
-            check(wall, Ok, v.to_string(), None)
-        } else {
-            check(
-                wall,
-                Warn,
-                format!("{v}: connect bursts overflow the queue and clients wait for SYN retries (1 s, 3 s)"),
-                Some(format!("sysctl -w {key}=65535")),
-            )
-        });
-    }
-    if local_bench {
-        let per_source = host.port_range.1.saturating_sub(host.port_range.0) + 1;
-        let ports = per_source * sources;
-        out.push(if ports >= n {
-            check(
-                "ports × source addresses",
-                Ok,
-                format!("{per_source} ports × {sources} sources = {ports} ≥ {n}"),
-                None,
-            )
-        } else {
-            check(
-                "ports × source addresses",
-                Fix,
-                format!(
-                    "{per_source} ports × {sources} sources = {ports} < {n} (the seed's walls at ~30k and ~60k)"
-                ),
-                Some(format!(
-                    "sysctl -w net.ipv4.ip_local_port_range='1024 65535', and bench with --sources 127.0.0.2-127.0.0.{}",
-                    1 + n.div_ceil(64_000).max(sources)
-                )),
-            )
-        });
-    }
-    if let Some(max) = host.conntrack_max {
-        let need = n * ends;
-        out.push(if max >= need {
-            check("nf_conntrack_max", Ok, format!("{max} ≥ {need}"), None)
-        } else {
-            check(
-                "nf_conntrack_max",
-                Warn,
-                format!("{max} < {need}: if connection tracking is active, SYNs are dropped silently when the table fills (the seed's wall at ~70k)"),
-                Some(format!("sysctl -w net.netfilter.nf_conntrack_max={}", need.next_power_of_two())),
-            )
-        });
-    }
-    out.push(if host.time_wait < 10_000 {
+    })
+}
+
+/// A listen queue bound (accept backlog or SYN backlog).
+fn listen_queue(key: &'static str, v: u64) -> Option<Check> {
+    Some(if v >= 16_384 {
+        check(key, Ok, v.to_string(), None)
+    } else {
+        check(
+            key,
+            Warn,
+            format!(
+                "{v}: connect bursts overflow the queue and clients wait for SYN retries (1 s, 3 s)"
+            ),
+            Some(format!("sysctl -w {key}=65535")),
+        )
+    })
+}
+
+fn somaxconn(host: &Host, _: &Need) -> Option<Check> {
+    listen_queue("net.core.somaxconn", host.somaxconn)
+}
+
+fn syn_backlog(host: &Host, _: &Need) -> Option<Check> {
+    listen_queue("net.ipv4.tcp_max_syn_backlog", host.syn_backlog)
+}
+
+/// A local load generator needs a port per connection per source address.
+fn ports(host: &Host, need: &Need) -> Option<Check> {
+    let (n, sources) = (need.n, need.sources?);
+    let per_source = host.port_range.1.saturating_sub(host.port_range.0) + 1;
+    let ports = per_source * sources;
+    Some(if ports >= n {
+        check(
+            "ports × source addresses",
+            Ok,
+            format!("{per_source} ports × {sources} sources = {ports} ≥ {n}"),
+            None,
+        )
+    } else {
+        check(
+            "ports × source addresses",
+            Fix,
+            format!(
+                "{per_source} ports × {sources} sources = {ports} < {n} (the seed's walls at ~30k and ~60k)"
+            ),
+            Some(format!(
+                "sysctl -w net.ipv4.ip_local_port_range='1024 65535', and bench with --sources 127.0.0.2-127.0.0.{}",
+                1 + n.div_ceil(64_000).max(sources)
+            )),
+        )
+    })
+}
+
+fn conntrack(host: &Host, need: &Need) -> Option<Check> {
+    let max = host.conntrack_max?;
+    let want = need.n * need.ends;
+    Some(if max >= want {
+        check("nf_conntrack_max", Ok, format!("{max} ≥ {want}"), None)
+    } else {
+        check(
+            "nf_conntrack_max",
+            Warn,
+            format!(
+                "{max} < {want}: if connection tracking is active, SYNs are dropped silently when the table fills (the seed's wall at ~70k)"
+            ),
+            Some(format!(
+                "sysctl -w net.netfilter.nf_conntrack_max={}",
+                want.next_power_of_two()
+            )),
+        )
+    })
+}
+
+fn time_wait(host: &Host, _: &Need) -> Option<Check> {
+    Some(if host.time_wait < 10_000 {
         check("TIME_WAIT", Ok, format!("{} sockets", host.time_wait), None)
     } else {
         check(
@@ -342,36 +433,43 @@ pub fn checks(cfg: &Config, host: &Host, n: u64, local_bench: bool, sources: u64
             ),
             Some("wait a minute, or sysctl -w net.ipv4.tcp_tw_reuse=1".into()),
         )
-    });
-    // Every packet looks its socket up in this table: at a million loopback pairs and the
-    // default 262,144 buckets the chains are ~8 long, and the lookup was 20 % of all CPU in
-    // the 1M STOMP run (BENCHMARKS.md).
-    let sockets = n * ends;
-    if host.ehash > 0 {
-        out.push(if host.ehash * 2 >= sockets {
-            check(
-                "TCP established hash",
-                Ok,
-                format!("{} buckets for {sockets} sockets", host.ehash),
-                None,
-            )
-        } else {
-            check(
-                "TCP established hash",
-                Warn,
-                format!(
-                    "{} buckets for {sockets} sockets: chains of ~{} per lookup, on every packet",
-                    host.ehash,
-                    sockets / host.ehash
-                ),
-                Some(format!(
-                    "boot with thash_entries={0}, or run in a network namespace created after sysctl -w net.ipv4.tcp_child_ehash_entries={0}",
-                    sockets.next_power_of_two()
-                )),
-            )
-        });
+    })
+}
+
+/// Every packet looks its socket up in this table: at a million loopback pairs and the default
+/// 262,144 buckets the chains are ~8 long, and the lookup was 20 % of all CPU in the 1M STOMP
+/// run (BENCHMARKS.md).
+fn established_hash(host: &Host, need: &Need) -> Option<Check> {
+    let sockets = need.n * need.ends;
+    if host.ehash == 0 {
+        return None;
     }
-    out.push(match &host.io_uring {
+    Some(if host.ehash * 2 >= sockets {
+        check(
+            "TCP established hash",
+            Ok,
+            format!("{} buckets for {sockets} sockets", host.ehash),
+            None,
+        )
+    } else {
+        check(
+            "TCP established hash",
+            Warn,
+            format!(
+                "{} buckets for {sockets} sockets: chains of ~{} per lookup, on every packet",
+                host.ehash,
+                sockets / host.ehash
+            ),
+            Some(format!(
+                "boot with thash_entries={0}, or run in a network namespace created after sysctl -w net.ipv4.tcp_child_ehash_entries={0}",
+                sockets.next_power_of_two()
+            )),
+        )
+    })
+}
+
+fn io_uring(host: &Host, _: &Need) -> Option<Check> {
+    Some(match &host.io_uring {
         std::result::Result::Ok(true) => check(
             "io_uring",
             Ok,
@@ -390,8 +488,7 @@ pub fn checks(cfg: &Config, host: &Host, n: u64, local_bench: bool, sources: u64
             format!("cannot set up a ring: {e}"),
             Some("allow io_uring (sysctl kernel.io_uring_disabled=0; seccomp profile)".into()),
         ),
-    });
-    out
+    })
 }
 
 /// Prints the report; returns whether `n` connections can be reached.
@@ -445,7 +542,7 @@ mod tests {
             time_wait: 0,
             ehash: 1 << 21,
             cores: 2,
-            io_uring: Ok(true),
+            io_uring: std::result::Result::Ok(true),
         }
     }
 
