@@ -18,10 +18,15 @@ const COMMANDS: [Command; 4] = [Command::Connected, Command::Message, Command::R
 fuzz_target!(|input: Input| {
     let command = COMMANDS[input.command as usize % COMMANDS.len()];
     let mut f = Frame::new(command);
-    // `content-length` is the server's to write (it is computed from the body, and a
-    // publisher's is dropped: `SERVER_HEADERS`), so it is not an input here.
-    for (k, v) in input.headers.iter().take(16).filter(|(k, _)| k != "content-length") {
-        f = f.header(k, v.as_str());
+    // `content-length` is the server's to write (computed from the body; a publisher's is
+    // dropped: `SERVER_HEADERS`), so it is not an input. CONNECTED cannot escape, and every
+    // header name in it is the server's own: only its values are arbitrary.
+    const CONNECTED_NAMES: [&str; 4] = ["version", "heart-beat", "server", "user-name"];
+    for (i, (k, v)) in input.headers.iter().take(16).enumerate() {
+        let name = if command == Command::Connected { CONNECTED_NAMES[i % 4] } else { k.as_str() };
+        if name != "content-length" {
+            f = f.header(name, v.as_str());
+        }
     }
     // Without content-length a body ends at its first NUL; that is the body's business.
     f.body = input.body.into_iter().filter(|&b| b != 0).collect();

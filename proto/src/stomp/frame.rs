@@ -153,11 +153,14 @@ impl Frame {
     }
 }
 
-/// Writes a header name or value. Whatever it holds, it stays one header: line breaks are
-/// escaped where the frame allows escaping and dropped where it does not (CONNECTED), and a
-/// NUL, which no escape covers and which clients take for the end of a frame, is dropped.
-/// Values that reach here are validated already; this is the last line of defence.
+/// Writes a header name or value. Whatever it holds, it stays one header with its own name:
+/// line breaks are escaped where the frame allows escaping and replaced (U+FFFD) where it does
+/// not (CONNECTED), and a NUL, which no escape covers and which clients take for the end of a
+/// frame, is replaced too. Replaced, not dropped: dropping could turn a name into another one
+/// (`content-length\0` into `content-length`). Values that reach here are validated already;
+/// this is the last line of defence.
 fn put_escaped(out: &mut Vec<u8>, s: &str, escape: bool) {
+    const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
     if !s
         .bytes()
         .any(|b| matches!(b, 0 | b'\n' | b'\r' | b'\\' | b':'))
@@ -167,8 +170,8 @@ fn put_escaped(out: &mut Vec<u8>, s: &str, escape: bool) {
     }
     for &b in s.as_bytes() {
         match b {
-            0 => {}
-            b'\n' | b'\r' if !escape => {}
+            0 => out.extend_from_slice(REPLACEMENT),
+            b'\n' | b'\r' if !escape => out.extend_from_slice(REPLACEMENT),
             _ if !escape => out.push(b),
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'\n' => out.extend_from_slice(b"\\n"),
@@ -179,7 +182,6 @@ fn put_escaped(out: &mut Vec<u8>, s: &str, escape: bool) {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
 /// Bounds the parser holds every frame to.
 pub struct Limits {
     /// Largest frame, headers and body.

@@ -183,4 +183,10 @@ fn no_header_value_can_forge_a_line_or_end_the_frame() {
         assert_eq!(g.headers.len(), 1, "{command:?}: {:?}", g.headers);
         assert_eq!(g.body, b"body");
     }
+    // A NUL cannot make a name into another one (a second, forged content-length).
+    let f = Frame::new(Command::Message).header("content-length\0", "999");
+    let Ok(Parsed::Frame(g, _)) = parse(&f.encode(), &Limits::default()) else {
+        panic!()
+    };
+    assert_eq!(g.get("content-length"), None);
 }
