@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::endpoint::Context;
 use crate::hub::Hub;
 use crate::reactor::{self, ShardSpec};
+use crate::shard::per_ip::PerIp;
 use crate::stats::Stats;
 
 /// Descriptors per fd table kept for things other than connections (listener, ring, eventfd,
@@ -98,32 +99,78 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
     }
     sigs.thread_block()
         .map_err(|e| format!("blocking signals: {e}"))?;
+    let plan = Plan::new(&cfg)?;
+    let running = start(cfg, plan)?;
+    wait_for_signals(&running, &sigs, reload)?;
+    running.stop();
+    Ok(())
+}
 
-    let addr: SocketAddr = cfg
-        .server
-        .listen
-        .parse()
-        .map_err(|e| format!("listen address: {e}"))?;
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let nofile = raise_nofile();
-    let (shards, why) = plan_shards(&cfg, cores.len().max(1), nofile);
-    if shards > MAX_SHARDS {
-        return Err(format!(
-            "{why}: more than {MAX_SHARDS} shards. Raise the nofile limit (make tune, LimitNOFILE) or lower --max-connections"
-        ));
+/// What the host and the configuration decide before anything starts.
+struct Plan {
+    /// The listen address, with its real port when 0 was asked for.
+    addr: SocketAddr,
+    /// Holds that port for the shards until they listen (see `reactor::reserve_port`).
+    reservation: Option<socket2::Socket>,
+    cores: Vec<core_affinity::CoreId>,
+    nofile: u64,
+    shards: usize,
+}
+
+impl Plan {
+    fn new(cfg: &Config) -> Result<Plan, String> {
+        let addr: SocketAddr = cfg
+            .server
+            .listen
+            .parse()
+            .map_err(|e| format!("listen address: {e}"))?;
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let nofile = raise_nofile();
+        let (shards, why) = plan_shards(cfg, cores.len().max(1), nofile);
+        if shards > MAX_SHARDS {
+            return Err(format!(
+                "{why}: more than {MAX_SHARDS} shards. Raise the nofile limit (make tune, LimitNOFILE) or lower --max-connections"
+            ));
+        }
+        tracing::info!("{why}");
+        // With port 0 every shard must still share one port: reserve it with a bound,
+        // non-listening SO_REUSEPORT socket (which takes no connections) until the shards
+        // listen on it.
+        let (addr, reservation) = if addr.port() == 0 {
+            let (s, bound) = reactor::reserve_port(addr)
+                .map_err(|e| format!("reserving a port on {addr}: {e}"))?;
+            (bound, Some(s))
+        } else {
+            (addr, None)
+        };
+        Ok(Plan {
+            addr,
+            reservation,
+            cores,
+            nofile,
+            shards,
+        })
     }
-    tracing::info!("{why}");
+}
 
-    // With port 0 every shard must still share one port: reserve it with a bound, non-listening
-    // SO_REUSEPORT socket (which takes no connections) until the shards listen on it.
-    let (addr, reservation) = if addr.port() == 0 {
-        let (s, bound) =
-            reactor::reserve_port(addr).map_err(|e| format!("reserving a port on {addr}: {e}"))?;
-        (bound, Some(s))
-    } else {
-        (addr, None)
-    };
+/// A started server: what stopping it needs.
+struct Running {
+    ctx: Arc<Context>,
+    hub: Arc<Hub>,
+    cluster: Option<crate::cluster::Cluster>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    socket: std::path::PathBuf,
+}
 
+/// Starts the shards (each with its own fd table), the cluster link and the admin socket.
+fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
+    let Plan {
+        addr,
+        reservation,
+        cores,
+        nofile,
+        shards,
+    } = plan;
     let auth = Auth::from_config(&cfg)?;
     warn_shared_keys(&cfg);
     let ctx = Arc::new(Context::new(cfg, auth));
@@ -141,13 +188,8 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
     let hub = Arc::new(hub);
     let tables_ready = Arc::new(Barrier::new(shards + 1));
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
-    let capacity = per_table(nofile) as usize;
-    let per_ip = Arc::new(crate::shard::per_ip::PerIp::new(
-        cfg.limits.max_connections_per_ip,
-    ));
-    let pending_per_ip = Arc::new(crate::shard::per_ip::PerIp::new(
-        cfg.limits.max_pending_per_ip,
-    ));
+    let per_ip = Arc::new(PerIp::new(cfg.limits.max_connections_per_ip));
+    let pending_per_ip = Arc::new(PerIp::new(cfg.limits.max_pending_per_ip));
     let mut handles = Vec::with_capacity(shards);
     for (id, inbox) in inboxes.into_iter().enumerate() {
         let spec = ShardSpec {
@@ -160,7 +202,7 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
             stats: stats.clone(),
             inbox,
             addr,
-            capacity,
+            capacity: per_table(nofile) as usize,
             core: cores.get(id % cores.len().max(1)).copied(),
             tables_ready: tables_ready.clone(),
             ready: ready_tx.clone(),
@@ -188,13 +230,12 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
             .start(hub.clone())
             .map_err(|e| format!("spawning the cluster thread: {e}"))?;
     }
-
     let socket = admin::socket_path(cfg);
     admin::serve(
         &socket,
         admin::api::Api {
             hub: hub.clone(),
-            stats: stats.clone(),
+            stats,
             cluster: cluster.clone(),
         },
         &cfg.server.admin_uids,
@@ -208,7 +249,22 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
     if cfg.server.echo {
         tracing::info!("echo endpoint on ws://{addr}{}", cfg.server.echo_path);
     }
+    Ok(Running {
+        ctx: ctx.clone(),
+        hub,
+        cluster,
+        handles,
+        socket,
+    })
+}
 
+/// Serves signals until one asks to stop: SIGHUP reloads, SIGINT and SIGTERM return.
+fn wait_for_signals(
+    running: &Running,
+    sigs: &SigSet,
+    reload: impl Fn() -> Result<Config, String>,
+) -> Result<(), String> {
+    let cfg = &running.ctx.cfg;
     loop {
         match sigs.wait() {
             Ok(Signal::SIGHUP) => match reload().and_then(|c| {
@@ -224,7 +280,7 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
                             "SIGHUP: listen address and shard count need a restart; kept"
                         );
                     }
-                    hub.reload(Arc::new(new));
+                    running.hub.reload(Arc::new(new));
                     tracing::info!("SIGHUP: configuration reloaded (keys, limits, STOMP settings)");
                 }
                 Err(e) => {
@@ -233,22 +289,29 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
             },
             Ok(sig) => {
                 tracing::info!("{sig}: closing every session with 1001 and stopping");
-                break;
+                return Ok(());
             }
             Err(e) => return Err(format!("waiting for signals: {e}")),
         }
     }
-    if let Some(c) = &cluster {
-        c.leave();
+}
+
+impl Running {
+    /// Leaves the cluster, closes every session with 1001 and waits (the grace period and a
+    /// second) for the shards to finish.
+    fn stop(self) {
+        if let Some(c) = &self.cluster {
+            c.leave();
+        }
+        self.hub.shutdown();
+        let grace = self.ctx.cfg.server.shutdown_grace_ms + 1000;
+        let deadline = Instant::now() + Duration::from_millis(grace);
+        while Instant::now() < deadline && !self.handles.iter().all(|h| h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        tracing::info!("stopped");
     }
-    hub.shutdown();
-    let deadline = Instant::now() + Duration::from_millis(cfg.server.shutdown_grace_ms + 1000);
-    while Instant::now() < deadline && !handles.iter().all(|h| h.is_finished()) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = std::fs::remove_file(&socket);
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// Two projects with one key are one tenant as far as tokens go: a token minted for either
