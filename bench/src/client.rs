@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use ringcast::reactor::ring::{BufferConfig, Event, Ring};
+use ringcast::ws::frame::{Opcode, decode_from_server};
 use socket2::{Domain, Socket, Type};
 
 /// Counters all client shards add to; the main thread reads them for progress and results.
@@ -336,13 +337,13 @@ impl State {
         let now = plan.epoch.elapsed().as_nanos() as u64;
         let mut pos = 0;
         let stomp = matches!(plan.proto, Proto::Stomp { .. });
-        while let Some((payload, len)) = server_frame(&c.buf[pos..]) {
-            let opcode = c.buf[pos] & 0x0f;
-            let p = &c.buf[pos + payload.0..pos + payload.1];
-            pos += len;
-            if opcode >= 8 {
+        // A frame the codec refuses ends the parse here, as an incomplete one does.
+        while let Ok(Some(f)) = decode_from_server(&c.buf[pos..]) {
+            let p = &c.buf[pos + f.payload.start..pos + f.payload.end];
+            pos += f.len;
+            if f.opcode.is_control() {
                 // Control frames: answer pings (the server reaps silent sessions), skip others.
-                if opcode == 9 {
+                if f.opcode == Opcode::Ping {
                     reply = Some(Bytes::from_static(PONG));
                 }
                 continue;
@@ -392,20 +393,6 @@ impl State {
 
 /// A masked empty pong (the answer to the server's pings).
 const PONG: &[u8] = &[0x8a, 0x80, 0, 0, 0, 0];
-
-/// Parses one unmasked server frame: (payload range, frame length).
-fn server_frame(b: &[u8]) -> Option<((usize, usize), usize)> {
-    if b.len() < 2 {
-        return None;
-    }
-    let (len, off) = match b[1] & 0x7f {
-        126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-        127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().ok()?) as usize, 10),
-        126 | 127 => return None,
-        n => (n as usize, 2),
-    };
-    (b.len() >= off + len).then_some(((off, off + len), off + len))
-}
 
 /// The publish timestamp a bench message starts with (ns since the run's epoch); in a STOMP
 /// MESSAGE, the body's.

@@ -129,6 +129,7 @@ fn run(spec: ShardSpec) -> io::Result<()> {
         sockets: Vec::new(),
         started: Instant::now(),
         tick_due: false,
+        ops: Vec::new(),
     };
     driver.flush(&mut ring);
     ring.wait_wake(driver.inbox.wake.as_raw_fd());
@@ -166,6 +167,8 @@ struct Driver {
     sockets: Vec<Option<OwnedFd>>,
     started: Instant,
     tick_due: bool,
+    /// The core's operations being carried out (its buffer, swapped, to keep the allocation).
+    ops: Vec<Op>,
 }
 
 impl Driver {
@@ -233,8 +236,9 @@ impl Driver {
 
     /// Carries out what the core asked for.
     fn flush(&mut self, ring: &mut Ring) {
-        let ops: Vec<Op> = self.core.ops().collect();
-        for op in ops {
+        let mut ops = std::mem::take(&mut self.ops);
+        self.core.take_ops(&mut ops);
+        for op in ops.drain(..) {
             match op {
                 Op::Recv(key) => ring.recv(self.fd(key), key),
                 Op::Send { key, buf, offset } => ring.send(self.fd(key), key, buf, offset),
@@ -260,5 +264,6 @@ impl Driver {
                 Op::Publish(msg) => self.hub.publish_nowait(msg),
             }
         }
+        self.ops = ops;
     }
 }

@@ -151,6 +151,14 @@ impl Core {
         self.ops.drain(..)
     }
 
+    /// Moves the queued operations into `into` (which must be empty) by swapping buffers, so
+    /// the driver can carry them out while feeding the core new events, and neither side
+    /// allocates per batch.
+    pub fn take_ops(&mut self, into: &mut Vec<Op>) {
+        debug_assert!(into.is_empty());
+        std::mem::swap(&mut self.ops, into);
+    }
+
     /// Whether `accepted` wants the peer's address (a per-address limit is on).
     pub fn wants_peer(&self) -> bool {
         self.per_ip.enabled() || self.pending_per_ip.enabled()

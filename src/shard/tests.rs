@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::*;
 use crate::auth::Auth;
 use crate::hub::Command;
-use crate::ws::frame::{Opcode, encode_masked};
+use crate::ws::frame::{Opcode, decode_from_server, encode_masked};
 
 const RAW: &str = "GET /ws?topic=t HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 const STOMP: &str = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v12.stomp\r\n\r\n";
@@ -233,7 +233,7 @@ impl Net {
     }
 
     /// What client `key` received: the HTTP answer, then (opcode, payload) per frame.
-    fn received(&self, key: u32) -> (String, Vec<(u8, Vec<u8>)>) {
+    fn received(&self, key: u32) -> (String, Vec<(Opcode, Vec<u8>)>) {
         let data = self.wire.get(&key).cloned().unwrap_or_default();
         let head_end = data
             .windows(4)
@@ -245,20 +245,10 @@ impl Net {
             return (String::from_utf8_lossy(&data).into_owned(), Vec::new());
         }
         let mut frames = Vec::new();
-        let mut i = head_end;
-        while i + 2 <= data.len() {
-            let op = data[i] & 0x0f;
-            let mut n = (data[i + 1] & 0x7f) as usize;
-            i += 2;
-            if n == 126 {
-                n = u16::from_be_bytes([data[i], data[i + 1]]) as usize;
-                i += 2;
-            } else if n == 127 {
-                n = u64::from_be_bytes(data[i..i + 8].try_into().unwrap()) as usize;
-                i += 8;
-            }
-            frames.push((op, data[i..i + n].to_vec()));
-            i += n;
+        let mut rest = &data[head_end..];
+        while let Ok(Some(f)) = decode_from_server(rest) {
+            frames.push((f.opcode, rest[f.payload.clone()].to_vec()));
+            rest = &rest[f.len..];
         }
         (head, frames)
     }
@@ -267,7 +257,7 @@ impl Net {
         self.received(key)
             .1
             .into_iter()
-            .filter(|(op, _)| *op == 1)
+            .filter(|(op, _)| *op == Opcode::Text)
             .map(|(_, p)| String::from_utf8(p).unwrap())
             .collect()
     }
@@ -277,7 +267,7 @@ impl Net {
         self.received(key)
             .1
             .into_iter()
-            .find(|(op, _)| *op == 8)
+            .find(|(op, _)| *op == Opcode::Close)
             .map(|(_, p)| {
                 (
                     u16::from_be_bytes([p[0], p[1]]),
@@ -472,7 +462,7 @@ fn a_silent_raw_client_is_pinged_then_closed() {
     net.advance(1000, false);
     assert!(net.received(quiet).1.is_empty());
     net.advance(1000, false);
-    assert_eq!(net.received(quiet).1.last().unwrap().0, 9, "a ping");
+    assert_eq!(net.received(quiet).1.last().unwrap().0, Opcode::Ping);
     net.client_sends_frame(answers, Opcode::Pong, b"");
     net.advance(1000, false);
     assert_eq!(

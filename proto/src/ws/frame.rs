@@ -1,8 +1,10 @@
 //! WebSocket frame wire format (RFC 6455 §5.2), sans-IO.
 //!
-//! The decoder works on the server side only: client frames must be masked, and are unmasked in
-//! place so a payload is never copied. The encoder writes unmasked server frames; since those
-//! bytes are the same for every recipient, one encoded frame is shared by all subscribers.
+//! Both roles. The server's: `decode` takes masked client frames and unmasks them in place so a
+//! payload is never copied, and `encode` writes unmasked server frames (the same bytes for every
+//! recipient, so one encoded frame is shared by all subscribers). The client's, for the load
+//! generator and tests: `decode_from_server` reads unmasked frames and `encode_masked` writes
+//! masked ones.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -246,6 +248,43 @@ pub fn encode_close(code: u16, reason: &str) -> Bytes {
     encode(Opcode::Close, &payload)
 }
 
+/// The client's side: one unmasked server frame at the front of `buf`; `Ok(None)` until it is
+/// whole. A masked frame or an unknown opcode is an error (a server never sends either).
+pub fn decode_from_server(buf: &[u8]) -> Result<Option<Frame>, CloseError> {
+    if buf.len() < 2 {
+        return Ok(None);
+    }
+    let opcode = Opcode::from_bits(buf[0] & 0x0f).ok_or(CloseError::protocol("unknown opcode"))?;
+    if buf[1] & 0x80 != 0 {
+        return Err(CloseError::protocol("masked frame from a server"));
+    }
+    let (len, off) = match buf[1] & 0x7f {
+        126 if buf.len() < 4 => return Ok(None),
+        127 if buf.len() < 10 => return Ok(None),
+        126 => (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+        127 => (
+            u64::from_be_bytes([
+                buf[2], buf[3], buf[4], buf[5], buf[6], buf[7], buf[8], buf[9],
+            ]),
+            10,
+        ),
+        n => (u64::from(n), 2),
+    };
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|l| l.checked_add(off))
+        .ok_or_else(CloseError::too_big)?;
+    if buf.len() < end {
+        return Ok(None);
+    }
+    Ok(Some(Frame {
+        fin: buf[0] & 0x80 != 0,
+        opcode,
+        payload: off..end,
+        len: end,
+    }))
+}
+
 /// A masked client frame: for tests and the load generator, which speak as clients.
 pub fn encode_masked(opcode: Opcode, fin: bool, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     let mut out = Vec::with_capacity(14 + payload.len());
@@ -277,6 +316,30 @@ mod tests {
             Decoded::Frame(f) => f,
             p => panic!("{p:?}"),
         }
+    }
+
+    #[test]
+    fn the_client_role_reads_what_the_server_role_writes() {
+        for n in [0, 5, 125, 126, 65535, 65536] {
+            let payload = vec![7u8; n];
+            let wire = encode(Opcode::Binary, &payload);
+            for cut in [0, 1, wire.len() / 2, wire.len() - 1] {
+                if cut < wire.len() {
+                    assert_eq!(decode_from_server(&wire[..cut]), Ok(None), "{n}/{cut}");
+                }
+            }
+            let f = decode_from_server(&wire).unwrap().unwrap();
+            assert!(f.fin && f.opcode == Opcode::Binary && f.len == wire.len());
+            assert_eq!(&wire[f.payload], &payload[..]);
+        }
+        assert!(
+            decode_from_server(&encode_masked(Opcode::Text, true, b"x", [1, 2, 3, 4])).is_err()
+        );
+        assert!(decode_from_server(&[0x83, 0]).is_err());
+        assert!(
+            decode_from_server(&[0x82, 127, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+                .is_err()
+        );
     }
 
     #[test]
