@@ -1,0 +1,31 @@
+//! The server's admin socket, as the bench uses it: counters and publishes.
+
+use serde_json::{Value, json};
+
+pub(crate) fn server_stats(sock: &std::path::Path) -> Result<Value, String> {
+    let (status, body) = ringcast::admin::request(sock, "GET", "/stats", None)?;
+    if status != 200 {
+        return Err(format!("stats: HTTP {status}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| e.to_string())
+}
+
+/// Publishes `body` to `/topic/TOPIC` of `project` through a ringcast admin socket.
+pub(crate) fn admin_publish(
+    sock: &std::path::Path,
+    project: &str,
+    topic: &str,
+    body: &str,
+) -> Result<(), String> {
+    let req = json!({"project": project, "destination": format!("/topic/{topic}"), "body": body});
+    let (status, resp) =
+        ringcast::admin::request(sock, "POST", "/publish", Some(req.to_string().as_bytes()))?;
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(format!(
+            "publish: HTTP {status}: {}",
+            String::from_utf8_lossy(&resp)
+        ))
+    }
+}

@@ -1,0 +1,476 @@
+//! Runs: connect the load, measure idle memory, broadcast and time the deliveries, or sustain a
+//! publish rate; against ringcast or the floor; and the CPU figures they report.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringcast::ws::frame::{Opcode, encode_masked};
+use serde_json::{Value, json};
+
+use crate::*;
+
+/// A run against a ringcast server (or cluster): raw mode, or STOMP when `stomp` holds the
+/// token config.
+pub(crate) fn ringcast_run(
+    server: &ServerArgs,
+    load: &Load,
+    stomp: Option<Option<PathBuf>>,
+    heartbeat_ms: u32,
+) -> Result<Value, String> {
+    let targets = server
+        .url
+        .iter()
+        .map(|u| parse_url(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let target = &targets[0];
+    let proto = match stomp {
+        None => raw_proto(target, load),
+        Some(config) => {
+            let auth = match &config {
+                Some(path) => {
+                    let mut cfg = ringcast::config::Config::from_file(path)?;
+                    cfg.auth.enabled = false;
+                    Some(ringcast::auth::Auth::from_config(&cfg)?)
+                }
+                None => None,
+            };
+            let (project, topic, l) = (target.project.clone(), target.topic.clone(), load.clone());
+            let frames = move |i: usize| {
+                let user = format!("bench-{i}");
+                let who = match &auth {
+                    Some(a) => format!(
+                        "token:{}",
+                        a.mint(&project, &user, 86400).unwrap_or_default()
+                    ),
+                    None => format!("login:{user}"),
+                };
+                let connect = format!(
+                    "CONNECT\naccept-version:1.2\nhost:bench\n{who}\nprojectId:{project}\nheart-beat:{heartbeat_ms},{heartbeat_ms}\n\n\0"
+                );
+                let subscribe = format!(
+                    "SUBSCRIBE\nid:sub-0\ndestination:/topic/{}\nreceipt:s\n\n\0",
+                    l.topic_of(&topic, i)
+                );
+                let mut out = encode_masked(Opcode::Text, true, connect.as_bytes(), [7, 7, 7, 7]);
+                out.extend(encode_masked(
+                    Opcode::Text,
+                    true,
+                    subscribe.as_bytes(),
+                    [7, 7, 7, 7],
+                ));
+                Bytes::from(out)
+            };
+            client::Proto::Stomp {
+                request: upgrade_request(target, &target.path, Some("v12.stomp")),
+                frames: Arc::new(frames),
+                heartbeat_ms,
+            }
+        }
+    };
+    let socks = server.admin_socket.clone();
+    let rss = || {
+        socks
+            .iter()
+            .map(|s| server_stats(s).ok().and_then(|v| v["rss_bytes"].as_u64()))
+            .sum::<Option<u64>>()
+    };
+    let pids = socks
+        .iter()
+        .map(|s| Ok(server_stats(s)?["pid"].as_u64().unwrap_or(0)))
+        .collect::<Result<Vec<u64>, String>>()?;
+    let project = target.project.clone();
+    let publish =
+        |topic: &str, body: &str| admin_publish(&server.admin_socket[0], &project, topic, body);
+    let cpu = move || pids.iter().map(|&p| pid_cpu_s(p)).sum::<Option<f64>>();
+    let addrs: Vec<SocketAddr> = targets.iter().map(|t| t.addr).collect();
+    let mut v = drive(load, &addrs, &target.topic, proto, &publish, &rss, &cpu)?;
+    if let Ok(stats) = server_stats(&server.admin_socket[0]) {
+        v["server_shards"] = stats["shard_count"].clone();
+        v["server_dropped"] = stats["dropped"].clone();
+    }
+    v["servers"] = json!(targets.len());
+    finish(load, v)
+}
+
+/// The floor at `load`: a bare io_uring server in this process, the same client.
+pub(crate) fn floor_measure(listen: SocketAddr, load: &Load) -> Result<Value, String> {
+    let per_table = ringcast::server::per_table(ringcast::server::raise_nofile()) as usize;
+    let shards = load
+        .connections
+        .div_ceil(per_table * 9 / 10)
+        .max(core_affinity::get_core_ids().map_or(1, |c| c.len()));
+    let (server, addr) = floor::FloorServer::start(listen, shards)?;
+    eprintln!("floor server: {shards} shards on {addr}");
+    let publish = |_topic: &str, body: &str| -> Result<(), String> {
+        let msg = ringcast::hub::Publish::new(
+            ringcast::hub::Dest::Topic {
+                project: "floor".into(),
+                topic: "floor".into(),
+            },
+            Bytes::from(body.to_string()),
+            vec![],
+        );
+        server.hub.publish(msg).map(drop)
+    };
+    if load.topics > 1 {
+        return Err("the floor has one topic: run it without --topics".into());
+    }
+    let target = Target {
+        addr,
+        host: addr.to_string(),
+        path: "/ws".into(),
+        topic: "floor".into(),
+        project: "floor".into(),
+    };
+    let proto = raw_proto(&target, load);
+    let v = drive(load, &[addr], "floor", proto, &publish, &|| None, &|| None);
+    server.stop();
+    let mut v = v?;
+    v["server_shards"] = json!(shards);
+    Ok(v)
+}
+
+pub(crate) fn finish(load: &Load, v: Value) -> Result<Value, String> {
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    if let Some(p) = &load.json {
+        std::fs::write(p, serde_json::to_string_pretty(&v).unwrap_or_default())
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(v)
+}
+
+/// Opens the connections, measures, publishes, waits for every delivery.
+pub(crate) fn drive(
+    a: &Load,
+    targets: &[SocketAddr],
+    topic: &str,
+    proto: client::Proto,
+    publish: &(dyn Fn(&str, &str) -> Result<(), String> + Sync),
+    server_rss: &dyn Fn() -> Option<u64>,
+    server_cpu: &dyn Fn() -> Option<f64>,
+) -> Result<Value, String> {
+    if a.topics > 1 && a.messages > 0 {
+        return Err(
+            "broadcasts go to one topic: with --topics, give --messages 0 and --rate".into(),
+        );
+    }
+    let sources = parse_sources(&a.sources)?;
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let per_table = ringcast::server::per_table(ringcast::server::raise_nofile()) as usize;
+    // A multiple of the target count, so every server gets the same share.
+    let shards = a
+        .shards
+        .max(a.connections.div_ceil(per_table))
+        .max(cores.len().max(1))
+        .next_multiple_of(targets.len())
+        .min(a.connections.max(1));
+    let rss_before = server_rss();
+    eprintln!(
+        "opening {} connections to {targets:?} from {} source addresses over {shards} client shards",
+        a.connections,
+        sources.len()
+    );
+    let shared = Arc::new(client::Shared::default());
+    let epoch = Instant::now();
+    let mut first = 0;
+    let handles: Vec<_> = (0..shards)
+        .map(|id| {
+            let count = a.connections / shards + usize::from(id < a.connections % shards);
+            first += count;
+            client::spawn(client::Plan {
+                id,
+                first: first - count,
+                count,
+                target: targets[id % targets.len()],
+                sources: sources.clone(),
+                proto: proto.clone(),
+                concurrency: a.concurrency,
+                shared: shared.clone(),
+                epoch,
+                core: cores.get(id % cores.len().max(1)).copied(),
+            })
+        })
+        .collect();
+
+    let bar = indicatif::ProgressBar::new(a.connections as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} {bar:40} {pos}/{len} connected {per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let deadline = epoch + Duration::from_secs(a.timeout);
+    let mut timeline = Vec::new();
+    let mut last_sample = Instant::now();
+    loop {
+        let ok = shared.connected.load(Relaxed);
+        let failed = shared.failed.load(Relaxed);
+        bar.set_position(ok);
+        bar.set_message(format!("{failed} failed"));
+        if last_sample.elapsed() >= Duration::from_secs(1) {
+            last_sample = Instant::now();
+            timeline.push(json!([epoch.elapsed().as_secs_f64(), ok]));
+        }
+        if ok + failed >= a.connections as u64 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let connect_s = epoch.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let connected = shared.connected.load(Relaxed);
+    let failed = shared.failed.load(Relaxed);
+    timeline.push(json!([connect_s, connected]));
+    eprintln!(
+        "connected {connected}, failed {failed} in {connect_s:.2} s ({:.0}/s)",
+        connected as f64 / connect_s
+    );
+    // Let the server settle (freed handshake buffers, allocator) before reading its memory.
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_after = server_rss();
+    let per_conn = match (rss_before, rss_after) {
+        (Some(b), Some(a)) => {
+            let per = a.saturating_sub(b) as f64 / connected.max(1) as f64;
+            eprintln!(
+                "server RSS {:.1} MiB → {:.1} MiB: {per:.0} B per connection",
+                b as f64 / 1048576.0,
+                a as f64 / 1048576.0
+            );
+            Some(per)
+        }
+        _ => None,
+    };
+
+    let mut deliveries = Vec::new();
+    let mut all_delivered = true;
+    let push_start = (Instant::now(), server_cpu());
+    for i in 0..a.messages {
+        let expect = connected * (i as u64 + 1);
+        let sent_ns = epoch.elapsed().as_nanos() as u64;
+        let mut body = format!("{sent_ns} ");
+        while body.len() < a.size {
+            body.push('x');
+        }
+        publish(topic, &body)?;
+        let answered_ns = epoch.elapsed().as_nanos() as u64;
+        let deadline = Instant::now() + Duration::from_secs(a.timeout);
+        while shared.received.load(Relaxed) < expect && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let got = shared.received.load(Relaxed) - connected * i as u64;
+        let last = shared.last_recv_ns.load(Relaxed).saturating_sub(sent_ns);
+        all_delivered &= got == connected;
+        eprintln!(
+            "message {}: delivered to {got}/{connected}, publish answered after {:.3} s, last delivery after {:.3} s",
+            i + 1,
+            (answered_ns - sent_ns) as f64 / 1e9,
+            last as f64 / 1e9
+        );
+        deliveries.push(
+            json!({"delivered": got, "last_delivery_s": last as f64 / 1e9,
+            "publish_answer_s": (answered_ns - sent_ns) as f64 / 1e9}),
+        );
+        if i + 1 < a.messages {
+            std::thread::sleep(Duration::from_millis(a.interval_ms));
+        }
+    }
+    let share = |since: (Instant, Option<f64>)| {
+        let now = server_cpu()?;
+        Some((now - since.1?) / since.0.elapsed().as_secs_f64())
+    };
+    let push_cpu = share(push_start);
+    let sustained = if a.rate > 0 {
+        let s = sustain(a, topic, connected, (&shared, epoch), publish, server_cpu)?;
+        all_delivered &= s["delivered"] == s["expected"];
+        Some(s)
+    } else {
+        None
+    };
+    let hold_start = (Instant::now(), server_cpu());
+    let cpu_before = process_cpu_s();
+    std::thread::sleep(Duration::from_secs(a.hold));
+    let hold_cpu = process_cpu_s() - cpu_before;
+    let hold_s = hold_start.0.elapsed().as_secs_f64();
+    let hold_server_cpu = if a.hold > 0 { share(hold_start) } else { None };
+    shared.stop.store(true, Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    let hist = shared.latency.lock().unwrap().take();
+    let pct = |q: f64| {
+        hist.as_ref()
+            .map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1e6)
+    };
+    let errors: serde_json::Map<String, Value> = shared
+        .errors
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    if !errors.is_empty() {
+        eprintln!("errors: {}", Value::Object(errors.clone()));
+    }
+    let missed = shared.missed_beats.load(Relaxed);
+    if let (Some(c), true) = (push_cpu, a.messages > 0) {
+        eprintln!(
+            "server CPU while publishing: {:.1} % of one core",
+            c * 100.0
+        );
+    }
+    if a.hold > 0 {
+        eprintln!(
+            "held {hold_s:.0} s: server CPU {}, client process CPU {hold_cpu:.1} s, missed heart-beats {missed}, closed by server {}",
+            hold_server_cpu.map_or("not measured".into(), |c| format!(
+                "{:.1} % of one core",
+                c * 100.0
+            )),
+            shared.closed.load(Relaxed)
+        );
+    }
+    eprintln!(
+        "latency (publish → delivery): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+    let ok = failed == 0 && connected == a.connections as u64 && all_delivered;
+    Ok(json!({
+        "ok": ok,
+        "connections": a.connections,
+        "connected": connected,
+        "failed": failed,
+        "errors": errors,
+        "client_shards": shards,
+        "sources": sources.len(),
+        "connect_seconds": connect_s,
+        "connect_rate": connected as f64 / connect_s,
+        "connect_timeline": timeline,
+        "server_rss_before": rss_before,
+        "server_rss_after": rss_after,
+        "server_rss_per_connection": per_conn,
+        "messages": deliveries,
+        "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "p999": pct(0.999), "max": pct(1.0)},
+        "latency_cdf": (0..=100)
+            .map(|i| f64::from(i) / 100.0)
+            .chain([0.995, 0.999, 0.9999])
+            .map(|q| json!([pct(q), q]))
+            .collect::<Vec<_>>(),
+        "hold_seconds": hold_s,
+        "server_cpu_share_publishing": push_cpu,
+        "server_cpu_share_holding": hold_server_cpu,
+        "missed_heartbeats": missed,
+        "closed_by_server": shared.closed.load(Relaxed),
+        "sustained": sustained,
+    }))
+}
+
+/// `a.rate` publishes per second for `a.duration` seconds, round-robin over the topics, each
+/// body stamped with its send time; then waits for every expected delivery.
+pub(crate) fn sustain(
+    a: &Load,
+    topic: &str,
+    connected: u64,
+    (shared, epoch): (&client::Shared, Instant),
+    publish: &(dyn Fn(&str, &str) -> Result<(), String> + Sync),
+    server_cpu: &dyn Fn() -> Option<f64>,
+) -> Result<Value, String> {
+    let topics = a.topics.max(1);
+    // Subscribers per topic, assuming the connected ones are spread like the planned ones.
+    let per_topic: Vec<u64> = (0..topics)
+        .map(|t| (a.connections - t).div_ceil(topics) as u64)
+        .collect();
+    let received_before = shared.received.load(Relaxed);
+    let cpu_before = server_cpu();
+    let start = Instant::now();
+    let total = u64::from(a.rate) * a.duration;
+    eprintln!(
+        "sustained: {} publishes/s over {topics} topics ({} subscribers each) for {} s",
+        a.rate, per_topic[0], a.duration
+    );
+    // Several publishers, so one slow answer does not hold back the schedule.
+    const PUBLISHERS: u64 = 4;
+    let results: Vec<Result<(u64, u64), String>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..PUBLISHERS)
+            .map(|w| {
+                let per_topic = &per_topic;
+                scope.spawn(move || -> Result<(u64, u64), String> {
+                    let (mut sent, mut expected) = (0u64, 0u64);
+                    for i in (w..total).step_by(PUBLISHERS as usize) {
+                        let due = start + Duration::from_secs_f64(i as f64 / f64::from(a.rate));
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        let t = (i % topics as u64) as usize;
+                        let mut body = format!("{} ", epoch.elapsed().as_nanos());
+                        while body.len() < a.size {
+                            body.push('x');
+                        }
+                        publish(&a.topic_of(topic, t), &body)?;
+                        sent += 1;
+                        expected += per_topic[t];
+                    }
+                    Ok((sent, expected))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a publisher panicked".into()))
+            })
+            .collect()
+    });
+    let (mut sent, mut expected) = (0u64, 0u64);
+    for r in results {
+        let (s, e) = r?;
+        sent += s;
+        expected += e;
+    }
+    let publish_s = start.elapsed().as_secs_f64();
+    let cpu_s = match (cpu_before, server_cpu()) {
+        (Some(b), Some(e)) => Some(e - b),
+        _ => None,
+    };
+    let expected = expected.min(connected * sent);
+    let deadline = Instant::now() + Duration::from_secs(a.timeout);
+    while shared.received.load(Relaxed) - received_before < expected && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let delivered = shared.received.load(Relaxed) - received_before;
+    eprintln!(
+        "sustained: {sent} publishes in {publish_s:.1} s ({:.0}/s), {delivered}/{expected} deliveries, server CPU {}",
+        sent as f64 / publish_s,
+        cpu_s.map_or("not measured".into(), |c| format!("{c:.1} s"))
+    );
+    Ok(json!({
+        "rate_target": a.rate, "publishes": sent, "publish_seconds": publish_s,
+        "rate_achieved": sent as f64 / publish_s, "topics": topics,
+        "expected": expected, "delivered": delivered, "server_cpu_seconds": cpu_s,
+    }))
+}
+
+/// CPU seconds (user + system) process `pid` has used, from /proc (same host only).
+pub(crate) fn pid_cpu_s(pid: u64) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    Some(ticks / hz as f64)
+}
+
+/// CPU seconds (user + system) this process has used.
+pub(crate) fn process_cpu_s() -> f64 {
+    let r = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF);
+    r.map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
