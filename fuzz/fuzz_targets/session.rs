@@ -5,7 +5,7 @@
 #![no_main]
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use ringcast::endpoint::{Context, Output, Session};
+use ringcast::endpoint::{Action, Context, Outputs, Session};
 use ringcast::ws::frame::{Opcode, encode_masked};
 
 #[derive(Arbitrary, Debug)]
@@ -44,7 +44,7 @@ fuzz_target!(|events: Vec<Event>| {
     let auth = ringcast::auth::Auth::from_config(&cfg).unwrap();
     let ctx = Context::new(cfg, auth);
     let mut s = Session::default();
-    let mut out = Vec::new();
+    let mut out = Outputs::default();
     let upgrade = b"GET /ws?project=p HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v12.stomp\r\n\r\n";
     s.on_bytes(&mut upgrade.to_vec(), 0, &ctx, &mut out);
     let mut now = 0u64;
@@ -96,10 +96,10 @@ fuzz_target!(|events: Vec<Event>| {
             }
         }
         if closed {
-            assert!(!out.iter().any(|o| matches!(o, Output::Send(_) | Output::Publish { .. } | Output::Subscribe(_))),
+            assert!(!out.actions.iter().any(|o| matches!(o, Action::Send(_) | Action::Publish { .. } | Action::Subscribe(_))),
                 "output after close: {out:?}");
         }
-        closed |= out.contains(&Output::Close);
+        closed |= out.closes();
         assert!(s.buffered() <= 64 * 1024, "unbounded buffer");
     }
 });

@@ -2,7 +2,7 @@
 //! to an echo session in arbitrary-sized reads, and the frame decoder on its own.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use ringcast::endpoint::{Context, Output, Session};
+use ringcast::endpoint::{Context, Event, Outputs, Session};
 
 const UPGRADE: &[u8] = b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
@@ -18,9 +18,9 @@ fuzz_target!(|data: &[u8]| {
     let auth = ringcast::auth::Auth::from_config(&cfg).unwrap();
     let ctx = Context::new(cfg, auth);
     let mut s = Session::default();
-    let mut out = Vec::new();
+    let mut out = Outputs::default();
     s.on_bytes(&mut UPGRADE.to_vec(), 0, &ctx, &mut out);
-    assert!(out.contains(&Output::Upgraded));
+    assert!(out.events.contains(&Event::Upgraded));
     // The first byte picks the read size, so partial frames are exercised too.
     let (chunk, rest) = match data.split_first() {
         Some((c, r)) => ((*c as usize % 64) + 1, r),
@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         out.clear();
         s.on_bytes(&mut piece.to_vec(), 0, &ctx, &mut out);
         assert!(!closed || out.is_empty(), "output after the connection closed");
-        closed |= out.contains(&Output::Close);
+        closed |= out.closes();
         assert!(s.buffered() <= 2 * 4096 + 64 + chunk, "buffer beyond the limits");
     }
 });

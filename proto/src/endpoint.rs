@@ -1,5 +1,5 @@
 //! One connection's protocol state, sans-IO: upgrade, routing to a mode, WebSocket messages,
-//! and the close handshake. Bytes go in; `Output`s (bytes to send, destinations to join, when
+//! and the close handshake. Bytes go in; `Outputs` (actions: bytes to send, destinations to join, when
 //! to close the socket) come out. The reactor owns the socket and carries the outputs out, so
 //! everything a client can make the server do is testable here without one.
 
@@ -15,9 +15,9 @@ use crate::ws::frame::{self, Decoded, Opcode};
 use crate::ws::handshake::{self, Reject, Request};
 use crate::ws::message::{Message, Reader};
 
-/// What the reactor must do for this connection.
+/// What the shard must do for this connection, in the order given.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Output {
+pub enum Action {
     /// Queue these bytes (a handshake answer or a frame).
     Send(Bytes),
     /// Deliver this destination to the connection from now on.
@@ -33,10 +33,19 @@ pub enum Output {
         /// The publisher's extra STOMP headers (server-owned ones already removed).
         headers: Vec<(String, String)>,
     },
-    /// A STOMP session is connected (heart-beats may start).
-    Connected,
+    /// Our close frame is queued and we wait for the peer's: arm the close timeout.
+    AwaitClose,
+    /// Close the socket once everything queued is written.
+    Close,
+}
+
+/// What happened on this connection, for counters and timers (in no particular order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
     /// The upgrade succeeded (its 101 is queued).
     Upgraded,
+    /// A STOMP session is connected: it is authenticated, and heart-beats may start.
+    Connected,
     /// The upgrade was refused (the HTTP answer is queued).
     Rejected,
     /// A data message arrived from the client.
@@ -45,10 +54,43 @@ pub enum Output {
     StompError,
     /// The connection broke the protocol (the close frame is queued).
     ProtocolError,
-    /// Our close frame is queued and we wait for the peer's: arm the close timeout.
-    AwaitClose,
-    /// Close the socket once everything queued is written.
-    Close,
+}
+
+/// Everything one call into a connection produced: what to do, and what happened.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outputs {
+    /// To carry out, in order.
+    pub actions: Vec<Action>,
+    /// To count and to arm timers for.
+    pub events: Vec<Event>,
+}
+
+impl Outputs {
+    /// Adds an action.
+    pub fn act(&mut self, a: Action) {
+        self.actions.push(a);
+    }
+
+    /// Records an event.
+    pub fn note(&mut self, e: Event) {
+        self.events.push(e);
+    }
+
+    /// Whether the connection is to be closed.
+    pub fn closes(&self) -> bool {
+        self.actions.contains(&Action::Close)
+    }
+
+    /// Nothing to do and nothing happened.
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty() && self.events.is_empty()
+    }
+
+    /// Forgets both lists, keeping their allocations.
+    pub fn clear(&mut self) {
+        self.actions.clear();
+        self.events.clear();
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +198,7 @@ impl Session {
 
     /// Feeds bytes received from the client at wheel tick `now`. `data` may be modified
     /// (frames are unmasked in place).
-    pub fn on_bytes(&mut self, data: &mut [u8], now: u64, ctx: &Context, out: &mut Vec<Output>) {
+    pub fn on_bytes(&mut self, data: &mut [u8], now: u64, ctx: &Context, out: &mut Outputs) {
         if self.phase == Phase::Done {
             return;
         }
@@ -184,7 +226,7 @@ impl Session {
         now: u64,
         tick_ms: u64,
         stalled: bool,
-        out: &mut Vec<Output>,
+        out: &mut Outputs,
     ) -> Option<u64> {
         if self.phase != Phase::Open {
             return None;
@@ -201,7 +243,7 @@ impl Session {
 
     /// STOMP only: CONNECT did not come in time after the upgrade. Returns whether the session
     /// was still waiting for it (it now gets an ERROR and is closing).
-    pub fn connect_timeout(&mut self, timeout_ms: u64, out: &mut Vec<Output>) -> bool {
+    pub fn connect_timeout(&mut self, timeout_ms: u64, out: &mut Outputs) -> bool {
         if self.phase != Phase::Open {
             return false;
         }
@@ -228,21 +270,21 @@ impl Session {
     }
 
     /// Turns a close the STOMP layer asked for into our close handshake.
-    fn stomp_closed(&mut self, close: Option<(u16, &'static str)>, out: &mut Vec<Output>) {
+    fn stomp_closed(&mut self, close: Option<(u16, &'static str)>, out: &mut Outputs) {
         if let Some((code, reason)) = close {
             if code != CloseError::NORMAL {
-                out.push(Output::StompError);
+                out.note(Event::StompError);
             }
             self.close(code, reason, out);
         }
     }
 
     /// A server-initiated close (shutdown, disconnect, slow consumer).
-    pub fn close(&mut self, code: u16, reason: &str, out: &mut Vec<Output>) {
+    pub fn close(&mut self, code: u16, reason: &str, out: &mut Outputs) {
         match self.phase {
             Phase::Open => {
-                out.push(Output::Send(frame::encode_close(code, reason)));
-                out.push(Output::AwaitClose);
+                out.act(Action::Send(frame::encode_close(code, reason)));
+                out.act(Action::AwaitClose);
                 self.phase = Phase::Closing;
             }
             Phase::Handshake => {
@@ -259,28 +301,28 @@ impl Session {
     }
 
     /// Refuses the upgrade with an HTTP status before it is read (limits at accept).
-    pub fn refuse(&mut self, status: u16, reason: &str, out: &mut Vec<Output>) {
+    pub fn refuse(&mut self, status: u16, reason: &str, out: &mut Outputs) {
         if self.phase == Phase::Handshake {
             self.reject(&Reject::new(status, reason), out);
         }
     }
 
-    fn reject(&mut self, r: &Reject, out: &mut Vec<Output>) {
-        out.push(Output::Send(handshake::reject_response(r).into()));
-        out.push(Output::Rejected);
-        out.push(Output::Close);
+    fn reject(&mut self, r: &Reject, out: &mut Outputs) {
+        out.act(Action::Send(handshake::reject_response(r).into()));
+        out.note(Event::Rejected);
+        out.act(Action::Close);
         self.phase = Phase::Done;
     }
 
-    fn fail(&mut self, e: CloseError, out: &mut Vec<Output>) {
-        out.push(Output::Send(frame::encode_close(e.code, e.reason)));
-        out.push(Output::ProtocolError);
-        out.push(Output::Close);
+    fn fail(&mut self, e: CloseError, out: &mut Outputs) {
+        out.act(Action::Send(frame::encode_close(e.code, e.reason)));
+        out.note(Event::ProtocolError);
+        out.act(Action::Close);
         self.phase = Phase::Done;
     }
 
     /// Consumes what it can of `buf`; returns how many bytes it used.
-    fn consume(&mut self, buf: &mut [u8], now: u64, ctx: &Context, out: &mut Vec<Output>) -> usize {
+    fn consume(&mut self, buf: &mut [u8], now: u64, ctx: &Context, out: &mut Outputs) -> usize {
         let cfg = &ctx.cfg;
         let mut pos = 0;
         if self.phase == Phase::Handshake {
@@ -293,11 +335,12 @@ impl Session {
                 Ok(handshake::Parse::Done { request, consumed }) => {
                     match route(&request, ctx) {
                         Ok(route) => {
-                            out.push(Output::Send(
+                            out.act(Action::Send(
                                 handshake::accept_response(&request, route.protocol).into(),
                             ));
-                            out.push(Output::Upgraded);
-                            out.extend(route.subscribe.into_iter().map(Output::Subscribe));
+                            out.note(Event::Upgraded);
+                            out.actions
+                                .extend(route.subscribe.into_iter().map(Action::Subscribe));
                             self.mode = route.mode;
                             self.phase = Phase::Open;
                         }
@@ -368,7 +411,7 @@ impl Session {
 /// Carries a STOMP session's outputs onto the connection: frames become WebSocket text
 /// messages, and a close the session asks for is kept for the endpoint to carry out.
 struct Framing<'a> {
-    out: &'a mut Vec<Output>,
+    out: &'a mut Outputs,
     close: Option<(u16, &'static str)>,
 }
 
@@ -378,27 +421,27 @@ const HEART_BEAT: &[u8] = b"\x81\x01\n";
 
 impl Sink for Framing<'_> {
     fn put(&mut self, o: StompOutput) {
-        let o = match o {
-            StompOutput::Frame(f) => Output::Send(frame::encode(Opcode::Text, &f)),
-            StompOutput::HeartBeat => Output::Send(Bytes::from_static(HEART_BEAT)),
-            StompOutput::Subscribe(d) => Output::Subscribe(d),
-            StompOutput::Unsubscribe(d) => Output::Unsubscribe(d),
+        let a = match o {
+            StompOutput::Frame(f) => Action::Send(frame::encode(Opcode::Text, &f)),
+            StompOutput::HeartBeat => Action::Send(Bytes::from_static(HEART_BEAT)),
+            StompOutput::Subscribe(d) => Action::Subscribe(d),
+            StompOutput::Unsubscribe(d) => Action::Unsubscribe(d),
             StompOutput::Publish {
                 dest,
                 body,
                 headers,
-            } => Output::Publish {
+            } => Action::Publish {
                 dest,
                 body,
                 headers,
             },
-            StompOutput::Connected => Output::Connected,
+            StompOutput::Connected => return self.out.note(Event::Connected),
             StompOutput::Close(code, reason) => {
                 self.close = Some((code, reason));
                 return;
             }
         };
-        self.out.push(o);
+        self.out.act(a);
     }
 }
 
@@ -420,15 +463,15 @@ fn on_message(
                     Some(c) => frame::encode_close(c, ""),
                     None => frame::encode(Opcode::Close, b""),
                 };
-                out.push(Output::Send(reply));
+                out.act(Action::Send(reply));
             }
-            out.push(Output::Close);
+            out.act(Action::Close);
             Some(Phase::Done)
         }
         // Once we have sent our close, only the peer's close matters.
         _ if closing => None,
         Message::Ping(p) => {
-            out.push(Output::Send(frame::encode(Opcode::Pong, p)));
+            out.act(Action::Send(frame::encode(Opcode::Pong, p)));
             None
         }
         Message::Pong(_) => None,
@@ -440,11 +483,11 @@ fn on_message(
             };
             match mode {
                 Mode::Echo => {
-                    out.push(Output::Received);
-                    out.push(Output::Send(frame::encode(op, data)));
+                    out.note(Event::Received);
+                    out.act(Action::Send(frame::encode(op, data)));
                 }
                 Mode::Stomp(s) => s.on_bytes(data, now, ctx, sink),
-                Mode::Raw(_) => out.push(Output::Received),
+                Mode::Raw(_) => out.note(Event::Received),
             }
             None
         }

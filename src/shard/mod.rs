@@ -25,7 +25,7 @@ use bytes::Bytes;
 use slab::Slab;
 
 use crate::config::SlowPolicy;
-use crate::endpoint::{Context, Output};
+use crate::endpoint::{Action, Context, Event, Outputs};
 use crate::hub::{Dest, Publish, Relay, Subscriptions};
 use crate::stats::{ShardStats, Stats};
 use crate::ws::CloseError;
@@ -107,7 +107,7 @@ pub struct Core {
     ops: Vec<Op>,
     /// Reused scratch: subscriber keys of one publish, outputs of one read, frames of one send.
     keys: Vec<u32>,
-    out: Vec<Output>,
+    out: Outputs,
     frames: Vec<Bytes>,
 }
 
@@ -137,7 +137,7 @@ impl Core {
             rearm: Vec::new(),
             ops: vec![Op::Accept],
             keys: Vec::new(),
-            out: Vec::new(),
+            out: Outputs::default(),
             frames: Vec::new(),
         };
         core.st()
@@ -405,58 +405,37 @@ impl Core {
         self.ops.push(Op::Free(key));
     }
 
-    /// Carries out what the endpoint asked for.
-    fn apply(&mut self, key: u32, out: &mut Vec<Output>) {
-        for o in out.drain(..) {
-            let st = &self.stats.shards[self.id];
-            match o {
-                Output::Send(b) => {
+    /// Carries out what the endpoint asked for: its events first (counters, timers, the
+    /// pending-per-address count), then its actions in order.
+    fn apply(&mut self, key: u32, out: &mut Outputs) {
+        for e in out.events.drain(..) {
+            self.on_endpoint_event(key, e);
+        }
+        for a in out.actions.drain(..) {
+            match a {
+                Action::Send(b) => {
                     self.send(key, b, false);
                 }
-                Output::Subscribe(dest) => self.join(key, &dest),
-                Output::Unsubscribe(dest) => {
+                Action::Subscribe(dest) => self.join(key, &dest),
+                Action::Unsubscribe(dest) => {
                     if let Some(id) = self.subs.id_of(&dest) {
                         self.subs.unsubscribe(id, key);
                         self.conns[key as usize].subs.retain(|&d| d != id);
                     }
                 }
-                Output::Publish {
+                Action::Publish {
                     dest,
                     body,
                     headers,
                 } => self
                     .ops
                     .push(Op::Publish(Publish::new(dest, body, headers))),
-                Output::Upgraded => {
-                    st.upgraded.fetch_add(1, Relaxed);
-                    self.upgraded(key);
-                }
-                Output::Connected => {
-                    self.authenticated(key);
-                    let c = &self.conns[key as usize];
-                    let tick_ms = TICK.as_millis() as u64;
-                    if let Some(t) = c.session.stomp().and_then(|s| s.next_check(tick_ms)) {
-                        self.wheel.schedule(key, c.epoch, Kind::Heartbeat, t);
-                    }
-                }
-                Output::Rejected => {
-                    st.rejected.fetch_add(1, Relaxed);
-                }
-                Output::Received => {
-                    st.messages_in.fetch_add(1, Relaxed);
-                }
-                Output::ProtocolError => {
-                    st.protocol_errors.fetch_add(1, Relaxed);
-                }
-                Output::StompError => {
-                    st.stomp_errors.fetch_add(1, Relaxed);
-                }
-                Output::AwaitClose => {
+                Action::AwaitClose => {
                     let epoch = self.conns[key as usize].epoch;
                     let t = ticks(self.ctx.cfg.limits.close_timeout_ms);
                     self.wheel.schedule(key, epoch, Kind::Closing, t);
                 }
-                Output::Close => {
+                Action::Close => {
                     let c = &mut self.conns[key as usize];
                     if c.sending() || !c.queue.is_empty() {
                         c.set_close_after_flush();
@@ -464,6 +443,36 @@ impl Core {
                         self.linger(key);
                     }
                 }
+            }
+        }
+    }
+
+    fn on_endpoint_event(&mut self, key: u32, e: Event) {
+        let st = &self.stats.shards[self.id];
+        match e {
+            Event::Upgraded => {
+                st.upgraded.fetch_add(1, Relaxed);
+                self.upgraded(key);
+            }
+            Event::Connected => {
+                self.authenticated(key);
+                let c = &self.conns[key as usize];
+                let tick_ms = TICK.as_millis() as u64;
+                if let Some(t) = c.session.stomp().and_then(|s| s.next_check(tick_ms)) {
+                    self.wheel.schedule(key, c.epoch, Kind::Heartbeat, t);
+                }
+            }
+            Event::Rejected => {
+                st.rejected.fetch_add(1, Relaxed);
+            }
+            Event::Received => {
+                st.messages_in.fetch_add(1, Relaxed);
+            }
+            Event::ProtocolError => {
+                st.protocol_errors.fetch_add(1, Relaxed);
+            }
+            Event::StompError => {
+                st.stomp_errors.fetch_add(1, Relaxed);
             }
         }
     }

@@ -11,23 +11,24 @@ fn ctx() -> Context {
     Context::new(cfg, auth)
 }
 
-fn feed(s: &mut Session, bytes: &[u8]) -> Vec<Output> {
-    let mut out = Vec::new();
+fn feed(s: &mut Session, bytes: &[u8]) -> Outputs {
+    let mut out = Outputs::default();
     s.on_bytes(&mut bytes.to_vec(), 0, &ctx(), &mut out);
     out
 }
 
-fn sent(out: &[Output]) -> Vec<Vec<u8>> {
-    out.iter()
+fn sent(out: &Outputs) -> Vec<Vec<u8>> {
+    out.actions
+        .iter()
         .filter_map(|o| match o {
-            Output::Send(b) => Some(b.to_vec()),
+            Action::Send(b) => Some(b.to_vec()),
             _ => None,
         })
         .collect()
 }
 
-fn topic(t: &str) -> Output {
-    Output::Subscribe(Dest::Topic {
+fn topic(t: &str) -> Action {
+    Action::Subscribe(Dest::Topic {
         project: "P".into(),
         topic: t.into(),
     })
@@ -39,9 +40,9 @@ fn raw_upgrade_subscribes_and_frames_follow_in_the_same_read() {
     let mut bytes = UPGRADE.as_bytes().to_vec();
     bytes.extend(encode_masked(Opcode::Text, true, b"hi", [1, 2, 3, 4]));
     let out = feed(&mut s, &bytes);
-    assert!(out.contains(&Output::Upgraded));
-    assert!(out.contains(&topic("a")) && out.contains(&topic("b")));
-    assert!(out.contains(&Output::Received));
+    assert!(out.events.contains(&Event::Upgraded));
+    assert!(out.actions.contains(&topic("a")) && out.actions.contains(&topic("b")));
+    assert!(out.events.contains(&Event::Received));
     assert!(s.is_open());
     assert_eq!(s.buffered(), 0);
 }
@@ -49,13 +50,17 @@ fn raw_upgrade_subscribes_and_frames_follow_in_the_same_read() {
 #[test]
 fn byte_at_a_time_handshake_and_frame() {
     let mut s = Session::default();
-    let mut all = Vec::new();
+    let mut all = Outputs::default();
     for b in UPGRADE.bytes() {
-        all.extend(feed(&mut s, &[b]));
+        let o = feed(&mut s, &[b]);
+        all.actions.extend(o.actions);
+        all.events.extend(o.events);
     }
-    assert!(all.contains(&Output::Upgraded));
+    assert!(all.events.contains(&Event::Upgraded));
     for b in encode_masked(Opcode::Ping, true, b"p", [5, 6, 7, 8]) {
-        all.extend(feed(&mut s, &[b]));
+        let o = feed(&mut s, &[b]);
+        all.actions.extend(o.actions);
+        all.events.extend(o.events);
     }
     assert_eq!(sent(&all).last().unwrap(), b"\x8a\x01p");
     assert_eq!(s.buffered(), 0, "an idle connection holds no buffer");
@@ -79,7 +84,7 @@ fn bad_requests_get_http_errors() {
         let out = feed(&mut s, req.as_bytes());
         let resp = String::from_utf8(sent(&out)[0].clone()).unwrap();
         assert!(resp.starts_with(&format!("HTTP/1.1 {status}")), "{resp}");
-        assert_eq!(out.last(), Some(&Output::Close));
+        assert_eq!(out.actions.last(), Some(&Action::Close));
     }
 }
 
@@ -100,7 +105,7 @@ fn protocol_errors_close_with_codes() {
         let close = &sent(&out)[0];
         assert_eq!(close[0], 0x88);
         assert_eq!(u16::from_be_bytes([close[2], close[3]]), code);
-        assert!(out.contains(&Output::ProtocolError));
+        assert!(out.events.contains(&Event::ProtocolError));
         // Nothing more is read after a failure.
         assert!(feed(&mut s, &encode_masked(Opcode::Ping, true, b"", [1; 4])).is_empty());
     }
@@ -116,19 +121,19 @@ fn close_handshake_both_ways() {
         &encode_masked(Opcode::Close, true, b"\x03\xe8", [1; 4]),
     );
     assert_eq!(sent(&out), [b"\x88\x02\x03\xe8".to_vec()]);
-    assert_eq!(out.last(), Some(&Output::Close));
+    assert_eq!(out.actions.last(), Some(&Action::Close));
     // Server-initiated: we wait for the peer's close, ignoring data meanwhile.
     let mut s = Session::default();
     feed(&mut s, UPGRADE.as_bytes());
-    let mut out = Vec::new();
+    let mut out = Outputs::default();
     s.close(1001, "going away", &mut out);
-    assert!(out.contains(&Output::AwaitClose));
+    assert!(out.actions.contains(&Action::AwaitClose));
     assert!(feed(&mut s, &encode_masked(Opcode::Text, true, b"late", [1; 4])).is_empty());
     let out = feed(
         &mut s,
         &encode_masked(Opcode::Close, true, b"\x03\xe9", [1; 4]),
     );
-    assert_eq!(out, [Output::Close]);
+    assert_eq!(out.actions, [Action::Close]);
 }
 
 #[test]
@@ -147,7 +152,7 @@ fn stomp_subprotocol_selects_stomp_mode() {
     assert!(s.stomp().is_some());
     let connect = b"CONNECT\naccept-version:1.2\nhost:x\nlogin:alice\nheart-beat:1000,0\n\n\0";
     let out = feed(&mut s, &encode_masked(Opcode::Text, true, connect, [3; 4]));
-    assert!(out.contains(&Output::Connected));
+    assert!(out.events.contains(&Event::Connected));
     let reply = String::from_utf8(sent(&out)[0][2..].to_vec()).unwrap();
     assert!(reply.starts_with("CONNECTED\nversion:1.2\n"), "{reply}");
     assert!(reply.contains("user-name:alice\n"));
@@ -159,5 +164,5 @@ fn stomp_subprotocol_selects_stomp_mode() {
     let frames = sent(&out);
     assert!(String::from_utf8_lossy(&frames[0]).contains("message:unknown command"));
     assert_eq!(frames[1][0], 0x88);
-    assert!(out.contains(&Output::AwaitClose));
+    assert!(out.actions.contains(&Action::AwaitClose));
 }
