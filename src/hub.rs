@@ -397,10 +397,7 @@ mod tests {
     use super::*;
 
     fn topic(p: &str, t: &str) -> Dest {
-        Dest::Topic {
-            project: p.into(),
-            topic: t.into(),
-        }
+        Dest::topic(p, t).unwrap()
     }
 
     #[test]
