@@ -11,6 +11,7 @@
 pub use ringcast_proto::{auth, config, context, dest, endpoint, names, stomp, ws};
 
 pub mod admin;
+pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod hub;

@@ -98,6 +98,9 @@ struct Serve {
     /// Redis URL for clustering.
     #[arg(long, env = "RINGCAST_REDIS")]
     redis: Option<String>,
+    /// Network API listen address (HTTP with API keys; see [api] in the config).
+    #[arg(long = "api", env = "RINGCAST_API_LISTEN")]
+    api: Option<String>,
     /// Print the merged configuration and exit.
     #[arg(long)]
     print_config: bool,
@@ -151,6 +154,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 echo: s.echo,
                 io_compat: s.io_compat,
                 redis: s.redis,
+                api_listen: s.api,
             };
             let cfg = Config::load(common.config.as_deref(), &o)?;
             if s.print_config {

@@ -231,16 +231,25 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
             .map_err(|e| format!("spawning the cluster thread: {e}"))?;
     }
     let socket = admin::socket_path(cfg);
-    admin::serve(
-        &socket,
-        admin::api::Api {
-            hub: hub.clone(),
-            stats,
-            cluster: cluster.clone(),
-        },
-        &cfg.server.admin_uids,
-    )
-    .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
+    let api = Arc::new(admin::api::Api {
+        hub: hub.clone(),
+        stats,
+        cluster: cluster.clone(),
+    });
+    admin::serve(&socket, api.clone(), &cfg.server.admin_uids)
+        .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
+    if cfg.api.listen.is_some() {
+        let (bound, _) = crate::api::serve(&cfg.api, api, cfg.stomp.legacy_destinations)?;
+        tracing::info!(
+            "network API on http://{bound} ({} keys{})",
+            cfg.api.keys.len(),
+            if cfg.api.msgcenter_compat {
+                ", msg-center routes on"
+            } else {
+                ""
+            }
+        );
+    }
     tracing::info!(
         "ringcast listening on ws://{addr}{} ({shards} shards, io_uring {io_path}); admin socket {}",
         cfg.server.path,

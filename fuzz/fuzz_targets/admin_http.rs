@@ -1,10 +1,11 @@
-//! The admin socket: arbitrary request bytes through the HTTP parser and every route,
-//! including the JSON bodies of /publish and /disconnect.
+//! The admin socket and the network API: arbitrary request bytes through the HTTP parser and
+//! every route, including the JSON bodies of /publish (single, array, NDJSON), /disconnect and
+//! msg-center's routes, as an unrestricted and as a project-restricted caller.
 #![no_main]
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use ringcast::admin::api::Api;
+use ringcast::admin::api::{Api, Caller};
 use ringcast::admin::http::{Parse, parse};
 
 fuzz_target!(|data: &[u8]| {
@@ -18,6 +19,11 @@ fuzz_target!(|data: &[u8]| {
         Ok(Parse::Done(req)) => {
             let r = api.handle(&req);
             assert!((200..600).contains(&r.status));
+            let limited = Caller { projects: Some(vec!["p".into()]) };
+            let r = ringcast::admin::msgcenter::handle(&api, &req, &limited, req.len % 2 == 0)
+                .unwrap_or_else(|| api.handle_as(&req, &limited));
+            assert!((200..600).contains(&r.status));
+            assert!(req.len <= data.len());
         }
         Ok(Parse::Partial) => {}
         Err(r) => assert!((400..500).contains(&r.status)),

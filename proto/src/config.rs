@@ -26,6 +26,73 @@ pub struct Config {
     pub projects: BTreeMap<String, Project>,
     /// `[cluster]`: Redis, when this node is one of several.
     pub cluster: Cluster,
+    /// `[api]`: the network API for backends on other hosts.
+    pub api: Api,
+}
+
+/// `[api]`: an HTTP listener with the admin socket's routes, for backends on other hosts,
+/// guarded by API keys. Off unless `listen` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Api {
+    /// Address to listen on (`--api` / `RINGCAST_API_LISTEN`); unset = no network API.
+    pub listen: Option<String>,
+    /// msg-center's REST routes: `POST /ws_message/topic|user`, `GET /ws_session/list`.
+    pub msgcenter_compat: bool,
+    /// `GET /metrics` without a key.
+    pub metrics_public: bool,
+    /// The web console at `/console/` (not built yet).
+    pub console: bool,
+    /// Connections served at once; beyond it, 503.
+    pub max_connections: usize,
+    /// Largest request body (413 beyond it).
+    pub max_body_bytes: usize,
+    /// A request must arrive whole this soon after its first byte (or after the previous
+    /// answer on a kept-alive connection); a silent or trickling client is then dropped.
+    pub request_timeout_ms: u64,
+    /// `[api.keys.NAME]`: who may call, and what.
+    pub keys: BTreeMap<String, ApiKey>,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            listen: None,
+            msgcenter_compat: false,
+            metrics_public: false,
+            console: false,
+            max_connections: 256,
+            max_body_bytes: 1 << 20,
+            request_timeout_ms: 10_000,
+            keys: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[api.keys.NAME]`: one API key.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiKey {
+    /// The key itself (sent as `Authorization: Bearer KEY`), or
+    pub key: Option<String>,
+    /// a file holding it (trailing whitespace ignored).
+    pub key_file: Option<PathBuf>,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+    /// Projects it may touch; empty = every project.
+    pub projects: Vec<String>,
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// `POST /publish`, msg-center's `POST /ws_message/*`.
+    Publish,
+    /// `/sessions`, `/disconnect`, `/stats`, msg-center's `GET /ws_session/list`.
+    Admin,
+    /// `GET /metrics`.
+    Metrics,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -293,6 +360,8 @@ pub struct Overrides {
     pub io_compat: bool,
     /// `--redis` / `RINGCAST_REDIS`.
     pub redis: Option<String>,
+    /// `--api` / `RINGCAST_API_LISTEN`.
+    pub api_listen: Option<String>,
 }
 
 impl Config {
@@ -351,6 +420,9 @@ impl Config {
         if let Some(v) = &o.redis {
             self.cluster.redis = Some(v.clone());
         }
+        if let Some(v) = &o.api_listen {
+            self.api.listen = Some(v.clone());
+        }
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -367,6 +439,27 @@ impl Config {
         }
         if !self.server.path.starts_with('/') || !self.server.echo_path.starts_with('/') {
             return Err("server.path and server.echo_path must start with /".into());
+        }
+        if let Some(l) = &self.api.listen {
+            l.parse::<std::net::SocketAddr>()
+                .map_err(|e| format!("api.listen {l:?}: {e}"))?;
+        }
+        for (name, k) in &self.api.keys {
+            if k.key.is_some() == k.key_file.is_some() {
+                return Err(format!(
+                    "api.keys.{name}: give exactly one of key and key_file"
+                ));
+            }
+            if k.key.as_deref().is_some_and(|v| v.len() < 16) {
+                return Err(format!(
+                    "api.keys.{name}: a key must be at least 16 characters"
+                ));
+            }
+            if k.scopes.is_empty() {
+                return Err(format!(
+                    "api.keys.{name}: scopes is empty: give publish, admin and/or metrics"
+                ));
+            }
         }
         if self.limits.max_connect_bytes < 512 {
             return Err("limits.max_connect_bytes must be at least 512".into());
@@ -407,6 +500,11 @@ impl Config {
         }
         if let Some(url) = &mut shown.cluster.redis {
             *url = mask_password(url);
+        }
+        for k in shown.api.keys.values_mut() {
+            if k.key.is_some() {
+                k.key = Some(MASK.into());
+            }
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }

@@ -24,6 +24,32 @@ pub struct Api {
     pub cluster: Option<Cluster>,
 }
 
+/// Who is asking: the admin socket's users may touch every project; an API key may be
+/// restricted to some.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// `None` = every project.
+    pub projects: Option<Vec<String>>,
+}
+
+impl Caller {
+    /// The admin socket's callers: every project.
+    pub fn local() -> Caller {
+        Caller { projects: None }
+    }
+
+    /// `Ok` if the caller may touch `project`, else the 403.
+    pub fn may(&self, project: &str) -> Result<(), Response> {
+        match &self.projects {
+            Some(list) if !list.iter().any(|p| p == project) => Err(Response::error(
+                403,
+                format!("this key may not use project {project:?} (allowed: {list:?})"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PublishBody {
@@ -51,10 +77,16 @@ fn default_project() -> String {
 }
 
 impl Api {
+    /// A request from the admin socket (every project).
     pub fn handle(&self, req: &Request) -> Response {
+        self.handle_as(req, &Caller::local())
+    }
+
+    /// A request from `caller`: project-restricted keys are held to their projects.
+    pub fn handle_as(&self, req: &Request, caller: &Caller) -> Response {
         match (req.method.as_str(), req.path.as_str()) {
-            ("POST", "/publish") => self.publish(&req.body),
-            ("POST", "/disconnect") => self.disconnect(&req.body),
+            ("POST", "/publish") => self.publish(req, caller),
+            ("POST", "/disconnect") => self.disconnect(&req.body, caller),
             ("GET", "/stats") => match self.scope(req) {
                 Ok(None) => Response::json(200, &self.stats.to_json()),
                 Ok(Some(c)) => match c.stats() {
@@ -76,7 +108,7 @@ impl Api {
                     )
                 }
             }
-            ("GET", "/sessions") => self.sessions(req),
+            ("GET", "/sessions") => self.sessions(req, caller),
             (_, "/publish" | "/disconnect" | "/stats" | "/metrics" | "/healthz" | "/sessions") => {
                 Response::error(
                     405,
@@ -93,46 +125,96 @@ impl Api {
         }
     }
 
-    fn publish(&self, body: &[u8]) -> Response {
-        let p: PublishBody = match serde_json::from_slice(body) {
-            Ok(p) => p,
-            Err(e) => return Response::error(400, format!("invalid publish body: {e}")),
+    /// `POST /publish`: one JSON object, or many (a JSON array, or NDJSON with
+    /// `Content-Type: application/x-ndjson`) answered item by item.
+    fn publish(&self, req: &Request, caller: &Caller) -> Response {
+        let ndjson = req
+            .content_type
+            .as_deref()
+            .is_some_and(|c| c.starts_with("application/x-ndjson"));
+        let first = req.body.iter().find(|b| !b.is_ascii_whitespace());
+        if !ndjson && first != Some(&b'[') {
+            return match self.publish_one(&req.body, caller) {
+                Ok(v) => Response::json(200, &v),
+                Err(r) => r,
+            };
+        }
+        let items: Vec<&[u8]> = if ndjson {
+            req.body
+                .split(|&b| b == b'\n')
+                .filter(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
+                .collect()
+        } else {
+            let all: Vec<&serde_json::value::RawValue> = match serde_json::from_slice(&req.body) {
+                Ok(a) => a,
+                Err(e) => return Response::error(400, format!("invalid publish batch: {e}")),
+            };
+            return self.publish_batch(all.iter().map(|r| r.get().as_bytes()), caller);
         };
-        let dest = match destination(&p.project, &p.destination, p.user.as_deref()) {
-            Ok(d) => d,
-            Err(msg) => return Response::error(400, msg),
-        };
+        self.publish_batch(items.into_iter(), caller)
+    }
+
+    fn publish_batch<'a>(
+        &self,
+        items: impl Iterator<Item = &'a [u8]>,
+        caller: &Caller,
+    ) -> Response {
+        let results: Vec<serde_json::Value> = items
+            .map(|item| match self.publish_one(item, caller) {
+                Ok(v) => v,
+                Err(r) => {
+                    let mut v: serde_json::Value =
+                        serde_json::from_slice(&r.body).unwrap_or_else(|_| json!({}));
+                    v["status"] = json!(r.status);
+                    v
+                }
+            })
+            .collect();
+        Response::json(200, &json!({ "results": results }))
+    }
+
+    /// One publish: its answer (`{"sessions": N, ...}`), or the error response.
+    fn publish_one(&self, body: &[u8], caller: &Caller) -> Result<serde_json::Value, Response> {
+        let p: PublishBody = serde_json::from_slice(body)
+            .map_err(|e| Response::error(400, format!("invalid publish body: {e}")))?;
+        caller.may(&p.project)?;
+        let dest = destination(&p.project, &p.destination, p.user.as_deref())
+            .map_err(|msg| Response::error(400, msg))?;
         if let Some(bad) = p.headers.keys().find(|k| {
             k.is_empty()
                 || k.contains(['\n', '\r', ':', '\0'])
                 || SERVER_HEADERS.contains(&k.as_str())
         }) {
-            return Response::error(
+            return Err(Response::error(
                 400,
                 format!("header {bad:?} cannot be set: it is empty, reserved or malformed"),
-            );
+            ));
         }
         if let Some((k, _)) = p.headers.iter().find(|(_, v)| v.contains('\0')) {
-            return Response::error(
+            return Err(Response::error(
                 400,
                 format!(
                     "header {k:?} has a NUL in its value (STOMP clients read NUL as the end of a frame)"
                 ),
-            );
+            ));
         }
-        let msg = Publish::new(dest, p.body.into(), p.headers.into_iter().collect());
-        match self.hub.publish(msg) {
-            Ok(reach) => {
-                let mut answer = json!({ "sessions": reach.sessions });
-                match reach.cluster {
-                    Some(Ok(nodes)) => answer["cluster"] = json!({ "nodes": nodes }),
-                    Some(Err(e)) => answer["cluster"] = json!({ "error": e }),
-                    None => {}
-                }
-                Response::json(200, &answer)
-            }
-            Err(e) => Response::error(503, e),
+        self.deliver(Publish::new(
+            dest,
+            p.body.into(),
+            p.headers.into_iter().collect(),
+        ))
+    }
+
+    /// Hands a publish to the hub; the answer says how far it went.
+    pub(crate) fn deliver(&self, msg: Publish) -> Result<serde_json::Value, Response> {
+        let reach = self.hub.publish(msg).map_err(|e| Response::error(503, e))?;
+        let mut answer = json!({ "sessions": reach.sessions });
+        match reach.cluster {
+            Some(Ok(nodes)) => answer["cluster"] = json!({ "nodes": nodes }),
+            Some(Err(e)) => answer["cluster"] = json!({ "error": e }),
+            None => {}
         }
+        Ok(answer)
     }
 
     /// `?scope=node` (the default) or `?scope=cluster`, which needs a clustered node.
@@ -152,10 +234,13 @@ impl Api {
     }
 
     /// `GET /sessions?project=P[&user=U][&offset=N][&limit=N]`.
-    fn sessions(&self, req: &Request) -> Response {
+    fn sessions(&self, req: &Request, caller: &Caller) -> Response {
         let Some(project) = req.query_first("project") else {
             return Response::error(400, "GET /sessions needs ?project=NAME");
         };
+        if let Err(r) = caller.may(project) {
+            return r;
+        }
         let num = |name: &str, default: usize| -> Result<usize, Response> {
             req.query_first(name).map_or(Ok(default), |v| {
                 v.parse()
@@ -194,11 +279,14 @@ impl Api {
         }
     }
 
-    fn disconnect(&self, body: &[u8]) -> Response {
+    fn disconnect(&self, body: &[u8], caller: &Caller) -> Response {
         let d: DisconnectBody = match serde_json::from_slice(body) {
             Ok(d) => d,
             Err(e) => return Response::error(400, format!("invalid disconnect body: {e}")),
         };
+        if let Err(r) = caller.may(&d.project) {
+            return r;
+        }
         let local = match self.hub.disconnect(&d.project, &d.user) {
             Ok(n) => n,
             Err(e) => return Response::error(503, e),
@@ -276,6 +364,10 @@ mod tests {
             path: p.into(),
             query: vec![],
             body: b.as_bytes().to_vec(),
+            authorization: None,
+            content_type: None,
+            keep_alive: false,
+            len: 0,
         };
         assert_eq!(api.handle(&req("GET", "/nope", "")).status, 404);
         assert_eq!(api.handle(&req("GET", "/publish", "")).status, 405);

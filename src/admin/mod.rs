@@ -3,6 +3,7 @@
 //! Also the client side the CLI uses.
 
 pub mod api;
+pub mod msgcenter;
 pub use ringcast_proto::admin::http;
 
 use std::io::{self, Read, Write};
@@ -24,7 +25,11 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Binds the socket (replacing a stale one), restricts it to its owner, and serves it on a
 /// thread. Connections from users other than the server's own, root and `allowed` are refused
 /// (SO_PEERCRED), even if the file's mode was loosened.
-pub fn serve(path: &Path, api: Api, allowed: &[u32]) -> io::Result<std::thread::JoinHandle<()>> {
+pub fn serve(
+    path: &Path,
+    api: Arc<Api>,
+    allowed: &[u32],
+) -> io::Result<std::thread::JoinHandle<()>> {
     let mut uids = vec![0, nix::unistd::getuid().as_raw()];
     uids.extend_from_slice(allowed);
     if let Some(dir) = path.parent() {
@@ -42,7 +47,6 @@ pub fn serve(path: &Path, api: Api, allowed: &[u32]) -> io::Result<std::thread::
     }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    let api = Arc::new(api);
     std::thread::Builder::new()
         .name("admin".into())
         .spawn(move || {

@@ -20,6 +20,15 @@ pub struct Request {
     pub query: Vec<(String, String)>,
     /// The body (`Content-Length` bytes).
     pub body: Vec<u8>,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
+    /// The client keeps the connection for another request (HTTP/1.1 without
+    /// `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`).
+    pub keep_alive: bool,
+    /// Bytes of the buffer this request used (a next one may follow).
+    pub len: usize,
 }
 
 impl Request {
@@ -80,12 +89,18 @@ impl Response {
 
     /// The answer's bytes: status line, headers, body.
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.to_bytes_with(false)
+    }
+
+    /// The answer's bytes, saying whether the connection stays open for another request.
+    pub fn to_bytes_with(&self, keep_alive: bool) -> Vec<u8> {
         let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
             self.status,
             status_text(self.status),
             self.content_type,
-            self.body.len()
+            self.body.len(),
+            if keep_alive { "keep-alive" } else { "close" }
         )
         .into_bytes();
         out.extend_from_slice(&self.body);
@@ -98,6 +113,10 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parse, Response> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head = match req.parse(buf) {
+        // A head over the limit is refused whether or not it arrived whole in one read.
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD_BYTES => {
+            return Err(Response::error(431, "request head too large"));
+        }
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
             return Err(Response::error(431, "request head too large"));
@@ -129,6 +148,13 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parse, Response> {
     }
     let target = req.path.unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let connection = header("connection").map(|c| c.to_ascii_lowercase());
+    let keep_alive = match req.version {
+        Some(1) => !connection.as_deref().is_some_and(|c| c.contains("close")),
+        _ => connection
+            .as_deref()
+            .is_some_and(|c| c.contains("keep-alive")),
+    };
     Ok(Parse::Done(Request {
         method: req.method.unwrap_or("").to_string(),
         path: path.to_string(),
@@ -136,6 +162,10 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parse, Response> {
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect(),
         body: buf[head..head + len].to_vec(),
+        authorization: header("authorization"),
+        content_type: header("content-type"),
+        keep_alive,
+        len: head + len,
     }))
 }
 
@@ -183,12 +213,22 @@ mod tests {
         assert_eq!(r.path, "/publish");
         assert_eq!(r.query_first("x"), Some("1"));
         assert_eq!(r.body, b"abcd");
+        assert!(r.keep_alive && r.len == raw.len());
+        let close =
+            b"GET /stats HTTP/1.1\r\nConnection: close\r\nAuthorization: Bearer k\r\n\r\nGET";
+        let Ok(Parse::Done(r)) = parse(close, 100) else {
+            panic!()
+        };
+        assert!(!r.keep_alive && r.authorization.as_deref() == Some("Bearer k"));
+        assert_eq!(r.len, close.len() - 3);
     }
 
     #[test]
     fn refusals() {
         let big = b"POST / HTTP/1.1\r\nContent-Length: 1000\r\n\r\n";
         assert_eq!(parse(big, 100).unwrap_err().status, 413);
+        let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "y".repeat(20_000));
+        assert_eq!(parse(huge.as_bytes(), 100).unwrap_err().status, 431);
         let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(parse(chunked, 100).unwrap_err().status, 411);
         assert_eq!(parse(b"\x00\x01\r\n\r\n", 100).unwrap_err().status, 400);

@@ -1,0 +1,265 @@
+//! The network API: the admin socket's routes (and, with `msgcenter_compat`, msg-center's) over
+//! TCP for backends on other hosts, behind API keys with scopes and optional project limits.
+//! Plain blocking threads, one per connection and bounded in number, like the admin socket:
+//! nothing here runs on a shard, so a slow or hostile client never delays a push.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::admin::api::{Api, Caller};
+use crate::admin::http::{self, Parse, Request, Response};
+use crate::admin::msgcenter;
+use crate::config::{self, Scope};
+
+/// One configured key, its secret loaded.
+struct Key {
+    name: String,
+    secret: Vec<u8>,
+    scopes: Vec<Scope>,
+    projects: Option<Vec<String>>,
+}
+
+/// The configured keys.
+pub struct Keys(Vec<Key>);
+
+impl Keys {
+    /// Loads every key (reading `key_file`s).
+    pub fn load(cfg: &config::Api) -> Result<Keys, String> {
+        let mut keys = Vec::new();
+        for (name, k) in &cfg.keys {
+            let secret = match (&k.key, &k.key_file) {
+                (Some(v), _) => v.clone(),
+                (None, Some(f)) => std::fs::read_to_string(f)
+                    .map_err(|e| format!("api.keys.{name}.key_file {}: {e}", f.display()))?
+                    .trim_end()
+                    .to_string(),
+                (None, None) => return Err(format!("api.keys.{name}: no key")),
+            };
+            if secret.len() < 16 {
+                return Err(format!(
+                    "api.keys.{name}: a key must be at least 16 characters"
+                ));
+            }
+            keys.push(Key {
+                name: name.clone(),
+                secret: secret.into_bytes(),
+                scopes: k.scopes.clone(),
+                projects: (!k.projects.is_empty()).then(|| k.projects.clone()),
+            });
+        }
+        Ok(Keys(keys))
+    }
+
+    /// The key whose secret is `presented`. Every key is compared in full, in time that does
+    /// not depend on where the bytes differ.
+    fn find(&self, presented: &[u8]) -> Option<&Key> {
+        let mut found = None;
+        for k in &self.0 {
+            if constant_time_eq(&k.secret, presented) {
+                found = Some(k);
+            }
+        }
+        found
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// What the listener threads share.
+struct Shared {
+    api: Arc<Api>,
+    keys: Keys,
+    cfg: config::Api,
+    /// STOMP sessions resolve `/topic/{projectId}/{topic}` to the topic alone.
+    legacy: bool,
+    active: AtomicUsize,
+}
+
+/// Binds `cfg.listen` and serves it on a thread.
+pub fn serve(
+    cfg: &config::Api,
+    api: Arc<Api>,
+    legacy: bool,
+) -> Result<(std::net::SocketAddr, std::thread::JoinHandle<()>), String> {
+    let addr = cfg.listen.as_deref().ok_or("api.listen is not set")?;
+    let listener = TcpListener::bind(addr).map_err(|e| format!("api.listen {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let shared = Arc::new(Shared {
+        api,
+        keys: Keys::load(cfg)?,
+        cfg: cfg.clone(),
+        legacy,
+        active: AtomicUsize::new(0),
+    });
+    let handle = std::thread::Builder::new()
+        .name("api".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = stream.set_nodelay(true);
+                if shared.active.fetch_add(1, Ordering::AcqRel) >= shared.cfg.max_connections {
+                    shared.active.fetch_sub(1, Ordering::AcqRel);
+                    let r = Response::error(503, "too many API connections: retry shortly");
+                    let _ = stream.set_nonblocking(true);
+                    let _ = (&stream).write_all(&r.to_bytes());
+                    continue;
+                }
+                let s = shared.clone();
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("api-conn".into())
+                        .spawn(move || {
+                            serve_conn(stream, &s);
+                            s.active.fetch_sub(1, Ordering::AcqRel);
+                        });
+                if spawned.is_err() {
+                    shared.active.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok((bound, handle))
+}
+
+/// Serves requests on one connection until the client closes, asks to close, or is silent (or
+/// trickles) for `request_timeout_ms`.
+fn serve_conn(mut stream: TcpStream, shared: &Shared) {
+    let timeout = Duration::from_millis(shared.cfg.request_timeout_ms);
+    let _ = stream.set_write_timeout(Some(timeout));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        let deadline = Instant::now() + timeout;
+        let req = loop {
+            match http::parse(&buf, shared.cfg.max_body_bytes) {
+                Ok(Parse::Done(r)) => break r,
+                Err(r) => {
+                    let _ = stream.write_all(&r.to_bytes());
+                    return;
+                }
+                Ok(Parse::Partial) => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                if !buf.is_empty() {
+                    let r = Response::error(408, "the request did not arrive in time");
+                    let _ = stream.write_all(&r.to_bytes());
+                }
+                return;
+            }
+            let _ = stream.set_read_timeout(Some(left));
+            match stream.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        };
+        buf.drain(..req.len);
+        let resp = match authorize(shared, &req) {
+            Ok(caller) => msgcenter_route(shared, &req, &caller)
+                .unwrap_or_else(|| shared.api.handle_as(&req, &caller)),
+            Err(r) => r,
+        };
+        if stream
+            .write_all(&resp.to_bytes_with(req.keep_alive))
+            .is_err()
+            || !req.keep_alive
+        {
+            return;
+        }
+    }
+}
+
+fn msgcenter_route(shared: &Shared, req: &Request, caller: &Caller) -> Option<Response> {
+    if !shared.cfg.msgcenter_compat {
+        return None;
+    }
+    msgcenter::handle(&shared.api, req, caller, shared.legacy)
+}
+
+/// The scope a route needs; `None` for what anyone may call.
+fn required_scope(cfg: &config::Api, path: &str) -> Option<Scope> {
+    match path {
+        "/healthz" => None,
+        "/metrics" if cfg.metrics_public => None,
+        "/metrics" => Some(Scope::Metrics),
+        "/publish" | "/ws_message/topic" | "/ws_message/user" => Some(Scope::Publish),
+        // Everything else, unknown routes included: only admin keys learn what exists.
+        _ => Some(Scope::Admin),
+    }
+}
+
+/// Who is calling, from `Authorization: Bearer KEY` (or `apikey KEY`), or the refusal.
+fn authorize(shared: &Shared, req: &Request) -> Result<Caller, Response> {
+    let Some(scope) = required_scope(&shared.cfg, &req.path) else {
+        return Ok(Caller::local());
+    };
+    let presented = req.authorization.as_deref().and_then(|a| {
+        a.strip_prefix("Bearer ")
+            .or_else(|| a.strip_prefix("apikey "))
+            .map(str::trim)
+    });
+    let Some(presented) = presented else {
+        return Err(Response::error(
+            401,
+            "missing API key: send Authorization: Bearer KEY",
+        ));
+    };
+    let Some(key) = shared.keys.find(presented.as_bytes()) else {
+        return Err(Response::error(401, "unknown API key"));
+    };
+    if !key.scopes.contains(&scope) {
+        return Err(Response::error(
+            403,
+            format!(
+                "key {:?} lacks the {} scope {} needs",
+                key.name,
+                format!("{scope:?}").to_lowercase(),
+                req.path
+            ),
+        ));
+    }
+    Ok(Caller {
+        projects: key.projects.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn routes_need_their_scope() {
+        let mut cfg = config::Api::default();
+        assert_eq!(required_scope(&cfg, "/healthz"), None);
+        assert_eq!(required_scope(&cfg, "/metrics"), Some(Scope::Metrics));
+        assert_eq!(required_scope(&cfg, "/publish"), Some(Scope::Publish));
+        assert_eq!(
+            required_scope(&cfg, "/ws_message/user"),
+            Some(Scope::Publish)
+        );
+        assert_eq!(required_scope(&cfg, "/sessions"), Some(Scope::Admin));
+        assert_eq!(required_scope(&cfg, "/anything"), Some(Scope::Admin));
+        cfg.metrics_public = true;
+        assert_eq!(required_scope(&cfg, "/metrics"), None);
+    }
+}
