@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need, idempotently, with no prompts (CI=true, no stdin):
 # Python `websockets` + pytest + PyJWT, Node + the `ws` and `@stomp/stompjs` clients, curl,
-# redis-server.
+# redis-server, prometheus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -11,6 +11,7 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v prometheus >/dev/null || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing with apt: ${need_apt[*]}"
   apt-get update -qq </dev/null

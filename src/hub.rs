@@ -160,6 +160,8 @@ pub struct Reach {
     /// With a cluster: how many other nodes Redis handed it to (those with an audience for
     /// it), or why it could not be handed over.
     pub cluster: Option<Result<u64, String>>,
+    /// From the call to every local shard's answer (each answers once its sends are queued).
+    pub local: Duration,
 }
 
 /// How long a publish waits for the shards' counts before answering without them.
@@ -210,15 +212,18 @@ impl Hub {
     /// it went, or an error if a shard did not answer in time.
     pub fn publish(&self, msg: Publish) -> Result<Reach, String> {
         // Handed to Redis first, so the other nodes deliver while this one does.
+        let start = std::time::Instant::now();
         let remote = self.relay.as_ref().map(|c| c.publish(&msg));
         let msg = Arc::new(msg);
         let sessions = self.ask(|reply| Command::Publish {
             msg: msg.clone(),
             reply: Some(reply),
         })?;
+        let local = start.elapsed();
         Ok(Reach {
             sessions,
             cluster: remote.map(|r| r.wait()),
+            local,
         })
     }
 

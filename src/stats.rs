@@ -125,6 +125,49 @@ pub struct Stats {
     /// Open connections across all shards: what `max_connections` is enforced against.
     pub open: CachePadded<AtomicU64>,
     pub started_ms: u64,
+    /// Publishes through the admin socket or the network API: accepted → every shard has
+    /// queued its last local send.
+    pub publish_latency: Histogram,
+}
+
+/// Upper bounds of the latency buckets, in microseconds (Prometheus `le`, in seconds).
+const BUCKETS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
+/// A fixed-bucket latency histogram, lock-free (one atomic per bucket).
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS_US.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: std::time::Duration) {
+        let us = d.as_micros() as u64;
+        if let Some(i) = BUCKETS_US.iter().position(|&b| us <= b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// The exposition of one histogram family named `name`.
+    fn prometheus(&self, name: &str, help: &str, out: &mut String) {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS_US.iter().enumerate() {
+            cumulative += self.buckets[i].load(Relaxed);
+            let le = *b as f64 / 1e6;
+            out.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
+        }
+        let count = self.count.load(Relaxed);
+        out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {count}\n"));
+        let sum = self.sum_us.load(Relaxed) as f64 / 1e6;
+        out.push_str(&format!("{name}_sum {sum}\n{name}_count {count}\n"));
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -143,6 +186,7 @@ impl Stats {
             cluster: ClusterStats::default(),
             open: CachePadded::new(AtomicU64::new(0)),
             started_ms: now_ms(),
+            publish_latency: Histogram::default(),
         }
     }
 
@@ -209,13 +253,26 @@ impl Stats {
                 out.push_str(&format!("{metric}{{shard=\"{s}\"}} {}\n", v[i]));
             }
         }
+        let open = "ringcast_open_connections";
+        out.push_str(&format!(
+            "# HELP {open} open connections, all shards (what max_connections is held to)\n# TYPE {open} gauge\n{open} {}\n",
+            self.open.load(Relaxed)
+        ));
+        self.publish_latency.prometheus(
+            "ringcast_publish_seconds",
+            "publish accepted (admin socket or network API) to its last local send queued",
+            &mut out,
+        );
         if self.cluster.enabled.load(Relaxed) {
             for (name, v) in self.cluster.fields() {
                 let (metric, kind) = match name {
                     "redis_up" | "channels" => (format!("ringcast_cluster_{name}"), "gauge"),
                     _ => (format!("ringcast_cluster_{name}_total"), "counter"),
                 };
-                out.push_str(&format!("# TYPE {metric} {kind}\n{metric} {v}\n"));
+                let help = format!("cluster link: {}", name.replace('_', " "));
+                out.push_str(&format!(
+                    "# HELP {metric} {help}\n# TYPE {metric} {kind}\n{metric} {v}\n"
+                ));
             }
         }
         out

@@ -208,6 +208,7 @@ impl Api {
     /// Hands a publish to the hub; the answer says how far it went.
     pub(crate) fn deliver(&self, msg: Publish) -> Result<serde_json::Value, Response> {
         let reach = self.hub.publish(msg).map_err(|e| Response::error(503, e))?;
+        self.stats.publish_latency.observe(reach.local);
         let mut answer = json!({ "sessions": reach.sessions });
         match reach.cluster {
             Some(Ok(nodes)) => answer["cluster"] = json!({ "nodes": nodes }),
