@@ -15,6 +15,7 @@ pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod hub;
+pub mod ingest;
 pub mod reactor;
 pub mod server;
 pub mod shard;

@@ -238,6 +238,24 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
     });
     admin::serve(&socket, api.clone(), &cfg.server.admin_uids)
         .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
+    for r in &cfg.ingest.redis_stream {
+        api.stats
+            .ingest
+            .enabled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::ingest::spawn(
+            crate::ingest::redis_stream::RedisStream::new(r.clone()),
+            api.clone(),
+            api.stats.clone(),
+        )
+        .map_err(|e| format!("spawning the ingest thread: {e}"))?;
+        tracing::info!(
+            "ingest from redis stream {} (group {}, consumer {})",
+            r.stream,
+            r.group,
+            r.consumer
+        );
+    }
     if cfg.api.listen.is_some() {
         let (bound, _) = crate::api::serve(&cfg.api, api, cfg.stomp.legacy_destinations)?;
         tracing::info!(

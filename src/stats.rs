@@ -55,6 +55,8 @@ pub struct Snapshot {
     pub shards: Vec<ShardSnapshot>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<std::collections::BTreeMap<&'static str, u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 /// One shard's counters in `GET /stats`.
@@ -128,6 +130,31 @@ pub struct Stats {
     /// Publishes through the admin socket or the network API: accepted → every shard has
     /// queued its last local send.
     pub publish_latency: Histogram,
+    /// Ingest consumers (all of them together).
+    pub ingest: IngestStats,
+}
+
+/// What the ingest consumers did.
+#[derive(Default)]
+pub struct IngestStats {
+    /// On when any consumer is configured (the counters are shown then).
+    pub enabled: AtomicBool,
+    /// Messages taken from brokers.
+    pub received: AtomicU64,
+    /// Messages that did not parse or were refused, set aside in a dead letter.
+    pub rejected: AtomicU64,
+    /// Failed broker operations (each retried with back-off).
+    pub errors: AtomicU64,
+}
+
+impl IngestStats {
+    fn fields(&self) -> [(&'static str, u64); 3] {
+        [
+            ("received", self.received.load(Relaxed)),
+            ("rejected", self.rejected.load(Relaxed)),
+            ("errors", self.errors.load(Relaxed)),
+        ]
+    }
 }
 
 /// Upper bounds of the latency buckets, in microseconds (Prometheus `le`, in seconds).
@@ -187,6 +214,7 @@ impl Stats {
             open: CachePadded::new(AtomicU64::new(0)),
             started_ms: now_ms(),
             publish_latency: Histogram::default(),
+            ingest: IngestStats::default(),
         }
     }
 
@@ -225,6 +253,11 @@ impl Stats {
                 .enabled
                 .load(Relaxed)
                 .then(|| self.cluster.fields().into_iter().collect()),
+            ingest: self
+                .ingest
+                .enabled
+                .load(Relaxed)
+                .then(|| self.ingest.fields().into_iter().collect()),
         }
     }
 
@@ -263,6 +296,14 @@ impl Stats {
             "publish accepted (admin socket or network API) to its last local send queued",
             &mut out,
         );
+        if self.ingest.enabled.load(Relaxed) {
+            for (name, v) in self.ingest.fields() {
+                let metric = format!("ringcast_ingest_{name}_total");
+                out.push_str(&format!(
+                    "# HELP {metric} ingest consumers: messages {name}\n# TYPE {metric} counter\n{metric} {v}\n"
+                ));
+            }
+        }
         if self.cluster.enabled.load(Relaxed) {
             for (name, v) in self.cluster.fields() {
                 let (metric, kind) = match name {

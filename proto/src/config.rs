@@ -28,6 +28,52 @@ pub struct Config {
     pub cluster: Cluster,
     /// `[api]`: the network API for backends on other hosts.
     pub api: Api,
+    /// `[[ingest.*]]`: brokers to take publishes from.
+    pub ingest: Ingest,
+}
+
+/// `[[ingest.redis_stream]]`, ...: consumers that take publishes (in the `/publish` JSON shape)
+/// from a broker, at least once.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ingest {
+    /// Redis Streams consumer groups.
+    pub redis_stream: Vec<RedisStream>,
+}
+
+/// `[[ingest.redis_stream]]`: one stream read through a consumer group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisStream {
+    /// `redis://HOST:PORT[/DB]`.
+    pub url: String,
+    /// The stream; each entry's field `data` holds the `/publish` JSON.
+    pub stream: String,
+    /// The consumer group (created at the stream's start if missing); nodes sharing it share
+    /// the stream.
+    pub group: String,
+    /// This node's consumer name in the group.
+    pub consumer: String,
+    /// Where entries that do not parse go, with the reason; unset = `{stream}:dead`.
+    pub dead_letter: Option<String>,
+    /// Entries read per call.
+    pub batch: usize,
+    /// Entries another consumer left unacknowledged this long are claimed (XAUTOCLAIM).
+    pub claim_idle_ms: u64,
+}
+
+impl Default for RedisStream {
+    fn default() -> Self {
+        RedisStream {
+            url: "redis://127.0.0.1:6379".into(),
+            stream: "pushes".into(),
+            group: "ringcast".into(),
+            consumer: "node-1".into(),
+            dead_letter: None,
+            batch: 100,
+            claim_idle_ms: 30_000,
+        }
+    }
 }
 
 /// `[api]`: an HTTP listener with the admin socket's routes, for backends on other hosts,
@@ -461,6 +507,22 @@ impl Config {
                 ));
             }
         }
+        for (i, r) in self.ingest.redis_stream.iter().enumerate() {
+            if r.stream.is_empty() || r.group.is_empty() || r.consumer.is_empty() || r.batch == 0 {
+                return Err(format!(
+                    "ingest.redis_stream[{i}]: stream, group and consumer must be set and batch at least 1"
+                ));
+            }
+            if !(r.url.starts_with("redis://")
+                || r.url.starts_with("rediss://")
+                || r.url.starts_with("unix://"))
+            {
+                return Err(format!(
+                    "ingest.redis_stream[{i}].url {:?}: expected redis://HOST:PORT",
+                    r.url
+                ));
+            }
+        }
         if self.limits.max_connect_bytes < 512 {
             return Err("limits.max_connect_bytes must be at least 512".into());
         }
@@ -500,6 +562,9 @@ impl Config {
         }
         if let Some(url) = &mut shown.cluster.redis {
             *url = mask_password(url);
+        }
+        for r in &mut shown.ingest.redis_stream {
+            r.url = mask_password(&r.url);
         }
         for k in shown.api.keys.values_mut() {
             if k.key.is_some() {

@@ -134,7 +134,7 @@ impl Api {
             .is_some_and(|c| c.starts_with("application/x-ndjson"));
         let first = req.body.iter().find(|b| !b.is_ascii_whitespace());
         if !ndjson && first != Some(&b'[') {
-            return match self.publish_one(&req.body, caller) {
+            return match self.publish_json(&req.body, caller) {
                 Ok(v) => Response::json(200, &v),
                 Err(r) => r,
             };
@@ -160,7 +160,7 @@ impl Api {
         caller: &Caller,
     ) -> Response {
         let results: Vec<serde_json::Value> = items
-            .map(|item| match self.publish_one(item, caller) {
+            .map(|item| match self.publish_json(item, caller) {
                 Ok(v) => v,
                 Err(r) => {
                     let mut v: serde_json::Value =
@@ -173,8 +173,13 @@ impl Api {
         Response::json(200, &json!({ "results": results }))
     }
 
-    /// One publish: its answer (`{"sessions": N, ...}`), or the error response.
-    fn publish_one(&self, body: &[u8], caller: &Caller) -> Result<serde_json::Value, Response> {
+    /// One publish from its `/publish` JSON: its answer (`{"sessions": N, ...}`), or the error
+    /// response (4xx: the body is wrong; 503: the hub did not answer).
+    pub fn publish_json(
+        &self,
+        body: &[u8],
+        caller: &Caller,
+    ) -> Result<serde_json::Value, Response> {
         let p: PublishBody = serde_json::from_slice(body)
             .map_err(|e| Response::error(400, format!("invalid publish body: {e}")))?;
         caller.may(&p.project)?;

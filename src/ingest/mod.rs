@@ -1,0 +1,134 @@
+//! Ingest: publishes taken from brokers, at least once. Each consumer runs on its own thread
+//! with its own single-threaded tokio runtime (like the cluster thread), and reaches the shards
+//! only through the admin API's publish path, so a broker's bytes are validated exactly like a
+//! `/publish` body.
+//!
+//! The loop is shared; what differs per broker is a `Source`: fetch a batch, acknowledge what
+//! was handed over, set aside (dead-letter) what does not parse. A Kafka consumer fits beside
+//! Redis Streams as one more `Source` (commit offsets as its `ack`).
+
+pub mod redis_stream;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use crate::admin::api::{Api, Caller};
+use crate::stats::Stats;
+
+/// One message from a broker.
+pub struct Delivery {
+    /// The broker's id for it (what `ack` takes).
+    pub id: String,
+    /// The `/publish` JSON, if the message carried one.
+    pub data: Option<Vec<u8>>,
+}
+
+/// What a broker must offer the shared loop.
+#[allow(async_fn_in_trait)]
+pub trait Source {
+    /// For logs: which broker, which stream or subject.
+    fn name(&self) -> String;
+    /// (Re)connects, setting up what the broker needs (a consumer group, ...).
+    async fn connect(&mut self) -> Result<(), String>;
+    /// The next messages: first any left unacknowledged by an earlier run, then new ones
+    /// (waiting a little for them).
+    async fn fetch(&mut self) -> Result<Vec<Delivery>, String>;
+    /// The messages were handed to the hub (or set aside): never deliver them again.
+    async fn ack(&mut self, ids: &[String]) -> Result<(), String>;
+    /// Keeps a message that does not parse, with the reason, where an operator can see it.
+    async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), String>;
+}
+
+/// Runs `source` forever on a thread of its own.
+pub fn spawn<S: Source + Send + 'static>(
+    mut source: S,
+    api: Arc<Api>,
+    stats: Arc<Stats>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("ingest".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("ingest: no runtime: {e}");
+                    return;
+                }
+            };
+            rt.block_on(run(&mut source, &api, &stats));
+        })
+}
+
+/// Back-off between failed attempts: 0.1 s doubling to 2 s.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+
+async fn run<S: Source>(source: &mut S, api: &Api, stats: &Stats) {
+    let mut backoff = BACKOFF.0;
+    let mut down = false;
+    loop {
+        let step = async {
+            if down {
+                source.connect().await?;
+            }
+            let batch = source.fetch().await?;
+            handle(source, api, stats, batch).await
+        };
+        match step.await {
+            Ok(()) => {
+                if down {
+                    tracing::info!("ingest {}: connected", source.name());
+                }
+                down = false;
+                backoff = BACKOFF.0;
+            }
+            Err(e) => {
+                stats.ingest.errors.fetch_add(1, Relaxed);
+                if !down {
+                    // Once per outage, not once per retry.
+                    tracing::warn!("ingest {}: {e}; retrying with back-off", source.name());
+                }
+                down = true;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF.1);
+            }
+        }
+    }
+}
+
+/// Hands each message to the hub; acknowledges what went (or was set aside), keeps what could
+/// not be handed over for a later try.
+async fn handle<S: Source>(
+    source: &mut S,
+    api: &Api,
+    stats: &Stats,
+    batch: Vec<Delivery>,
+) -> Result<(), String> {
+    let mut done = Vec::with_capacity(batch.len());
+    for d in &batch {
+        stats.ingest.received.fetch_add(1, Relaxed);
+        let outcome = match &d.data {
+            None => Err((400, "no field `data` with the /publish JSON".to_string())),
+            Some(body) => api
+                .publish_json(body, &Caller::local())
+                .map_err(|r| (r.status, String::from_utf8_lossy(&r.body).into_owned())),
+        };
+        match outcome {
+            Ok(_) => done.push(d.id.clone()),
+            // The hub did not answer in time: leave it unacknowledged for a retry.
+            Err((503, e)) => return Err(format!("hub: {e}")),
+            Err((_, reason)) => {
+                stats.ingest.rejected.fetch_add(1, Relaxed);
+                source.dead_letter(d, &reason).await?;
+                done.push(d.id.clone());
+            }
+        }
+    }
+    if !done.is_empty() {
+        source.ack(&done).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! Redis Streams through a consumer group: XREADGROUP (this consumer's pending entries first,
+//! after a restart), XAUTOCLAIM of entries another consumer left idle, XACK after hand-off,
+//! and a dead-letter stream for entries that do not parse.
+
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+
+use super::{Delivery, Source};
+use crate::config::RedisStream as Config;
+
+/// How long one XREADGROUP waits for new entries.
+const BLOCK_MS: usize = 1000;
+/// How often entries idle with other consumers are looked for.
+const CLAIM_EVERY: Duration = Duration::from_secs(5);
+
+/// One stream, one group, this node's consumer.
+pub struct RedisStream {
+    cfg: Config,
+    conn: Option<MultiplexedConnection>,
+    /// Still reading this consumer's own pending entries (from id 0) before new ones.
+    own_pending: bool,
+    next_claim: Instant,
+}
+
+impl RedisStream {
+    /// A consumer for `cfg` (it connects on first use).
+    pub fn new(cfg: Config) -> RedisStream {
+        RedisStream {
+            cfg,
+            conn: None,
+            own_pending: true,
+            next_claim: Instant::now(),
+        }
+    }
+
+    fn conn(&mut self) -> Result<&mut MultiplexedConnection, String> {
+        self.conn
+            .as_mut()
+            .ok_or_else(|| "not connected".to_string())
+    }
+
+    fn dead_stream(&self) -> String {
+        self.cfg
+            .dead_letter
+            .clone()
+            .unwrap_or_else(|| format!("{}:dead", self.cfg.stream))
+    }
+}
+
+/// Entries of a stream reply (`[[id, [field, value, ...]], ...]`), with their `data` field.
+fn entries(v: &Value) -> Vec<Delivery> {
+    let Value::Array(items) = v else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|e| {
+            let Value::Array(parts) = e else { return None };
+            let id = match parts.first()? {
+                Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                Value::SimpleString(s) => s.clone(),
+                _ => return None,
+            };
+            let data = match parts.get(1) {
+                Some(Value::Array(fields)) => fields.chunks(2).find_map(|kv| match kv {
+                    [Value::BulkString(k), Value::BulkString(v)] if k == b"data" => Some(v.clone()),
+                    _ => None,
+                }),
+                _ => None,
+            };
+            Some(Delivery { id, data })
+        })
+        .collect()
+}
+
+/// The entries of an XREADGROUP reply: `[[stream, entries]]` (RESP2) or a map (RESP3).
+fn read_reply(v: &Value) -> Vec<Delivery> {
+    match v {
+        Value::Array(streams) => streams
+            .iter()
+            .flat_map(|s| match s {
+                Value::Array(pair) if pair.len() == 2 => entries(&pair[1]),
+                _ => Vec::new(),
+            })
+            .collect(),
+        Value::Map(m) => m.iter().flat_map(|(_, e)| entries(e)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl Source for RedisStream {
+    fn name(&self) -> String {
+        format!(
+            "redis stream {} (group {})",
+            self.cfg.stream, self.cfg.group
+        )
+    }
+
+    async fn connect(&mut self) -> Result<(), String> {
+        let client = redis::Client::open(self.cfg.url.as_str()).map_err(|e| e.to_string())?;
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        let created: redis::RedisResult<Value> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.cfg.stream)
+            .arg(&self.cfg.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = created
+            && e.code() != Some("BUSYGROUP")
+        {
+            return Err(format!("XGROUP CREATE: {e}"));
+        }
+        self.conn = Some(conn);
+        self.own_pending = true;
+        Ok(())
+    }
+
+    async fn fetch(&mut self) -> Result<Vec<Delivery>, String> {
+        if self.conn.is_none() {
+            self.connect().await?;
+        }
+        let (stream, group, consumer, batch) = (
+            self.cfg.stream.clone(),
+            self.cfg.group.clone(),
+            self.cfg.consumer.clone(),
+            self.cfg.batch,
+        );
+        if self.own_pending {
+            // After a restart: what this consumer was given and never acknowledged.
+            let v: Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(&group)
+                .arg(&consumer)
+                .arg("COUNT")
+                .arg(batch)
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg("0")
+                .query_async(self.conn()?)
+                .await
+                .map_err(|e| format!("XREADGROUP: {e}"))?;
+            let got = read_reply(&v);
+            if !got.is_empty() {
+                return Ok(got);
+            }
+            self.own_pending = false;
+        }
+        if Instant::now() >= self.next_claim {
+            self.next_claim = Instant::now() + CLAIM_EVERY;
+            let v: Value = redis::cmd("XAUTOCLAIM")
+                .arg(&stream)
+                .arg(&group)
+                .arg(&consumer)
+                .arg(self.cfg.claim_idle_ms)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(batch)
+                .query_async(self.conn()?)
+                .await
+                .map_err(|e| format!("XAUTOCLAIM: {e}"))?;
+            if let Value::Array(parts) = &v
+                && let Some(claimed) = parts.get(1)
+            {
+                let got = entries(claimed);
+                if !got.is_empty() {
+                    return Ok(got);
+                }
+            }
+        }
+        let v: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&group)
+            .arg(&consumer)
+            .arg("COUNT")
+            .arg(batch)
+            .arg("BLOCK")
+            .arg(BLOCK_MS)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(">")
+            .query_async(self.conn()?)
+            .await
+            .map_err(|e| format!("XREADGROUP: {e}"))?;
+        Ok(read_reply(&v))
+    }
+
+    async fn ack(&mut self, ids: &[String]) -> Result<(), String> {
+        let (stream, group) = (self.cfg.stream.clone(), self.cfg.group.clone());
+        let _: i64 = redis::cmd("XACK")
+            .arg(&stream)
+            .arg(&group)
+            .arg(ids)
+            .query_async(self.conn()?)
+            .await
+            .map_err(|e| format!("XACK: {e}"))?;
+        Ok(())
+    }
+
+    async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), String> {
+        let dead = self.dead_stream();
+        let data = d.data.clone().unwrap_or_default();
+        let _: String = redis::cmd("XADD")
+            .arg(&dead)
+            .arg("*")
+            .arg("data")
+            .arg(data)
+            .arg("reason")
+            .arg(reason)
+            .arg("source_id")
+            .arg(&d.id)
+            .query_async(self.conn()?)
+            .await
+            .map_err(|e| format!("XADD {dead}: {e}"))?;
+        Ok(())
+    }
+}
