@@ -256,6 +256,24 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
             r.consumer
         );
     }
+    for n in &cfg.ingest.nats {
+        api.stats
+            .ingest
+            .enabled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::ingest::spawn(
+            crate::ingest::nats::Nats::new(n.clone()),
+            api.clone(),
+            api.stats.clone(),
+        )
+        .map_err(|e| format!("spawning the ingest thread: {e}"))?;
+        tracing::info!(
+            "ingest from nats stream {} (subject {}, consumer {})",
+            n.stream,
+            n.subject,
+            n.consumer
+        );
+    }
     if cfg.api.listen.is_some() {
         let (bound, _) = crate::api::serve(&cfg.api, api, cfg.stomp.legacy_destinations)?;
         tracing::info!(

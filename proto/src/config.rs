@@ -39,6 +39,43 @@ pub struct Config {
 pub struct Ingest {
     /// Redis Streams consumer groups.
     pub redis_stream: Vec<RedisStream>,
+    /// NATS JetStream durable pull consumers.
+    pub nats: Vec<Nats>,
+}
+
+/// `[[ingest.nats]]`: one JetStream stream read by a durable pull consumer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Nats {
+    /// `nats://HOST:PORT`.
+    pub url: String,
+    /// The JetStream stream (created, capturing `subject`, if missing).
+    pub stream: String,
+    /// The subject publishes arrive on; each message's payload is the `/publish` JSON.
+    pub subject: String,
+    /// The durable consumer's name; nodes sharing it share the stream.
+    pub consumer: String,
+    /// Where messages that do not parse go, with the reason; unset = `{subject}.dead`.
+    pub dead_letter: Option<String>,
+    /// Messages fetched per call.
+    pub batch: usize,
+    /// A message fetched and not acknowledged this long is redelivered (to this node after a
+    /// restart, or to another one sharing the consumer).
+    pub ack_wait_ms: u64,
+}
+
+impl Default for Nats {
+    fn default() -> Self {
+        Nats {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "PUSHES".into(),
+            subject: "pushes".into(),
+            consumer: "ringcast".into(),
+            dead_letter: None,
+            batch: 100,
+            ack_wait_ms: 30_000,
+        }
+    }
 }
 
 /// `[[ingest.redis_stream]]`: one stream read through a consumer group.
@@ -520,6 +557,14 @@ impl Config {
                 return Err(format!(
                     "ingest.redis_stream[{i}].url {:?}: expected redis://HOST:PORT",
                     r.url
+                ));
+            }
+        }
+        for (i, n) in self.ingest.nats.iter().enumerate() {
+            if n.stream.is_empty() || n.subject.is_empty() || n.consumer.is_empty() || n.batch == 0
+            {
+                return Err(format!(
+                    "ingest.nats[{i}]: stream, subject and consumer must be set and batch at least 1"
                 ));
             }
         }

@@ -5,8 +5,9 @@
 //!
 //! The loop is shared; what differs per broker is a `Source`: fetch a batch, acknowledge what
 //! was handed over, set aside (dead-letter) what does not parse. A Kafka consumer fits beside
-//! Redis Streams as one more `Source` (commit offsets as its `ack`).
+//! Redis Streams and NATS JetStream as one more `Source` (commit offsets as its `ack`).
 
+pub mod nats;
 pub mod redis_stream;
 
 use std::sync::Arc;

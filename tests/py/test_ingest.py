@@ -123,3 +123,140 @@ def test_a_killed_node_rereads_what_it_had_not_acknowledged(make_server, redis):
         assert got == {f"after-{i}" for i in range(1000)}
         await ws.close()
     asyncio.run(asyncio.wait_for(live(), 60))
+
+
+# NATS JetStream: the same guarantees through a durable pull consumer.
+
+class NatsServer:
+    def __init__(self, workdir):
+        from conftest import free_port
+        self.port = free_port()
+        self.dir = workdir / "nats"
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.proc = subprocess.Popen([shutil.which("nats-server"), "-js", "-a", "127.0.0.1", "-p", str(self.port),
+                                      "-sd", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import socket
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("nats-server did not start")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def natsd(tmp_path):
+    if not shutil.which("nats-server"):
+        pytest.fail("nats-server is missing: run scripts/install-test-deps.sh")
+    n = NatsServer(tmp_path)
+    n.start()
+    yield n
+    n.stop()
+
+
+def nats_config(natsd):
+    return f"""
+[[ingest.nats]]
+url = "{natsd.url}"
+stream = "PUSHES"
+subject = "pushes"
+consumer = "ringcast"
+batch = 200
+ack_wait_ms = 2000
+"""
+
+
+async def nats_publish(natsd, payloads):
+    import nats
+    nc = await nats.connect(natsd.url)
+    js = nc.jetstream()
+    await js.add_stream(name="PUSHES", subjects=["pushes", "pushes.dead"])
+    for p in payloads:
+        await nc.publish("pushes", p.encode())
+    await nc.flush()
+    await nc.close()
+
+
+async def nats_consumer_info(natsd):
+    import nats
+    nc = await nats.connect(natsd.url)
+    info = await nc.jetstream().consumer_info("PUSHES", "ringcast")
+    await nc.close()
+    return info
+
+
+def test_nats_messages_reach_subscribers_and_bad_ones_go_to_the_dead_letter(make_server, natsd):
+    server = make_server("--shards", "2", "--no-auth", config=nats_config(natsd))
+    n = 10_000
+
+    async def main():
+        ws = await websockets.connect(f"{server.url}/ws?topic=nats", max_queue=None)
+        await asyncio.sleep(0.3)
+        bodies = [publish_json("nats", str(i)) for i in range(n)]
+        bodies[10] = "{not json"
+        bodies[20] = json.dumps({"project": "default", "destination": "/nowhere", "body": "x"})
+        await nats_publish(natsd, bodies)
+        got = await collect(ws, n - 2, 60)
+        assert got == {str(i) for i in range(n)} - {"10", "20"}, len(got)
+        await ws.close()
+        import nats
+        nc = await nats.connect(natsd.url)
+        sub = await nc.jetstream().pull_subscribe("pushes.dead", durable="check", stream="PUSHES")
+        dead = await sub.fetch(2, timeout=5)
+        reasons = sorted(m.headers["reason"] for m in dead)
+        assert "destination" in reasons[0] and "invalid publish body" in reasons[1], reasons
+        await nc.close()
+        deadline = time.time() + 10
+        while time.time() < deadline and (await nats_consumer_info(natsd)).num_ack_pending:
+            await asyncio.sleep(0.2)
+        assert (await nats_consumer_info(natsd)).num_ack_pending == 0
+    asyncio.run(asyncio.wait_for(main(), 120))
+    stats = server.stats()["ingest"]
+    assert stats["received"] == n and stats["rejected"] == 2, stats
+
+
+def test_nats_redelivers_what_a_killed_node_had_not_acknowledged(make_server, natsd):
+    cfg = nats_config(natsd)
+    server = make_server("--shards", "2", "--no-auth", config=cfg)
+    n = 10_000
+    asyncio.run(nats_publish(natsd, [publish_json("k", str(i)) for i in range(n)]))
+    deadline = time.time() + 10
+    while time.time() < deadline and server.stats().get("ingest", {}).get("received", 0) < 500:
+        time.sleep(0.01)
+    server.stop(sig=9)
+    left = asyncio.run(nats_consumer_info(natsd))
+    print(f"at the kill: {left.num_ack_pending} unacknowledged, {left.num_pending} not delivered")
+    again = make_server("--shards", "2", "--no-auth", config=cfg)
+
+    async def settle():
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            info = await nats_consumer_info(natsd)
+            if info.num_ack_pending == 0 and info.num_pending == 0:
+                return info
+            await asyncio.sleep(0.3)
+        return await nats_consumer_info(natsd)
+    info = asyncio.run(settle())
+    assert info.num_ack_pending == 0 and info.num_pending == 0, info
+
+    async def live():
+        ws = await websockets.connect(f"{again.url}/ws?topic=k", max_queue=None)
+        await asyncio.sleep(0.3)
+        await nats_publish(natsd, [publish_json("k", f"after-{i}") for i in range(1000)])
+        got = await collect(ws, 1000, 30)
+        assert got == {f"after-{i}" for i in range(1000)}
+        await ws.close()
+    asyncio.run(asyncio.wait_for(live(), 60))
