@@ -3,6 +3,7 @@
 //! connect rate, server memory per connection and time to last delivery.
 
 mod admin;
+mod api;
 mod client;
 mod compare;
 mod drive;
@@ -63,6 +64,9 @@ enum Cmd {
     /// ringcast, its peers (tokio-tungstenite, Node ws, Netty) and the floor, one after another
     /// under the same load: a Markdown table of ratios, PNG charts and JSON.
     Compare(compare::Args),
+    /// Publishes through the network API (keep-alive HTTP, single or batched) as fast as the
+    /// server answers: publishes per second.
+    Api(api::Args),
     /// PNG charts from result files (connections over time, latency CDF).
     Plot {
         /// Folder for the PNGs.
@@ -97,6 +101,7 @@ fn main() {
         } => ringcast_run(&server, &load, Some(config), heartbeat_ms),
         Cmd::Floor { listen, load } => floor_measure(listen, &load).and_then(|v| finish(&load, v)),
         Cmd::Compare(args) => compare::run(&args),
+        Cmd::Api(args) => api::run(&args),
         Cmd::Plot { out, files } => plot::run(&files, &out).map(|()| json!({"ok": true})),
     };
     match result {
