@@ -239,40 +239,22 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
     admin::serve(&socket, api.clone(), &cfg.server.admin_uids)
         .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
     for r in &cfg.ingest.redis_stream {
-        api.stats
-            .ingest
-            .enabled
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        crate::ingest::spawn(
-            crate::ingest::redis_stream::RedisStream::new(r.clone()),
-            api.clone(),
-            api.stats.clone(),
-        )
-        .map_err(|e| format!("spawning the ingest thread: {e}"))?;
-        tracing::info!(
-            "ingest from redis stream {} (group {}, consumer {})",
-            r.stream,
-            r.group,
-            r.consumer
+        let what = format!(
+            "redis stream {} (group {}, consumer {})",
+            r.stream, r.group, r.consumer
         );
+        start_ingest(
+            crate::ingest::redis_stream::RedisStream::new(r.clone()),
+            &api,
+            &what,
+        )?;
     }
     for n in &cfg.ingest.nats {
-        api.stats
-            .ingest
-            .enabled
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        crate::ingest::spawn(
-            crate::ingest::nats::Nats::new(n.clone()),
-            api.clone(),
-            api.stats.clone(),
-        )
-        .map_err(|e| format!("spawning the ingest thread: {e}"))?;
-        tracing::info!(
-            "ingest from nats stream {} (subject {}, consumer {})",
-            n.stream,
-            n.subject,
-            n.consumer
+        let what = format!(
+            "nats stream {} (subject {}, consumer {})",
+            n.stream, n.subject, n.consumer
         );
+        start_ingest(crate::ingest::nats::Nats::new(n.clone()), &api, &what)?;
     }
     if cfg.api.listen.is_some() {
         let (bound, _) = crate::api::serve(&cfg.api, api, cfg.stomp.legacy_destinations)?;
@@ -301,6 +283,22 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
         handles,
         socket,
     })
+}
+
+/// Starts one ingest consumer on its own thread.
+fn start_ingest<S: crate::ingest::Source + Send + 'static>(
+    source: S,
+    api: &Arc<admin::api::Api>,
+    what: &str,
+) -> Result<(), String> {
+    api.stats
+        .ingest
+        .enabled
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::ingest::spawn(source, api.clone(), api.stats.clone())
+        .map_err(|e| format!("spawning the ingest thread: {e}"))?;
+    tracing::info!("ingest from {what}");
+    Ok(())
 }
 
 /// Serves signals until one asks to stop: SIGHUP reloads, SIGINT and SIGTERM return.

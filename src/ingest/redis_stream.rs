@@ -41,6 +41,30 @@ impl RedisStream {
             .ok_or_else(|| "not connected".to_string())
     }
 
+    /// XREADGROUP from `id` (`0`: this consumer's pending entries; `>`: new ones, waiting up
+    /// to `block_ms`).
+    async fn read_group(
+        &mut self,
+        id: &str,
+        block_ms: Option<usize>,
+    ) -> Result<Vec<Delivery>, String> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.cfg.group)
+            .arg(&self.cfg.consumer)
+            .arg("COUNT")
+            .arg(self.cfg.batch);
+        if let Some(ms) = block_ms {
+            cmd.arg("BLOCK").arg(ms);
+        }
+        cmd.arg("STREAMS").arg(&self.cfg.stream).arg(id);
+        let v: Value = cmd
+            .query_async(self.conn()?)
+            .await
+            .map_err(|e| format!("XREADGROUP: {e}"))?;
+        Ok(read_reply(&v))
+    }
+
     fn dead_stream(&self) -> String {
         self.cfg
             .dead_letter
@@ -126,27 +150,9 @@ impl Source for RedisStream {
         if self.conn.is_none() {
             self.connect().await?;
         }
-        let (stream, group, consumer, batch) = (
-            self.cfg.stream.clone(),
-            self.cfg.group.clone(),
-            self.cfg.consumer.clone(),
-            self.cfg.batch,
-        );
         if self.own_pending {
             // After a restart: what this consumer was given and never acknowledged.
-            let v: Value = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(&group)
-                .arg(&consumer)
-                .arg("COUNT")
-                .arg(batch)
-                .arg("STREAMS")
-                .arg(&stream)
-                .arg("0")
-                .query_async(self.conn()?)
-                .await
-                .map_err(|e| format!("XREADGROUP: {e}"))?;
-            let got = read_reply(&v);
+            let got = self.read_group("0", None).await?;
             if !got.is_empty() {
                 return Ok(got);
             }
@@ -154,6 +160,11 @@ impl Source for RedisStream {
         }
         if Instant::now() >= self.next_claim {
             self.next_claim = Instant::now() + CLAIM_EVERY;
+            let (stream, group, consumer) = (
+                self.cfg.stream.clone(),
+                self.cfg.group.clone(),
+                self.cfg.consumer.clone(),
+            );
             let v: Value = redis::cmd("XAUTOCLAIM")
                 .arg(&stream)
                 .arg(&group)
@@ -161,7 +172,7 @@ impl Source for RedisStream {
                 .arg(self.cfg.claim_idle_ms)
                 .arg("0-0")
                 .arg("COUNT")
-                .arg(batch)
+                .arg(self.cfg.batch)
                 .query_async(self.conn()?)
                 .await
                 .map_err(|e| format!("XAUTOCLAIM: {e}"))?;
@@ -174,21 +185,7 @@ impl Source for RedisStream {
                 }
             }
         }
-        let v: Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(&group)
-            .arg(&consumer)
-            .arg("COUNT")
-            .arg(batch)
-            .arg("BLOCK")
-            .arg(BLOCK_MS)
-            .arg("STREAMS")
-            .arg(&stream)
-            .arg(">")
-            .query_async(self.conn()?)
-            .await
-            .map_err(|e| format!("XREADGROUP: {e}"))?;
-        Ok(read_reply(&v))
+        self.read_group(">", Some(BLOCK_MS)).await
     }
 
     async fn ack(&mut self, ids: &[String]) -> Result<(), String> {
