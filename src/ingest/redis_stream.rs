@@ -12,6 +12,8 @@ use crate::config::RedisStream as Config;
 
 /// How long one XREADGROUP waits for new entries.
 const BLOCK_MS: usize = 1000;
+/// How long past its own wait an answer may take before the connection counts as broken.
+const ANSWER_SLACK: Duration = Duration::from_secs(2);
 /// How often entries idle with other consumers are looked for.
 const CLAIM_EVERY: Duration = Duration::from_secs(5);
 
@@ -124,8 +126,12 @@ impl Source for RedisStream {
 
     async fn connect(&mut self) -> Result<(), String> {
         let client = redis::Client::open(self.cfg.url.as_str()).map_err(|e| e.to_string())?;
+        // The client's default answer timeout (500 ms) is shorter than a blocking read waits.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_millis(BLOCK_MS as u64) + ANSWER_SLACK));
         let mut conn = client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| e.to_string())?;
         let created: redis::RedisResult<Value> = redis::cmd("XGROUP")
