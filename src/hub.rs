@@ -100,6 +100,9 @@ pub enum Command {
         user: String,
         reply: Sender<usize>,
     },
+    /// Answer once every command sent before this one is done (commands to a shard run in
+    /// order): how a batch of `publish_nowait`s learns it has been carried out.
+    Barrier(Sender<usize>),
     /// Use this configuration (and keys) from now on.
     Reload(Arc<crate::context::Context>),
     /// Stop accepting, close every session with 1001, exit after the grace period.
@@ -276,6 +279,12 @@ impl Hub {
             all.extend(shard.iter().filter_map(|s| serde_json::to_value(s).ok()));
         }
         Ok(all)
+    }
+
+    /// Returns once every shard has carried out what was sent to it before (publishes
+    /// included), or an error if one did not answer in time.
+    pub fn barrier(&self) -> Result<(), String> {
+        self.ask(Command::Barrier).map(|_| ())
     }
 
     pub fn disconnect(&self, project: &str, user: &str) -> Result<usize, String> {

@@ -129,7 +129,7 @@ fn shard(addr: SocketAddr, inbox: Inbox) -> std::io::Result<()> {
                         }
                         Command::Shutdown => done = true,
                         Command::Reload(_) => {}
-                        Command::Disconnect { reply, .. } => {
+                        Command::Disconnect { reply, .. } | Command::Barrier(reply) => {
                             let _ = reply.send(0);
                         }
                         Command::Sessions { reply, .. } => {

@@ -180,6 +180,11 @@ impl Api {
         body: &[u8],
         caller: &Caller,
     ) -> Result<serde_json::Value, Response> {
+        self.deliver(self.prepare(body, caller)?)
+    }
+
+    /// A publish from its `/publish` JSON, checked (4xx when the body is wrong), not yet sent.
+    pub fn prepare(&self, body: &[u8], caller: &Caller) -> Result<Publish, Response> {
         let p: PublishBody = serde_json::from_slice(body)
             .map_err(|e| Response::error(400, format!("invalid publish body: {e}")))?;
         caller.may(&p.project)?;
@@ -203,7 +208,7 @@ impl Api {
                 ),
             ));
         }
-        self.deliver(Publish::new(
+        Ok(Publish::new(
             dest,
             p.body.into(),
             p.headers.into_iter().collect(),

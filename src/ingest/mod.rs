@@ -100,8 +100,9 @@ async fn run<S: Source>(source: &mut S, api: &Api, stats: &Stats) {
     }
 }
 
-/// Hands each message to the hub; acknowledges what went (or was set aside), keeps what could
-/// not be handed over for a later try.
+/// Hands each message to the hub without waiting per message, then waits once for every shard
+/// to have carried the batch out before acknowledging it (at least once: a failure before the
+/// acknowledgement means a redelivery). Messages that do not parse are set aside.
 async fn handle<S: Source>(
     source: &mut S,
     api: &Api,
@@ -111,25 +112,24 @@ async fn handle<S: Source>(
     let mut done = Vec::with_capacity(batch.len());
     for d in &batch {
         stats.ingest.received.fetch_add(1, Relaxed);
-        let outcome = match &d.data {
-            None => Err((400, "no field `data` with the /publish JSON".to_string())),
+        let prepared = match &d.data {
+            None => Err("no field `data` with the /publish JSON".to_string()),
             Some(body) => api
-                .publish_json(body, &Caller::local())
-                .map_err(|r| (r.status, String::from_utf8_lossy(&r.body).into_owned())),
+                .prepare(body, &Caller::local())
+                .map_err(|r| String::from_utf8_lossy(&r.body).into_owned()),
         };
-        match outcome {
-            Ok(_) => done.push(d.id.clone()),
-            // The hub did not answer in time: leave it unacknowledged for a retry.
-            Err((503, e)) => return Err(format!("hub: {e}")),
-            Err((_, reason)) => {
+        match prepared {
+            Ok(msg) => api.hub.publish_nowait(msg),
+            Err(reason) => {
                 stats.ingest.rejected.fetch_add(1, Relaxed);
                 source.dead_letter(d, &reason).await?;
-                done.push(d.id.clone());
             }
         }
+        done.push(d.id.clone());
     }
-    if !done.is_empty() {
-        source.ack(&done).await?;
+    if done.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    api.hub.barrier().map_err(|e| format!("hub: {e}"))?;
+    source.ack(&done).await
 }

@@ -39,6 +39,9 @@ impl Core {
             } => {
                 let _ = reply.send(self.sessions(project.as_deref(), user.as_deref()));
             }
+            Command::Barrier(reply) => {
+                let _ = reply.send(0);
+            }
             Command::Reload(ctx) => self.reload(ctx),
             Command::Shutdown => self.shutdown(),
         }
