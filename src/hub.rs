@@ -153,6 +153,57 @@ struct Link {
 pub struct Hub {
     links: Vec<Link>,
     relay: Option<Arc<dyn Relay>>,
+    audience: Arc<Audience>,
+}
+
+/// Which shards hold at least one subscriber of each destination, so that a publish wakes only
+/// its audience: a push to one user visits the one shard that holds the user's session, not
+/// all of them. Shards report a destination's first and last local subscriber (rare events),
+/// publishers read. Tracked on nodes of up to 64 shards (a bitmask); beyond that every publish
+/// visits every shard, as before.
+pub struct Audience {
+    shards: usize,
+    map: std::sync::Mutex<HashMap<String, u64>>,
+}
+
+impl Audience {
+    fn new(shards: usize) -> Audience {
+        Audience {
+            shards,
+            map: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn tracked(&self) -> bool {
+        self.shards <= 64
+    }
+
+    /// Shard `shard` gained its first (`on`) or lost its last subscriber of `key`.
+    pub fn set(&self, key: &str, shard: usize, on: bool) {
+        if !self.tracked() {
+            return;
+        }
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            *m.entry(key.to_string()).or_insert(0) |= 1 << shard;
+        } else if let Some(bits) = m.get_mut(key) {
+            *bits &= !(1 << shard);
+            if *bits == 0 {
+                m.remove(key);
+            }
+        }
+    }
+
+    /// Whether shard `i` is to be visited for destination `key`.
+    fn visits(&self, key: &str) -> impl Fn(usize) -> bool + use<> {
+        let bits = if self.tracked() {
+            let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            m.get(key).copied().unwrap_or(0)
+        } else {
+            u64::MAX
+        };
+        move |i| i >= 64 || bits & (1 << i) != 0
+    }
 }
 
 /// How far a publish went.
@@ -186,7 +237,14 @@ impl Hub {
             });
             inboxes.push(Inbox { rx, wake });
         }
-        Ok((Hub { links, relay: None }, inboxes))
+        Ok((
+            Hub {
+                links,
+                relay: None,
+                audience: Arc::new(Audience::new(shards)),
+            },
+            inboxes,
+        ))
     }
 
     /// Publishes also go to the other nodes through `relay`.
@@ -204,6 +262,18 @@ impl Hub {
         self.links.len()
     }
 
+    /// Every publish visits every shard, whatever the shards report: for shards that keep no
+    /// subscription index (the load generator's floor server).
+    pub fn visit_all(mut self) -> Hub {
+        self.audience = Arc::new(Audience::new(usize::MAX));
+        self
+    }
+
+    /// Where shards report their audience (see `Audience`).
+    pub fn audience(&self) -> Arc<Audience> {
+        self.audience.clone()
+    }
+
     fn send(&self, link: &Link, cmd: Command) {
         if link.tx.send(cmd).is_ok() {
             // A failed write means the counter is saturated: the shard is awake anyway.
@@ -217,8 +287,9 @@ impl Hub {
         // Handed to Redis first, so the other nodes deliver while this one does.
         let start = std::time::Instant::now();
         let remote = self.relay.as_ref().map(|c| c.publish(&msg));
+        let visits = self.audience.visits(&msg.dest.key());
         let msg = Arc::new(msg);
-        let sessions = self.ask(|reply| Command::Publish {
+        let sessions = self.ask_some(visits, |reply| Command::Publish {
             msg: msg.clone(),
             reply: Some(reply),
         })?;
@@ -241,8 +312,9 @@ impl Hub {
 
     /// Fans out to this node's shards only: what arrives from the other nodes.
     pub fn deliver_nowait(&self, msg: Publish) {
+        let visits = self.audience.visits(&msg.dest.key());
         let msg = Arc::new(msg);
-        for link in &self.links {
+        for (_, link) in self.links.iter().enumerate().filter(|(i, _)| visits(*i)) {
             self.send(
                 link,
                 Command::Publish {
@@ -295,14 +367,25 @@ impl Hub {
         })
     }
 
-    fn ask(&self, mut make: impl FnMut(Sender<usize>) -> Command) -> Result<usize, String> {
+    fn ask(&self, make: impl FnMut(Sender<usize>) -> Command) -> Result<usize, String> {
+        self.ask_some(|_| true, make)
+    }
+
+    /// Sends `make`'s command to the shards `visit` picks and sums their answers.
+    fn ask_some(
+        &self,
+        visit: impl Fn(usize) -> bool,
+        mut make: impl FnMut(Sender<usize>) -> Command,
+    ) -> Result<usize, String> {
         let (tx, rx) = bounded(self.links.len());
-        for link in &self.links {
+        let mut asked = 0;
+        for (_, link) in self.links.iter().enumerate().filter(|(i, _)| visit(*i)) {
             self.send(link, make(tx.clone()));
+            asked += 1;
         }
         drop(tx);
         let mut total = 0;
-        for _ in 0..self.links.len() {
+        for _ in 0..asked {
             match rx.recv_timeout(REPLY_TIMEOUT) {
                 Ok(n) => total += n,
                 Err(_) => return Err("a shard did not answer in time".into()),
@@ -334,6 +417,8 @@ pub struct Subscriptions {
     /// In a cluster: told when a destination gains its first or loses its last subscriber
     /// here, so the node listens in Redis only to what it has an audience for.
     watch: Option<Arc<dyn Relay>>,
+    /// This shard's id and the node's audience table, told of the same edges.
+    audience: Option<(usize, Arc<Audience>)>,
     /// The key of the destination being looked up (no allocation per lookup).
     scratch: String,
 }
@@ -342,9 +427,13 @@ pub struct Subscriptions {
 pub type DestId = u32;
 
 impl Subscriptions {
-    pub fn watched(watch: Option<Arc<dyn Relay>>) -> Subscriptions {
+    pub fn watched(
+        watch: Option<Arc<dyn Relay>>,
+        audience: Option<(usize, Arc<Audience>)>,
+    ) -> Subscriptions {
         Subscriptions {
             watch,
+            audience,
             ..Default::default()
         }
     }
@@ -366,6 +455,9 @@ impl Subscriptions {
                 if let Some(w) = &self.watch {
                     w.interest(&key, true);
                 }
+                if let Some((shard, a)) = &self.audience {
+                    a.set(&key, *shard, true);
+                }
                 self.members[id as usize].0 = key.clone();
                 self.ids.insert(key, id);
                 id
@@ -383,6 +475,9 @@ impl Subscriptions {
             *set = HashSet::new();
             if let Some(w) = &self.watch {
                 w.interest(key, false);
+            }
+            if let Some((shard, a)) = &self.audience {
+                a.set(key, *shard, false);
             }
             self.ids.remove(std::mem::take(key).as_str());
             self.free.push(id);
@@ -458,6 +553,44 @@ mod tests {
     }
 
     #[test]
+    fn a_publish_visits_only_shards_with_an_audience() {
+        let (hub, inboxes) = Hub::new(3).unwrap();
+        let a = hub.audience();
+        let mut s1 = Subscriptions::watched(None, Some((1, a.clone())));
+        let id = s1.subscribe(&topic("p", "t"), 7);
+        let reply = std::thread::spawn({
+            let rx = inboxes[1].rx.clone();
+            move || match rx.recv() {
+                Ok(Command::Publish {
+                    reply: Some(reply), ..
+                }) => reply.send(1).unwrap(),
+                _ => panic!("shard 1 expected the publish"),
+            }
+        });
+        let n = hub
+            .publish(Publish::new(
+                topic("p", "t"),
+                Bytes::from_static(b"x"),
+                vec![],
+            ))
+            .unwrap();
+        reply.join().unwrap();
+        assert_eq!(n.sessions, 1);
+        assert!(inboxes[0].rx.is_empty() && inboxes[2].rx.is_empty());
+        // Nobody listens any more: nobody is woken, and the answer is immediate.
+        s1.unsubscribe(id, 7);
+        let n = hub
+            .publish(Publish::new(
+                topic("p", "t"),
+                Bytes::from_static(b"x"),
+                vec![],
+            ))
+            .unwrap();
+        assert_eq!(n.sessions, 0);
+        assert!(inboxes.iter().all(|i| i.rx.is_empty()));
+    }
+
+    #[test]
     fn publish_collects_counts_from_every_shard() {
         let (hub, inboxes) = Hub::new(3).unwrap();
         let workers: Vec<_> = inboxes
@@ -475,6 +608,9 @@ mod tests {
                 })
             })
             .collect();
+        for shard in 0..3 {
+            hub.audience.set(&topic("p", "t").key(), shard, true);
+        }
         let n = hub
             .publish(Publish::new(
                 topic("p", "t"),

@@ -20,6 +20,8 @@ impl FloorServer {
     /// Starts `shards` floor shards listening on `addr` (port 0 picks one; see `addr`).
     pub fn start(addr: SocketAddr, shards: usize) -> Result<(FloorServer, SocketAddr), String> {
         let (hub, inboxes) = Hub::new(shards).map_err(|e| e.to_string())?;
+        // Floor shards keep no subscription index: every publish goes to all of them.
+        let hub = hub.visit_all();
         // Reserve the port so every shard's SO_REUSEPORT listener shares it.
         let (probe, addr) =
             ringcast::reactor::reserve_port(addr).map_err(|e| format!("floor bind {addr}: {e}"))?;

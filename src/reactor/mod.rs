@@ -122,6 +122,7 @@ fn run(spec: ShardSpec) -> io::Result<()> {
             pending_per_ip: spec.pending_per_ip,
             capacity: spec.capacity,
             watch: spec.hub.relay().cloned(),
+            audience: Some(spec.hub.audience()),
         }),
         hub: spec.hub,
         inbox: spec.inbox,

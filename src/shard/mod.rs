@@ -81,6 +81,8 @@ pub struct Config {
     pub capacity: usize,
     /// In a cluster: told of a destination's first and last local subscriber.
     pub watch: Option<Arc<dyn Relay>>,
+    /// The node's table of which shards have an audience for what (told of the same edges).
+    pub audience: Option<Arc<crate::hub::Audience>>,
 }
 
 pub struct Core {
@@ -126,7 +128,7 @@ impl Core {
             pending_per_ip: cfg.pending_per_ip,
             peers: std::collections::HashMap::new(),
             conns: Slab::new(),
-            subs: Subscriptions::watched(cfg.watch),
+            subs: Subscriptions::watched(cfg.watch, cfg.audience.map(|a| (cfg.id, a))),
             wheel: Wheel::new(1024),
             capacity: cfg.capacity,
             next_epoch: 0,

@@ -58,6 +58,7 @@ impl Net {
             stats: stats.clone(),
             capacity: 1000,
             watch: None,
+            audience: None,
         });
         let mut net = Net {
             core,
