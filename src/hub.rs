@@ -509,6 +509,11 @@ mod tests {
         Dest::topic(p, t).unwrap()
     }
 
+    /// One small publish to `/topic/t` of project `p`.
+    fn push() -> Publish {
+        Publish::new(topic("p", "t"), Bytes::from_static(b"x"), vec![])
+    }
+
     #[test]
     fn projects_and_namespaces_are_separate() {
         let mut s = Subscriptions::default();
@@ -567,25 +572,13 @@ mod tests {
                 _ => panic!("shard 1 expected the publish"),
             }
         });
-        let n = hub
-            .publish(Publish::new(
-                topic("p", "t"),
-                Bytes::from_static(b"x"),
-                vec![],
-            ))
-            .unwrap();
+        let n = hub.publish(push()).unwrap();
         reply.join().unwrap();
         assert_eq!(n.sessions, 1);
         assert!(inboxes[0].rx.is_empty() && inboxes[2].rx.is_empty());
         // Nobody listens any more: nobody is woken, and the answer is immediate.
         s1.unsubscribe(id, 7);
-        let n = hub
-            .publish(Publish::new(
-                topic("p", "t"),
-                Bytes::from_static(b"x"),
-                vec![],
-            ))
-            .unwrap();
+        let n = hub.publish(push()).unwrap();
         assert_eq!(n.sessions, 0);
         assert!(inboxes.iter().all(|i| i.rx.is_empty()));
     }
@@ -611,13 +604,7 @@ mod tests {
         for shard in 0..3 {
             hub.audience.set(&topic("p", "t").key(), shard, true);
         }
-        let n = hub
-            .publish(Publish::new(
-                topic("p", "t"),
-                Bytes::from_static(b"x"),
-                vec![],
-            ))
-            .unwrap();
+        let n = hub.publish(push()).unwrap();
         assert_eq!(n.sessions, 6);
         assert!(n.cluster.is_none());
         for w in workers {

@@ -148,11 +148,6 @@ impl Core {
         core
     }
 
-    /// The operations queued since the last call, in order.
-    pub fn ops(&mut self) -> std::vec::Drain<'_, Op> {
-        self.ops.drain(..)
-    }
-
     /// Moves the queued operations into `into` (which must be empty) by swapping buffers, so
     /// the driver can carry them out while feeding the core new events, and neither side
     /// allocates per batch.

@@ -89,7 +89,8 @@ impl Net {
     /// Carries out every queued operation, completing sends to clients that read.
     fn pump(&mut self) {
         loop {
-            let ops: Vec<Op> = self.core.ops().collect();
+            let mut ops = Vec::new();
+            self.core.take_ops(&mut ops);
             if ops.is_empty() {
                 return;
             }
