@@ -30,6 +30,38 @@ pub struct Config {
     pub api: Api,
     /// `[[ingest.*]]`: brokers to take publishes from.
     pub ingest: Ingest,
+    /// `[sockjs]`: the SockJS protocol on the STOMP endpoints, for `sockjs-client` users.
+    pub sockjs: Sockjs,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+/// `[sockjs]`: which prefixes speak SockJS (`server.path` always does while it is enabled), and
+/// the protocol's timings.
+pub struct Sockjs {
+    /// Off: only plain WebSocket upgrades are served.
+    pub enabled: bool,
+    /// STOMP endpoints besides `server.path`, e.g. Spring's `/msg-center/dfocus`.
+    pub endpoints: Vec<String>,
+    /// `h` frames this often on an otherwise quiet session (SockJS's default: 25 s).
+    pub heartbeat_ms: u64,
+    /// What `/info` answers for `cookie_needed` (sticky load balancers want `JSESSIONID`).
+    pub cookie_needed: bool,
+    /// The `sockjs-client` script `iframe.html` loads; empty: no iframe page (only the
+    /// iframe-based transports of very old browsers need one).
+    pub client_url: String,
+}
+
+impl Default for Sockjs {
+    fn default() -> Self {
+        Sockjs {
+            enabled: true,
+            endpoints: Vec::new(),
+            heartbeat_ms: 25_000,
+            cookie_needed: false,
+            client_url: String::new(),
+        }
+    }
 }
 
 /// `[[ingest.redis_stream]]`, ...: consumers that take publishes (in the `/publish` JSON shape)
@@ -332,7 +364,9 @@ pub struct Stomp {
     pub max_headers: usize,
     /// Longest header line.
     pub max_header_bytes: usize,
-    /// Accept the seed's `/topic/{projectId}/{topic}` and `/user/queue/{projectId}/…` forms.
+    /// Accept the seed's forms: `/topic/{projectId}/{topic}` is `{topic}` when the segment is the
+    /// session's project; `/user/queue/{projectId}` (msg-center's `convertAndSendToUser(user,
+    /// "/queue/{projectId}")`) is simply the queue named after the project.
     pub legacy_destinations: bool,
 }
 
@@ -522,6 +556,13 @@ impl Config {
         }
         if !self.server.path.starts_with('/') || !self.server.echo_path.starts_with('/') {
             return Err("server.path and server.echo_path must start with /".into());
+        }
+        for e in &self.sockjs.endpoints {
+            if !e.starts_with('/') || e.ends_with('/') || e.len() < 2 {
+                return Err(format!(
+                    "sockjs.endpoints: {e:?} must start with / and not end with one"
+                ));
+            }
         }
         if let Some(l) = &self.api.listen {
             l.parse::<std::net::SocketAddr>()

@@ -8,11 +8,12 @@ use bytes::Bytes;
 use crate::config::Config;
 pub use crate::context::Context;
 use crate::dest::Dest;
+use crate::sockjs;
 use crate::stomp;
 use crate::stomp::session::{Output as StompOutput, Sink};
 use crate::ws::CloseError;
 use crate::ws::frame::{self, Decoded, Opcode};
-use crate::ws::handshake::{self, Reject, Request};
+use crate::ws::handshake::{self, Reject};
 use crate::ws::message::{Message, Reader};
 
 /// What the shard must do for this connection, in the order given.
@@ -136,6 +137,8 @@ pub struct Session {
     reader: Reader,
     /// Payload bytes of the incomplete frame in `pending` already checked as UTF-8.
     peeked: u32,
+    /// Messages travel in SockJS frames (`a["..."]`) inside the WebSocket.
+    sockjs: bool,
 }
 
 impl Default for Session {
@@ -146,6 +149,7 @@ impl Default for Session {
             pending: Vec::new(),
             reader: Reader::default(),
             peeked: 0,
+            sockjs: false,
         }
     }
 }
@@ -164,6 +168,11 @@ impl Session {
     /// Bytes held for an incomplete request or frame (zero for an idle connection).
     pub fn buffered(&self) -> usize {
         self.pending.capacity()
+    }
+
+    /// Whether messages travel in SockJS frames.
+    pub fn is_sockjs(&self) -> bool {
+        self.sockjs
     }
 
     /// What the connection speaks.
@@ -234,7 +243,7 @@ impl Session {
         let Mode::Stomp(s) = &mut self.mode else {
             return None;
         };
-        let mut sink = Framing { out, close: None };
+        let mut sink = Framing::new(out, self.sockjs);
         let next = s.on_heartbeat(now, tick_ms, stalled, &mut sink);
         let close = sink.close;
         self.stomp_closed(close, out);
@@ -250,7 +259,7 @@ impl Session {
         let Mode::Stomp(s) = &mut self.mode else {
             return false;
         };
-        let mut sink = Framing { out, close: None };
+        let mut sink = Framing::new(out, self.sockjs);
         let fired = s.connect_timeout(timeout_ms, &mut sink);
         let close = sink.close;
         self.stomp_closed(close, out);
@@ -283,6 +292,10 @@ impl Session {
     pub fn close(&mut self, code: u16, reason: &str, out: &mut Outputs) {
         match self.phase {
             Phase::Open => {
+                if self.sockjs {
+                    let c = sockjs::close(code, reason);
+                    out.act(Action::Send(frame::encode(Opcode::Text, &c)));
+                }
                 out.act(Action::Send(frame::encode_close(code, reason)));
                 out.act(Action::AwaitClose);
                 self.phase = Phase::Closing;
@@ -334,15 +347,37 @@ impl Session {
                 }
                 Ok(handshake::Parse::Done { request, consumed }) => {
                     match route(&request, ctx) {
-                        Ok(route) => {
+                        Ok(Route::Upgrade {
+                            mode,
+                            protocol,
+                            subscribe,
+                            sockjs,
+                            go_away,
+                        }) => {
+                            let accept = request.upgrade.as_deref().unwrap_or_default();
                             out.act(Action::Send(
-                                handshake::accept_response(&request, route.protocol).into(),
+                                handshake::accept_response(accept, protocol).into(),
                             ));
                             out.note(Event::Upgraded);
                             out.actions
-                                .extend(route.subscribe.into_iter().map(Action::Subscribe));
-                            self.mode = route.mode;
+                                .extend(subscribe.into_iter().map(Action::Subscribe));
+                            self.mode = mode;
                             self.phase = Phase::Open;
+                            self.sockjs = sockjs;
+                            if sockjs {
+                                out.act(Action::Send(Bytes::from_static(SOCKJS_OPEN)));
+                            }
+                            if go_away {
+                                self.close(3000, "Go away!", out);
+                            }
+                        }
+                        Ok(Route::Answer(bytes)) => {
+                            // Plain HTTP (SockJS `/info` and friends): one answer, then close;
+                            // SockJS clients open a new connection for what comes next.
+                            out.act(Action::Send(bytes.into()));
+                            out.act(Action::Close);
+                            self.phase = Phase::Done;
+                            return buf.len();
                         }
                         Err(r) => {
                             self.reject(&r, out);
@@ -389,7 +424,7 @@ impl Session {
                         }
                         Ok(Some(m)) => {
                             let closing = self.phase == Phase::Closing;
-                            let mut sink = Framing { out, close: None };
+                            let mut sink = Framing::new(out, self.sockjs);
                             let next = on_message(&mut self.mode, closing, m, now, ctx, &mut sink);
                             let close = sink.close;
                             self.reader.finish();
@@ -413,16 +448,45 @@ impl Session {
 struct Framing<'a> {
     out: &'a mut Outputs,
     close: Option<(u16, &'static str)>,
+    sockjs: bool,
+}
+
+impl<'a> Framing<'a> {
+    fn new(out: &'a mut Outputs, sockjs: bool) -> Self {
+        Framing {
+            out,
+            close: None,
+            sockjs,
+        }
+    }
+
+    /// One message for the client, as a WebSocket text frame (in SockJS's `a[...]` on SockJS).
+    fn message(&self, payload: &[u8]) -> Bytes {
+        if self.sockjs {
+            frame::encode(Opcode::Text, &sockjs::messages([payload]))
+        } else {
+            frame::encode(Opcode::Text, payload)
+        }
+    }
 }
 
 /// A server heart-beat: one EOL in a WebSocket text frame, shared by every session (a million
 /// sessions beat without allocating).
 const HEART_BEAT: &[u8] = b"\x81\x01\n";
+/// The same EOL as a SockJS message, `a["\n"]`.
+const SOCKJS_HEART_BEAT: &[u8] = b"\x81\x07a[\"\\n\"]";
+/// SockJS's open frame, `o`.
+const SOCKJS_OPEN: &[u8] = b"\x81\x01o";
+/// SockJS's own heart-beat frame, `h`, for proxies (the STOMP beat is for the client).
+pub const SOCKJS_BEAT: &[u8] = b"\x81\x01h";
 
 impl Sink for Framing<'_> {
     fn put(&mut self, o: StompOutput) {
         let a = match o {
-            StompOutput::Frame(f) => Action::Send(frame::encode(Opcode::Text, &f)),
+            StompOutput::Frame(f) => Action::Send(self.message(&f)),
+            StompOutput::HeartBeat if self.sockjs => {
+                Action::Send(Bytes::from_static(SOCKJS_HEART_BEAT))
+            }
             StompOutput::HeartBeat => Action::Send(Bytes::from_static(HEART_BEAT)),
             StompOutput::Subscribe(d) => Action::Subscribe(d),
             StompOutput::Unsubscribe(d) => Action::Unsubscribe(d),
@@ -481,6 +545,9 @@ fn on_message(
             } else {
                 Opcode::Binary
             };
+            if sink.sockjs {
+                return on_sockjs_message(mode, data, now, ctx, sink);
+            }
             match mode {
                 Mode::Echo => {
                     out.note(Event::Received);
@@ -494,117 +561,45 @@ fn on_message(
     }
 }
 
-/// Where an accepted upgrade goes.
-#[derive(Debug)]
-pub struct Route {
-    /// What the connection will speak.
-    pub mode: Mode,
-    /// The subprotocol to answer with (`v12.stomp`, ...).
-    pub protocol: Option<&'static str>,
-    /// What a raw connection subscribes to at the upgrade.
-    pub subscribe: Vec<Dest>,
-}
-
-/// Decides what an upgrade request gets: a mode and its subscriptions, or a refusal.
-pub fn route(req: &Request, ctx: &Context) -> Result<Route, Reject> {
-    let cfg = &ctx.cfg;
-    if !cfg.server.allowed_origins.is_empty()
-        && !req
-            .origin
-            .as_ref()
-            .is_some_and(|o| cfg.server.allowed_origins.iter().any(|a| a == o))
-    {
-        return Err(Reject::new(403, "origin not allowed"));
-    }
-    if cfg.server.echo && req.path == cfg.server.echo_path {
-        return Ok(Route {
-            mode: Mode::Echo,
-            protocol: None,
-            subscribe: Vec::new(),
-        });
-    }
-    if req.path != cfg.server.path {
-        return Err(Reject::new(
-            404,
-            format!("no WebSocket endpoint at {}", req.path),
-        ));
-    }
-    let token = req.query_first("token").or_else(|| {
-        req.authorization
-            .as_deref()
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .map(str::trim)
-    });
-    let project = req
-        .query_first("project")
-        .or_else(|| req.query_first("projectId"));
-    if let Some(p) = STOMP_PROTOCOLS
-        .iter()
-        .find(|p| req.protocols.iter().any(|o| o == *p))
-    {
-        // STOMP authenticates at CONNECT; a handshake token is kept for then.
-        return Ok(Route {
-            mode: Mode::Stomp(Box::new(stomp::session::Session::new(
-                ctx.project(project.unwrap_or("default")),
-                token,
-                ctx.cfg.stomp.legacy_destinations,
-            ))),
-            protocol: Some(p),
-            subscribe: Vec::new(),
-        });
-    }
-    let project = project.unwrap_or("default");
-    check_name("project", project)?;
-    let identity = if ctx.auth.enabled {
-        let token = token.ok_or_else(|| {
-            Reject::new(
-                401,
-                "authentication required: pass a JWT as ?token= or Authorization: Bearer",
-            )
-        })?;
-        let user = ctx
-            .auth
-            .verify(project, token)
-            .map_err(|e| Reject::new(401, e.to_string()))?;
-        Some(Box::new(Identity {
-            project: project.into(),
-            user: user.into(),
-        }))
-    } else {
-        None
-    };
-    let mut subscribe = Vec::new();
-    for topic in req.query_all("topic") {
-        check_name("topic", topic)?;
-        let d = Dest::Topic {
-            project: project.to_string(),
-            topic: topic.to_string(),
-        };
-        if !subscribe.contains(&d) {
-            subscribe.push(d);
+/// A message on a SockJS WebSocket: a JSON array of strings, each one message for the session.
+fn on_sockjs_message(
+    mode: &mut Mode,
+    data: &[u8],
+    now: u64,
+    ctx: &Context,
+    sink: &mut Framing<'_>,
+) -> Option<Phase> {
+    let msgs = match sockjs::decode(data) {
+        Ok(m) => m,
+        // An empty message is nothing to act on (what the SockJS suite expects).
+        Err(sockjs::DecodeError::Empty) => return None,
+        Err(sockjs::DecodeError::Broken) => {
+            sink.close = Some((CloseError::INVALID_DATA, "Broken JSON encoding."));
+            return None;
         }
+    };
+    match mode {
+        Mode::Echo if msgs.is_empty() => {}
+        Mode::Echo => {
+            sink.out.note(Event::Received);
+            let f = sockjs::messages(msgs.iter().map(|m| m.as_bytes()));
+            sink.out.act(Action::Send(frame::encode(Opcode::Text, &f)));
+        }
+        Mode::Stomp(s) => {
+            for m in &msgs {
+                s.on_bytes(m.as_bytes(), now, ctx, sink);
+                if sink.close.is_some() {
+                    break;
+                }
+            }
+        }
+        Mode::Raw(_) => sink.out.note(Event::Received),
     }
-    if subscribe.len() > cfg.limits.max_topics_per_session {
-        return Err(Reject::new(
-            400,
-            format!(
-                "too many topics: at most {} per connection",
-                cfg.limits.max_topics_per_session
-            ),
-        ));
-    }
-    Ok(Route {
-        mode: Mode::Raw(identity),
-        protocol: None,
-        subscribe,
-    })
+    None
 }
 
-/// Names are bounded and free of control characters (which also keeps hub keys unambiguous);
-/// a bad one in an upgrade is a 400.
-pub fn check_name(what: &str, name: &str) -> Result<(), Reject> {
-    crate::names::check(what, name).map_err(|e| Reject::new(400, e))
-}
+mod route;
+pub use route::{Route, check_name, route};
 
 #[cfg(test)]
 mod tests;

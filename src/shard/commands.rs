@@ -93,7 +93,9 @@ impl Core {
                     shard: self.id,
                     project: p.to_string(),
                     user: u.map(str::to_string),
-                    protocol: if c.session.stomp().is_some() {
+                    protocol: if c.session.is_sockjs() {
+                        "sockjs"
+                    } else if c.session.stomp().is_some() {
                         "stomp"
                     } else {
                         "raw"
@@ -125,7 +127,7 @@ impl Core {
     fn fan_out(&mut self, msg: &Publish) -> usize {
         let mut keys = std::mem::take(&mut self.keys);
         let mut frames = std::mem::take(&mut self.frames);
-        let mut cache: Vec<(String, String, Bytes)> = Vec::new();
+        let mut cache: Vec<(String, String, bool, Bytes)> = Vec::new();
         self.subs.members_of(&msg.dest, &mut keys);
         // Slab order is roughly accept order: neighbouring sends then touch neighbouring slab
         // entries and sockets, where the set's hash order jumps around.
@@ -141,13 +143,16 @@ impl Core {
             match c.session.mode() {
                 Mode::Raw(_) => frames.push(msg.raw.clone()),
                 Mode::Stomp(s) if s.is_connected() => {
+                    let sockjs = c.session.is_sockjs();
                     for (id, written) in s.matching(&msg.dest) {
-                        let hit = cache.iter().find(|(i, w, _)| i == id && w == written);
+                        let hit = cache
+                            .iter()
+                            .find(|(i, w, j, _)| i == id && w == written && *j == sockjs);
                         let frame = match hit {
-                            Some((_, _, f)) => f.clone(),
+                            Some((_, _, _, f)) => f.clone(),
                             None => {
-                                let f = message_frame(msg, id, written);
-                                cache.push((id.into(), written.into(), f.clone()));
+                                let f = message_frame(msg, id, written, sockjs);
+                                cache.push((id.into(), written.into(), sockjs, f.clone()));
                                 f
                             }
                         };
@@ -170,10 +175,11 @@ impl Core {
 }
 
 /// A STOMP MESSAGE frame for one (subscription, destination), as a WebSocket text frame (a
-/// binary one when the body is not UTF-8). The server's own headers come first and cannot be
-/// repeated by the publisher's: every path that builds a `Publish` filters them, and this
-/// skips them again for whatever arrives from another node.
-fn message_frame(msg: &Publish, sub: &str, destination: &str) -> Bytes {
+/// binary one when the body is not UTF-8; on SockJS, always text: `a["..."]`, with what is not
+/// UTF-8 replaced). The server's own headers come first and cannot be repeated by the
+/// publisher's: every path that builds a `Publish` filters them, and this skips them again for
+/// whatever arrives from another node.
+fn message_frame(msg: &Publish, sub: &str, destination: &str, sockjs: bool) -> Bytes {
     let mut f = StompFrame::new(StompCommand::Message)
         .header("destination", destination)
         .header("message-id", msg.seq.to_string())
@@ -194,5 +200,9 @@ fn message_frame(msg: &Publish, sub: &str, destination: &str) -> Bytes {
     );
     f = f.header("content-length", msg.body.len().to_string());
     f.body = msg.body.to_vec();
+    if sockjs {
+        let text = ringcast_proto::sockjs::messages([&f.encode()[..]]);
+        return crate::ws::frame::encode(crate::ws::frame::Opcode::Text, &text);
+    }
     crate::ws::frame::encode(Publish::opcode(msg.utf8), &f.encode())
 }

@@ -49,6 +49,12 @@ impl Core {
                 Kind::Connect => self.connect_due(e.key),
                 Kind::Heartbeat => self.heartbeat_due(e.key, e.epoch, stalled),
                 Kind::Ping if c.session.is_open() => self.ping_due(e.key, e.epoch, stalled),
+                Kind::SockjsBeat if c.session.is_open() => {
+                    let beat = bytes::Bytes::from_static(crate::endpoint::SOCKJS_BEAT);
+                    self.send(e.key, beat, false);
+                    let t = ticks(self.ctx.cfg.sockjs.heartbeat_ms);
+                    self.wheel.schedule(e.key, e.epoch, Kind::SockjsBeat, t);
+                }
                 Kind::Closing => {
                     // The peer never answered our close: drop the socket.
                     self.shut(e.key);

@@ -480,6 +480,10 @@ impl Core {
         let c = &self.conns[key as usize];
         let epoch = c.epoch;
         let limits = &self.ctx.cfg.limits;
+        if c.session.is_sockjs() && self.ctx.cfg.sockjs.heartbeat_ms > 0 {
+            let t = ticks(self.ctx.cfg.sockjs.heartbeat_ms);
+            self.wheel.schedule(key, epoch, Kind::SockjsBeat, t);
+        }
         if c.session.stomp().is_some() {
             if limits.connect_timeout_ms > 0 {
                 let t = ticks(limits.connect_timeout_ms);

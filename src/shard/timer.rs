@@ -16,6 +16,8 @@ pub enum Kind {
     Heartbeat,
     /// Time to check a raw session's liveness (ping it, or reap it).
     Ping,
+    /// Time for a SockJS session's `h` frame (for proxies that close quiet connections).
+    SockjsBeat,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -14,21 +14,33 @@ const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// More headers than any browser sends; beyond this the request is refused rather than parsed.
 const MAX_HEADERS: usize = 40;
 
-/// A valid upgrade request, reduced to what a WebSocket server needs from it.
+/// A complete HTTP request head, reduced to what the WebSocket and SockJS endpoints need from
+/// it; `upgrade` says whether it is a valid WebSocket upgrade.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
+    /// `GET`, `POST`, `OPTIONS`, ...
+    pub method: String,
     /// The request path without its query.
     pub path: String,
     /// Decoded query pairs, in order (`?topic=a&topic=b` gives two pairs).
     pub query: Vec<(String, String)>,
-    /// The `Sec-WebSocket-Accept` value to answer with.
-    pub accept: String,
+    /// The `Sec-WebSocket-Accept` value to answer with, or why this request is no valid
+    /// upgrade (a SockJS endpoint may still serve it as plain HTTP).
+    pub upgrade: Result<String, Reject>,
     /// Subprotocols offered in `Sec-WebSocket-Protocol`, in the client's order of preference.
     pub protocols: Vec<String>,
     /// The `Origin` header.
     pub origin: Option<String>,
     /// The `Authorization` header.
     pub authorization: Option<String>,
+    /// The `Cookie` header.
+    pub cookie: Option<String>,
+    /// `Access-Control-Request-Headers`, for a CORS preflight.
+    pub cors_headers: Option<String>,
+    /// The body's length (`Content-Length`; 0 without one).
+    pub content_length: usize,
+    /// HTTP/1.1 with no `Connection: close` (HTTP/1.0: only with `Connection: keep-alive`).
+    pub keep_alive: bool,
 }
 
 impl Request {
@@ -73,17 +85,19 @@ impl Reject {
 pub enum Parse {
     /// The header block is not complete yet.
     Partial,
-    /// A valid upgrade; `consumed` bytes belong to it (anything after is WebSocket data).
+    /// A complete request head; `consumed` bytes belong to it (anything after is its body, or
+    /// WebSocket data after an upgrade).
     Done {
         /// The request.
         request: Request,
-        /// Bytes of the buffer it used (frames may follow in the same read).
+        /// Bytes of the buffer it used.
         consumed: usize,
     },
 }
 
-/// Reads an upgrade request from `buf`; `max_bytes` bounds the header block (slowloris and
-/// oversized cookies get 431 instead of an ever-growing buffer).
+/// Reads a request head from `buf`; `max_bytes` bounds the header block (slowloris and
+/// oversized cookies get 431 instead of an ever-growing buffer). Only a head that is not HTTP
+/// at all is an error here; whether it is a valid upgrade is in [`Request::upgrade`].
 pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Parse, Reject> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
@@ -104,6 +118,74 @@ pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Parse, Reject> {
     if consumed > max_bytes {
         return Err(Reject::new(431, "request header block too large"));
     }
+    let header = |name: &str| -> Option<&str> {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+    };
+    if header("host").is_none() && req.version == Some(1) {
+        return Err(Reject::new(400, "missing Host header"));
+    }
+    let content_length = match header("content-length") {
+        None => 0,
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| Reject::new(400, format!("bad Content-Length {v:?}")))?,
+    };
+    if header("transfer-encoding").is_some() {
+        return Err(Reject::new(
+            411,
+            "chunked request bodies are not accepted: send Content-Length",
+        ));
+    }
+    let connection = header("connection").unwrap_or("");
+    let keep_alive = if req.version == Some(1) {
+        !has_token(connection, "close")
+    } else {
+        has_token(connection, "keep-alive")
+    };
+    let target = req.path.unwrap_or("/");
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (target, ""),
+    };
+    let protocols = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-protocol"))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    Ok(Parse::Done {
+        request: Request {
+            method: req.method.unwrap_or("").to_string(),
+            path: path.to_string(),
+            query: form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+            upgrade: upgrade(&req, &header),
+            protocols,
+            origin: header("origin").map(str::to_string),
+            authorization: header("authorization").map(str::to_string),
+            cookie: header("cookie").map(str::to_string),
+            cors_headers: header("access-control-request-headers").map(str::to_string),
+            content_length,
+            keep_alive,
+        },
+        consumed,
+    })
+}
+
+/// Checks a request against RFC 6455 §4.2.1; the accept key, or the refusal a client that
+/// meant to upgrade should get.
+fn upgrade<'a>(
+    req: &httparse::Request<'_, '_>,
+    header: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<String, Reject> {
     let method = req.method.unwrap_or("");
     if method != "GET" {
         return Err(Reject::new(
@@ -116,15 +198,6 @@ pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Parse, Reject> {
             505,
             "HTTP/1.1 is required for a WebSocket upgrade",
         ));
-    }
-    let header = |name: &str| -> Option<&str> {
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .and_then(|h| std::str::from_utf8(h.value).ok())
-    };
-    if header("host").is_none() {
-        return Err(Reject::new(400, "missing Host header"));
     }
     if !header("upgrade").is_some_and(|v| has_token(v, "websocket")) {
         return Err(Reject::new(
@@ -154,33 +227,7 @@ pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Parse, Reject> {
             "Sec-WebSocket-Key must be 16 bytes in base64",
         ));
     }
-    let target = req.path.unwrap_or("/");
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, q),
-        None => (target, ""),
-    };
-    let protocols = req
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-protocol"))
-        .filter_map(|h| std::str::from_utf8(h.value).ok())
-        .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_string())
-        .filter(|p| !p.is_empty())
-        .collect();
-    Ok(Parse::Done {
-        request: Request {
-            path: path.to_string(),
-            query: form_urlencoded::parse(query.as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
-            accept: accept_key(key.as_bytes()),
-            protocols,
-            origin: header("origin").map(str::to_string),
-            authorization: header("authorization").map(str::to_string),
-        },
-        consumed,
-    })
+    Ok(accept_key(key.as_bytes()))
 }
 
 /// `Sec-WebSocket-Accept` for a client key: base64(SHA-1(key ‖ GUID)).
@@ -191,11 +238,10 @@ pub fn accept_key(key: &[u8]) -> String {
     B64.encode(h.finalize())
 }
 
-/// The 101 answer, with the chosen subprotocol if any.
-pub fn accept_response(req: &Request, protocol: Option<&str>) -> Vec<u8> {
+/// The 101 answer for the accept key `accept`, with the chosen subprotocol if any.
+pub fn accept_response(accept: &str, protocol: Option<&str>) -> Vec<u8> {
     let mut out = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
-        req.accept
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
     );
     if let Some(p) = protocol {
         out.push_str("Sec-WebSocket-Protocol: ");
@@ -227,12 +273,14 @@ pub fn reject_response(r: &Reject) -> Vec<u8> {
 pub fn status_text(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
         413 => "Payload Too Large",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
@@ -281,7 +329,13 @@ mod tests {
         assert_eq!(r.query_all("topic").collect::<Vec<_>>(), ["a", "b c"]);
         assert_eq!(r.query_first("project"), Some("P"));
         assert_eq!(r.protocols, ["v12.stomp", "v11.stomp"]);
-        let resp = String::from_utf8(accept_response(&r, Some("v12.stomp"))).unwrap();
+        assert_eq!(r.method, "GET");
+        assert!(r.keep_alive);
+        let resp = String::from_utf8(accept_response(
+            r.upgrade.as_ref().unwrap(),
+            Some("v12.stomp"),
+        ))
+        .unwrap();
         assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(resp.contains("Sec-WebSocket-Protocol: v12.stomp\r\n"));
     }
@@ -309,7 +363,11 @@ mod tests {
             ("GARBAGE\0\r\n\r\n".to_string(), 400),
         ];
         for (req, status) in cases {
-            let err = parse(req.as_bytes(), 8192).unwrap_err();
+            let err = match parse(req.as_bytes(), 8192) {
+                Err(e) => e,
+                Ok(Parse::Done { request, .. }) => request.upgrade.unwrap_err(),
+                Ok(Parse::Partial) => panic!("partial"),
+            };
             assert_eq!(err.status, status, "{req:?}: {err:?}");
             let resp = String::from_utf8(reject_response(&err)).unwrap();
             assert!(resp.starts_with(&format!("HTTP/1.1 {status} ")));

@@ -1,0 +1,266 @@
+//! Where a request goes: which endpoint a path names (plain WebSocket, SockJS, echo), which
+//! mode an upgrade gets (STOMP or raw, and with whose identity), or which plain-HTTP answer a
+//! SockJS client is owed. Decided from the request head alone.
+
+use super::{Identity, Mode, STOMP_PROTOCOLS};
+use crate::context::Context;
+use crate::dest::Dest;
+use crate::sockjs::{self, Path};
+use crate::stomp;
+use crate::ws::handshake::{Reject, Request};
+
+/// What a request gets.
+#[derive(Debug)]
+pub enum Route {
+    /// A WebSocket.
+    Upgrade {
+        /// What the connection will speak.
+        mode: Mode,
+        /// The subprotocol to answer with (`v12.stomp`, ...).
+        protocol: Option<&'static str>,
+        /// What a raw connection subscribes to at the upgrade.
+        subscribe: Vec<Dest>,
+        /// SockJS framing (`o`, `a[...]`, `c[...]`) inside the WebSocket.
+        sockjs: bool,
+        /// The SockJS test suite's `/close` service: open, then close at once.
+        go_away: bool,
+    },
+    /// A plain HTTP answer (SockJS `/info`, greeting, preflight); the connection closes after
+    /// it unless it is kept alive.
+    Answer(Vec<u8>),
+}
+
+/// The SockJS test suite's services, served with `--echo` (see `route`).
+const ECHO_SERVICES: [&str; 3] = ["/close", "/disabled_websocket_echo", "/cookie_needed_echo"];
+
+/// Decides what a request gets: an upgrade (mode and subscriptions), an HTTP answer, or a
+/// refusal.
+pub fn route(req: &Request, ctx: &Context) -> Result<Route, Reject> {
+    let cfg = &ctx.cfg;
+    if !cfg.server.allowed_origins.is_empty()
+        && !req
+            .origin
+            .as_ref()
+            .is_some_and(|o| cfg.server.allowed_origins.iter().any(|a| a == o))
+    {
+        return Err(Reject::new(403, "origin not allowed"));
+    }
+    if cfg.server.echo {
+        if req.path == cfg.server.echo_path && req.upgrade.is_ok() {
+            return upgrade(Mode::Echo, None, Vec::new(), false);
+        }
+        for prefix in std::iter::once(cfg.server.echo_path.as_str()).chain(ECHO_SERVICES) {
+            if let Some(p) = sockjs::match_path(prefix, &req.path) {
+                return echo_service(prefix, p, req, ctx);
+            }
+        }
+    }
+    if req.path == cfg.server.path {
+        return stomp_endpoint(req, ctx, false);
+    }
+    if cfg.sockjs.enabled {
+        let prefixes = std::iter::once(&cfg.server.path).chain(&cfg.sockjs.endpoints);
+        for prefix in prefixes {
+            if let Some(p) = sockjs::match_path(prefix, &req.path) {
+                return match p {
+                    Ok(Path::RawWebSocket) => stomp_endpoint(req, ctx, false),
+                    Ok(Path::Greeting) if req.upgrade.is_ok() => stomp_endpoint(req, ctx, false),
+                    Ok(Path::Session { transport, .. }) if transport == "websocket" => {
+                        stomp_endpoint(req, ctx, true)
+                    }
+                    p => http(p, req, ctx, true),
+                };
+            }
+        }
+    }
+    Err(Reject::new(
+        404,
+        format!("no WebSocket endpoint at {}", req.path),
+    ))
+}
+
+fn upgrade(
+    mode: Mode,
+    protocol: Option<&'static str>,
+    subscribe: Vec<Dest>,
+    sockjs: bool,
+) -> Result<Route, Reject> {
+    Ok(Route::Upgrade {
+        mode,
+        protocol,
+        subscribe,
+        sockjs,
+        go_away: false,
+    })
+}
+
+/// The SockJS protocol suite's four services: `/echo` echoes, `/close` closes at once,
+/// `/disabled_websocket_echo` says it has no WebSocket, `/cookie_needed_echo` asks for one.
+fn echo_service(
+    prefix: &str,
+    p: Result<Path<'_>, ()>,
+    req: &Request,
+    ctx: &Context,
+) -> Result<Route, Reject> {
+    let websocket = prefix != "/disabled_websocket_echo";
+    let sockjs_ws = matches!(
+        p,
+        Ok(Path::Session {
+            transport: "websocket",
+            ..
+        })
+    );
+    if websocket && (sockjs_ws || p == Ok(Path::RawWebSocket)) {
+        req.upgrade.as_ref().map_err(Clone::clone)?;
+        return Ok(Route::Upgrade {
+            mode: Mode::Echo,
+            protocol: None,
+            subscribe: Vec::new(),
+            sockjs: sockjs_ws,
+            go_away: prefix == "/close",
+        });
+    }
+    if prefix == "/cookie_needed_echo" {
+        let mut cfg = ctx.cfg.sockjs.clone();
+        cfg.cookie_needed = true;
+        return http_with(p, req, &cfg, websocket);
+    }
+    http_with(p, req, &ctx.cfg.sockjs, websocket)
+}
+
+/// A SockJS URL that is not a WebSocket: the plain-HTTP answers.
+fn http(
+    p: Result<Path<'_>, ()>,
+    req: &Request,
+    ctx: &Context,
+    websocket: bool,
+) -> Result<Route, Reject> {
+    http_with(p, req, &ctx.cfg.sockjs, websocket)
+}
+
+fn http_with(
+    p: Result<Path<'_>, ()>,
+    req: &Request,
+    cfg: &crate::config::Sockjs,
+    websocket: bool,
+) -> Result<Route, Reject> {
+    let origin = req.origin.as_deref();
+    let ka = req.keep_alive;
+    let method = req.method.as_str();
+    match p {
+        Ok(Path::Greeting) if method == "GET" => Ok(Route::Answer(sockjs::greeting(cfg, ka))),
+        Ok(Path::Info) if method == "GET" => {
+            Ok(Route::Answer(sockjs::info(origin, cfg, websocket, ka)))
+        }
+        Ok(Path::Info) if method == "OPTIONS" => Ok(Route::Answer(sockjs::preflight(
+            origin,
+            req.cors_headers.as_deref(),
+            "OPTIONS, GET",
+            cfg,
+            ka,
+        ))),
+        Ok(Path::Iframe) if method == "GET" => sockjs::iframe(cfg, ka)
+            .map(Route::Answer)
+            .ok_or_else(|| Reject::new(404, "no iframe page: set sockjs.client_url")),
+        Ok(Path::Greeting | Path::Info | Path::Iframe) => Err(Reject::new(
+            405,
+            format!("method {method} not allowed here"),
+        )),
+        Ok(Path::RawWebSocket)
+        | Ok(Path::Session {
+            transport: "websocket",
+            ..
+        }) => Err(Reject::new(404, "WebSocket is disabled on this endpoint")),
+        Ok(Path::Session { transport, .. }) => Err(Reject::new(
+            404,
+            format!("SockJS transport {transport:?} is not served here: use websocket"),
+        )),
+        Err(()) => Err(Reject::new(
+            404,
+            format!("no SockJS resource at {}", req.path),
+        )),
+    }
+}
+
+/// A STOMP endpoint (`server.path`, `{prefix}/websocket`, or a SockJS WebSocket session).
+///
+/// STOMP when the client offers a STOMP subprotocol, or offers none and names no `topic` (as
+/// Spring treats every connection on its endpoint: `stomp.py`'s `WSStompConnection` offers
+/// none); raw when it names topics to subscribe at the upgrade.
+fn stomp_endpoint(req: &Request, ctx: &Context, sockjs: bool) -> Result<Route, Reject> {
+    req.upgrade.as_ref().map_err(Clone::clone)?;
+    let cfg = &ctx.cfg;
+    let token = req.query_first("token").or_else(|| {
+        req.authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(str::trim)
+    });
+    let project = req
+        .query_first("project")
+        .or_else(|| req.query_first("projectId"));
+    let offered = STOMP_PROTOCOLS
+        .iter()
+        .find(|p| req.protocols.iter().any(|o| o == *p))
+        .copied();
+    if offered.is_some() || sockjs || req.query_all("topic").next().is_none() {
+        // STOMP authenticates at CONNECT; a handshake token is kept for then.
+        return upgrade(
+            Mode::Stomp(Box::new(stomp::session::Session::new(
+                ctx.project(project.unwrap_or("default")),
+                token,
+                cfg.stomp.legacy_destinations,
+            ))),
+            offered,
+            Vec::new(),
+            sockjs,
+        );
+    }
+    let project = project.unwrap_or("default");
+    check_name("project", project)?;
+    let identity = if ctx.auth.enabled {
+        let token = token.ok_or_else(|| {
+            Reject::new(
+                401,
+                "authentication required: pass a JWT as ?token= or Authorization: Bearer",
+            )
+        })?;
+        let user = ctx
+            .auth
+            .verify(project, token)
+            .map_err(|e| Reject::new(401, e.to_string()))?;
+        Some(Box::new(Identity {
+            project: project.into(),
+            user: user.into(),
+        }))
+    } else {
+        None
+    };
+    let mut subscribe = Vec::new();
+    for topic in req.query_all("topic") {
+        check_name("topic", topic)?;
+        let d = Dest::Topic {
+            project: project.to_string(),
+            topic: topic.to_string(),
+        };
+        if !subscribe.contains(&d) {
+            subscribe.push(d);
+        }
+    }
+    if subscribe.len() > cfg.limits.max_topics_per_session {
+        return Err(Reject::new(
+            400,
+            format!(
+                "too many topics: at most {} per connection",
+                cfg.limits.max_topics_per_session
+            ),
+        ));
+    }
+    upgrade(Mode::Raw(identity), None, subscribe, false)
+}
+
+/// Names are bounded and free of control characters (which also keeps hub keys unambiguous);
+/// a bad one in an upgrade is a 400.
+pub fn check_name(what: &str, name: &str) -> Result<(), Reject> {
+    crate::names::check(what, name).map_err(|e| Reject::new(400, e))
+}
