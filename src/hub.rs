@@ -107,6 +107,9 @@ pub enum Command {
     Reload(Arc<crate::context::Context>),
     /// Stop accepting, close every session with 1001, exit after the grace period.
     Shutdown,
+    /// About a SockJS session over HTTP, between the shard that read a request and the shard
+    /// that owns the session.
+    Sockjs(crate::shard::sockjs::Message),
 }
 
 /// The other nodes, as the hub sees them: it hands them publishes and tells them where this
@@ -278,6 +281,13 @@ impl Hub {
         if link.tx.send(cmd).is_ok() {
             // A failed write means the counter is saturated: the shard is awake anyway.
             let _ = link.wake.write(1);
+        }
+    }
+
+    /// Hands `cmd` to one shard (what shards use to reach each other).
+    pub fn send_to(&self, shard: usize, cmd: Command) {
+        if let Some(link) = self.links.get(shard) {
+            self.send(link, cmd);
         }
     }
 

@@ -8,7 +8,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 // The sans-IO layers live in `ringcast-proto`; re-exported so every path stays one crate.
-pub use ringcast_proto::{auth, config, context, dest, endpoint, names, stomp, ws};
+pub use ringcast_proto::{auth, config, context, dest, endpoint, names, sockjs, stomp, ws};
 
 pub mod admin;
 pub mod api;

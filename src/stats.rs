@@ -85,6 +85,8 @@ counters! {
     ping_timeouts: "raw sessions closed because they answered no ping",
     accept_errors: "accept failures (e.g. the fd table is full)",
     publishes: "publishes fanned out by this shard",
+    sockjs_sessions: "SockJS sessions over HTTP (xhr, xhr-streaming, eventsource) this shard owns (gauge)",
+    sockjs_expired: "SockJS sessions over HTTP closed because no request came for them in time",
 }
 
 /// The node's link to the cluster (zero and absent from the output on a standalone node).

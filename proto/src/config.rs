@@ -45,6 +45,8 @@ pub struct Sockjs {
     pub endpoints: Vec<String>,
     /// `h` frames this often on an otherwise quiet session (SockJS's default: 25 s).
     pub heartbeat_ms: u64,
+    /// A session over HTTP with no request receiving for it this long is closed.
+    pub disconnect_delay_ms: u64,
     /// What `/info` answers for `cookie_needed` (sticky load balancers want `JSESSIONID`).
     pub cookie_needed: bool,
     /// The `sockjs-client` script `iframe.html` loads; empty: no iframe page (only the
@@ -58,6 +60,7 @@ impl Default for Sockjs {
             enabled: true,
             endpoints: Vec::new(),
             heartbeat_ms: 25_000,
+            disconnect_delay_ms: 5_000,
             cookie_needed: false,
             client_url: String::new(),
         }

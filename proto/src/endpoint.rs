@@ -38,6 +38,9 @@ pub enum Action {
     AwaitClose,
     /// Close the socket once everything queued is written.
     Close,
+    /// A request for a SockJS session over HTTP: for the shard that owns the session, which
+    /// answers through `exchange_done`.
+    Exchange(Box<HttpRequest>),
 }
 
 /// What happened on this connection, for counters and timers (in no particular order).
@@ -55,6 +58,8 @@ pub enum Event {
     StompError,
     /// The connection broke the protocol (the close frame is queued).
     ProtocolError,
+    /// A kept-alive HTTP connection is back to waiting for its next request.
+    Idle,
 }
 
 /// Everything one call into a connection produced: what to do, and what happened.
@@ -97,6 +102,8 @@ impl Outputs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Handshake,
+    /// A SockJS HTTP request was handed to its session; its answer is being written.
+    Exchange,
     Open,
     /// We sent a close frame and wait for the peer's.
     Closing,
@@ -137,8 +144,19 @@ pub struct Session {
     reader: Reader,
     /// Payload bytes of the incomplete frame in `pending` already checked as UTF-8.
     peeked: u32,
-    /// Messages travel in SockJS frames (`a["..."]`) inside the WebSocket.
-    sockjs: bool,
+    wrapping: Wrapping,
+}
+
+/// How a session's messages reach its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wrapping {
+    /// One WebSocket message each.
+    WebSocket,
+    /// SockJS frames (`a["..."]`) inside WebSocket messages.
+    Sockjs,
+    /// SockJS frames, unwrapped: the session has no socket of its own; its frames go to
+    /// whichever HTTP request is receiving for it.
+    SockjsHttp,
 }
 
 impl Default for Session {
@@ -149,7 +167,7 @@ impl Default for Session {
             pending: Vec::new(),
             reader: Reader::default(),
             peeked: 0,
-            sockjs: false,
+            wrapping: Wrapping::WebSocket,
         }
     }
 }
@@ -170,9 +188,80 @@ impl Session {
         self.pending.capacity()
     }
 
+    /// A SockJS session carried by HTTP requests: it is open from the start and has no
+    /// socket; what it sends is SockJS frames for the request receiving for it.
+    pub fn over_http(mode: Mode) -> Session {
+        Session {
+            phase: Phase::Open,
+            mode,
+            wrapping: Wrapping::SockjsHttp,
+            ..Session::default()
+        }
+    }
+
     /// Whether messages travel in SockJS frames.
     pub fn is_sockjs(&self) -> bool {
-        self.sockjs
+        self.wrapping != Wrapping::WebSocket
+    }
+
+    /// How messages reach the client.
+    pub fn wrapping(&self) -> Wrapping {
+        self.wrapping
+    }
+
+    /// An HTTP request of this connection is being answered by a SockJS session.
+    pub fn in_exchange(&self) -> bool {
+        self.phase == Phase::Exchange
+    }
+
+    /// The SockJS session's answer to this connection's request is written: read the next
+    /// request (kept alive) or close.
+    pub fn exchange_done(&mut self, keep_alive: bool, now: u64, ctx: &Context, out: &mut Outputs) {
+        if self.phase != Phase::Exchange {
+            return;
+        }
+        if !keep_alive {
+            out.act(Action::Close);
+            self.phase = Phase::Done;
+            return;
+        }
+        self.phase = Phase::Handshake;
+        out.note(Event::Idle);
+        if !self.pending.is_empty() {
+            self.on_bytes(&mut [], now, ctx, out);
+        }
+    }
+
+    /// Messages a SockJS client sent with `xhr_send`, for a session over HTTP.
+    pub fn on_sockjs_messages(
+        &mut self,
+        msgs: &[String],
+        now: u64,
+        ctx: &Context,
+        out: &mut Outputs,
+    ) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        let mut sink = Framing::new(out, self.wrapping);
+        match &mut self.mode {
+            Mode::Stomp(s) => {
+                for m in msgs {
+                    s.on_bytes(m.as_bytes(), now, ctx, &mut sink);
+                    if sink.close.is_some() {
+                        break;
+                    }
+                }
+            }
+            Mode::Echo if !msgs.is_empty() => {
+                sink.out.note(Event::Received);
+                let f = sockjs::messages(msgs.iter().map(|m| m.as_bytes()));
+                sink.out.act(Action::Send(f.into()));
+            }
+            _ => {}
+        }
+        let close = sink.close;
+        self.stomp_closed(close, out);
     }
 
     /// What the connection speaks.
@@ -243,7 +332,7 @@ impl Session {
         let Mode::Stomp(s) = &mut self.mode else {
             return None;
         };
-        let mut sink = Framing::new(out, self.sockjs);
+        let mut sink = Framing::new(out, self.wrapping);
         let next = s.on_heartbeat(now, tick_ms, stalled, &mut sink);
         let close = sink.close;
         self.stomp_closed(close, out);
@@ -259,7 +348,7 @@ impl Session {
         let Mode::Stomp(s) = &mut self.mode else {
             return false;
         };
-        let mut sink = Framing::new(out, self.sockjs);
+        let mut sink = Framing::new(out, self.wrapping);
         let fired = s.connect_timeout(timeout_ms, &mut sink);
         let close = sink.close;
         self.stomp_closed(close, out);
@@ -291,8 +380,13 @@ impl Session {
     /// A server-initiated close (shutdown, disconnect, slow consumer).
     pub fn close(&mut self, code: u16, reason: &str, out: &mut Outputs) {
         match self.phase {
+            Phase::Open if self.wrapping == Wrapping::SockjsHttp => {
+                out.act(Action::Send(sockjs::close(code, reason).into()));
+                out.act(Action::Close);
+                self.phase = Phase::Done;
+            }
             Phase::Open => {
-                if self.sockjs {
+                if self.wrapping == Wrapping::Sockjs {
                     let c = sockjs::close(code, reason);
                     out.act(Action::Send(frame::encode(Opcode::Text, &c)));
                 }
@@ -307,6 +401,10 @@ impl Session {
                     408
                 };
                 self.reject(&Reject::new(status, reason), out);
+            }
+            Phase::Exchange => {
+                out.act(Action::Close);
+                self.phase = Phase::Done;
             }
             Phase::Closing | Phase::Done => {}
         }
@@ -363,21 +461,45 @@ impl Session {
                                 .extend(subscribe.into_iter().map(Action::Subscribe));
                             self.mode = mode;
                             self.phase = Phase::Open;
-                            self.sockjs = sockjs;
                             if sockjs {
+                                self.wrapping = Wrapping::Sockjs;
                                 out.act(Action::Send(Bytes::from_static(SOCKJS_OPEN)));
                             }
                             if go_away {
                                 self.close(3000, "Go away!", out);
                             }
                         }
-                        Ok(Route::Answer(bytes)) => {
-                            // Plain HTTP (SockJS `/info` and friends): one answer, then close;
-                            // SockJS clients open a new connection for what comes next.
+                        Ok(Route::Answer { bytes, keep_alive }) => {
+                            // Plain HTTP (SockJS `/info` and friends).
                             out.act(Action::Send(bytes.into()));
+                            if keep_alive {
+                                out.note(Event::Idle);
+                                return consumed;
+                            }
                             out.act(Action::Close);
                             self.phase = Phase::Done;
                             return buf.len();
+                        }
+                        Ok(Route::Sockjs(mut req)) => {
+                            let body = sockjs::http::read_body(
+                                &buf[consumed..],
+                                request.content_length,
+                                request.chunked,
+                                cfg.limits.max_message_bytes,
+                            );
+                            return match body {
+                                Ok(None) => 0,
+                                Ok(Some((body, len))) => {
+                                    req.body = body;
+                                    out.act(Action::Exchange(req));
+                                    self.phase = Phase::Exchange;
+                                    consumed + len
+                                }
+                                Err(r) => {
+                                    self.reject(&r, out);
+                                    buf.len()
+                                }
+                            };
                         }
                         Err(r) => {
                             self.reject(&r, out);
@@ -424,7 +546,7 @@ impl Session {
                         }
                         Ok(Some(m)) => {
                             let closing = self.phase == Phase::Closing;
-                            let mut sink = Framing::new(out, self.sockjs);
+                            let mut sink = Framing::new(out, self.wrapping);
                             let next = on_message(&mut self.mode, closing, m, now, ctx, &mut sink);
                             let close = sink.close;
                             self.reader.finish();
@@ -448,24 +570,25 @@ impl Session {
 struct Framing<'a> {
     out: &'a mut Outputs,
     close: Option<(u16, &'static str)>,
-    sockjs: bool,
+    wrapping: Wrapping,
 }
 
 impl<'a> Framing<'a> {
-    fn new(out: &'a mut Outputs, sockjs: bool) -> Self {
+    fn new(out: &'a mut Outputs, wrapping: Wrapping) -> Self {
         Framing {
             out,
             close: None,
-            sockjs,
+            wrapping,
         }
     }
 
-    /// One message for the client, as a WebSocket text frame (in SockJS's `a[...]` on SockJS).
+    /// One message for the client, as a WebSocket text frame (holding SockJS's `a[...]` on
+    /// SockJS; just the `a[...]` on SockJS over HTTP).
     fn message(&self, payload: &[u8]) -> Bytes {
-        if self.sockjs {
-            frame::encode(Opcode::Text, &sockjs::messages([payload]))
-        } else {
-            frame::encode(Opcode::Text, payload)
+        match self.wrapping {
+            Wrapping::WebSocket => frame::encode(Opcode::Text, payload),
+            Wrapping::Sockjs => frame::encode(Opcode::Text, &sockjs::messages([payload])),
+            Wrapping::SockjsHttp => sockjs::messages([payload]).into(),
         }
     }
 }
@@ -477,6 +600,8 @@ const HEART_BEAT: &[u8] = b"\x81\x01\n";
 const SOCKJS_HEART_BEAT: &[u8] = b"\x81\x07a[\"\\n\"]";
 /// SockJS's open frame, `o`.
 const SOCKJS_OPEN: &[u8] = b"\x81\x01o";
+/// A STOMP heart-beat for a SockJS session over HTTP.
+const SOCKJS_HTTP_HEART_BEAT: &[u8] = b"a[\"\\n\"]";
 /// SockJS's own heart-beat frame, `h`, for proxies (the STOMP beat is for the client).
 pub const SOCKJS_BEAT: &[u8] = b"\x81\x01h";
 
@@ -484,10 +609,11 @@ impl Sink for Framing<'_> {
     fn put(&mut self, o: StompOutput) {
         let a = match o {
             StompOutput::Frame(f) => Action::Send(self.message(&f)),
-            StompOutput::HeartBeat if self.sockjs => {
-                Action::Send(Bytes::from_static(SOCKJS_HEART_BEAT))
-            }
-            StompOutput::HeartBeat => Action::Send(Bytes::from_static(HEART_BEAT)),
+            StompOutput::HeartBeat => Action::Send(Bytes::from_static(match self.wrapping {
+                Wrapping::WebSocket => HEART_BEAT,
+                Wrapping::Sockjs => SOCKJS_HEART_BEAT,
+                Wrapping::SockjsHttp => SOCKJS_HTTP_HEART_BEAT,
+            })),
             StompOutput::Subscribe(d) => Action::Subscribe(d),
             StompOutput::Unsubscribe(d) => Action::Unsubscribe(d),
             StompOutput::Publish {
@@ -545,7 +671,7 @@ fn on_message(
             } else {
                 Opcode::Binary
             };
-            if sink.sockjs {
+            if sink.wrapping == Wrapping::Sockjs {
                 return on_sockjs_message(mode, data, now, ctx, sink);
             }
             match mode {
@@ -599,7 +725,7 @@ fn on_sockjs_message(
 }
 
 mod route;
-pub use route::{Route, check_name, route};
+pub use route::{HttpRequest, Route, Service, check_name, route};
 
 #[cfg(test)]
 mod tests;

@@ -17,7 +17,7 @@ use crossbeam_channel::Sender;
 use socket2::{Domain, SockRef, Socket, Type};
 
 use crate::endpoint::Context;
-use crate::hub::{Hub, Inbox};
+use crate::hub::{Command, Hub, Inbox};
 use crate::shard::per_ip::PerIp;
 use crate::shard::{self, Core, Now, Op, TICK};
 use crate::stats::{Stats, now_ms};
@@ -116,6 +116,7 @@ fn run(spec: ShardSpec) -> io::Result<()> {
     let mut driver = Driver {
         core: Core::new(shard::Config {
             id: spec.id,
+            shards: spec.hub.shard_count(),
             ctx: spec.ctx.clone(),
             stats: spec.stats,
             per_ip: spec.per_ip,
@@ -263,6 +264,7 @@ impl Driver {
                     }
                 }
                 Op::Publish(msg) => self.hub.publish_nowait(msg),
+                Op::ToShard(shard, m) => self.hub.send_to(shard, Command::Sockjs(m)),
             }
         }
         self.ops = ops;

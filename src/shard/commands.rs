@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use bytes::Bytes;
 
 use super::{Core, Op, ticks};
-use crate::endpoint::{Context, Mode};
+use crate::endpoint::{Context, Mode, Wrapping};
 use crate::hub::{Command, Publish, SessionInfo, SubscriptionInfo};
 use crate::stomp::frame::{Command as StompCommand, Frame as StompFrame, SERVER_HEADERS};
 use crate::ws::CloseError;
@@ -43,6 +43,7 @@ impl Core {
                 let _ = reply.send(0);
             }
             Command::Reload(ctx) => self.reload(ctx),
+            Command::Sockjs(m) => self.sockjs_message(m),
             Command::Shutdown => self.shutdown(),
         }
     }
@@ -127,7 +128,7 @@ impl Core {
     fn fan_out(&mut self, msg: &Publish) -> usize {
         let mut keys = std::mem::take(&mut self.keys);
         let mut frames = std::mem::take(&mut self.frames);
-        let mut cache: Vec<(String, String, bool, Bytes)> = Vec::new();
+        let mut cache: Vec<(String, String, Wrapping, Bytes)> = Vec::new();
         self.subs.members_of(&msg.dest, &mut keys);
         // Slab order is roughly accept order: neighbouring sends then touch neighbouring slab
         // entries and sockets, where the set's hash order jumps around.
@@ -143,16 +144,16 @@ impl Core {
             match c.session.mode() {
                 Mode::Raw(_) => frames.push(msg.raw.clone()),
                 Mode::Stomp(s) if s.is_connected() => {
-                    let sockjs = c.session.is_sockjs();
+                    let wrap = c.session.wrapping();
                     for (id, written) in s.matching(&msg.dest) {
                         let hit = cache
                             .iter()
-                            .find(|(i, w, j, _)| i == id && w == written && *j == sockjs);
+                            .find(|(i, w, j, _)| i == id && w == written && *j == wrap);
                         let frame = match hit {
                             Some((_, _, _, f)) => f.clone(),
                             None => {
-                                let f = message_frame(msg, id, written, sockjs);
-                                cache.push((id.into(), written.into(), sockjs, f.clone()));
+                                let f = message_frame(msg, id, written, wrap);
+                                cache.push((id.into(), written.into(), wrap, f.clone()));
                                 f
                             }
                         };
@@ -179,7 +180,7 @@ impl Core {
 /// UTF-8 replaced). The server's own headers come first and cannot be repeated by the
 /// publisher's: every path that builds a `Publish` filters them, and this skips them again for
 /// whatever arrives from another node.
-fn message_frame(msg: &Publish, sub: &str, destination: &str, sockjs: bool) -> Bytes {
+fn message_frame(msg: &Publish, sub: &str, destination: &str, wrap: Wrapping) -> Bytes {
     let mut f = StompFrame::new(StompCommand::Message)
         .header("destination", destination)
         .header("message-id", msg.seq.to_string())
@@ -200,9 +201,13 @@ fn message_frame(msg: &Publish, sub: &str, destination: &str, sockjs: bool) -> B
     );
     f = f.header("content-length", msg.body.len().to_string());
     f.body = msg.body.to_vec();
-    if sockjs {
-        let text = ringcast_proto::sockjs::messages([&f.encode()[..]]);
-        return crate::ws::frame::encode(crate::ws::frame::Opcode::Text, &text);
+    match wrap {
+        Wrapping::WebSocket => {}
+        Wrapping::Sockjs => {
+            let text = crate::sockjs::messages([&f.encode()[..]]);
+            return crate::ws::frame::encode(crate::ws::frame::Opcode::Text, &text);
+        }
+        Wrapping::SockjsHttp => return crate::sockjs::messages([&f.encode()[..]]).into(),
     }
     crate::ws::frame::encode(Publish::opcode(msg.utf8), &f.encode())
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::timer::Kind;
 use super::{Core, Now, Op, STALL_TICKS, TICK, ticks};
+use crate::endpoint::Wrapping;
 use crate::shard::conn::Liveness;
 use crate::ws::CloseError;
 
@@ -49,6 +50,12 @@ impl Core {
                 Kind::Connect => self.connect_due(e.key),
                 Kind::Heartbeat => self.heartbeat_due(e.key, e.epoch, stalled),
                 Kind::Ping if c.session.is_open() => self.ping_due(e.key, e.epoch, stalled),
+                Kind::SockjsExpire => self.sockjs_expire(e.key),
+                Kind::SockjsBeat if c.session.wrapping() == Wrapping::SockjsHttp => {
+                    self.sockjs_beat(e.key);
+                    let t = ticks(self.ctx.cfg.sockjs.heartbeat_ms);
+                    self.wheel.schedule(e.key, e.epoch, Kind::SockjsBeat, t);
+                }
                 Kind::SockjsBeat if c.session.is_open() => {
                     let beat = bytes::Bytes::from_static(crate::endpoint::SOCKJS_BEAT);
                     self.send(e.key, beat, false);

@@ -12,6 +12,8 @@ pub mod conn;
 pub mod per_ip;
 pub mod timer;
 
+pub mod sockjs;
+
 mod commands;
 mod liveness;
 
@@ -25,7 +27,7 @@ use bytes::Bytes;
 use slab::Slab;
 
 use crate::config::SlowPolicy;
-use crate::endpoint::{Action, Context, Event, Outputs};
+use crate::endpoint::{Action, Context, Event, Outputs, Wrapping};
 use crate::hub::{Dest, Publish, Relay, Subscriptions};
 use crate::stats::{ShardStats, Stats};
 use crate::ws::CloseError;
@@ -58,6 +60,8 @@ pub enum Op {
     CloseListener,
     /// A client's publish, for the hub.
     Publish(Publish),
+    /// For another shard of this node (SockJS sessions live on the shard their id names).
+    ToShard(usize, sockjs::Message),
 }
 
 /// A shard's clock reading: monotonic milliseconds since the shard started, and the wall clock.
@@ -70,6 +74,8 @@ pub struct Now {
 /// Everything a core starts from.
 pub struct Config {
     pub id: usize,
+    /// Shards of this node (a SockJS session's owner is picked among them).
+    pub shards: usize,
     pub ctx: Arc<Context>,
     pub stats: Arc<Stats>,
     /// Open connections per source address (`limits.max_connections_per_ip`).
@@ -87,6 +93,9 @@ pub struct Config {
 
 pub struct Core {
     id: usize,
+    shards: usize,
+    /// SockJS sessions over HTTP that this shard owns, and its connections receiving for one.
+    polling: sockjs::Polling,
     ctx: Arc<Context>,
     stats: Arc<Stats>,
     per_ip: Arc<PerIp>,
@@ -122,6 +131,8 @@ impl Core {
     pub fn new(cfg: Config) -> Core {
         let core = Core {
             id: cfg.id,
+            shards: cfg.shards.max(1),
+            polling: sockjs::Polling::default(),
             ctx: cfg.ctx,
             stats: cfg.stats,
             per_ip: cfg.per_ip,
@@ -382,6 +393,8 @@ impl Core {
         if !self.conns.get(key as usize).is_some_and(Conn::removable) {
             return;
         }
+        let epoch = self.conns[key as usize].epoch;
+        self.receiver_gone(key, epoch);
         let mut c = self.conns.remove(key as usize);
         let pending = c.take_pending();
         for id in c.subs {
@@ -427,6 +440,12 @@ impl Core {
                 } => self
                     .ops
                     .push(Op::Publish(Publish::new(dest, body, headers))),
+                Action::Exchange(req) => self.exchange(key, req),
+                Action::Close
+                    if self.conns[key as usize].session.wrapping() == Wrapping::SockjsHttp =>
+                {
+                    self.sockjs_closed(key)
+                }
                 Action::AwaitClose => {
                     let epoch = self.conns[key as usize].epoch;
                     let t = ticks(self.ctx.cfg.limits.close_timeout_ms);
@@ -470,6 +489,16 @@ impl Core {
             }
             Event::StompError => {
                 st.stomp_errors.fetch_add(1, Relaxed);
+            }
+            Event::Idle => {
+                // A kept-alive HTTP connection between requests: a new epoch makes whatever
+                // was addressed to its last request stale, and the next request gets the
+                // same deadline as the first.
+                self.next_epoch = self.next_epoch.wrapping_add(1);
+                let epoch = self.next_epoch;
+                self.conns[key as usize].epoch = epoch;
+                let t = ticks(self.ctx.cfg.limits.handshake_timeout_ms);
+                self.wheel.schedule(key, epoch, Kind::Handshake, t);
             }
         }
     }
@@ -518,6 +547,9 @@ impl Core {
         }
         if let Some(s) = c.session.stomp_mut() {
             s.sent(self.wheel.now());
+        }
+        if c.session.wrapping() == Wrapping::SockjsHttp {
+            return self.sockjs_push(key, b, capped);
         }
         if !c.sending() {
             c.set_sending(true);

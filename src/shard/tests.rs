@@ -52,6 +52,7 @@ impl Net {
         let limits = &ctx.cfg.limits;
         let core = Core::new(super::Config {
             id: 0,
+            shards: 1,
             per_ip: Arc::new(PerIp::new(limits.max_connections_per_ip)),
             pending_per_ip: Arc::new(PerIp::new(limits.max_pending_per_ip)),
             ctx,
@@ -125,6 +126,7 @@ impl Net {
                     Op::Accept => self.accepts_armed += 1,
                     Op::CloseListener => self.listener_closed = true,
                     Op::Publish(p) => self.published.push(p),
+                    Op::ToShard(..) => panic!("one shard owns every SockJS session"),
                 }
             }
             self.deliver();

@@ -18,6 +18,8 @@ pub enum Kind {
     Ping,
     /// Time for a SockJS session's `h` frame (for proxies that close quiet connections).
     SockjsBeat,
+    /// A SockJS session over HTTP may have gone without a receiving request too long.
+    SockjsExpire,
 }
 
 #[derive(Debug, Clone, Copy)]

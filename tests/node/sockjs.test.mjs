@@ -38,7 +38,7 @@ function legacyConnect(url, transports, headers, heartbeat = 10000) {
   });
 }
 
-for (const transports of [['websocket']]) {
+for (const transports of [['websocket'], ['xhr-streaming'], ['xhr-polling'], ['eventsource']]) {
   test(`sockjs-client (${transports}) + stompjs 2.3.3: topic and user pushes, the seed's destinations`, async () => {
     const cfg = authConfig(LEGACY);
     const s = await startServer(['--config', cfg, '--shards', '2']);

@@ -5,6 +5,7 @@
 use super::{Identity, Mode, STOMP_PROTOCOLS};
 use crate::context::Context;
 use crate::dest::Dest;
+use crate::sockjs::http::Exchange;
 use crate::sockjs::{self, Path};
 use crate::stomp;
 use crate::ws::handshake::{Reject, Request};
@@ -25,9 +26,49 @@ pub enum Route {
         /// The SockJS test suite's `/close` service: open, then close at once.
         go_away: bool,
     },
-    /// A plain HTTP answer (SockJS `/info`, greeting, preflight); the connection closes after
-    /// it unless it is kept alive.
-    Answer(Vec<u8>),
+    /// A plain HTTP answer (SockJS `/info`, greeting, preflight).
+    Answer {
+        /// The whole answer.
+        bytes: Vec<u8>,
+        /// Read the next request after it (else close).
+        keep_alive: bool,
+    },
+    /// A request for a SockJS session over HTTP (its body still to be read).
+    Sockjs(Box<HttpRequest>),
+}
+
+/// What a SockJS session speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// STOMP (every configured endpoint).
+    Stomp,
+    /// The test suite's `/echo` family: messages come back.
+    Echo,
+    /// The test suite's `/close`: open, then `c[3000,"Go away!"]`.
+    Close,
+}
+
+/// A request for a SockJS session over HTTP, with what the session needs from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// The session id the client chose.
+    pub session: String,
+    /// Sending messages, or receiving frames (and how).
+    pub exchange: Exchange,
+    /// What a session this request creates speaks.
+    pub service: Service,
+    /// `project`/`projectId` from the query, for a session this request creates.
+    pub project: Option<String>,
+    /// `token` from the query or `Authorization: Bearer`, kept for CONNECT.
+    pub token: Option<String>,
+    /// For the answer's CORS headers.
+    pub origin: Option<String>,
+    /// For `JSESSIONID`.
+    pub cookie: Option<String>,
+    /// Whether the connection is kept alive after the answer.
+    pub keep_alive: bool,
+    /// The body (`xhr_send`'s messages).
+    pub body: bytes::Bytes,
 }
 
 /// The SockJS test suite's services, served with `--echo` (see `route`).
@@ -65,9 +106,10 @@ pub fn route(req: &Request, ctx: &Context) -> Result<Route, Reject> {
                 return match p {
                     Ok(Path::RawWebSocket) => stomp_endpoint(req, ctx, false),
                     Ok(Path::Greeting) if req.upgrade.is_ok() => stomp_endpoint(req, ctx, false),
-                    Ok(Path::Session { transport, .. }) if transport == "websocket" => {
-                        stomp_endpoint(req, ctx, true)
-                    }
+                    Ok(Path::Session {
+                        transport: "websocket",
+                        ..
+                    }) => stomp_endpoint(req, ctx, true),
                     p => http(p, req, ctx, true),
                 };
             }
@@ -120,12 +162,17 @@ fn echo_service(
             go_away: prefix == "/close",
         });
     }
+    let service = if prefix == "/close" {
+        Service::Close
+    } else {
+        Service::Echo
+    };
     if prefix == "/cookie_needed_echo" {
         let mut cfg = ctx.cfg.sockjs.clone();
         cfg.cookie_needed = true;
-        return http_with(p, req, &cfg, websocket);
+        return http_with(p, req, &cfg, websocket, service);
     }
-    http_with(p, req, &ctx.cfg.sockjs, websocket)
+    http_with(p, req, &ctx.cfg.sockjs, websocket, service)
 }
 
 /// A SockJS URL that is not a WebSocket: the plain-HTTP answers.
@@ -135,7 +182,7 @@ fn http(
     ctx: &Context,
     websocket: bool,
 ) -> Result<Route, Reject> {
-    http_with(p, req, &ctx.cfg.sockjs, websocket)
+    http_with(p, req, &ctx.cfg.sockjs, websocket, Service::Stomp)
 }
 
 fn http_with(
@@ -143,24 +190,23 @@ fn http_with(
     req: &Request,
     cfg: &crate::config::Sockjs,
     websocket: bool,
+    service: Service,
 ) -> Result<Route, Reject> {
     let origin = req.origin.as_deref();
     let ka = req.keep_alive;
     let method = req.method.as_str();
     match p {
-        Ok(Path::Greeting) if method == "GET" => Ok(Route::Answer(sockjs::greeting(cfg, ka))),
-        Ok(Path::Info) if method == "GET" => {
-            Ok(Route::Answer(sockjs::info(origin, cfg, websocket, ka)))
-        }
-        Ok(Path::Info) if method == "OPTIONS" => Ok(Route::Answer(sockjs::preflight(
-            origin,
-            req.cors_headers.as_deref(),
-            "OPTIONS, GET",
-            cfg,
+        Ok(Path::Greeting) if method == "GET" => answer(sockjs::greeting(cfg, ka), ka),
+        Ok(Path::Info) if method == "GET" => answer(sockjs::info(origin, cfg, websocket, ka), ka),
+        Ok(Path::Info) if method == "OPTIONS" => answer(
+            sockjs::preflight(origin, req.cors_headers.as_deref(), "OPTIONS, GET", cfg, ka),
             ka,
-        ))),
+        ),
         Ok(Path::Iframe) if method == "GET" => sockjs::iframe(cfg, ka)
-            .map(Route::Answer)
+            .map(|bytes| Route::Answer {
+                bytes,
+                keep_alive: ka,
+            })
             .ok_or_else(|| Reject::new(404, "no iframe page: set sockjs.client_url")),
         Ok(Path::Greeting | Path::Info | Path::Iframe) => Err(Reject::new(
             405,
@@ -171,15 +217,59 @@ fn http_with(
             transport: "websocket",
             ..
         }) => Err(Reject::new(404, "WebSocket is disabled on this endpoint")),
-        Ok(Path::Session { transport, .. }) => Err(Reject::new(
-            404,
-            format!("SockJS transport {transport:?} is not served here: use websocket"),
-        )),
+        Ok(Path::Session {
+            transport, session, ..
+        }) => {
+            if method == "OPTIONS" && transport.starts_with("xhr") {
+                let allow = "OPTIONS, POST";
+                let cors = req.cors_headers.as_deref();
+                return answer(sockjs::preflight(origin, cors, allow, cfg, ka), ka);
+            }
+            let Some(exchange) = Exchange::parse(transport, method) else {
+                return Err(Reject::new(
+                    404,
+                    format!(
+                        "no SockJS transport {transport:?} for {method}: websocket, xhr, xhr_streaming, eventsource and xhr_send are served"
+                    ),
+                ));
+            };
+            let (token, project) = credentials(req);
+            Ok(Route::Sockjs(Box::new(HttpRequest {
+                session: session.to_string(),
+                exchange,
+                service,
+                project: project.map(str::to_string),
+                token: token.map(str::to_string),
+                origin: req.origin.clone(),
+                cookie: req.cookie.clone(),
+                keep_alive: ka,
+                body: bytes::Bytes::new(),
+            })))
+        }
         Err(()) => Err(Reject::new(
             404,
             format!("no SockJS resource at {}", req.path),
         )),
     }
+}
+
+/// The token (`?token=` or `Authorization: Bearer`) and project (`?project=`/`?projectId=`) a
+/// request names.
+fn credentials(req: &Request) -> (Option<&str>, Option<&str>) {
+    let token = req.query_first("token").or_else(|| {
+        req.authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(str::trim)
+    });
+    let project = req
+        .query_first("project")
+        .or_else(|| req.query_first("projectId"));
+    (token, project)
+}
+
+fn answer(bytes: Vec<u8>, keep_alive: bool) -> Result<Route, Reject> {
+    Ok(Route::Answer { bytes, keep_alive })
 }
 
 /// A STOMP endpoint (`server.path`, `{prefix}/websocket`, or a SockJS WebSocket session).
@@ -190,15 +280,7 @@ fn http_with(
 fn stomp_endpoint(req: &Request, ctx: &Context, sockjs: bool) -> Result<Route, Reject> {
     req.upgrade.as_ref().map_err(Clone::clone)?;
     let cfg = &ctx.cfg;
-    let token = req.query_first("token").or_else(|| {
-        req.authorization
-            .as_deref()
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .map(str::trim)
-    });
-    let project = req
-        .query_first("project")
-        .or_else(|| req.query_first("projectId"));
+    let (token, project) = credentials(req);
     let offered = STOMP_PROTOCOLS
         .iter()
         .find(|p| req.protocols.iter().any(|o| o == *p))

@@ -39,6 +39,8 @@ pub struct Request {
     pub cors_headers: Option<String>,
     /// The body's length (`Content-Length`; 0 without one).
     pub content_length: usize,
+    /// The body comes in chunks (`Transfer-Encoding: chunked`: Node's `http` sends bodies so).
+    pub chunked: bool,
     /// HTTP/1.1 with no `Connection: close` (HTTP/1.0: only with `Connection: keep-alive`).
     pub keep_alive: bool,
 }
@@ -88,8 +90,8 @@ pub enum Parse {
     /// A complete request head; `consumed` bytes belong to it (anything after is its body, or
     /// WebSocket data after an upgrade).
     Done {
-        /// The request.
-        request: Request,
+        /// The request (boxed: it is large, and most reads end `Partial`).
+        request: Box<Request>,
         /// Bytes of the buffer it used.
         consumed: usize,
     },
@@ -134,12 +136,16 @@ pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Parse, Reject> {
             .parse()
             .map_err(|_| Reject::new(400, format!("bad Content-Length {v:?}")))?,
     };
-    if header("transfer-encoding").is_some() {
-        return Err(Reject::new(
-            411,
-            "chunked request bodies are not accepted: send Content-Length",
-        ));
-    }
+    let chunked = match header("transfer-encoding") {
+        None => false,
+        Some(v) if v.trim().eq_ignore_ascii_case("chunked") => true,
+        Some(v) => {
+            return Err(Reject::new(
+                501,
+                format!("Transfer-Encoding {v:?} is not supported: use chunked or Content-Length"),
+            ));
+        }
+    };
     let connection = header("connection").unwrap_or("");
     let keep_alive = if req.version == Some(1) {
         !has_token(connection, "close")
@@ -161,7 +167,7 @@ pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Parse, Reject> {
         .filter(|p| !p.is_empty())
         .collect();
     Ok(Parse::Done {
-        request: Request {
+        request: Box::new(Request {
             method: req.method.unwrap_or("").to_string(),
             path: path.to_string(),
             query: form_urlencoded::parse(query.as_bytes())
@@ -174,8 +180,9 @@ pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Parse, Reject> {
             cookie: header("cookie").map(str::to_string),
             cors_headers: header("access-control-request-headers").map(str::to_string),
             content_length,
+            chunked,
             keep_alive,
-        },
+        }),
         consumed,
     })
 }
@@ -286,6 +293,7 @@ pub fn status_text(status: u16) -> &'static str {
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         505 => "HTTP Version Not Supported",
         _ => "Error",
@@ -307,7 +315,7 @@ mod tests {
 
     fn done(s: &str) -> (Request, usize) {
         match parse(s.as_bytes(), 8192).unwrap() {
-            Parse::Done { request, consumed } => (request, consumed),
+            Parse::Done { request, consumed } => (*request, consumed),
             Parse::Partial => panic!("partial"),
         }
     }

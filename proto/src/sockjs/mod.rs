@@ -7,6 +7,8 @@
 //! `\uXXXX`: valid JSON for every transport, and it covers the characters the protocol says
 //! some browsers mangle (U+2028, combining marks, ...) without a table of them.
 
+pub mod http;
+
 use std::hash::{BuildHasher, Hasher};
 
 use crate::config::Sockjs as Config;
@@ -334,7 +336,7 @@ mod tests {
             br#"a["MESSAGE\nk:v\n\nh\u00e9\"\\\u0000","x"]"#
         );
         assert_eq!(
-            messages([&"\u{2028}😀".as_bytes()[..]]),
+            messages(["\u{2028}😀".as_bytes()]),
             br#"a["\u2028\ud83d\ude00"]"#
         );
         assert_eq!(messages([&b"\xff"[..]]), br#"a["\ufffd"]"#);
