@@ -567,3 +567,5 @@ fn recv_without_buffers_is_rearmed_after_the_batch() {
     net.pump();
     assert!(net.recv_armed.contains(&k));
 }
+
+mod sockjs;
