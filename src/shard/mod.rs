@@ -549,7 +549,7 @@ impl Core {
             s.sent(self.wheel.now());
         }
         if c.session.wrapping() == Wrapping::SockjsHttp {
-            return self.sockjs_push(key, b, capped);
+            return self.sockjs_push(key, b);
         }
         if !c.sending() {
             c.set_sending(true);

@@ -273,7 +273,9 @@ impl Core {
     }
 
     /// A frame for session `v` (from `send`): queued, then written if a request is receiving.
-    pub(super) fn sockjs_push(&mut self, v: u32, frame: Bytes, capped: bool) -> bool {
+    /// The queue is bounded for every frame, not only publishes: with nobody receiving, even
+    /// an echo must not grow it without end.
+    pub(super) fn sockjs_push(&mut self, v: u32, frame: Bytes) -> bool {
         let limit = self.ctx.cfg.limits.send_queue;
         if frame.starts_with(b"c[")
             && let Some(s) = self.polling.state.get_mut(&v)
@@ -281,7 +283,7 @@ impl Core {
             s.closed = Some(frame.clone());
         }
         let queue = &mut self.conns[v as usize].queue;
-        if capped && queue.len() >= limit {
+        if queue.len() >= limit {
             // Nobody has polled for a while: the oldest frames go, as for a slow socket.
             queue.pop_front();
             self.stats.shards[self.id].dropped.fetch_add(1, Relaxed);
@@ -368,7 +370,7 @@ impl Core {
             .get(&v)
             .is_some_and(|s| s.receiver.is_some())
         {
-            self.sockjs_push(v, Bytes::from_static(sockjs::HEARTBEAT), false);
+            self.sockjs_push(v, Bytes::from_static(sockjs::HEARTBEAT));
         }
     }
 
