@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/ringcast
 
-.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke c1m-netns cluster-demo cluster-bench peers compare compare-smoke
+.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke c1m-netns cluster-demo cluster-bench spring-demo peers compare compare-smoke
 
 build:
 	$(CARGO) build --release --workspace
@@ -76,6 +76,10 @@ compare-smoke: peers
 ## Three nodes (8081-8083) on a private redis-server, with a small bench across them.
 cluster-demo: build
 	./scripts/cluster.sh demo
+
+## The seed's browser page (sockjs-client + stomp.js 2.3.3) against ringcast: open the URL it prints.
+spring-demo: build
+	./scripts/spring-demo.sh
 
 ## 3 nodes × 30,000 connections at 1,000 publishes/s, then the same load on one node.
 cluster-bench: build

@@ -1,0 +1,58 @@
+// Headless Chromium (Debian's `chromium`, driven by puppeteer-core; no browser is downloaded)
+// loads the seed's page (examples/spring-demo: sockjs-client + stomp.js 2.3.3) from another
+// origin: once as it is, over WebSocket, and once with WebSocket taken away, where SockJS falls
+// back to xhr-streaming. Topic and user pushes must reach the page either way.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import puppeteer from 'puppeteer-core';
+import { startServer } from './harness.mjs';
+import { authConfig, token } from './stomp-helpers.mjs';
+import { serveDemo } from '../../examples/spring-demo/serve.mjs';
+
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const LEGACY = '\n[stomp]\nlegacy_destinations = true\n[sockjs]\nendpoints = ["/msg-center/dfocus"]\n';
+
+function adminPublish(s, body) {
+  return JSON.parse(execFileSync('curl', ['-s', '--unix-socket', s.sock, 'http://x/publish', '-d', JSON.stringify(body)],
+    { encoding: 'utf8' }));
+}
+
+for (const [name, websocket, expected] of [['with WebSocket', true, 'websocket'], ['without WebSocket', false, 'xhr-streaming']]) {
+  test(`chromium ${name}: the seed's page connects over ${expected} and gets pushes`, { timeout: 60000 }, async () => {
+    assert.ok(existsSync(CHROMIUM), `${CHROMIUM} missing: scripts/install-test-deps.sh installs Debian's chromium`);
+    const cfg = authConfig(LEGACY);
+    const s = await startServer(['--config', cfg, '--shards', '2']);
+    const page_server = await serveDemo();
+    const browser = await puppeteer.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+    });
+    try {
+      const page = await browser.newPage();
+      if (!websocket) {
+        // As behind a proxy that breaks WebSocket: the page never sees one.
+        await page.evaluateOnNewDocument(() => { delete window.WebSocket; window.WebSocket = undefined; });
+      }
+      const q = new URLSearchParams({ server: `http://127.0.0.1:${s.port}`, project: 'fm', token: token(cfg, 'fm', 'dora') });
+      await page.goto(`http://127.0.0.1:${page_server.address().port}/?${q}`);
+      await page.waitForFunction(() => window.demo.connected || window.demo.error, { timeout: 15000 });
+      const state = await page.evaluate(() => window.demo);
+      assert.equal(state.error, null);
+      assert.equal(state.transport, expected);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.deepEqual(adminPublish(s, { project: 'fm', destination: '/topic/news', body: 'to the page' }), { sessions: 1 });
+      assert.deepEqual(adminPublish(s, { project: 'fm', user: 'dora', destination: '/queue/fm', body: 'to dora' }), { sessions: 1 });
+      await page.waitForFunction(() => window.demo.messages.length === 2, { timeout: 10000 });
+      const got = await page.evaluate(() => window.demo.messages);
+      assert.deepEqual(got.map((m) => m.body).sort(), ['to dora', 'to the page']);
+      assert.deepEqual(got.map((m) => m.destination).sort(), ['/topic/fm/news', '/user/queue/fm']);
+    } finally {
+      await browser.close();
+      page_server.close();
+      await s.stop();
+    }
+  });
+}
