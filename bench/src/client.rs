@@ -51,6 +51,8 @@ pub enum Proto {
         request: Bytes,
         frames: Arc<dyn Fn(usize) -> Bytes + Send + Sync>,
         heartbeat_ms: u32,
+        /// Frames travel in SockJS's `a["..."]` (the client's as `["..."]`).
+        sockjs: bool,
     },
 }
 
@@ -92,6 +94,8 @@ const TICK: Duration = Duration::from_millis(50);
 
 /// A masked, empty-mask client text frame holding one EOL: a STOMP heart-beat.
 const BEAT: &[u8] = &[0x81, 0x81, 0, 0, 0, 0, b'\n'];
+/// The same beat as a SockJS message, `["\n"]`.
+const SOCKJS_BEAT: &[u8] = &[0x81, 0x86, 0, 0, 0, 0, b'[', b'"', b'\\', b'n', b'"', b']'];
 
 pub fn spawn(plan: Plan) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
@@ -294,7 +298,10 @@ impl State {
         let period = (hb_ms / TICK.as_millis() as u32).max(1) as usize;
         // The server beats every max(its send period, our receive period) (STOMP 1.2).
         let expect = (self.server_hb_ms.max(hb_ms) / TICK.as_millis() as u32).max(1) as usize;
-        let beat = Bytes::from_static(BEAT);
+        let beat = Bytes::from_static(match plan.proto {
+            Proto::Stomp { sockjs: true, .. } => SOCKJS_BEAT,
+            _ => BEAT,
+        });
         let mut key = self.tick as usize % period;
         while key < clients.len() {
             let c = &mut clients[key];
@@ -337,10 +344,18 @@ impl State {
         let now = plan.epoch.elapsed().as_nanos() as u64;
         let mut pos = 0;
         let stomp = matches!(plan.proto, Proto::Stomp { .. });
+        let sockjs = matches!(plan.proto, Proto::Stomp { sockjs: true, .. });
         // A frame the codec refuses ends the parse here, as an incomplete one does.
         while let Ok(Some(f)) = decode_from_server(&c.buf[pos..]) {
-            let p = &c.buf[pos + f.payload.start..pos + f.payload.end];
+            let mut p = &c.buf[pos + f.payload.start..pos + f.payload.end];
             pos += f.len;
+            if sockjs {
+                // `a["FRAME"]`: the STOMP frame, JSON-escaped; `o` and `h` carry none.
+                match p.strip_prefix(b"a[\"") {
+                    Some(inner) => p = inner,
+                    None => continue,
+                }
+            }
             if f.opcode.is_control() {
                 // Control frames: answer pings (the server reaps silent sessions), skip others.
                 if f.opcode == Opcode::Ping {
@@ -395,11 +410,18 @@ impl State {
 const PONG: &[u8] = &[0x8a, 0x80, 0, 0, 0, 0];
 
 /// The publish timestamp a bench message starts with (ns since the run's epoch); in a STOMP
-/// MESSAGE, the body's.
+/// MESSAGE, the body's (after a blank line, or its JSON escape inside SockJS's `a["..."]`).
 fn timestamp(p: &[u8]) -> Option<u64> {
-    let p = match p.windows(2).position(|w| w == b"\n\n") {
-        Some(i) if p.starts_with(b"MESSAGE") => &p[i + 2..],
-        _ => p,
+    let p = if p.starts_with(b"MESSAGE") {
+        match p.windows(2).position(|w| w == b"\n\n") {
+            Some(i) => &p[i + 2..],
+            None => {
+                let i = p.windows(4).position(|w| w == br"\n\n")?;
+                &p[i + 4..]
+            }
+        }
+    } else {
+        p
     };
     let end = p
         .iter()

@@ -20,6 +20,7 @@ pub(crate) fn ringcast_run(
     load: &Load,
     stomp: Option<Option<PathBuf>>,
     heartbeat_ms: u32,
+    sockjs: bool,
 ) -> Result<Value, String> {
     let targets = server
         .url
@@ -55,19 +56,34 @@ pub(crate) fn ringcast_run(
                     "SUBSCRIBE\nid:sub-0\ndestination:/topic/{}\nreceipt:s\n\n\0",
                     l.topic_of(&topic, i)
                 );
-                let mut out = encode_masked(Opcode::Text, true, connect.as_bytes(), [7, 7, 7, 7]);
+                let wrap = |f: &str| {
+                    if sockjs {
+                        ringcast::sockjs::messages([f.as_bytes()])[1..].to_vec()
+                    } else {
+                        f.as_bytes().to_vec()
+                    }
+                };
+                let mut out = encode_masked(Opcode::Text, true, &wrap(&connect), [7, 7, 7, 7]);
                 out.extend(encode_masked(
                     Opcode::Text,
                     true,
-                    subscribe.as_bytes(),
+                    &wrap(&subscribe),
                     [7, 7, 7, 7],
                 ));
                 Bytes::from(out)
             };
+            let (path, protocol) = if sockjs {
+                // SockJS over WebSocket: one session id for all is fine (no session table).
+                let base = target.path.split('?').next().unwrap_or("/ws");
+                (format!("{base}/0/bench/websocket"), None)
+            } else {
+                (target.path.clone(), Some("v12.stomp"))
+            };
             client::Proto::Stomp {
-                request: upgrade_request(target, &target.path, Some("v12.stomp")),
+                request: upgrade_request(target, &path, protocol),
                 frames: Arc::new(frames),
                 heartbeat_ms,
+                sockjs,
             }
         }
     };

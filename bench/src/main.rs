@@ -49,6 +49,10 @@ enum Cmd {
         /// Heart-beat period both ways, in ms (0 = none).
         #[arg(long, default_value_t = 0)]
         heartbeat_ms: u32,
+        /// Speak STOMP inside SockJS over WebSocket (`{path}/0/{i}/websocket`, `a["..."]`
+        /// frames), as sockjs-client's websocket transport does.
+        #[arg(long)]
+        sockjs: bool,
         #[command(flatten)]
         load: Load,
     },
@@ -92,13 +96,14 @@ struct ServerArgs {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Raw { server, load } => ringcast_run(&server, &load, None, 0),
+        Cmd::Raw { server, load } => ringcast_run(&server, &load, None, 0, false),
         Cmd::Stomp {
             server,
             config,
             heartbeat_ms,
+            sockjs,
             load,
-        } => ringcast_run(&server, &load, Some(config), heartbeat_ms),
+        } => ringcast_run(&server, &load, Some(config), heartbeat_ms, sockjs),
         Cmd::Floor { listen, load } => floor_measure(listen, &load).and_then(|v| finish(&load, v)),
         Cmd::Compare(args) => compare::run(&args),
         Cmd::Api(args) => api::run(&args),
