@@ -110,6 +110,19 @@ pub enum Command {
     /// About a SockJS session over HTTP, between the shard that read a request and the shard
     /// that owns the session.
     Sockjs(crate::shard::sockjs::Message),
+    /// A project's backend answered a shard's `Question`.
+    Answer(Answer),
+}
+
+/// A project backend's answer to `shard::Question` (for connection `key`, `epoch`).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub key: u32,
+    pub epoch: u32,
+    pub act: crate::access::Act,
+    pub topic: String,
+    pub allowed: bool,
+    pub reason: String,
 }
 
 /// The other nodes, as the hub sees them: it hands them publishes and tells them where this

@@ -8,8 +8,9 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 // The sans-IO layers live in `ringcast-proto`; re-exported so every path stays one crate.
-pub use ringcast_proto::{auth, config, context, dest, endpoint, names, sockjs, stomp, ws};
+pub use ringcast_proto::{access, auth, config, context, dest, endpoint, names, sockjs, stomp, ws};
 
+pub mod access_proxy;
 pub mod admin;
 pub mod api;
 pub mod cli;

@@ -74,6 +74,10 @@ struct Token {
     /// Lifetime: 90, 45s, 30m, 1h, 7d.
     #[arg(long, default_value = "1h")]
     ttl: String,
+    /// Topics the token grants (the project's channels claim), comma-separated: exact names
+    /// and `*` patterns, e.g. `orders.7,news.*`.
+    #[arg(long, value_delimiter = ',')]
+    channels: Option<Vec<String>>,
 }
 
 #[derive(Args)]
@@ -198,7 +202,13 @@ fn run(cli: Cli) -> Result<(), String> {
             }
         }
         Cmd::Token(t) => {
-            let token = cli::token::run(common.config.as_deref(), &t.project, &t.user, &t.ttl)?;
+            let token = cli::token::run(
+                common.config.as_deref(),
+                &t.project,
+                &t.user,
+                &t.ttl,
+                t.channels.as_deref(),
+            )?;
             println!("{token}");
             Ok(())
         }

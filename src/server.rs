@@ -186,6 +186,9 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
         None => (hub, None, None),
     };
     let hub = Arc::new(hub);
+    // Started whatever the policies say, so a reload that turns one to `proxy` finds it.
+    let proxy = crate::access_proxy::AccessProxy::start(&cfg.auth, hub.clone())
+        .map_err(|e| format!("starting the authorization proxy threads: {e}"))?;
     let tables_ready = Arc::new(Barrier::new(shards + 1));
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
     let per_ip = Arc::new(PerIp::new(cfg.limits.max_connections_per_ip));
@@ -199,6 +202,7 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
             read_buffers: read_buffers(cfg.server.read_buffers, shards),
             ctx: ctx.clone(),
             hub: hub.clone(),
+            proxy: proxy.clone(),
             stats: stats.clone(),
             inbox,
             addr,

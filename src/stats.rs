@@ -87,6 +87,7 @@ counters! {
     publishes: "publishes fanned out by this shard",
     sockjs_sessions: "SockJS sessions over HTTP (xhr, xhr-streaming, eventsource) this shard owns (gauge)",
     sockjs_expired: "SockJS sessions over HTTP closed because no request came for them in time",
+    token_expired: "sessions closed because their token expired (not refreshed in time)",
 }
 
 /// The node's link to the cluster (zero and absent from the output on a standalone node).

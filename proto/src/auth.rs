@@ -11,6 +11,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
+use crate::access::{Grants, Policy};
 use crate::config::{Config, Project};
 
 /// Clock skew tolerated on `exp` and `nbf`.
@@ -20,6 +21,21 @@ struct ProjectKeys {
     alg: Algorithm,
     decoding: DecodingKey,
     encoding: Option<EncodingKey>,
+    /// The claim listing the topics a token grants, read when a policy is `claim`.
+    channels_claim: Option<String>,
+    /// The claim that must name the project, if the project binds its tokens to itself.
+    project_claim: Option<String>,
+}
+
+/// What a verified token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The user it names.
+    pub user: String,
+    /// When it expires (Unix seconds).
+    pub exp: u64,
+    /// The topics it grants, when the project reads a channels claim.
+    pub grants: Option<Grants>,
 }
 
 /// Every project's keys, and how a token is read.
@@ -63,10 +79,10 @@ impl Auth {
         })
     }
 
-    /// Verifies `token` for `project`; returns the user it names, or why it was refused. The
+    /// Verifies `token` for `project`; returns what it says, or why it was refused. The
     /// reason is ours (it reaches clients in ERROR frames and HTTP bodies), never the JWT
     /// library's internal names.
-    pub fn verify(&self, project: &str, token: &str) -> Result<String, TokenError> {
+    pub fn verify(&self, project: &str, token: &str) -> Result<Verified, TokenError> {
         let keys = self
             .projects
             .get(project)
@@ -94,7 +110,27 @@ impl Auth {
         if !crate::names::valid(&user) {
             return Err(TokenError::InvalidUser(self.user_claim.clone()));
         }
-        Ok(user)
+        if let Some(claim) = &keys.project_claim
+            && data.claims.get(claim).and_then(Value::as_str) != Some(project)
+        {
+            return Err(TokenError::OtherProject(claim.clone(), project.to_string()));
+        }
+        let grants = match &keys.channels_claim {
+            None => None,
+            Some(claim) => Some(match data.claims.get(claim) {
+                None => Grants::default(),
+                Some(Value::Array(items)) => Grants::new(
+                    items
+                        .iter()
+                        .map(|v| v.as_str().map(str::to_string))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| TokenError::ClaimType(claim.clone()))?,
+                ),
+                Some(_) => return Err(TokenError::ClaimType(claim.clone())),
+            }),
+        };
+        let exp = data.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        Ok(Verified { user, exp, grants })
     }
 
     /// Pairs of projects that share a key: a token of one then opens the other.
@@ -125,6 +161,18 @@ impl Auth {
 
     /// Mints a token for `user` in `project`, valid for `ttl_s` seconds.
     pub fn mint(&self, project: &str, user: &str, ttl_s: u64) -> Result<String, String> {
+        self.mint_granting(project, user, ttl_s, None)
+    }
+
+    /// Mints a token as `mint` does, granting `channels` (in the project's channels claim)
+    /// when given; names the project when the project binds tokens to itself.
+    pub fn mint_granting(
+        &self,
+        project: &str,
+        user: &str,
+        ttl_s: u64,
+        channels: Option<&[String]>,
+    ) -> Result<String, String> {
         let keys = self
             .projects
             .get(project)
@@ -140,6 +188,13 @@ impl Auth {
         claims.insert(self.user_claim.clone(), Value::String(user.into()));
         claims.insert("iat".into(), now.into());
         claims.insert("exp".into(), (now + ttl_s).into());
+        if let Some(c) = &keys.project_claim {
+            claims.insert(c.clone(), project.into());
+        }
+        if let Some(list) = channels {
+            let claim = keys.channels_claim.as_deref().unwrap_or("channels");
+            claims.insert(claim.into(), list.to_vec().into());
+        }
         jsonwebtoken::encode(&Header::new(keys.alg), &claims, enc).map_err(|e| e.to_string())
     }
 }
@@ -180,6 +235,9 @@ pub enum TokenError {
     /// Not a signed JWT at all.
     #[error("malformed token: not a signed JWT (header.payload.signature, base64url JSON)")]
     Malformed,
+    /// The project binds tokens to itself and this one names another (or none).
+    #[error("the token's {0:?} claim does not name project {1:?}")]
+    OtherProject(String, String),
 }
 
 fn refusal(kind: &ErrorKind) -> TokenError {
@@ -215,6 +273,8 @@ fn load_keys(p: &Project) -> Result<Option<ProjectKeys>, String> {
                 alg,
                 decoding: DecodingKey::from_secret(secret.as_bytes()),
                 encoding: Some(EncodingKey::from_secret(secret.as_bytes())),
+                channels_claim: None,
+                project_claim: None,
             }
         }
         _ => {
@@ -246,10 +306,17 @@ fn load_keys(p: &Project) -> Result<Option<ProjectKeys>, String> {
                 alg,
                 decoding,
                 encoding,
+                channels_claim: None,
+                project_claim: None,
             }
         }
     };
-    Ok(Some(keys))
+    let reads_claim = p.subscribe == Policy::Claim || p.publish_policy() == Policy::Claim;
+    Ok(Some(ProjectKeys {
+        channels_claim: reads_claim.then(|| p.channels_claim().to_string()),
+        project_claim: p.project_claim.clone(),
+        ..keys
+    }))
 }
 
 #[cfg(test)]
@@ -280,7 +347,7 @@ mod tests {
     fn mint_then_verify() {
         let a = auth("userName");
         let t = a.mint("demo", "alice", 60).unwrap();
-        assert_eq!(a.verify("demo", &t).unwrap(), "alice");
+        assert_eq!(a.verify("demo", &t).unwrap().user, "alice");
         // The same token is no good in another project (other key).
         assert_eq!(a.verify("other", &t).unwrap_err(), TokenError::BadSignature);
         assert!(
@@ -380,5 +447,46 @@ mod tests {
     fn auth_on_without_keys_is_a_startup_error() {
         let c = Config::default();
         assert!(Auth::from_config(&c).unwrap_err().contains("--no-auth"));
+    }
+
+    #[test]
+    fn a_shared_key_opens_only_the_project_its_token_names() {
+        let mut c = Config::default();
+        for n in ["a", "b"] {
+            c.projects.insert(
+                n.into(),
+                Project {
+                    jwt_secret: Some("shared".into()),
+                    project_claim: Some("projectId".into()),
+                    subscribe: Policy::Claim,
+                    ..Default::default()
+                },
+            );
+        }
+        let auth = Auth::from_config(&c).unwrap();
+        let grants = ["news.*".to_string()];
+        let t = auth.mint_granting("a", "u", 60, Some(&grants)).unwrap();
+        let v = auth.verify("a", &t).unwrap();
+        assert!(
+            v.grants
+                .as_ref()
+                .is_some_and(|g| g.covers("news.eu") && !g.covers("x"))
+        );
+        assert!(v.exp > 0);
+        assert_eq!(
+            auth.verify("b", &t).unwrap_err().to_string(),
+            "the token's \"projectId\" claim does not name project \"b\""
+        );
+        // A channels claim that is not a list of strings is refused, not ignored.
+        let bad = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"sub": "u", "exp": v.exp, "projectId": "a", "channels": "news"}),
+            &EncodingKey::from_secret(b"shared"),
+        )
+        .unwrap();
+        assert_eq!(
+            auth.verify("a", &bad).unwrap_err(),
+            TokenError::ClaimType("channels".into())
+        );
     }
 }

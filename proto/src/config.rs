@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::{Act, Policy};
+
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 /// The whole configuration: defaults, laid under the TOML file, laid under flags and
@@ -342,6 +344,13 @@ pub struct Auth {
     pub enabled: bool,
     /// The claim that names the user (`sub`, or `userName` for the seed's tokens).
     pub user_claim: String,
+    /// How long a project's backend (`subscribe_proxy`, `publish_proxy`) may take to answer;
+    /// beyond it the request is refused.
+    pub proxy_timeout_ms: u64,
+    /// How long a backend's answer for one (project, user, topic, act) is reused.
+    pub proxy_cache_ms: u64,
+    /// Answers kept at most (the oldest go first).
+    pub proxy_cache_size: usize,
 }
 
 impl Default for Auth {
@@ -349,6 +358,9 @@ impl Default for Auth {
         Auth {
             enabled: true,
             user_claim: "sub".into(),
+            proxy_timeout_ms: 2000,
+            proxy_cache_ms: 30_000,
+            proxy_cache_size: 100_000,
         }
     }
 }
@@ -398,8 +410,47 @@ pub struct Project {
     pub jwt_public_key: Option<PathBuf>,
     /// PEM private key file: lets `ringcast token` mint tokens for RS256 / ES256 projects.
     pub jwt_private_key: Option<PathBuf>,
-    /// Clients may publish with STOMP SEND.
+    /// Clients may publish with STOMP SEND (`publish = "any"`; kept for older files).
     pub client_publish: bool,
+    /// Who may subscribe to which topics: `any` (default), `none`, `claim`, `proxy`.
+    pub subscribe: Policy,
+    /// Who may SEND to which topics: `none` (default unless `client_publish`), `any`, `claim`,
+    /// `proxy`.
+    pub publish: Option<Policy>,
+    /// The token claim listing the topics it grants (`claim`): exact names and `*` patterns.
+    pub channels_claim: Option<String>,
+    /// When set, the token must carry this claim with the project's name (a key shared by two
+    /// projects then opens only the one its token names).
+    pub project_claim: Option<String>,
+    /// `http://…` that answers `{project, user, topic, action}` with `{"allow": bool,
+    /// "reason": "…"}` (`subscribe = "proxy"`).
+    pub subscribe_proxy: Option<String>,
+    /// The same for SEND (`publish = "proxy"`).
+    pub publish_proxy: Option<String>,
+}
+
+impl Project {
+    /// The rule for client SEND.
+    pub fn publish_policy(&self) -> Policy {
+        self.publish.unwrap_or(if self.client_publish {
+            Policy::Any
+        } else {
+            Policy::None
+        })
+    }
+
+    /// The claim naming the topics a token grants.
+    pub fn channels_claim(&self) -> &str {
+        self.channels_claim.as_deref().unwrap_or("channels")
+    }
+
+    /// The backend to ask about `act`, if the policy is `proxy`.
+    pub fn proxy_for(&self, act: Act) -> Option<&str> {
+        match act {
+            Act::Subscribe => self.subscribe_proxy.as_deref(),
+            Act::Publish => self.publish_proxy.as_deref(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -559,6 +610,29 @@ impl Config {
         }
         if !self.server.path.starts_with('/') || !self.server.echo_path.starts_with('/') {
             return Err("server.path and server.echo_path must start with /".into());
+        }
+        for (name, p) in &self.projects {
+            for (act, policy) in [
+                (Act::Subscribe, p.subscribe),
+                (Act::Publish, p.publish_policy()),
+            ] {
+                let url = p.proxy_for(act);
+                if policy == Policy::Proxy && url.is_none() {
+                    return Err(format!(
+                        "projects.{name}: {} = \"proxy\" needs {}_proxy = \"http://…\"",
+                        act.as_str(),
+                        act.as_str()
+                    ));
+                }
+                if let Some(u) = url
+                    && !u.starts_with("http://")
+                {
+                    return Err(format!(
+                        "projects.{name}.{}_proxy {u:?}: only http:// backends are supported (keep them on the same host or network)",
+                        act.as_str()
+                    ));
+                }
+            }
         }
         for e in &self.sockjs.endpoints {
             if !e.starts_with('/') || e.ends_with('/') || e.len() < 2 {

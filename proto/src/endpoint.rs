@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 
+use crate::access::Act;
 use crate::config::Config;
 pub use crate::context::Context;
 use crate::dest::Dest;
@@ -41,6 +42,9 @@ pub enum Action {
     /// A request for a SockJS session over HTTP: for the shard that owns the session, which
     /// answers through `exchange_done`.
     Exchange(Box<HttpRequest>),
+    /// Ask the project's backend whether this session may act on a topic; the answer comes
+    /// back through `Session::on_answer`.
+    Ask(Act, String),
 }
 
 /// What happened on this connection, for counters and timers (in no particular order).
@@ -60,6 +64,8 @@ pub enum Event {
     ProtocolError,
     /// A kept-alive HTTP connection is back to waiting for its next request.
     Idle,
+    /// The session's token was replaced: its expiry moved.
+    Refreshed,
 }
 
 /// Everything one call into a connection produced: what to do, and what happened.
@@ -130,6 +136,10 @@ pub struct Identity {
     pub project: Box<str>,
     /// The user its token names.
     pub user: Box<str>,
+    /// When its token expires (Unix seconds; 0 = never).
+    pub exp: u32,
+    /// Topics of the upgrade waiting for the project's backend.
+    pub asking: Vec<Box<str>>,
 }
 
 /// The STOMP subprotocols, in the order the server prefers them.
@@ -449,6 +459,7 @@ impl Session {
                             mode,
                             protocol,
                             subscribe,
+                            ask,
                             sockjs,
                             go_away,
                         }) => {
@@ -459,6 +470,8 @@ impl Session {
                             out.note(Event::Upgraded);
                             out.actions
                                 .extend(subscribe.into_iter().map(Action::Subscribe));
+                            out.actions
+                                .extend(ask.into_iter().map(|t| Action::Ask(Act::Subscribe, t)));
                             self.mode = mode;
                             self.phase = Phase::Open;
                             if sockjs {
@@ -626,6 +639,8 @@ impl Sink for Framing<'_> {
                 headers,
             },
             StompOutput::Connected => return self.out.note(Event::Connected),
+            StompOutput::Refreshed => return self.out.note(Event::Refreshed),
+            StompOutput::Ask(act, topic) => Action::Ask(act, topic),
             StompOutput::Close(code, reason) => {
                 self.close = Some((code, reason));
                 return;
@@ -680,7 +695,10 @@ fn on_message(
                     out.act(Action::Send(frame::encode(op, data)));
                 }
                 Mode::Stomp(s) => s.on_bytes(data, now, ctx, sink),
-                Mode::Raw(_) => out.note(Event::Received),
+                Mode::Raw(id) => {
+                    out.note(Event::Received);
+                    access::raw_message(id, data, ctx, out);
+                }
             }
             None
         }
@@ -724,6 +742,7 @@ fn on_sockjs_message(
     None
 }
 
+mod access;
 mod route;
 pub use route::{HttpRequest, Route, Service, check_name, route};
 

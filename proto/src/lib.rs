@@ -11,6 +11,7 @@
 #![deny(unreachable_pub)]
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod auth;
 pub mod config;
 pub mod context;

@@ -22,14 +22,20 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
     Ok(n * mult)
 }
 
-pub fn run(config: Option<&Path>, project: &str, user: &str, ttl: &str) -> Result<String, String> {
+pub fn run(
+    config: Option<&Path>,
+    project: &str,
+    user: &str,
+    ttl: &str,
+    channels: Option<&[String]>,
+) -> Result<String, String> {
     let mut cfg = Config::load(config, &Overrides::default())?;
     // Minting needs keys, not the auth switch: a --no-auth test server still gets real tokens.
     cfg.auth.enabled = false;
     if cfg.projects.is_empty() {
         return Err("no [projects.NAME] with a key in the config: pass --config FILE".into());
     }
-    Auth::from_config(&cfg)?.mint(project, user, parse_ttl(ttl)?)
+    Auth::from_config(&cfg)?.mint_granting(project, user, parse_ttl(ttl)?, channels)
 }
 
 #[cfg(test)]

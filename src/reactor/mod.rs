@@ -16,6 +16,7 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 use socket2::{Domain, SockRef, Socket, Type};
 
+use crate::access_proxy::{AccessProxy, Ask};
 use crate::endpoint::Context;
 use crate::hub::{Command, Hub, Inbox};
 use crate::shard::per_ip::PerIp;
@@ -33,6 +34,8 @@ pub struct ShardSpec {
     pub read_buffers: u16,
     pub ctx: Arc<Context>,
     pub hub: Arc<Hub>,
+    /// Where questions for projects' backends go.
+    pub proxy: Arc<AccessProxy>,
     pub stats: Arc<Stats>,
     pub inbox: Inbox,
     pub addr: SocketAddr,
@@ -126,6 +129,7 @@ fn run(spec: ShardSpec) -> io::Result<()> {
             audience: Some(spec.hub.audience()),
         }),
         hub: spec.hub,
+        proxy: spec.proxy,
         inbox: spec.inbox,
         listener: Some(listener),
         sockets: Vec::new(),
@@ -163,6 +167,7 @@ fn run(spec: ShardSpec) -> io::Result<()> {
 struct Driver {
     core: Core,
     hub: Arc<Hub>,
+    proxy: Arc<AccessProxy>,
     inbox: Inbox,
     listener: Option<Socket>,
     /// Each connection's socket, under the core's key for it.
@@ -265,6 +270,10 @@ impl Driver {
                 }
                 Op::Publish(msg) => self.hub.publish_nowait(msg),
                 Op::ToShard(shard, m) => self.hub.send_to(shard, Command::Sockjs(m)),
+                Op::Ask(question) => {
+                    let url = self.core.backend_for(&question);
+                    self.proxy.ask(Ask { question, url });
+                }
             }
         }
         self.ops = ops;

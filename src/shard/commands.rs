@@ -44,6 +44,7 @@ impl Core {
             }
             Command::Reload(ctx) => self.reload(ctx),
             Command::Sockjs(m) => self.sockjs_message(m),
+            Command::Answer(a) => self.answer(a),
             Command::Shutdown => self.shutdown(),
         }
     }

@@ -62,6 +62,21 @@ pub enum Op {
     Publish(Publish),
     /// For another shard of this node (SockJS sessions live on the shard their id names).
     ToShard(usize, sockjs::Message),
+    /// For the project's backend: may this session act on this topic? The answer comes back
+    /// as `Command::Answer`.
+    Ask(Question),
+}
+
+/// What a shard asks a project's backend, and where the answer goes.
+#[derive(Debug, Clone)]
+pub struct Question {
+    pub shard: usize,
+    pub key: u32,
+    pub epoch: u32,
+    pub project: String,
+    pub user: String,
+    pub topic: String,
+    pub act: crate::access::Act,
 }
 
 /// A shard's clock reading: monotonic milliseconds since the shard started, and the wall clock.
@@ -96,6 +111,9 @@ pub struct Core {
     shards: usize,
     /// SockJS sessions over HTTP that this shard owns, and its connections receiving for one.
     polling: sockjs::Polling,
+    /// Sessions whose token expires, soonest first: (Unix seconds, key, epoch). Kept off the
+    /// timer wheel, so a token valid for days costs one heap entry and no wheel turns.
+    expiries: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u32, u32)>>,
     ctx: Arc<Context>,
     stats: Arc<Stats>,
     per_ip: Arc<PerIp>,
@@ -133,6 +151,7 @@ impl Core {
             id: cfg.id,
             shards: cfg.shards.max(1),
             polling: sockjs::Polling::default(),
+            expiries: std::collections::BinaryHeap::new(),
             ctx: cfg.ctx,
             stats: cfg.stats,
             per_ip: cfg.per_ip,
@@ -441,6 +460,7 @@ impl Core {
                     .ops
                     .push(Op::Publish(Publish::new(dest, body, headers))),
                 Action::Exchange(req) => self.exchange(key, req),
+                Action::Ask(act, topic) => self.ask(key, act, topic),
                 Action::Close
                     if self.conns[key as usize].session.wrapping() == Wrapping::SockjsHttp =>
                 {
@@ -469,9 +489,12 @@ impl Core {
             Event::Upgraded => {
                 st.upgraded.fetch_add(1, Relaxed);
                 self.upgraded(key);
+                self.watch_expiry(key);
             }
+            Event::Refreshed => self.watch_expiry(key),
             Event::Connected => {
                 self.authenticated(key);
+                self.watch_expiry(key);
                 let c = &self.conns[key as usize];
                 let tick_ms = TICK.as_millis() as u64;
                 if let Some(t) = c.session.stomp().and_then(|s| s.next_check(tick_ms)) {

@@ -3,6 +3,7 @@
 //! SockJS client is owed. Decided from the request head alone.
 
 use super::{Identity, Mode, STOMP_PROTOCOLS};
+use crate::access::{self, Act, Decision, Policy};
 use crate::context::Context;
 use crate::dest::Dest;
 use crate::sockjs::http::Exchange;
@@ -21,6 +22,8 @@ pub enum Route {
         protocol: Option<&'static str>,
         /// What a raw connection subscribes to at the upgrade.
         subscribe: Vec<Dest>,
+        /// Topics of a raw upgrade the project's backend must allow first.
+        ask: Vec<String>,
         /// SockJS framing (`o`, `a[...]`, `c[...]`) inside the WebSocket.
         sockjs: bool,
         /// The SockJS test suite's `/close` service: open, then close at once.
@@ -131,6 +134,7 @@ fn upgrade(
         mode,
         protocol,
         subscribe,
+        ask: Vec::new(),
         sockjs,
         go_away: false,
     })
@@ -158,6 +162,7 @@ fn echo_service(
             mode: Mode::Echo,
             protocol: None,
             subscribe: Vec::new(),
+            ask: Vec::new(),
             sockjs: sockjs_ws,
             go_away: prefix == "/close",
         });
@@ -307,20 +312,42 @@ fn stomp_endpoint(req: &Request, ctx: &Context, sockjs: bool) -> Result<Route, R
                 "authentication required: pass a JWT as ?token= or Authorization: Bearer",
             )
         })?;
-        let user = ctx
+        let v = ctx
             .auth
             .verify(project, token)
             .map_err(|e| Reject::new(401, e.to_string()))?;
-        Some(Box::new(Identity {
+        let id = Box::new(Identity {
             project: project.into(),
-            user: user.into(),
-        }))
+            user: v.user.into(),
+            exp: u32::try_from(v.exp).unwrap_or(u32::MAX),
+            asking: Vec::new(),
+        });
+        Some((v.grants, id))
     } else {
         None
     };
+    let policy = identity
+        .as_ref()
+        .and_then(|_| cfg.projects.get(project))
+        .map_or(Policy::Any, |p| p.subscribe);
     let mut subscribe = Vec::new();
+    let mut ask: Vec<String> = Vec::new();
     for topic in req.query_all("topic") {
         check_name("topic", topic)?;
+        let grants = identity.as_ref().and_then(|(g, _)| g.as_ref());
+        match access::decide(policy, Act::Subscribe, grants, topic) {
+            Decision::Allow => {}
+            Decision::Deny(why) => {
+                let reason = format!("forbidden: subscribe {topic}: {why}");
+                return Err(Reject::new(403, reason));
+            }
+            Decision::Ask => {
+                if !ask.iter().any(|t| t == topic) {
+                    ask.push(topic.to_string());
+                }
+                continue;
+            }
+        }
         let d = Dest::Topic {
             project: project.to_string(),
             topic: topic.to_string(),
@@ -329,7 +356,11 @@ fn stomp_endpoint(req: &Request, ctx: &Context, sockjs: bool) -> Result<Route, R
             subscribe.push(d);
         }
     }
-    if subscribe.len() > cfg.limits.max_topics_per_session {
+    let identity = identity.map(|(_, mut id)| {
+        id.asking = ask.iter().map(|t| t.as_str().into()).collect();
+        id
+    });
+    if subscribe.len() + ask.len() > cfg.limits.max_topics_per_session {
         return Err(Reject::new(
             400,
             format!(
@@ -338,7 +369,14 @@ fn stomp_endpoint(req: &Request, ctx: &Context, sockjs: bool) -> Result<Route, R
             ),
         ));
     }
-    upgrade(Mode::Raw(identity), None, subscribe, false)
+    Ok(Route::Upgrade {
+        mode: Mode::Raw(identity),
+        protocol: None,
+        subscribe,
+        ask,
+        sockjs: false,
+        go_away: false,
+    })
 }
 
 /// Names are bounded and free of control characters (which also keeps hub keys unambiguous);

@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+mod access;
+
 use super::frame::{self, Command, Frame, Parsed};
+use crate::access::{Act, Grants};
 use crate::context::Context;
 use crate::dest::{Dest, Written};
 use crate::names::check as check_name;
@@ -36,6 +39,11 @@ pub enum Output {
     },
     /// CONNECT succeeded: the session is authenticated and heart-beats may start.
     Connected,
+    /// The project's backend must say whether this session may `act` on `topic`; the
+    /// answer comes back through `Session::on_answer`.
+    Ask(Act, String),
+    /// The session's token was replaced (`/app/refresh`): its expiry moved.
+    Refreshed,
     /// The session is over: close the connection with this code (after what came before).
     Close(u16, &'static str),
 }
@@ -54,6 +62,7 @@ impl Sink for Vec<Output> {
 
 /// `message` header of an authentication failure: what the seed's clients look for.
 pub const AUTH_FAIL: &str = "auth_fail";
+pub use access::{FORBIDDEN, TOKEN_EXPIRED};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -110,6 +119,14 @@ pub struct Session {
     /// Wheel ticks of the last byte received and sent.
     last_in: u32,
     last_out: u32,
+    /// When the token expires (Unix seconds; 0 = never, or no token).
+    exp: u32,
+    /// The topics the token grants, for projects whose policy is `claim`.
+    grants: Option<Box<Grants>>,
+    /// SUBSCRIBEs and SENDs waiting for the project's backend. Boxed: one pointer in every
+    /// session instead of a `Vec`'s three words, since almost none ever waits.
+    #[allow(clippy::box_collection)]
+    asked: Option<Box<Vec<access::Asked>>>,
 }
 
 impl Session {
@@ -128,6 +145,9 @@ impl Session {
             hb_in: 0,
             last_in: 0,
             last_out: 0,
+            exp: 0,
+            grants: None,
+            asked: None,
         }
     }
 
@@ -344,11 +364,12 @@ impl Session {
             (_, Command::Connect | Command::Stomp) => {
                 return self.error("already connected", None, CloseError::PROTOCOL, out);
             }
-            (_, Command::Subscribe) => {
-                if let Err(e) = self.subscribe(&f, ctx, out) {
-                    return self.error(&e, receipt.as_deref(), CloseError::PROTOCOL, out);
-                }
-            }
+            (_, Command::Subscribe) => match self.subscribe(&f, ctx, out) {
+                Ok(true) => {}
+                // Waiting for the backend: the receipt comes with its answer.
+                Ok(false) => return,
+                Err(e) => return self.refuse(e, receipt.as_deref(), out),
+            },
             (_, Command::Unsubscribe) => {
                 let Some(id) = f.get("id") else {
                     return self.error(
@@ -370,11 +391,16 @@ impl Session {
                     }
                 }
             }
-            (_, Command::Send) => {
-                if let Err(e) = self.send(f, ctx, out) {
-                    return self.error(&e, receipt.as_deref(), CloseError::PROTOCOL, out);
+            (_, Command::Send) if f.get("destination") == Some(access::REFRESH) => {
+                if let Err(e) = self.refresh(&f, ctx, out) {
+                    return self.auth_fail(&e, out);
                 }
             }
+            (_, Command::Send) => match self.send(f, ctx, out) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => return self.refuse(e, receipt.as_deref(), out),
+            },
             (_, Command::Ack | Command::Nack) => {
                 // Subscriptions are auto-ack; acknowledgements are accepted and ignored.
             }
@@ -455,7 +481,11 @@ impl Session {
                 return self.auth_fail("no token: send a JWT in the token header", out);
             };
             match ctx.auth.verify(&self.project, &token) {
-                Ok(user) => self.user = Some(user.into()),
+                Ok(v) => {
+                    self.user = Some(v.user.into());
+                    self.exp = u32::try_from(v.exp).unwrap_or(u32::MAX);
+                    self.grants = v.grants.map(Box::new);
+                }
                 Err(e) => return self.auth_fail(&e.to_string(), out),
             }
         } else {
@@ -499,24 +529,41 @@ impl Session {
         self.state = State::Closed;
     }
 
-    fn subscribe(&mut self, f: &Frame, ctx: &Context, out: &mut impl Sink) -> Result<(), String> {
+    /// SUBSCRIBE: `Ok(true)` when done, `Ok(false)` when the backend was asked first.
+    fn subscribe(
+        &mut self,
+        f: &Frame,
+        ctx: &Context,
+        out: &mut impl Sink,
+    ) -> Result<bool, access::Refusal> {
         let id = f.get("id").ok_or("SUBSCRIBE needs an id header")?;
         if !crate::names::valid(id) {
-            return Err(format!("invalid subscription id: {}", crate::names::RULE));
+            return Err(format!("invalid subscription id: {}", crate::names::RULE).into());
         }
         let written = f
             .get("destination")
             .ok_or("SUBSCRIBE needs a destination header")?;
-        if self.subs.iter().any(|s| s.id() == id) {
-            return Err(format!("subscription id {id:?} is already in use"));
+        if self.subs.iter().any(|s| s.id() == id) || self.is_asking(id) {
+            return Err(format!("subscription id {id:?} is already in use").into());
         }
         if self.subs.len() >= ctx.cfg.limits.max_topics_per_session {
             return Err(format!(
                 "too many subscriptions: at most {} per session",
                 ctx.cfg.limits.max_topics_per_session
-            ));
+            )
+            .into());
         }
         let dest = self.resolve(written, true)?;
+        if !self.permitted(Act::Subscribe, &dest, ctx)? {
+            self.ask_subscribe(id, written, &dest, f.get("receipt"), out);
+            return Ok(false);
+        }
+        self.add_sub(id, written, dest, out);
+        Ok(true)
+    }
+
+    /// Records a subscription (the hub hears of the destination only for its first one).
+    fn add_sub(&mut self, id: &str, written: &str, dest: Dest, out: &mut impl Sink) {
         if !self
             .subs
             .iter()
@@ -525,25 +572,32 @@ impl Session {
             out.put(Output::Subscribe(dest));
         }
         self.subs.push(Sub::new(id, written));
-        Ok(())
     }
 
-    fn send(&mut self, f: Frame, ctx: &Context, out: &mut impl Sink) -> Result<(), String> {
-        let allowed = ctx
+    /// SEND: `Ok(true)` when done, `Ok(false)` when the backend was asked first.
+    fn send(
+        &mut self,
+        f: Frame,
+        ctx: &Context,
+        out: &mut impl Sink,
+    ) -> Result<bool, access::Refusal> {
+        let publish = ctx
             .cfg
             .projects
             .get(&*self.project)
-            .is_some_and(|p| p.client_publish);
-        if !allowed {
+            .map(|p| p.publish_policy());
+        if matches!(publish, None | Some(crate::access::Policy::None)) {
             return Err(format!(
-                "SEND is not allowed in project {}: clients may not publish (client_publish = false)",
+                "SEND is not allowed in project {}: clients may not publish (publish = \"none\")",
                 self.project
-            ));
+            )
+            .into());
         }
         let written = f
             .get("destination")
             .ok_or("SEND needs a destination header")?;
         let dest = self.resolve(written, false)?;
+        let receipt = f.get("receipt").map(str::to_string);
         // What the server writes itself (and what belongs to this SEND alone) is not passed on:
         // a publisher must not be able to set another session's `subscription` or `message-id`.
         let headers = f
@@ -555,12 +609,17 @@ impl Session {
             })
             .cloned()
             .collect();
+        let body = Bytes::from(f.body);
+        if !self.permitted(Act::Publish, &dest, ctx)? {
+            self.ask_publish(dest, body, headers, receipt, out);
+            return Ok(false);
+        }
         out.put(Output::Publish {
             dest,
-            body: Bytes::from(f.body),
+            body,
             headers,
         });
-        Ok(())
+        Ok(true)
     }
 
     /// Maps a destination string to a hub destination in this session's project.

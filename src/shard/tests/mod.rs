@@ -36,6 +36,8 @@ struct Net {
     accepts_armed: usize,
     listener_closed: bool,
     published: Vec<Publish>,
+    /// Questions for projects' backends, for the test to answer.
+    asked: Vec<Question>,
 }
 
 fn config(edit: impl FnOnce(&mut crate::config::Config)) -> Arc<Context> {
@@ -75,6 +77,7 @@ impl Net {
             accepts_armed: 0,
             listener_closed: false,
             published: Vec::new(),
+            asked: Vec::new(),
         };
         net.pump();
         net
@@ -127,6 +130,7 @@ impl Net {
                     Op::CloseListener => self.listener_closed = true,
                     Op::Publish(p) => self.published.push(p),
                     Op::ToShard(..) => panic!("one shard owns every SockJS session"),
+                    Op::Ask(q) => self.asked.push(q),
                 }
             }
             self.deliver();
@@ -209,10 +213,14 @@ impl Net {
     }
 
     fn publish(&mut self, topic: &str, body: &str) -> usize {
+        self.publish_to("default", topic, body)
+    }
+
+    fn publish_to(&mut self, project: &str, topic: &str, body: &str) -> usize {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let msg = Publish::new(
             Dest::Topic {
-                project: "default".into(),
+                project: project.into(),
                 topic: topic.into(),
             },
             Bytes::copy_from_slice(body.as_bytes()),
@@ -568,4 +576,5 @@ fn recv_without_buffers_is_rearmed_after_the_batch() {
     assert!(net.recv_armed.contains(&k));
 }
 
+mod access;
 mod sockjs;
