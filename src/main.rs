@@ -195,7 +195,8 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Doctor(d) => {
             let cfg = Config::load(common.config.as_deref(), &Overrides::default())?;
             let n = d.connections.unwrap_or(cfg.server.max_connections as u64);
-            if cli::doctor::run(&cfg, n, d.local_bench, d.sources) {
+            let from_file = common.config.is_some();
+            if cli::doctor::run(&cfg, from_file, n, d.local_bench, d.sources) {
                 Ok(())
             } else {
                 Err(format!("this host cannot hold {n} connections yet"))

@@ -203,6 +203,29 @@ pub fn checks(cfg: &Config, host: &Host, n: u64, local_bench: bool, sources: u64
     WALLS.iter().filter_map(|wall| wall(host, &need)).collect()
 }
 
+/// The server's own cap, when a configuration file sets it: below `n`, the server itself
+/// refuses connections (503) long before any kernel wall.
+pub fn configured_cap(cfg: &Config, n: u64) -> Check {
+    let cap = cfg.server.max_connections as u64;
+    if cap >= n {
+        check(
+            "server.max_connections",
+            Ok,
+            format!("{cap} ≥ {n}"),
+            None,
+        )
+    } else {
+        check(
+            "server.max_connections",
+            Fix,
+            format!("the configuration caps the server at {cap}: connections beyond it get 503"),
+            Some(format!(
+                "set max_connections = {n} under [server] (or pass --max-connections {n})"
+            )),
+        )
+    }
+}
+
 fn nofile(host: &Host, need: &Need) -> Option<Check> {
     let Need {
         n,
@@ -492,10 +515,15 @@ fn io_uring(host: &Host, _: &Need) -> Option<Check> {
 }
 
 /// Prints the report; returns whether `n` connections can be reached.
-pub fn run(cfg: &Config, n: u64, local_bench: bool, sources: u64) -> bool {
+/// `from_file`: the configuration came from a file, so its `max_connections` is the
+/// operator's and is checked too.
+pub fn run(cfg: &Config, from_file: bool, n: u64, local_bench: bool, sources: u64) -> bool {
     let host = Host::probe();
     println!("ringcast doctor: this host against {n} connections");
-    let all = checks(cfg, &host, n, local_bench, sources);
+    let mut all = checks(cfg, &host, n, local_bench, sources);
+    if from_file {
+        all.insert(0, configured_cap(cfg, n));
+    }
     for c in &all {
         let tag = match c.verdict {
             Verdict::Ok => "[ OK ]",
@@ -560,6 +588,16 @@ mod tests {
         h.nofile_hard = 1 << 20;
         let all = checks(&Config::embedded(), &h, 1_000_000, true, 40);
         assert!(all.iter().all(|c| c.verdict == Verdict::Ok));
+    }
+
+    #[test]
+    fn a_configured_cap_below_n_is_a_wall() {
+        let mut cfg = Config::embedded();
+        cfg.server.max_connections = 50_000;
+        let c = configured_cap(&cfg, 100_000);
+        assert_eq!(c.verdict, Verdict::Fix);
+        assert!(c.fix.unwrap().contains("max_connections = 100000"));
+        assert_eq!(configured_cap(&cfg, 50_000).verdict, Verdict::Ok);
     }
 
     #[test]
