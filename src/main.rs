@@ -29,6 +29,40 @@ struct Common {
     /// The admin Unix socket (default: from the config, else a per-user runtime dir).
     #[arg(long, env = "RINGCAST_ADMIN_SOCKET", global = true)]
     admin_socket: Option<PathBuf>,
+    /// Log lines as text (coloured on a terminal unless NO_COLOR is set) or as JSON objects,
+    /// one per line. What is logged: RINGCAST_LOG (e.g. `info`, `debug`, `ringcast=debug`).
+    #[arg(
+        long,
+        env = "RINGCAST_LOG_FORMAT",
+        global = true,
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs go to stderr: JSON lines, or text coloured only for a terminal that wants colour.
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RINGCAST_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            logs.with_ansi(colour).init();
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -105,9 +139,13 @@ struct Serve {
     /// Network API listen address (HTTP with API keys; see [api] in the config).
     #[arg(long = "api", env = "RINGCAST_API_LISTEN")]
     api: Option<String>,
-    /// Print the merged configuration and exit.
+    /// Print the merged configuration (secrets masked) and exit.
     #[arg(long)]
     print_config: bool,
+    /// Check the configuration (syntax, values, algorithms, key files) and exit: 0 when the
+    /// server would start with it.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[derive(Args)]
@@ -128,14 +166,8 @@ struct Push {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RINGCAST_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logs(cli.common.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -161,6 +193,15 @@ fn run(cli: Cli) -> Result<(), String> {
                 api_listen: s.api,
             };
             let cfg = Config::load(common.config.as_deref(), &o)?;
+            if s.check_config {
+                ringcast::auth::Auth::from_config(&cfg)?;
+                let n = cfg.projects.len();
+                println!(
+                    "configuration OK: {n} project(s), auth {}",
+                    if cfg.auth.enabled { "on" } else { "off" }
+                );
+                return Ok(());
+            }
             if s.print_config {
                 let mut shown = cfg.clone();
                 shown.server.admin_socket = Some(ringcast::admin::socket_path(&cfg));

@@ -89,7 +89,7 @@ pub fn raise_nofile() -> u64 {
 pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(), String> {
     if !cfg.auth.enabled {
         tracing::warn!(
-            "AUTHENTICATION IS OFF: any client can connect and subscribe. Configure [projects.*] keys and remove --no-auth for production."
+            "AUTHENTICATION IS OFF (--no-auth, [auth] enabled = false, or no --config file): any client can connect and subscribe as anyone. For production, run with a config file that has [projects.NAME] keys and leaves auth on."
         );
     }
     // Signals go to the main thread only: block them before any other thread exists.
@@ -136,6 +136,9 @@ impl Plan {
         // With port 0 every shard must still share one port: reserve it with a bound,
         // non-listening SO_REUSEPORT socket (which takes no connections) until the shards
         // listen on it.
+        if addr.port() != 0 {
+            reactor::probe_free(addr)?;
+        }
         let (addr, reservation) = if addr.port() == 0 {
             let (s, bound) = reactor::reserve_port(addr)
                 .map_err(|e| format!("reserving a port on {addr}: {e}"))?;
@@ -156,6 +159,7 @@ impl Plan {
 /// A started server: what stopping it needs.
 struct Running {
     ctx: Arc<Context>,
+    api: Arc<admin::api::Api>,
     hub: Arc<Hub>,
     cluster: Option<crate::cluster::Cluster>,
     handles: Vec<std::thread::JoinHandle<()>>,
@@ -239,6 +243,7 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
         hub: hub.clone(),
         stats,
         cluster: cluster.clone(),
+        projects: std::sync::RwLock::new(admin::api::Api::projects_of(cfg)),
     });
     admin::serve(&socket, api.clone(), &cfg.server.admin_uids)
         .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
@@ -261,7 +266,7 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
         start_ingest(crate::ingest::nats::Nats::new(n.clone()), &api, &what)?;
     }
     if cfg.api.listen.is_some() {
-        let (bound, _) = crate::api::serve(&cfg.api, api, cfg.stomp.legacy_destinations)?;
+        let (bound, _) = crate::api::serve(&cfg.api, api.clone(), cfg.stomp.legacy_destinations)?;
         tracing::info!(
             "network API on http://{bound} ({} keys{})",
             cfg.api.keys.len(),
@@ -272,8 +277,21 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
             }
         );
     }
+    let auth = if cfg.auth.enabled {
+        let names: Vec<&str> = cfg.projects.keys().map(String::as_str).collect();
+        format!("auth on, {} project(s): {}", names.len(), names.join(", "))
+    } else {
+        "auth OFF".to_string()
+    };
+    let sockjs = if cfg.sockjs.enabled {
+        let mut at = vec![cfg.server.path.as_str()];
+        at.extend(cfg.sockjs.endpoints.iter().map(String::as_str));
+        format!("; SockJS on {}", at.join(", "))
+    } else {
+        String::new()
+    };
     tracing::info!(
-        "ringcast listening on ws://{addr}{} ({shards} shards, io_uring {io_path}); admin socket {}",
+        "ringcast listening on ws://{addr}{}: {auth}; {shards} shards (io_uring {io_path}){sockjs}; admin socket {}",
         cfg.server.path,
         socket.display()
     );
@@ -282,6 +300,7 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
     }
     Ok(Running {
         ctx: ctx.clone(),
+        api,
         hub,
         cluster,
         handles,
@@ -326,6 +345,9 @@ fn wait_for_signals(
                         tracing::warn!(
                             "SIGHUP: listen address and shard count need a restart; kept"
                         );
+                    }
+                    if let Ok(mut p) = running.api.projects.write() {
+                        *p = admin::api::Api::projects_of(&new.cfg);
                     }
                     running.hub.reload(Arc::new(new));
                     tracing::info!("SIGHUP: configuration reloaded (keys, limits, STOMP settings)");

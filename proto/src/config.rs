@@ -549,10 +549,29 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let mut c: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
-        })
+        })?;
+        // Key files are named relative to the file that names them, not to wherever the
+        // server happens to be started from.
+        if let Some(dir) = path.parent() {
+            let rebase = |p: &mut Option<PathBuf>| {
+                if let Some(f) = p.as_mut()
+                    && f.is_relative()
+                {
+                    *f = dir.join(&*f);
+                }
+            };
+            for p in c.projects.values_mut() {
+                rebase(&mut p.jwt_public_key);
+                rebase(&mut p.jwt_private_key);
+            }
+            for k in c.api.keys.values_mut() {
+                rebase(&mut k.key_file);
+            }
+        }
+        Ok(c)
     }
 
     /// Loads the file if given (else the embedded default) and applies overrides.

@@ -45,6 +45,8 @@ pub enum Action {
     /// Ask the project's backend whether this session may act on a topic; the answer comes
     /// back through `Session::on_answer`.
     Ask(Act, String),
+    /// Something refused that an operator may want to see in the log (rate-limited there).
+    Refused(String),
 }
 
 /// What happened on this connection, for counters and timers (in no particular order).
@@ -429,6 +431,12 @@ impl Session {
     }
 
     fn reject(&mut self, r: &Reject, out: &mut Outputs) {
+        if matches!(r.status, 401 | 403) {
+            out.act(Action::Refused(format!(
+                "upgrade refused with {}: {}",
+                r.status, r.reason
+            )));
+        }
         out.act(Action::Send(handshake::reject_response(r).into()));
         out.note(Event::Rejected);
         out.act(Action::Close);
@@ -641,6 +649,7 @@ impl Sink for Framing<'_> {
             StompOutput::Connected => return self.out.note(Event::Connected),
             StompOutput::Refreshed => return self.out.note(Event::Refreshed),
             StompOutput::Ask(act, topic) => Action::Ask(act, topic),
+            StompOutput::Refused(why) => Action::Refused(why),
             StompOutput::Close(code, reason) => {
                 self.close = Some((code, reason));
                 return;

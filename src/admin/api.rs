@@ -22,6 +22,18 @@ pub struct Api {
     pub stats: Arc<Stats>,
     /// The cluster link, on a clustered node (`scope=cluster`, cross-node disconnects).
     pub cluster: Option<Cluster>,
+    /// With authentication on, the projects the configuration names (a publish to another
+    /// reaches nobody, and says so); `None` with authentication off. Replaced on reload.
+    pub projects: std::sync::RwLock<Option<Vec<String>>>,
+}
+
+impl Api {
+    /// The projects a configuration makes publishable (see `projects`).
+    pub fn projects_of(cfg: &crate::config::Config) -> Option<Vec<String>> {
+        cfg.auth
+            .enabled
+            .then(|| cfg.projects.keys().cloned().collect())
+    }
 }
 
 /// Who is asking: the admin socket's users may touch every project; an API key may be
@@ -188,6 +200,18 @@ impl Api {
         let p: PublishBody = serde_json::from_slice(body)
             .map_err(|e| Response::error(400, format!("invalid publish body: {e}")))?;
         caller.may(&p.project)?;
+        if let Ok(known) = self.projects.read()
+            && let Some(list) = known.as_ref()
+            && !list.contains(&p.project)
+        {
+            return Err(Response::error(
+                404,
+                format!(
+                    "project {:?} is not configured here: add [projects.{}] with its key",
+                    p.project, p.project
+                ),
+            ));
+        }
         let dest = destination(&p.project, &p.destination, p.user.as_deref())
             .map_err(|msg| Response::error(400, msg))?;
         if let Some(bad) = p.headers.keys().find(|k| {

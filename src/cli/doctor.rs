@@ -208,12 +208,7 @@ pub fn checks(cfg: &Config, host: &Host, n: u64, local_bench: bool, sources: u64
 pub fn configured_cap(cfg: &Config, n: u64) -> Check {
     let cap = cfg.server.max_connections as u64;
     if cap >= n {
-        check(
-            "server.max_connections",
-            Ok,
-            format!("{cap} ≥ {n}"),
-            None,
-        )
+        check("server.max_connections", Ok, format!("{cap} ≥ {n}"), None)
     } else {
         check(
             "server.max_connections",

@@ -88,6 +88,26 @@ pub fn reserve_port(addr: SocketAddr) -> io::Result<(Socket, SocketAddr)> {
     Ok((s, bound))
 }
 
+/// Refuses an address another process already serves. Shards bind with `SO_REUSEPORT`, so a
+/// second server on the same address would otherwise start beside the first and split its
+/// clients; a bind without it fails while anyone listens there (TIME_WAIT leftovers do not
+/// count, thanks to `SO_REUSEADDR`). The probe is closed before the shards bind.
+pub fn probe_free(addr: SocketAddr) -> Result<(), String> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+        .map_err(|e| format!("socket for {addr}: {e}"))?;
+    let _ = s.set_reuse_address(true);
+    match s.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(format!(
+            "{addr} is already in use by another process (another ringcast?): stop it, or listen elsewhere with --listen or [server] listen"
+        )),
+        Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => Err(format!(
+            "{addr} is not an address of this host: use one it has (127.0.0.1, 0.0.0.0, …)"
+        )),
+        Err(e) => Err(format!("cannot bind {addr}: {e}")),
+    }
+}
+
 /// One shard's listening socket on the shared port.
 pub fn listener(addr: SocketAddr) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;

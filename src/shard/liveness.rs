@@ -203,3 +203,24 @@ impl Core {
             .to_string()
     }
 }
+
+impl Core {
+    /// Logs a refusal (an authentication failure, a 401/403), at most once a second per shard,
+    /// with the peer's address when the shard knows it.
+    pub(super) fn log_refusal(&mut self, key: u32, why: &str) {
+        let now = self.wheel.now();
+        if now < self.refusals_quiet_until {
+            self.refusals_suppressed += 1;
+            return;
+        }
+        self.refusals_quiet_until = now + 10;
+        let peer = self.peers.get(&key).map(|ip| ip.to_string());
+        let more = std::mem::take(&mut self.refusals_suppressed);
+        tracing::warn!(
+            shard = self.id,
+            peer = peer.as_deref().unwrap_or("?"),
+            suppressed = more,
+            "{why}"
+        );
+    }
+}

@@ -114,6 +114,10 @@ pub struct Core {
     /// Sessions whose token expires, soonest first: (Unix seconds, key, epoch). Kept off the
     /// timer wheel, so a token valid for days costs one heap entry and no wheel turns.
     expiries: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u32, u32)>>,
+    /// Refusals are logged at most once a second per shard; the rest are counted here and
+    /// reported with the next line.
+    refusals_quiet_until: u64,
+    refusals_suppressed: u64,
     ctx: Arc<Context>,
     stats: Arc<Stats>,
     per_ip: Arc<PerIp>,
@@ -152,6 +156,8 @@ impl Core {
             shards: cfg.shards.max(1),
             polling: sockjs::Polling::default(),
             expiries: std::collections::BinaryHeap::new(),
+            refusals_quiet_until: 0,
+            refusals_suppressed: 0,
             ctx: cfg.ctx,
             stats: cfg.stats,
             per_ip: cfg.per_ip,
@@ -461,6 +467,7 @@ impl Core {
                     .push(Op::Publish(Publish::new(dest, body, headers))),
                 Action::Exchange(req) => self.exchange(key, req),
                 Action::Ask(act, topic) => self.ask(key, act, topic),
+                Action::Refused(why) => self.log_refusal(key, &why),
                 Action::Close
                     if self.conns[key as usize].session.wrapping() == Wrapping::SockjsHttp =>
                 {

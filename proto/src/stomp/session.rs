@@ -44,6 +44,8 @@ pub enum Output {
     Ask(Act, String),
     /// The session's token was replaced (`/app/refresh`): its expiry moved.
     Refreshed,
+    /// A refusal worth an operator's eye (an authentication failure), in words.
+    Refused(String),
     /// The session is over: close the connection with this code (after what came before).
     Close(u16, &'static str),
 }
@@ -520,6 +522,10 @@ impl Session {
     }
 
     fn auth_fail(&mut self, reason: &str, out: &mut impl Sink) {
+        out.put(Output::Refused(format!(
+            "STOMP session refused in project {}: {reason}",
+            self.project
+        )));
         let mut f = Frame::new(Command::Error)
             .header("message", AUTH_FAIL)
             .header("content-type", "text/plain");
