@@ -393,6 +393,7 @@ mod tests {
             hub: Arc::new(hub),
             stats: Arc::new(Stats::new(1)),
             cluster: None,
+            projects: std::sync::RwLock::new(None),
         };
         let req = |m: &str, p: &str, b: &str| Request {
             method: m.into(),
