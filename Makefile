@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/ringcast
 
-.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke c1m-netns cluster-demo cluster-bench spring-demo peers compare compare-smoke
+.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke c1m-netns cluster-demo cluster-bench spring-demo install uninstall deb peers compare compare-smoke
 
 build:
 	$(CARGO) build --release --workspace
@@ -76,6 +76,18 @@ compare-smoke: peers
 ## Three nodes (8081-8083) on a private redis-server, with a small bench across them.
 cluster-demo: build
 	./scripts/cluster.sh demo
+
+## Install (as root): binary, /etc/ringcast/ringcast.toml, systemd unit, sysctl and limits,
+## the ringcast user. DESTDIR=… stages it elsewhere; PURGE=1 make uninstall also drops the config.
+install: build
+	./scripts/install.sh install
+
+uninstall:
+	./scripts/install.sh uninstall
+
+## A Debian package (cargo-deb) with the same unit, sysctl drop-in and limits.
+deb: build
+	cargo deb --no-build --no-strip
 
 ## The seed's browser page (sockjs-client + stomp.js 2.3.3) against ringcast: open the URL it prints.
 spring-demo: build
