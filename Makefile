@@ -87,7 +87,9 @@ uninstall:
 
 ## A Debian package (cargo-deb) with the same unit, sysctl drop-in and limits.
 deb: build
-	cargo deb --no-build --no-strip
+	mkdir -p target/deb
+	sed 's|/usr/local/bin/ringcast|/usr/bin/ringcast|' tuning/ringcast.service > target/deb/ringcast.service
+	cargo deb --no-build --no-strip -p ringcast
 
 ## The seed's browser page (sockjs-client + stomp.js 2.3.3) against ringcast: open the URL it prints.
 spring-demo: build

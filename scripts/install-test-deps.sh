@@ -15,10 +15,17 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v nats-server >/dev/null || need_apt+=(nats-server)
 command -v chromium >/dev/null || need_apt+=(chromium)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v dpkg-deb >/dev/null || need_apt+=(dpkg)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing with apt: ${need_apt[*]}"
   apt-get update -qq </dev/null
   apt-get install -y -qq "${need_apt[@]}" </dev/null >/dev/null
+fi
+
+if ! command -v cargo-deb >/dev/null && ! cargo deb --version >/dev/null 2>&1; then
+  echo "installing cargo-deb (for make deb)"
+  cargo install --quiet --locked cargo-deb </dev/null
 fi
 
 if ! python3 -c 'import websockets, pytest, jwt, cryptography, nats, stomp' 2>/dev/null; then

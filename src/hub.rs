@@ -522,6 +522,13 @@ impl Subscriptions {
     pub fn destinations(&self) -> usize {
         self.ids.len()
     }
+
+    /// The destination an id stands for.
+    pub fn dest_of(&self, id: DestId) -> Option<Dest> {
+        self.members
+            .get(id as usize)
+            .and_then(|(key, _)| Dest::from_key(key))
+    }
 }
 
 #[cfg(test)]

@@ -88,9 +88,12 @@ struct StatsArgs {
 
 #[derive(Args)]
 struct Doctor {
-    /// Connections to plan for (default: the config's max_connections).
-    #[arg(long)]
+    /// Connections to plan for: 1000000, 1M, 250k (default: the config's max_connections).
+    #[arg(long, value_parser = parse_count)]
     connections: Option<u64>,
+    /// Print the checks as JSON instead of lines.
+    #[arg(long)]
+    json: bool,
     /// The load generator runs on this host too (both socket ends, ports per source address).
     #[arg(long)]
     local_bench: bool,
@@ -101,8 +104,10 @@ struct Doctor {
 
 #[derive(Args)]
 struct Token {
+    /// The user the token names (in the configured user claim).
     #[arg(long)]
     user: String,
+    /// The project whose key signs it.
     #[arg(long, default_value = "default")]
     project: String,
     /// Lifetime: 90, 45s, 30m, 1h, 7d.
@@ -122,16 +127,17 @@ struct Serve {
     /// Reactor shards (0 = one per core; raised to what --max-connections needs).
     #[arg(long, env = "RINGCAST_SHARDS")]
     shards: Option<usize>,
+    /// Connections the server accepts at most (beyond it: 503); also sizes the shard plan.
     #[arg(long, env = "RINGCAST_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
     /// Accept anonymous sessions (loudly warned about).
-    #[arg(long, env = "RINGCAST_NO_AUTH")]
+    #[arg(long, env = "RINGCAST_NO_AUTH", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0, default_missing_value = "true")]
     no_auth: bool,
     /// Serve the echo endpoint (/echo), for conformance testing.
-    #[arg(long, env = "RINGCAST_ECHO")]
+    #[arg(long, env = "RINGCAST_ECHO", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0, default_missing_value = "true")]
     echo: bool,
     /// Force the single-shot io_uring path that pre-6.0 kernels get.
-    #[arg(long, env = "RINGCAST_IO_COMPAT")]
+    #[arg(long, env = "RINGCAST_IO_COMPAT", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0, default_missing_value = "true")]
     io_compat: bool,
     /// Redis URL for clustering.
     #[arg(long, env = "RINGCAST_REDIS")]
@@ -150,12 +156,16 @@ struct Serve {
 
 #[derive(Args)]
 struct Push {
+    /// Publish to /topic/NAME: every session subscribed to it.
     #[arg(long, conflicts_with_all = ["user", "queue"])]
     topic: Option<String>,
+    /// Publish to this user's sessions (with --queue).
     #[arg(long, requires = "queue")]
     user: Option<String>,
+    /// The user's queue: sessions subscribed to /user/queue/NAME.
     #[arg(long, requires = "user")]
     queue: Option<String>,
+    /// The project (tenant) the destination lives in.
     #[arg(long, default_value = "default")]
     project: String,
     /// Print the admin API's JSON answer instead of a sentence.
@@ -165,7 +175,38 @@ struct Push {
     body: String,
 }
 
+/// `1000000`, `1_000_000`, `1M`, `250k`.
+fn parse_count(s: &str) -> Result<u64, String> {
+    let t = s.trim().replace('_', "");
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1_000),
+        Some((i, 'm' | 'M')) => (&t[..i], 1_000_000),
+        _ => (t.as_str(), 1),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a count: use e.g. 1000000, 1M or 250k"))?;
+    if !(n >= 0.0 && n.is_finite()) {
+        return Err(format!("{s:?} is not a count"));
+    }
+    Ok((n * mult as f64).round() as u64)
+}
+
 fn main() -> ExitCode {
+    // `ringcast stats | head`: a closed pipe ends the command quietly, as for any Unix tool.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     let cli = Cli::parse();
     init_logs(cli.common.log_format);
     match run(cli) {
@@ -237,7 +278,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let cfg = Config::load(common.config.as_deref(), &Overrides::default())?;
             let n = d.connections.unwrap_or(cfg.server.max_connections as u64);
             let from_file = common.config.is_some();
-            if cli::doctor::run(&cfg, from_file, n, d.local_bench, d.sources) {
+            if cli::doctor::run(&cfg, from_file, n, d.local_bench, d.sources, d.json) {
                 Ok(())
             } else {
                 Err(format!("this host cannot hold {n} connections yet"))

@@ -69,6 +69,19 @@ impl Default for Sockjs {
     }
 }
 
+/// An `IP:PORT` to listen on; a bare port gets the address it probably meant.
+fn check_addr(what: &str, v: &str) -> Result<(), String> {
+    match v.parse::<std::net::SocketAddr>() {
+        Ok(_) => Ok(()),
+        Err(_) if v.parse::<u16>().is_ok() => Err(format!(
+            "{what} {v:?} is a port without an address: use 127.0.0.1:{v} (this host only) or 0.0.0.0:{v} (every interface)"
+        )),
+        Err(e) => Err(format!(
+            "{what} {v:?}: {e}: use IP:PORT, e.g. 127.0.0.1:8080"
+        )),
+    }
+}
+
 /// `[[ingest.redis_stream]]`, ...: consumers that take publishes (in the `/publish` JSON shape)
 /// from a broker, at least once.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -616,10 +629,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        self.server
-            .listen
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| format!("server.listen {:?}: {e}", self.server.listen))?;
+        check_addr("server.listen (--listen)", &self.server.listen)?;
         let rb = self.server.read_buffers;
         if rb != 0 && (!rb.is_power_of_two() || rb > 32768) {
             return Err("server.read_buffers must be 0 (auto) or a power of two ≤ 32768".into());
@@ -661,8 +671,7 @@ impl Config {
             }
         }
         if let Some(l) = &self.api.listen {
-            l.parse::<std::net::SocketAddr>()
-                .map_err(|e| format!("api.listen {l:?}: {e}"))?;
+            check_addr("api.listen (--api)", l)?;
         }
         for (name, k) in &self.api.keys {
             if k.key.is_some() == k.key_file.is_some() {

@@ -512,13 +512,37 @@ fn io_uring(host: &Host, _: &Need) -> Option<Check> {
 /// Prints the report; returns whether `n` connections can be reached.
 /// `from_file`: the configuration came from a file, so its `max_connections` is the
 /// operator's and is checked too.
-pub fn run(cfg: &Config, from_file: bool, n: u64, local_bench: bool, sources: u64) -> bool {
+pub fn run(
+    cfg: &Config,
+    from_file: bool,
+    n: u64,
+    local_bench: bool,
+    sources: u64,
+    json: bool,
+) -> bool {
     let host = Host::probe();
-    println!("ringcast doctor: this host against {n} connections");
     let mut all = checks(cfg, &host, n, local_bench, sources);
     if from_file {
         all.insert(0, configured_cap(cfg, n));
     }
+    let blocked = all.iter().filter(|c| c.verdict == Verdict::Fix).count();
+    if json {
+        let checks: Vec<serde_json::Value> = all
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "wall": c.wall,
+                    "verdict": match c.verdict { Ok => "ok", Warn => "warn", Fix => "fix" },
+                    "detail": c.detail,
+                    "fix": c.fix,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({"connections": n, "ok": blocked == 0, "checks": checks});
+        println!("{v:#}");
+        return blocked == 0;
+    }
+    println!("ringcast doctor: this host against {n} connections");
     for c in &all {
         let tag = match c.verdict {
             Verdict::Ok => "[ OK ]",
@@ -532,7 +556,6 @@ pub fn run(cfg: &Config, from_file: bool, n: u64, local_bench: bool, sources: u6
             println!("       {:<30} → {f}", "");
         }
     }
-    let blocked = all.iter().filter(|c| c.verdict == Verdict::Fix).count();
     if blocked == 0 {
         println!(
             "OK: nothing stands between this host and {n} connections (`make tune` applies every fix)."

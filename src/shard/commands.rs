@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::{Core, Op, ticks};
 use crate::endpoint::{Context, Mode, Wrapping};
-use crate::hub::{Command, Publish, SessionInfo, SubscriptionInfo};
+use crate::hub::{Command, Dest, Publish, SessionInfo, SubscriptionInfo};
 use crate::stomp::frame::{Command as StompCommand, Frame as StompFrame, SERVER_HEADERS};
 use crate::ws::CloseError;
 
@@ -88,7 +88,18 @@ impl Core {
                             destination: d.to_string(),
                         })
                         .collect(),
-                    _ => Vec::new(),
+                    // A raw session's topics, as it named them in its URL.
+                    _ => c
+                        .subs
+                        .iter()
+                        .filter_map(|&id| match self.subs.dest_of(id)? {
+                            Dest::Topic { topic, .. } => Some(SubscriptionInfo {
+                                id: format!("topic={topic}"),
+                                destination: format!("/topic/{topic}"),
+                            }),
+                            Dest::User { .. } => None,
+                        })
+                        .collect(),
                 };
                 Some(SessionInfo {
                     id: k as u32,

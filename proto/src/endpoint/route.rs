@@ -290,6 +290,23 @@ fn stomp_endpoint(req: &Request, ctx: &Context, sockjs: bool) -> Result<Route, R
         .iter()
         .find(|p| req.protocols.iter().any(|o| o == *p))
         .copied();
+    if offered.is_none() && !sockjs {
+        // Without a subprotocol a URL's query is all a raw client says: a misspelt parameter
+        // must not quietly give a session with no subscriptions.
+        const RAW_PARAMS: [&str; 4] = ["topic", "project", "projectId", "token"];
+        if let Some((k, _)) = req
+            .query
+            .iter()
+            .find(|(k, _)| !RAW_PARAMS.contains(&k.as_str()))
+        {
+            return Err(Reject::new(
+                400,
+                format!(
+                    "unknown query parameter {k:?}: a raw-mode URL takes topic (repeatable), project and token"
+                ),
+            ));
+        }
+    }
     if offered.is_some() || sockjs || req.query_all("topic").next().is_none() {
         // STOMP authenticates at CONNECT; a handshake token is kept for then.
         return upgrade(

@@ -1,0 +1,116 @@
+"""Operator experience (issue #22): a second server on a served address is refused, logs carry
+no colour codes off a terminal, --check-config fails early with the reason (key files relative
+to the config file), a push to an unconfigured project says so, and `make install` / `make deb`
+lay out the files `make tune` uses, with a unit systemd accepts."""
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+
+from conftest import BIN, ROOT, free_port
+
+
+def run(*args, **kw):
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_a_second_server_on_the_same_address_is_refused(make_server):
+    first = make_server("--no-auth")
+    d = tempfile.mkdtemp()
+    r = run(BIN, "serve", "--no-auth", "--listen", f"127.0.0.1:{first.port}",
+            "--admin-socket", os.path.join(d, "admin.sock"))
+    assert r.returncode != 0
+    assert f"127.0.0.1:{first.port} is already in use by another process" in r.stderr
+    # One line says it, not one per shard.
+    assert r.stderr.count("already in use") == 1, r.stderr
+    assert first.proc.poll() is None
+
+
+def test_no_colour_codes_when_the_log_is_not_a_terminal(make_server):
+    s = make_server("--no-auth")
+    out = s.output()
+    assert "listening on ws://" in out and "auth OFF" in out
+    assert "\x1b[" not in out
+    assert "remove --no-auth" not in out
+
+
+def test_json_logs(make_server):
+    s = make_server("--no-auth", "--log-format", "json")
+    import json
+    lines = [json.loads(line) for line in s.output().splitlines() if line.strip()]
+    assert any("listening on ws://" in l["fields"]["message"] for l in lines), lines
+
+
+def test_check_config_fails_early_and_key_files_are_relative_to_it():
+    d = tempfile.mkdtemp()
+    cfg = os.path.join(d, "ringcast.toml")
+    with open(cfg, "w") as f:
+        f.write('[projects.p]\njwt_alg = "RS256"\njwt_public_key = "keys/p.pub.pem"\n')
+    r = run(BIN, "serve", "--config", cfg, "--check-config", cwd="/")
+    assert r.returncode != 0 and os.path.join(d, "keys/p.pub.pem") in r.stderr, r.stderr
+    with open(cfg, "w") as f:
+        f.write('[projects.p]\njwt_alg = "HS512"\njwt_secret = "x"\n')
+    r = run(BIN, "serve", "--config", cfg, "--check-config")
+    assert r.returncode != 0 and "use HS256, RS256 or ES256" in r.stderr, r.stderr
+    with open(cfg, "w") as f:
+        f.write('[projects.p]\njwt_secret = "a-good-long-secret-0123456789"\n')
+    r = run(BIN, "serve", "--config", cfg, "--check-config")
+    assert r.returncode == 0 and "configuration OK: 1 project(s), auth on" in r.stdout
+    r = run(BIN, "serve", "--config", cfg, "--print-config")
+    assert "a-good-long-secret" not in r.stdout
+
+
+def test_pushing_to_an_unconfigured_project_says_so(make_server):
+    s = make_server(config='[projects.p]\njwt_secret = "a-good-long-secret-0123456789"\n')
+    r = s.cli("push", "--project", "nope", "--topic", "t", "x", check=False)
+    assert r.returncode != 0
+    assert 'project "nope" is not configured here' in r.stderr
+    assert s.cli("push", "--project", "p", "--topic", "t", "x").returncode == 0
+
+
+def test_make_install_into_a_destdir_gives_a_unit_systemd_accepts():
+    dest = tempfile.mkdtemp()
+    r = run("make", "-s", "install", f"DESTDIR={dest}", cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    for f in ["usr/local/bin/ringcast", "etc/ringcast/ringcast.toml",
+              "etc/systemd/system/ringcast.service", "etc/sysctl.d/99-ringcast.conf",
+              "etc/security/limits.d/ringcast.conf"]:
+        assert os.path.isfile(os.path.join(dest, f)), f
+    # The example configuration starts as it is.
+    r = run(BIN, "serve", "--config", os.path.join(dest, "etc/ringcast/ringcast.toml"), "--check-config")
+    assert r.returncode == 0, r.stderr
+    # systemd-analyze checks the unit, its binary included (pointed at the staged one).
+    unit_dir = tempfile.mkdtemp()
+    with open(os.path.join(dest, "etc/systemd/system/ringcast.service")) as f:
+        unit = f.read().replace("/usr/local/bin/ringcast", os.path.join(dest, "usr/local/bin/ringcast"))
+    with open(os.path.join(unit_dir, "ringcast.service"), "w") as f:
+        f.write(unit)
+    r = run("systemd-analyze", "verify", os.path.join(unit_dir, "ringcast.service"))
+    assert r.returncode == 0, r.stderr
+    r = run("make", "-s", "uninstall", f"DESTDIR={dest}", cwd=ROOT)
+    assert r.returncode == 0 and not os.path.exists(os.path.join(dest, "usr/local/bin/ringcast"))
+    assert os.path.isfile(os.path.join(dest, "etc/ringcast/ringcast.toml"))  # kept without PURGE
+
+
+def test_cargo_deb_packages_what_make_tune_installs():
+    for old in glob.glob(os.path.join(ROOT, "target/debian/*.deb")):
+        os.remove(old)
+    r = run("make", "-s", "deb", cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    [deb] = glob.glob(os.path.join(ROOT, "target/debian/ringcast_*.deb"))
+    listing = run("dpkg", "-c", deb).stdout
+    for f in ["./usr/bin/ringcast", "./lib/systemd/system/ringcast.service",
+              "./etc/sysctl.d/99-ringcast.conf", "./etc/security/limits.d/ringcast.conf",
+              "./etc/ringcast/ringcast.toml"]:
+        assert f in listing, listing
+    work = tempfile.mkdtemp()
+    run("dpkg-deb", "-x", deb, work)
+    for f in ["etc/sysctl.d/99-ringcast.conf", "etc/security/limits.d/ringcast.conf"]:
+        with open(os.path.join(work, f)) as a, open(os.path.join(ROOT, "tuning", f.split("/")[-1]
+                                                        if "sysctl" in f else "limits.d/ringcast.conf")) as b:
+            assert a.read() == b.read(), f
+    with open(os.path.join(work, "lib/systemd/system/ringcast.service")) as f:
+        assert "ExecStart=/usr/bin/ringcast serve" in f.read()
+    assert run("dpkg-deb", "-I", deb).stdout.count("postinst") >= 1
+    shutil.rmtree(work)
