@@ -46,6 +46,9 @@ macro_rules! counters {
 /// `GET /stats`: the totals, process facts, each shard, and the cluster link if any.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Snapshot {
+    /// Publishes accepted through the admin socket, the network API and ingest (each once,
+    /// however many shards it reached; `fanouts` counts per shard).
+    pub publishes: u64,
     #[serde(flatten)]
     pub total: Counters,
     pub uptime_s: u64,
@@ -84,7 +87,7 @@ counters! {
     connect_timeouts: "STOMP sessions closed because no CONNECT came in time after the upgrade",
     ping_timeouts: "raw sessions closed because they answered no ping",
     accept_errors: "accept failures (e.g. the fd table is full)",
-    publishes: "publishes fanned out by this shard",
+    fanouts: "publishes this shard fanned out to its subscribers (a publish reaching subscribers on three shards counts once in each)",
     sockjs_sessions: "SockJS sessions over HTTP (xhr, xhr-streaming, eventsource) this shard owns (gauge)",
     sockjs_expired: "SockJS sessions over HTTP closed because no request came for them in time",
     token_expired: "sessions closed because their token expired (not refreshed in time)",
@@ -245,6 +248,7 @@ impl Stats {
             total += s.counters;
         }
         Snapshot {
+            publishes: self.publish_latency.count.load(Relaxed),
             total,
             uptime_s: now_ms().saturating_sub(self.started_ms) / 1000,
             pid: std::process::id(),

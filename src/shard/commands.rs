@@ -19,7 +19,7 @@ impl Core {
             Command::Publish { msg, reply } => {
                 let reached = self.fan_out(&msg);
                 let st = &self.stats.shards[self.id];
-                st.publishes.fetch_add(1, Relaxed);
+                st.fanouts.fetch_add(1, Relaxed);
                 st.messages_out.fetch_add(reached as u64, Relaxed);
                 if let Some(reply) = reply {
                     let _ = reply.send(reached);

@@ -114,3 +114,36 @@ def test_cargo_deb_packages_what_make_tune_installs():
         assert "ExecStart=/usr/bin/ringcast serve" in f.read()
     assert run("dpkg-deb", "-I", deb).stdout.count("postinst") >= 1
     shutil.rmtree(work)
+
+
+def keys_by_table(text):
+    keys, table = set(), ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            parts = line.strip("[]").split(".")
+            table = parts[0]
+            if line.startswith("[[") and len(parts) > 1:
+                keys.add((table, parts[1]))  # an array of tables: `redis_stream = []` when empty
+        elif "=" in line and not line.startswith("#"):
+            keys.add((table, line.split("=")[0].strip()))
+    return keys
+
+
+def test_the_configuration_reference_has_every_key():
+    with open(os.path.join(ROOT, "docs", "ringcast.toml")) as f:
+        documented = keys_by_table(f.read())
+    printed = keys_by_table(run(BIN, "serve", "--print-config").stdout)
+    assert printed - documented == set(), printed - documented
+    # And the example tables (projects, API keys, ingest) are what the server prints for them.
+    r = run(BIN, "serve", "--config", os.path.join(ROOT, "docs", "ringcast.toml"), "--print-config")
+    assert r.returncode == 0, r.stderr
+    assert keys_by_table(r.stdout) == documented
+
+
+def test_stats_count_a_publish_once(make_server):
+    s = make_server("--no-auth", "--shards", "4")
+    s.push("t", "x")
+    st = s.stats()
+    assert st["publishes"] == 1
+    assert all("fanouts" in sh for sh in st["shards"])

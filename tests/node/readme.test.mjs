@@ -1,0 +1,43 @@
+// The README's STOMP client snippet runs as it is on this Node (with `ws` imported), against a
+// real server: it connects with a token and prints what its user is sent.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { spawn, execFileSync } from 'node:child_process';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startServer } from './harness.mjs';
+import { authConfig, token } from './stomp-helpers.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+test("README's STOMP snippet connects and prints a user push", { timeout: 30000 }, async () => {
+  const readme = readFileSync(join(here, '..', '..', 'README.md'), 'utf8');
+  const snippet = [...readme.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1])
+    .find((s) => s.includes("from '@stomp/stompjs'"));
+  assert.ok(snippet, 'README has a runnable @stomp/stompjs snippet');
+  const cfg = authConfig('\n[projects.demo]\njwt_secret = "readme-demo-secret-0123456789"\n');
+  const s = await startServer(['--config', cfg]);
+  const file = join(here, 'readme-snippet.tmp.mjs');
+  writeFileSync(file, snippet.replace('ws://127.0.0.1:8080', s.url));
+  const child = spawn(process.execPath, [file], { env: { ...process.env, TOKEN: token(cfg, 'demo', 'alice') } });
+  let out = '';
+  child.stdout.on('data', (d) => { out += d; });
+  try {
+    // The snippet subscribes once connected: publish until its session is there.
+    let reached = 0;
+    for (let i = 0; i < 100 && reached === 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      reached = JSON.parse(execFileSync('curl', ['-s', '--unix-socket', s.sock, 'http://x/publish', '-d',
+        JSON.stringify({ project: 'demo', user: 'alice', destination: '/queue/notice', body: 'hi alice' })],
+        { encoding: 'utf8' })).sessions;
+    }
+    assert.equal(reached, 1);
+    for (let i = 0; i < 50 && !out.includes('hi alice'); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.match(out, /hi alice/);
+  } finally {
+    child.kill();
+    rmSync(file, { force: true });
+    await s.stop();
+  }
+});
