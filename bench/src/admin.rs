@@ -11,6 +11,34 @@ pub(crate) fn server_stats(sock: &std::path::Path) -> Result<Value, String> {
 }
 
 /// Publishes `body` to `/topic/TOPIC` of `project` through a ringcast admin socket.
+/// Publishes to users `bench-I` (one item per (I, body)), all in one request.
+pub(crate) fn admin_publish_users(
+    sock: &std::path::Path,
+    project: &str,
+    items: &[(usize, String)],
+) -> Result<(), String> {
+    let all: Vec<serde_json::Value> = items
+        .iter()
+        .map(|(i, body)| {
+            json!({"project": project, "user": format!("bench-{i}"), "destination": "/queue/bench", "body": body})
+        })
+        .collect();
+    let req = if all.len() == 1 {
+        all[0].to_string()
+    } else {
+        serde_json::Value::Array(all).to_string()
+    };
+    let (status, resp) = ringcast::admin::request(sock, "POST", "/publish", Some(req.as_bytes()))?;
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(format!(
+            "publish: HTTP {status}: {}",
+            String::from_utf8_lossy(&resp)
+        ))
+    }
+}
+
 pub(crate) fn admin_publish(
     sock: &std::path::Path,
     project: &str,

@@ -278,7 +278,7 @@ fn measure(name: &str, load: &Load) -> Result<Value, String> {
         &[r.ws],
         "cmp",
         raw_proto(&target, load),
-        &publish,
+        (&publish, None),
         &rss,
         &cpu,
     );
@@ -300,6 +300,8 @@ fn load(a: &Args, connections: usize, sustained: bool) -> Load {
         topics: if sustained { a.topics } else { 1 },
         rate: if sustained { a.rate } else { 0 },
         duration: a.duration,
+        unicast: false,
+        batch: 1,
         json: None,
     }
 }

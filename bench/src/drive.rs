@@ -52,10 +52,13 @@ pub(crate) fn ringcast_run(
                 let connect = format!(
                     "CONNECT\naccept-version:1.2\nhost:bench\n{who}\nprojectId:{project}\nheart-beat:{heartbeat_ms},{heartbeat_ms}\n\n\0"
                 );
-                let subscribe = format!(
-                    "SUBSCRIBE\nid:sub-0\ndestination:/topic/{}\nreceipt:s\n\n\0",
-                    l.topic_of(&topic, i)
-                );
+                let destination = if l.unicast {
+                    "/user/queue/bench".to_string()
+                } else {
+                    format!("/topic/{}", l.topic_of(&topic, i))
+                };
+                let subscribe =
+                    format!("SUBSCRIBE\nid:sub-0\ndestination:{destination}\nreceipt:s\n\n\0");
                 let wrap = |f: &str| {
                     if sockjs {
                         ringcast::sockjs::messages([f.as_bytes()])[1..].to_vec()
@@ -103,7 +106,18 @@ pub(crate) fn ringcast_run(
         |topic: &str, body: &str| admin_publish(&server.admin_socket[0], &project, topic, body);
     let cpu = move || pids.iter().map(|&p| pid_cpu_s(p)).sum::<Option<f64>>();
     let addrs: Vec<SocketAddr> = targets.iter().map(|t| t.addr).collect();
-    let mut v = drive(load, &addrs, &target.topic, proto, &publish, &rss, &cpu)?;
+    let unicast = |items: &[(usize, String)]| {
+        admin_publish_users(&server.admin_socket[0], &target.project, items)
+    };
+    let mut v = drive(
+        load,
+        &addrs,
+        &target.topic,
+        proto,
+        (&publish, Some(&unicast)),
+        &rss,
+        &cpu,
+    )?;
     if let Ok(stats) = server_stats(&server.admin_socket[0]) {
         v["server_shards"] = stats["shard_count"].clone();
         v["server_dropped"] = stats["dropped"].clone();
@@ -143,7 +157,15 @@ pub(crate) fn floor_measure(listen: SocketAddr, load: &Load) -> Result<Value, St
         project: "floor".into(),
     };
     let proto = raw_proto(&target, load);
-    let v = drive(load, &[addr], "floor", proto, &publish, &|| None, &|| None);
+    let v = drive(
+        load,
+        &[addr],
+        "floor",
+        proto,
+        (&publish, None),
+        &|| None,
+        &|| None,
+    );
     server.stop();
     let mut v = v?;
     v["server_shards"] = json!(shards);
@@ -165,7 +187,7 @@ pub(crate) fn drive(
     targets: &[SocketAddr],
     topic: &str,
     proto: client::Proto,
-    publish: &(dyn Fn(&str, &str) -> Result<(), String> + Sync),
+    (publish, unicast): (&PublishFn<'_>, Option<&UnicastFn<'_>>),
     server_rss: &dyn Fn() -> Option<u64>,
     server_cpu: &dyn Fn() -> Option<f64>,
 ) -> Result<Value, String> {
@@ -300,7 +322,10 @@ pub(crate) fn drive(
     };
     let push_cpu = share(push_start);
     let sustained = if a.rate > 0 {
-        let s = sustain(a, topic, connected, (&shared, epoch), publish, server_cpu)?;
+        let s = match unicast {
+            Some(u) if a.unicast => sustain_unicast(a, connected, (&shared, epoch), u, server_cpu)?,
+            _ => sustain(a, topic, connected, (&shared, epoch), publish, server_cpu)?,
+        };
         all_delivered &= s["delivered"] == s["expected"];
         Some(s)
     } else {
@@ -382,6 +407,98 @@ pub(crate) fn drive(
         "missed_heartbeats": missed,
         "closed_by_server": shared.closed.load(Relaxed),
         "sustained": sustained,
+    }))
+}
+
+/// Publishes to topics: (topic, body).
+pub(crate) type PublishFn<'a> = dyn Fn(&str, &str) -> Result<(), String> + Sync + 'a;
+/// Publishes to users, many per request: (connection index, body), for user `bench-I`.
+pub(crate) type UnicastFn<'a> = dyn Fn(&[(usize, String)]) -> Result<(), String> + Sync + 'a;
+
+/// `a.rate` publishes per second for `a.duration` seconds, each to one random user of the
+/// `connected` sessions (user `bench-I` is connection I), `a.batch` per request, each body
+/// stamped with its send time; then waits for every delivery.
+pub(crate) fn sustain_unicast(
+    a: &Load,
+    connected: u64,
+    (shared, epoch): (&client::Shared, Instant),
+    publish: &UnicastFn<'_>,
+    server_cpu: &dyn Fn() -> Option<f64>,
+) -> Result<Value, String> {
+    let received_before = shared.received.load(Relaxed);
+    let cpu_before = server_cpu();
+    let start = Instant::now();
+    let batch = a.batch.max(1) as u64;
+    let requests = (u64::from(a.rate) * a.duration).div_ceil(batch);
+    let users = a.connections.min(connected as usize).max(1);
+    eprintln!(
+        "sustained unicast: {} publishes/s to random users of {users}, {batch} per request, for {} s",
+        a.rate, a.duration
+    );
+    const PUBLISHERS: u64 = 4;
+    let sent: Vec<Result<u64, String>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..PUBLISHERS)
+            .map(|w| {
+                scope.spawn(move || -> Result<u64, String> {
+                    // xorshift: cheap, and each publisher its own sequence.
+                    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (w + 1);
+                    let mut sent = 0;
+                    let mut items = Vec::with_capacity(batch as usize);
+                    for r in (w..requests).step_by(PUBLISHERS as usize) {
+                        let due = start
+                            + Duration::from_secs_f64((r * batch) as f64 / f64::from(a.rate));
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        items.clear();
+                        for _ in 0..batch {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            let mut body = format!("{} ", epoch.elapsed().as_nanos());
+                            while body.len() < a.size {
+                                body.push('x');
+                            }
+                            items.push(((x % users as u64) as usize, body));
+                        }
+                        publish(&items)?;
+                        sent += batch;
+                    }
+                    Ok(sent)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a publisher panicked".into())))
+            .collect()
+    });
+    let mut total = 0;
+    for s in sent {
+        total += s?;
+    }
+    let publish_s = start.elapsed().as_secs_f64();
+    let cpu_s = match (cpu_before, server_cpu()) {
+        (Some(b), Some(e)) => Some(e - b),
+        _ => None,
+    };
+    let deadline = Instant::now() + Duration::from_secs(a.timeout);
+    while shared.received.load(Relaxed) - received_before < total && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let all_s = start.elapsed().as_secs_f64();
+    let delivered = shared.received.load(Relaxed) - received_before;
+    eprintln!(
+        "sustained unicast: {total} publishes in {publish_s:.1} s ({:.0}/s), {delivered}/{total} delivered ({:.0}/s until the last), server CPU {}",
+        total as f64 / publish_s,
+        delivered as f64 / all_s,
+        cpu_s.map_or("not measured".into(), |c| format!("{c:.1} s"))
+    );
+    Ok(json!({
+        "rate_target": a.rate, "publishes": total, "publish_seconds": publish_s,
+        "rate_achieved": total as f64 / publish_s, "batch": batch, "unicast_users": users,
+        "expected": total, "delivered": delivered, "deliveries_per_second": delivered as f64 / all_s,
+        "server_cpu_seconds": cpu_s,
     }))
 }
 

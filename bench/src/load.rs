@@ -48,6 +48,13 @@ pub(crate) struct Load {
     pub(crate) rate: u32,
     #[arg(long, default_value_t = 30)]
     pub(crate) duration: u64,
+    /// STOMP only: every session (user `bench-I`) subscribes to its own `/user/queue/bench`,
+    /// and the sustained publishes go each to one random user instead of round-robin topics.
+    #[arg(long)]
+    pub(crate) unicast: bool,
+    /// Sustained publishes per admin request (a JSON array when above 1).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) batch: usize,
     /// Write the results as JSON here.
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,

@@ -166,20 +166,36 @@ impl Api {
         self.publish_batch(items.into_iter(), caller)
     }
 
+    /// A batch: the valid items go to the shards together (`Hub::publish_many`), each item
+    /// answered in place, the invalid ones with their error.
     fn publish_batch<'a>(
         &self,
         items: impl Iterator<Item = &'a [u8]>,
         caller: &Caller,
     ) -> Response {
-        let results: Vec<serde_json::Value> = items
-            .map(|item| match self.publish_json(item, caller) {
-                Ok(v) => v,
-                Err(r) => {
-                    let mut v: serde_json::Value =
-                        serde_json::from_slice(&r.body).unwrap_or_else(|_| json!({}));
-                    v["status"] = json!(r.status);
-                    v
-                }
+        let error = |r: Response| {
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&r.body).unwrap_or_else(|_| json!({}));
+            v["status"] = json!(r.status);
+            v
+        };
+        let mut msgs = Vec::new();
+        let checked: Vec<Result<(), Response>> = items
+            .map(|item| self.prepare(item, caller).map(|m| msgs.push(m)))
+            .collect();
+        let mut reached = self.hub.publish_many(msgs).into_iter();
+        let results: Vec<serde_json::Value> = checked
+            .into_iter()
+            .map(|p| match p {
+                Err(r) => error(r),
+                Ok(()) => match reached.next() {
+                    Some(Ok(reach)) => {
+                        self.stats.publish_latency.observe(reach.local);
+                        answer_of(reach)
+                    }
+                    Some(Err(e)) => error(Response::error(503, e)),
+                    None => error(Response::error(503, "lost in the hub")),
+                },
             })
             .collect();
         Response::json(200, &json!({ "results": results }))
@@ -243,13 +259,7 @@ impl Api {
     pub(crate) fn deliver(&self, msg: Publish) -> Result<serde_json::Value, Response> {
         let reach = self.hub.publish(msg).map_err(|e| Response::error(503, e))?;
         self.stats.publish_latency.observe(reach.local);
-        let mut answer = json!({ "sessions": reach.sessions });
-        match reach.cluster {
-            Some(Ok(nodes)) => answer["cluster"] = json!({ "nodes": nodes }),
-            Some(Err(e)) => answer["cluster"] = json!({ "error": e }),
-            None => {}
-        }
-        Ok(answer)
+        Ok(answer_of(reach))
     }
 
     /// `?scope=node` (the default) or `?scope=cluster`, which needs a clustered node.
@@ -357,6 +367,17 @@ fn destination(project: &str, dest: &str, user: Option<&str>) -> Result<Dest, St
             "destination {dest:?} for a user must be /queue/NAME"
         )),
     }
+}
+
+/// A publish's answer: sessions reached here, and what became of the other nodes' copy.
+fn answer_of(reach: crate::hub::Reach) -> serde_json::Value {
+    let mut answer = json!({ "sessions": reach.sessions });
+    match reach.cluster {
+        Some(Ok(nodes)) => answer["cluster"] = json!({ "nodes": nodes }),
+        Some(Err(e)) => answer["cluster"] = json!({ "error": e }),
+        None => {}
+    }
+    answer
 }
 
 #[cfg(test)]
