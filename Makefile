@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/ringcast
 
-.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke c1m-netns cluster-demo cluster-bench spring-demo install uninstall deb peers compare compare-smoke
+.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke c1m-netns cluster-demo cluster-bench spring-demo install uninstall deb autobahn-deflate peers compare compare-smoke
 
 build:
 	$(CARGO) build --release --workspace
@@ -32,6 +32,10 @@ nodetest: build
 
 autobahn: build
 	./tests/autobahn/run.sh
+
+## Every permessage-deflate case (12.*, 13.*: 216 cases, ~8 min) besides the usual run.
+autobahn-deflate: build
+	DEFLATE_CASES='12.*,13.*' ./tests/autobahn/run.sh
 
 ## Load benchmark (see bench/README.md and BENCHMARKS.md).
 bench: build

@@ -32,6 +32,9 @@ pub struct Publish {
     pub utf8: bool,
     /// Unique within this server process: the STOMP `message-id`.
     pub seq: u64,
+    /// The raw-mode frame compressed (permessage-deflate, 15-bit window), made by the first
+    /// shard that needs it and shared by every deflate subscriber after it.
+    deflated: std::sync::OnceLock<Bytes>,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(1);
@@ -55,6 +58,29 @@ impl Publish {
             body,
             headers,
             seq: SEQ.fetch_add(1, Ordering::Relaxed),
+            deflated: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The raw-mode frame for a subscriber that negotiated permessage-deflate with
+    /// `window_bits`: compressed when the body is at least `min_bytes`, else the plain one.
+    pub fn raw_for(&self, window_bits: Option<u8>, min_bytes: usize) -> Bytes {
+        use crate::ws::{deflate, frame};
+        match window_bits {
+            Some(bits) if self.body.len() >= min_bytes => {
+                let make = || {
+                    frame::encode_deflated(
+                        Publish::opcode(self.utf8),
+                        &deflate::deflate(&self.body, bits),
+                    )
+                };
+                if bits == 15 {
+                    self.deflated.get_or_init(make).clone()
+                } else {
+                    make()
+                }
+            }
+            _ => self.raw.clone(),
         }
     }
 }
@@ -339,7 +365,13 @@ impl Hub {
                 let mut asked = 0;
                 for (_, link) in self.links.iter().enumerate().filter(|(i, _)| visits(*i)) {
                     let reply = Some(tx.clone());
-                    self.send(link, Command::Publish { msg: msg.clone(), reply });
+                    self.send(
+                        link,
+                        Command::Publish {
+                            msg: msg.clone(),
+                            reply,
+                        },
+                    );
                     asked += 1;
                 }
                 (rx, asked, remote)

@@ -445,8 +445,8 @@ pub(crate) fn sustain_unicast(
                     let mut sent = 0;
                     let mut items = Vec::with_capacity(batch as usize);
                     for r in (w..requests).step_by(PUBLISHERS as usize) {
-                        let due = start
-                            + Duration::from_secs_f64((r * batch) as f64 / f64::from(a.rate));
+                        let due =
+                            start + Duration::from_secs_f64((r * batch) as f64 / f64::from(a.rate));
                         if let Some(wait) = due.checked_duration_since(Instant::now()) {
                             std::thread::sleep(wait);
                         }
@@ -470,7 +470,10 @@ pub(crate) fn sustain_unicast(
             .collect();
         workers
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("a publisher panicked".into())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a publisher panicked".into()))
+            })
             .collect()
     });
     let mut total = 0;

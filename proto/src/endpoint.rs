@@ -13,6 +13,7 @@ use crate::sockjs;
 use crate::stomp;
 use crate::stomp::session::{Output as StompOutput, Sink};
 use crate::ws::CloseError;
+use crate::ws::deflate;
 use crate::ws::frame::{self, Decoded, Opcode};
 use crate::ws::handshake::{self, Reject};
 use crate::ws::message::{Message, Reader};
@@ -157,6 +158,8 @@ pub struct Session {
     /// Payload bytes of the incomplete frame in `pending` already checked as UTF-8.
     peeked: u32,
     wrapping: Wrapping,
+    /// permessage-deflate's window bits when negotiated (0: not).
+    deflate: u8,
 }
 
 /// How a session's messages reach its client.
@@ -180,6 +183,7 @@ impl Default for Session {
             reader: Reader::default(),
             peeked: 0,
             wrapping: Wrapping::WebSocket,
+            deflate: 0,
         }
     }
 }
@@ -209,6 +213,11 @@ impl Session {
             wrapping: Wrapping::SockjsHttp,
             ..Session::default()
         }
+    }
+
+    /// permessage-deflate's window bits, when the client negotiated it.
+    pub fn deflate(&self) -> Option<u8> {
+        (self.deflate > 0).then_some(self.deflate)
     }
 
     /// Whether messages travel in SockJS frames.
@@ -472,8 +481,16 @@ impl Session {
                             go_away,
                         }) => {
                             let accept = request.upgrade.as_deref().unwrap_or_default();
+                            let deflate = cfg
+                                .compression
+                                .enabled
+                                .then(|| deflate::negotiate(&request.extensions))
+                                .flatten();
+                            self.deflate = deflate.map_or(0, |d| d.window_bits);
+                            let ext = deflate.map(|d| d.header());
                             out.act(Action::Send(
-                                handshake::accept_response(accept, protocol).into(),
+                                handshake::accept_response_with(accept, protocol, ext.as_deref())
+                                    .into(),
                             ));
                             out.note(Event::Upgraded);
                             out.actions
@@ -534,13 +551,14 @@ impl Session {
         while matches!(self.phase, Phase::Open | Phase::Closing) {
             let max = self.message_limit(cfg);
             let rest = &mut buf[pos..];
-            match frame::decode(rest, max) {
+            match frame::decode_with(rest, max, self.deflate > 0) {
                 Err(e) => {
                     self.fail(e, out);
                     return buf.len();
                 }
                 Ok(Decoded::Partial {
                     opcode: Some(op),
+                    rsv1: false,
                     payload_start,
                     payload_seen,
                 }) if payload_seen > self.peeked as usize => {
@@ -560,7 +578,10 @@ impl Session {
                 Ok(Decoded::Frame(f)) => {
                     self.peeked = 0;
                     let payload = &rest[f.payload.clone()];
-                    match self.reader.on_frame(f.fin, f.opcode, payload, max) {
+                    match self
+                        .reader
+                        .on_frame_with(f.fin, f.rsv1, f.opcode, payload, max)
+                    {
                         Err(e) => {
                             self.fail(e, out);
                             return buf.len();
@@ -568,6 +589,7 @@ impl Session {
                         Ok(Some(m)) => {
                             let closing = self.phase == Phase::Closing;
                             let mut sink = Framing::new(out, self.wrapping);
+                            sink.deflate = self.deflate;
                             let next = on_message(&mut self.mode, closing, m, now, ctx, &mut sink);
                             let close = sink.close;
                             self.reader.finish();
@@ -592,6 +614,8 @@ struct Framing<'a> {
     out: &'a mut Outputs,
     close: Option<(u16, &'static str)>,
     wrapping: Wrapping,
+    /// Window bits when echoes may go compressed (0: never).
+    deflate: u8,
 }
 
 impl<'a> Framing<'a> {
@@ -600,6 +624,7 @@ impl<'a> Framing<'a> {
             out,
             close: None,
             wrapping,
+            deflate: 0,
         }
     }
 
@@ -701,7 +726,13 @@ fn on_message(
             match mode {
                 Mode::Echo => {
                     out.note(Event::Received);
-                    out.act(Action::Send(frame::encode(op, data)));
+                    let min = ctx.cfg.compression.min_bytes;
+                    let f = if sink.deflate > 0 && data.len() >= min {
+                        frame::encode_deflated(op, &deflate::deflate(data, sink.deflate))
+                    } else {
+                        frame::encode(op, data)
+                    };
+                    out.act(Action::Send(f));
                 }
                 Mode::Stomp(s) => s.on_bytes(data, now, ctx, sink),
                 Mode::Raw(id) => {

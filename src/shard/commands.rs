@@ -140,7 +140,8 @@ impl Core {
     fn fan_out(&mut self, msg: &Publish) -> usize {
         let mut keys = std::mem::take(&mut self.keys);
         let mut frames = std::mem::take(&mut self.frames);
-        let mut cache: Vec<(String, String, Wrapping, Bytes)> = Vec::new();
+        let mut cache: Vec<(String, String, Encoding, Bytes)> = Vec::new();
+        let min = self.ctx.cfg.compression.min_bytes;
         self.subs.members_of(&msg.dest, &mut keys);
         // Slab order is roughly accept order: neighbouring sends then touch neighbouring slab
         // entries and sockets, where the set's hash order jumps around.
@@ -154,9 +155,9 @@ impl Core {
                 continue;
             }
             match c.session.mode() {
-                Mode::Raw(_) => frames.push(msg.raw.clone()),
+                Mode::Raw(_) => frames.push(msg.raw_for(c.session.deflate(), min)),
                 Mode::Stomp(s) if s.is_connected() => {
-                    let wrap = c.session.wrapping();
+                    let wrap = (c.session.wrapping(), c.session.deflate());
                     for (id, written) in s.matching(&msg.dest) {
                         let hit = cache
                             .iter()
@@ -164,7 +165,7 @@ impl Core {
                         let frame = match hit {
                             Some((_, _, _, f)) => f.clone(),
                             None => {
-                                let f = message_frame(msg, id, written, wrap);
+                                let f = message_frame(msg, id, written, wrap, min);
                                 cache.push((id.into(), written.into(), wrap, f.clone()));
                                 f
                             }
@@ -192,7 +193,16 @@ impl Core {
 /// UTF-8 replaced). The server's own headers come first and cannot be repeated by the
 /// publisher's: every path that builds a `Publish` filters them, and this skips them again for
 /// whatever arrives from another node.
-fn message_frame(msg: &Publish, sub: &str, destination: &str, wrap: Wrapping) -> Bytes {
+/// How a session wants its frames: SockJS or not, and compressed with which window.
+type Encoding = (Wrapping, Option<u8>);
+
+fn message_frame(
+    msg: &Publish,
+    sub: &str,
+    destination: &str,
+    (wrap, deflate): Encoding,
+    min_bytes: usize,
+) -> Bytes {
     let mut f = StompFrame::new(StompCommand::Message)
         .header("destination", destination)
         .header("message-id", msg.seq.to_string())
@@ -213,13 +223,16 @@ fn message_frame(msg: &Publish, sub: &str, destination: &str, wrap: Wrapping) ->
     );
     f = f.header("content-length", msg.body.len().to_string());
     f.body = msg.body.to_vec();
-    match wrap {
-        Wrapping::WebSocket => {}
-        Wrapping::Sockjs => {
-            let text = crate::sockjs::messages([&f.encode()[..]]);
-            return crate::ws::frame::encode(crate::ws::frame::Opcode::Text, &text);
-        }
+    use crate::ws::frame::{Opcode, encode, encode_deflated};
+    let (opcode, payload) = match wrap {
+        Wrapping::WebSocket => (Publish::opcode(msg.utf8), f.encode()),
+        Wrapping::Sockjs => (Opcode::Text, crate::sockjs::messages([&f.encode()[..]])),
         Wrapping::SockjsHttp => return crate::sockjs::messages([&f.encode()[..]]).into(),
+    };
+    match deflate {
+        Some(bits) if payload.len() >= min_bytes => {
+            encode_deflated(opcode, &crate::ws::deflate::deflate(&payload, bits))
+        }
+        _ => encode(opcode, &payload),
     }
-    crate::ws::frame::encode(Publish::opcode(msg.utf8), &f.encode())
 }

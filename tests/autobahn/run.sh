@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs the shared Autobahn runner against ringcast's /echo endpoint, on both io_uring paths.
-# Exit 0 only if no case FAILED on either.
+# Runs the shared Autobahn runner against ringcast's /echo endpoint, on both io_uring paths,
+# then the permessage-deflate cases against a server with [compression] on (a subset by
+# default, to keep `make test` short: DEFLATE_CASES='12.*,13.*' runs all 216, as
+# `make autobahn-deflate` does). Exit 0 only if no case FAILED on any run.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BIN="${RINGCAST_BIN:-$ROOT/target/release/ringcast}"
@@ -40,4 +42,19 @@ for mode in multishot compat; do
   wait "$pid" || true
   rm -rf "$dir"
 done
+
+port=$(free_port)
+dir=$(mktemp -d)
+"$BIN" serve --config "$ROOT/tests/autobahn/deflate.toml" --no-auth --listen "127.0.0.1:$port" \
+  --admin-socket "$dir/admin.sock" --shards 2 >"$dir/server.log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do [ -S "$dir/admin.sock" ] && break; sleep 0.05; done
+echo "autobahn (permessage-deflate, cases ${DEFLATE_CASES:=12.1.*,13.2.*}):"
+if ! "$RUNNER" --url "ws://127.0.0.1:$port/echo" --out "$OUT/deflate" --cases "$DEFLATE_CASES" \
+    --exclude '' --timeout 1200; then
+  status=1
+fi
+kill -TERM "$pid" 2>/dev/null || true
+wait "$pid" || true
+rm -rf "$dir"
 exit $status

@@ -62,6 +62,8 @@ impl Opcode {
 pub struct Frame {
     /// The message's last fragment.
     pub fin: bool,
+    /// RSV1: the message is compressed (permessage-deflate; first frame of a message only).
+    pub rsv1: bool,
     /// What the frame carries.
     pub opcode: Opcode,
     /// Where its (unmasked) payload lies in the buffer.
@@ -80,6 +82,8 @@ pub enum Decoded {
     Partial {
         /// The opcode, once the header is in.
         opcode: Option<Opcode>,
+        /// RSV1 is set (a compressed message: its bytes are no text until inflated).
+        rsv1: bool,
         /// Where the payload starts.
         payload_start: usize,
         /// How many payload bytes are in so far.
@@ -90,8 +94,18 @@ pub enum Decoded {
 /// Reads one client frame from the front of `buf`, unmasking its payload in place.
 /// `max_payload` bounds a single frame (and so the memory a connection can make us hold).
 pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded, CloseError> {
+    decode_with(buf, max_payload, false)
+}
+
+/// `decode`, with RSV1 allowed on data frames when permessage-deflate was negotiated.
+pub fn decode_with(
+    buf: &mut [u8],
+    max_payload: usize,
+    deflate: bool,
+) -> Result<Decoded, CloseError> {
     let partial = Decoded::Partial {
         opcode: None,
+        rsv1: false,
         payload_start: 0,
         payload_seen: 0,
     };
@@ -99,13 +113,17 @@ pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded, CloseError>
         return Ok(partial);
     }
     let (b0, b1) = (buf[0], buf[1]);
-    if b0 & 0x70 != 0 {
+    let rsv1 = b0 & 0x40 != 0;
+    if b0 & 0x30 != 0 || (rsv1 && !deflate) {
         return Err(CloseError::protocol(
             "reserved bits set without an extension",
         ));
     }
     let opcode =
         Opcode::from_bits(b0 & 0x0f).ok_or_else(|| CloseError::protocol("reserved opcode"))?;
+    if rsv1 && opcode.is_control() {
+        return Err(CloseError::protocol("a control frame cannot be compressed"));
+    }
     let fin = b0 & 0x80 != 0;
     if b1 & 0x80 == 0 {
         return Err(CloseError::protocol("client frames must be masked"));
@@ -144,6 +162,7 @@ pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded, CloseError>
     if buf.len() < pos + 4 {
         return Ok(Decoded::Partial {
             opcode: Some(opcode),
+            rsv1,
             payload_start: pos + 4,
             payload_seen: 0,
         });
@@ -156,6 +175,7 @@ pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded, CloseError>
     if available < len {
         return Ok(Decoded::Partial {
             opcode: Some(opcode),
+            rsv1,
             payload_start: pos,
             payload_seen: available,
         });
@@ -163,6 +183,7 @@ pub fn decode(buf: &mut [u8], max_payload: usize) -> Result<Decoded, CloseError>
     unmask(&mut buf[pos..pos + len], mask);
     Ok(Decoded::Frame(Frame {
         fin,
+        rsv1,
         opcode,
         payload: pos..pos + len,
         len: pos + len,
@@ -227,6 +248,15 @@ pub fn put_header(out: &mut impl BufMut, opcode: Opcode, len: usize) {
     }
 }
 
+/// One complete server frame whose payload is compressed (permessage-deflate: RSV1 set).
+pub fn encode_deflated(opcode: Opcode, compressed: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(header_len(compressed.len()) + compressed.len());
+    put_header(&mut out, opcode, compressed.len());
+    out[0] |= 0x40;
+    out.put_slice(compressed);
+    out.freeze()
+}
+
 /// One complete server frame, ready to be shared by every recipient.
 pub fn encode(opcode: Opcode, payload: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(header_len(payload.len()) + payload.len());
@@ -279,6 +309,7 @@ pub fn decode_from_server(buf: &[u8]) -> Result<Option<Frame>, CloseError> {
     }
     Ok(Some(Frame {
         fin: buf[0] & 0x80 != 0,
+        rsv1: buf[0] & 0x40 != 0,
         opcode,
         payload: off..end,
         len: end,

@@ -29,6 +29,8 @@ pub struct Request {
     pub upgrade: Result<String, Reject>,
     /// Subprotocols offered in `Sec-WebSocket-Protocol`, in the client's order of preference.
     pub protocols: Vec<String>,
+    /// `Sec-WebSocket-Extensions` headers as sent (offers, in order).
+    pub extensions: Vec<String>,
     /// The `Origin` header.
     pub origin: Option<String>,
     /// The `Authorization` header.
@@ -175,6 +177,13 @@ pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Parse, Reject> {
                 .collect(),
             upgrade: upgrade(&req, &header),
             protocols,
+            extensions: req
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+                .filter_map(|h| std::str::from_utf8(h.value).ok())
+                .map(str::to_string)
+                .collect(),
             origin: header("origin").map(str::to_string),
             authorization: header("authorization").map(str::to_string),
             cookie: header("cookie").map(str::to_string),
@@ -247,9 +256,23 @@ pub fn accept_key(key: &[u8]) -> String {
 
 /// The 101 answer for the accept key `accept`, with the chosen subprotocol if any.
 pub fn accept_response(accept: &str, protocol: Option<&str>) -> Vec<u8> {
+    accept_response_with(accept, protocol, None)
+}
+
+/// The 101 answer, with the chosen subprotocol and extensions if any.
+pub fn accept_response_with(
+    accept: &str,
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
     );
+    if let Some(e) = extensions {
+        out.push_str("Sec-WebSocket-Extensions: ");
+        out.push_str(e);
+        out.push_str("\r\n");
+    }
     if let Some(p) = protocol {
         out.push_str("Sec-WebSocket-Protocol: ");
         out.push_str(p);

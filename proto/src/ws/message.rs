@@ -31,6 +31,8 @@ pub struct Reader {
 #[derive(Debug)]
 struct Fragmented {
     text: bool,
+    /// permessage-deflate: `data` is compressed until the final fragment is inflated.
+    compressed: bool,
     data: Vec<u8>,
     /// How far `data` is known to be valid UTF-8 (always on a character boundary).
     checked: usize,
@@ -47,7 +49,23 @@ impl Reader {
         payload: &'a [u8],
         max_message: usize,
     ) -> Result<Option<Message<'a>>, CloseError> {
+        self.on_frame_with(fin, false, opcode, payload, max_message)
+    }
+
+    /// `on_frame` for a connection with permessage-deflate: `rsv1` on a message's first frame
+    /// says the message is compressed; it is inflated (bounded by `max_message`) once whole.
+    pub fn on_frame_with<'a>(
+        &'a mut self,
+        fin: bool,
+        rsv1: bool,
+        opcode: Opcode,
+        payload: &'a [u8],
+        max_message: usize,
+    ) -> Result<Option<Message<'a>>, CloseError> {
         self.finish();
+        if rsv1 && opcode == Opcode::Continuation {
+            return Err(CloseError::protocol("RSV1 set on a continuation frame"));
+        }
         match opcode {
             Opcode::Ping => Ok(Some(Message::Ping(payload))),
             Opcode::Pong => Ok(Some(Message::Pong(payload))),
@@ -59,6 +77,24 @@ impl Reader {
                     ));
                 }
                 let text = opcode == Opcode::Text;
+                if rsv1 && fin {
+                    let data = super::deflate::inflate(payload, max_message)?;
+                    if text {
+                        validate_utf8(&data, 0, true)?;
+                    }
+                    let f = self.frag.insert(Box::new(Fragmented {
+                        text,
+                        compressed: false,
+                        checked: data.len(),
+                        data,
+                        done: true,
+                    }));
+                    return Ok(Some(if text {
+                        Message::Text(&f.data)
+                    } else {
+                        Message::Binary(&f.data)
+                    }));
+                }
                 if fin {
                     if text {
                         validate_utf8(payload, 0, true)?;
@@ -68,12 +104,13 @@ impl Reader {
                 }
                 let mut f = Box::new(Fragmented {
                     text,
+                    compressed: rsv1,
                     data: Vec::with_capacity(payload.len()),
                     checked: 0,
                     done: false,
                 });
                 f.data.extend_from_slice(payload);
-                if text {
+                if text && !rsv1 {
                     f.checked = validate_utf8(&f.data, 0, false)?;
                 }
                 self.frag = Some(f);
@@ -89,11 +126,18 @@ impl Reader {
                     return Err(CloseError::too_big());
                 }
                 f.data.extend_from_slice(payload);
-                if f.text {
+                if f.text && !f.compressed {
                     f.checked = validate_utf8(&f.data, f.checked, fin)?;
                 }
                 if !fin {
                     return Ok(None);
+                }
+                if f.compressed {
+                    f.data = super::deflate::inflate(&f.data, max_message)?;
+                    f.compressed = false;
+                    if f.text {
+                        f.checked = validate_utf8(&f.data, 0, true)?;
+                    }
                 }
                 f.done = true;
                 let f = self.frag.as_ref().expect("checked above");
@@ -128,7 +172,7 @@ impl Reader {
         let open = self.frag.as_ref().filter(|f| !f.done);
         let text = match opcode {
             Opcode::Text => open.is_none(),
-            Opcode::Continuation => open.is_some_and(|f| f.text),
+            Opcode::Continuation => open.is_some_and(|f| f.text && !f.compressed),
             _ => false,
         };
         if !text || fresh.is_empty() {

@@ -2,6 +2,7 @@
 //! Nothing here owns a socket, a clock or a thread; the reactor feeds bytes in and sends what
 //! comes out.
 
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod message;
@@ -37,6 +38,14 @@ impl CloseError {
     pub fn protocol(reason: &'static str) -> Self {
         CloseError {
             code: Self::PROTOCOL,
+            reason,
+        }
+    }
+
+    /// A 1007 with `reason`: data that cannot be what it claims to be.
+    pub fn invalid_data(reason: &'static str) -> Self {
+        CloseError {
+            code: Self::INVALID_DATA,
             reason,
         }
     }
