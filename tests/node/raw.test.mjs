@@ -63,3 +63,25 @@ test('too-big message closes with 1009 and others keep working', async () => {
     await s.stop();
   }
 });
+
+test('Node ws with perMessageDeflate negotiates compression and gets pushes intact', async () => {
+  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = mkdtempSync(join(tmpdir(), 'ringcast-deflate-'));
+  const cfg = join(dir, 'ringcast.toml');
+  writeFileSync(cfg, '[compression]\nenabled = true\nmin_bytes = 64\n');
+  const s = await startServer(['--config', cfg, '--no-auth']);
+  try {
+    const ws = new WebSocket(`${s.url}/ws?topic=z`, { perMessageDeflate: true });
+    await new Promise((r, j) => { ws.on('open', r); ws.on('error', j); });
+    assert.match(ws.extensions, /permessage-deflate/);
+    const body = JSON.stringify({ rows: Array.from({ length: 200 }, (_, i) => ({ i, v: 'value' })) });
+    const got = new Promise((r) => ws.once('message', (m) => r(m.toString())));
+    assert.equal(s.push('z', body), 1);
+    assert.equal(await got, body);
+    ws.close();
+  } finally {
+    await s.stop();
+  }
+});
