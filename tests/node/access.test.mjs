@@ -112,6 +112,20 @@ test('claim: the token lists what a session may read and send', async () => {
     assert.equal(errors[0].headers['receipt-id'], 'r2');
     assert.match(errors[0].body, /subscribe orders\.8: the token's channels claim does not grant it/);
     await client.deactivate();
+    // SEND follows the same claim: allowed on a granted topic, refused on another.
+    const writer = await stomp(s.url, 'claimed', token('claimed', 'amy', { channels: ['news.*'] }));
+    const readerGot = [];
+    const reader = await stomp(s.url, 'claimed', token('claimed', 'abe', { channels: ['news.*'] }));
+    const rr = receipt(reader.client, 'sub');
+    reader.client.subscribe('/topic/news.us', (m) => readerGot.push(m.body), { receipt: 'sub' });
+    await rr;
+    writer.client.publish({ destination: '/topic/news.us', body: 'from a client' });
+    assert.ok(await until(() => readerGot.length === 1));
+    writer.client.publish({ destination: '/topic/orders.1', body: 'not mine' });
+    assert.ok(await until(() => writer.errors.length === 1));
+    assert.equal(writer.errors[0].headers.message, 'forbidden');
+    assert.match(writer.errors[0].body, /publish orders\.1/);
+    await reader.client.deactivate();
     // Raw mode: refused at the upgrade with 403 and the reason.
     const status = await new Promise((resolve) => {
       const ws = new WebSocket(`${s.url}/ws?project=claimed&topic=orders.8&token=${token('claimed', 'ann', { channels: ['news.*'] })}`);

@@ -3,6 +3,7 @@ no colour codes off a terminal, --check-config fails early with the reason (key 
 to the config file), a push to an unconfigured project says so, and `make install` / `make deb`
 lay out the files `make tune` uses, with a unit systemd accepts."""
 import glob
+import socket
 import os
 import shutil
 import subprocess
@@ -147,3 +148,43 @@ def test_stats_count_a_publish_once(make_server):
     st = s.stats()
     assert st["publishes"] == 1
     assert all("fanouts" in sh for sh in st["shards"])
+
+
+def test_cli_polish(make_server):
+    # Boolean environment variables take 1/0; a bare port gets a suggestion.
+    r = run(BIN, "serve", "--print-config", env={**os.environ, "RINGCAST_NO_AUTH": "1"})
+    assert r.returncode == 0 and "enabled = false" in r.stdout.split("[auth]")[1].split("[")[0]
+    r = run(BIN, "serve", "--listen", "8081", "--print-config")
+    assert r.returncode != 0 and "use 127.0.0.1:8081" in r.stderr
+    r = run(BIN, "doctor", "--connections", "1M", "--json")
+    import json
+    assert json.loads(r.stdout)["connections"] == 1_000_000
+    # A raw URL with a misspelt parameter is a 400, not a session that hears nothing.
+    s = make_server("--no-auth")
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    c.sendall(b"GET /ws?topci=news HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    answer = c.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 400") and 'unknown query parameter "topci"' in answer, answer
+
+
+def test_sessions_list_a_raw_sessions_topics(make_server):
+    import asyncio
+    import jwt
+    import time
+    import websockets
+    secret = "raw-topics-secret-0123456789abcdef"
+    s = make_server(config=f'[projects.p]\njwt_secret = "{secret}"\n')
+    tok = jwt.encode({"sub": "rita", "exp": int(time.time()) + 300}, secret, algorithm="HS256")
+
+    async def main():
+        async with websockets.connect(f"{s.url}/ws?project=p&topic=a&topic=b&token={tok}"):
+            await asyncio.sleep(0.2)
+            from conftest import admin
+            status, body = admin(s.sock, "GET", "/sessions?project=p")
+            assert status == 200
+            [sess] = body["sessions"]
+            assert sess["protocol"] == "raw" and sess["user"] == "rita"
+            assert sorted(x["destination"] for x in sess["subscriptions"]) == ["/topic/a", "/topic/b"]
+
+    asyncio.run(asyncio.wait_for(main(), 20))
