@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
         hub: Arc::new(ringcast::hub::Hub::new(0).unwrap().0),
         stats: Arc::new(ringcast::stats::Stats::new(1)),
         cluster: None,
+        projects: std::sync::RwLock::new(None),
     };
     match parse(data, 1 << 16) {
         Ok(Parse::Done(req)) => {

@@ -56,3 +56,40 @@ for (const [name, websocket, expected] of [['with WebSocket', true, 'websocket']
     }
   });
 }
+
+test('chromium negotiates permessage-deflate and reads a compressed push', { timeout: 60000 }, async () => {
+  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const cfg = join(mkdtempSync(join(tmpdir(), 'ringcast-chromium-deflate-')), 'ringcast.toml');
+  writeFileSync(cfg, '[compression]\nenabled = true\nmin_bytes = 64\n');
+  const s = await startServer(['--config', cfg, '--no-auth']);
+  const browser = await puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+  });
+  try {
+    const page = await browser.newPage();
+    // From a page with an http origin: opened from about:blank, the socket failed in this
+    // headless Chromium.
+    await page.goto(`http://127.0.0.1:${s.port}/ws/info`);
+    const opened = page.evaluate((url) => new Promise((resolve, reject) => {
+      const ws = new WebSocket(url);
+      window.got = [];
+      ws.onmessage = (m) => window.got.push(m.data);
+      ws.onopen = () => resolve(ws.extensions);
+      ws.onerror = () => reject(new Error('websocket error'));
+    }), `${s.url}/ws?topic=deflate`);
+    const extensions = await opened;
+    assert.match(extensions, /permessage-deflate/);
+    const body = JSON.stringify({ rows: Array.from({ length: 100 }, (_, i) => ({ i, name: 'row' })) });
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(s.push('deflate', body), 1);
+    await page.waitForFunction(() => window.got.length === 1, { timeout: 10000 });
+    assert.equal(await page.evaluate(() => window.got[0]), body);
+  } finally {
+    await browser.close();
+    await s.stop();
+  }
+});
