@@ -28,6 +28,11 @@ pub(crate) fn admin_publish_users(
     } else {
         serde_json::Value::Array(all).to_string()
     };
+    post_publish(sock, &req)
+}
+
+/// `POST /publish` with `req`; anything but 200 is an error with the server's answer.
+fn post_publish(sock: &std::path::Path, req: &str) -> Result<(), String> {
     let (status, resp) = ringcast::admin::request(sock, "POST", "/publish", Some(req.as_bytes()))?;
     if status == 200 {
         Ok(())
@@ -46,14 +51,5 @@ pub(crate) fn admin_publish(
     body: &str,
 ) -> Result<(), String> {
     let req = json!({"project": project, "destination": format!("/topic/{topic}"), "body": body});
-    let (status, resp) =
-        ringcast::admin::request(sock, "POST", "/publish", Some(req.to_string().as_bytes()))?;
-    if status == 200 {
-        Ok(())
-    } else {
-        Err(format!(
-            "publish: HTTP {status}: {}",
-            String::from_utf8_lossy(&resp)
-        ))
-    }
+    post_publish(sock, &req.to_string())
 }

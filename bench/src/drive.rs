@@ -410,6 +410,43 @@ pub(crate) fn drive(
     }))
 }
 
+/// A bench body: its send time (ns since the run's epoch), padded to `size` bytes.
+fn stamped(epoch: Instant, size: usize) -> String {
+    let mut body = format!("{} ", epoch.elapsed().as_nanos());
+    while body.len() < size {
+        body.push('x');
+    }
+    body
+}
+
+/// The publisher threads' results, a panic counting as an error.
+fn join_all<T>(
+    workers: Vec<std::thread::ScopedJoinHandle<'_, Result<T, String>>>,
+) -> Vec<Result<T, String>> {
+    workers
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err("a publisher panicked".into()))
+        })
+        .collect()
+}
+
+/// Server CPU seconds used since `before`, when both readings exist.
+fn cpu_since(before: Option<f64>, server_cpu: &dyn Fn() -> Option<f64>) -> Option<f64> {
+    Some(server_cpu()? - before?)
+}
+
+/// Waits (at most `timeout_s`) until `expected` deliveries arrived after `before`; returns
+/// how many did.
+fn await_deliveries(shared: &client::Shared, before: u64, expected: u64, timeout_s: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(timeout_s);
+    while shared.received.load(Relaxed) - before < expected && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    shared.received.load(Relaxed) - before
+}
+
 /// Publishes to topics: (topic, body).
 pub(crate) type PublishFn<'a> = dyn Fn(&str, &str) -> Result<(), String> + Sync + 'a;
 /// Publishes to users, many per request: (connection index, body), for user `bench-I`.
@@ -455,10 +492,7 @@ pub(crate) fn sustain_unicast(
                             x ^= x << 13;
                             x ^= x >> 7;
                             x ^= x << 17;
-                            let mut body = format!("{} ", epoch.elapsed().as_nanos());
-                            while body.len() < a.size {
-                                body.push('x');
-                            }
+                            let body = stamped(epoch, a.size);
                             items.push(((x % users as u64) as usize, body));
                         }
                         publish(&items)?;
@@ -468,29 +502,16 @@ pub(crate) fn sustain_unicast(
                 })
             })
             .collect();
-        workers
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a publisher panicked".into()))
-            })
-            .collect()
+        join_all(workers)
     });
     let mut total = 0;
     for s in sent {
         total += s?;
     }
     let publish_s = start.elapsed().as_secs_f64();
-    let cpu_s = match (cpu_before, server_cpu()) {
-        (Some(b), Some(e)) => Some(e - b),
-        _ => None,
-    };
-    let deadline = Instant::now() + Duration::from_secs(a.timeout);
-    while shared.received.load(Relaxed) - received_before < total && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let cpu_s = cpu_since(cpu_before, server_cpu);
+    let delivered = await_deliveries(shared, received_before, total, a.timeout);
     let all_s = start.elapsed().as_secs_f64();
-    let delivered = shared.received.load(Relaxed) - received_before;
     eprintln!(
         "sustained unicast: {total} publishes in {publish_s:.1} s ({:.0}/s), {delivered}/{total} delivered ({:.0}/s until the last), server CPU {}",
         total as f64 / publish_s,
@@ -542,10 +563,7 @@ pub(crate) fn sustain(
                             std::thread::sleep(wait);
                         }
                         let t = (i % topics as u64) as usize;
-                        let mut body = format!("{} ", epoch.elapsed().as_nanos());
-                        while body.len() < a.size {
-                            body.push('x');
-                        }
+                        let body = stamped(epoch, a.size);
                         publish(&a.topic_of(topic, t), &body)?;
                         sent += 1;
                         expected += per_topic[t];
@@ -554,13 +572,7 @@ pub(crate) fn sustain(
                 })
             })
             .collect();
-        workers
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a publisher panicked".into()))
-            })
-            .collect()
+        join_all(workers)
     });
     let (mut sent, mut expected) = (0u64, 0u64);
     for r in results {
@@ -569,16 +581,9 @@ pub(crate) fn sustain(
         expected += e;
     }
     let publish_s = start.elapsed().as_secs_f64();
-    let cpu_s = match (cpu_before, server_cpu()) {
-        (Some(b), Some(e)) => Some(e - b),
-        _ => None,
-    };
+    let cpu_s = cpu_since(cpu_before, server_cpu);
     let expected = expected.min(connected * sent);
-    let deadline = Instant::now() + Duration::from_secs(a.timeout);
-    while shared.received.load(Relaxed) - received_before < expected && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let delivered = shared.received.load(Relaxed) - received_before;
+    let delivered = await_deliveries(shared, received_before, expected, a.timeout);
     eprintln!(
         "sustained: {sent} publishes in {publish_s:.1} s ({:.0}/s), {delivered}/{expected} deliveries, server CPU {}",
         sent as f64 / publish_s,

@@ -12,6 +12,15 @@ import { authConfig, token } from './stomp-helpers.mjs';
 import { serveDemo } from '../../examples/spring-demo/serve.mjs';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+// Debian's Chromium, headless, as root in a container (hence no sandbox).
+function launch() {
+  return puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+  });
+}
 const LEGACY = '\n[stomp]\nlegacy_destinations = true\n[sockjs]\nendpoints = ["/msg-center/dfocus"]\n';
 
 function adminPublish(s, body) {
@@ -25,11 +34,7 @@ for (const [name, websocket, expected] of [['with WebSocket', true, 'websocket']
     const cfg = authConfig(LEGACY);
     const s = await startServer(['--config', cfg, '--shards', '2']);
     const page_server = await serveDemo();
-    const browser = await puppeteer.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-    });
+    const browser = await launch();
     try {
       const page = await browser.newPage();
       if (!websocket) {
@@ -64,11 +69,7 @@ test('chromium negotiates permessage-deflate and reads a compressed push', { tim
   const cfg = join(mkdtempSync(join(tmpdir(), 'ringcast-chromium-deflate-')), 'ringcast.toml');
   writeFileSync(cfg, '[compression]\nenabled = true\nmin_bytes = 64\n');
   const s = await startServer(['--config', cfg, '--no-auth']);
-  const browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage();
     // From a page with an http origin: opened from about:blank, the socket failed in this

@@ -45,6 +45,18 @@ def admin(sock_path, method, path, body=None):
     return int(head.split()[1]), json.loads(body) if body else None
 
 
+def wait_port(port, timeout=5):
+    """Waits until something accepts connections on 127.0.0.1:`port` (or the time runs out)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

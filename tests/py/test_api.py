@@ -12,7 +12,7 @@ import jwt
 import pytest
 import websockets
 
-from conftest import free_port, frame, parse
+from conftest import free_port, wait_port, frame, parse
 
 SECRET = "api-test-secret"
 PUBLISH_KEY = "publish-key-0123456789"
@@ -56,13 +56,7 @@ scopes = ["publish"]
 """
     server = make_server("--shards", "2", config=cfg)
     server.api_port = port
-    deadline = time.time() + 5
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    wait_port(port)
     return server
 
 

@@ -2,11 +2,9 @@
 API) and gets the status its `# →` line promises."""
 import os
 import re
-import socket
 import subprocess
-import time
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, wait_port
 
 KEY = "docs-example-key-0123456789"
 
@@ -36,13 +34,7 @@ msgcenter_compat = true
 key = "{KEY}"
 scopes = ["publish", "admin", "metrics"]
 """)
-    deadline = time.time() + 5
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    wait_port(port)
     found = list(examples())
     assert len(found) >= 12, found
     env = {**os.environ, "SOCK": s.sock, "API": f"http://127.0.0.1:{port}", "KEY": KEY}

@@ -5,7 +5,6 @@ import asyncio
 import http.client
 import json
 import queue
-import socket
 import time
 
 import jwt
@@ -13,7 +12,7 @@ import pytest
 import stomp
 import websockets
 
-from conftest import free_port
+from conftest import free_port, wait_port
 
 SECRET = "spring-test-secret-0123456789abcdef"
 KEY = "spring-publish-key-0123"
@@ -47,13 +46,7 @@ scopes = ["publish"]
 """
     server = make_server("--shards", "2", config=cfg)
     server.api_port = port
-    deadline = time.time() + 5
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    wait_port(port)
     return server
 
 

@@ -337,17 +337,31 @@ impl Session {
         true
     }
 
-    /// Sends an ERROR frame and closes the WebSocket with `code`.
+    /// Sends an ERROR frame whose message is its body, and closes the WebSocket with `code`.
     fn error(&mut self, message: &str, receipt: Option<&str>, code: u16, out: &mut impl Sink) {
+        self.error_with(message, message, receipt, code, message_reason(code), out);
+    }
+
+    /// Sends an ERROR frame (`message` header, `body`, the `receipt-id` when the refused frame
+    /// asked for a receipt) and closes the WebSocket with `code` and `reason`.
+    fn error_with(
+        &mut self,
+        message: &str,
+        body: &str,
+        receipt: Option<&str>,
+        code: u16,
+        reason: &'static str,
+        out: &mut impl Sink,
+    ) {
         let mut f = Frame::new(Command::Error)
             .header("message", message)
             .header("content-type", "text/plain");
         if let Some(r) = receipt {
             f = f.header("receipt-id", r);
         }
-        f.body = message.as_bytes().to_vec();
+        f.body = body.as_bytes().to_vec();
         out.put(Output::Frame(f.encode()));
-        out.put(Output::Close(code, message_reason(code)));
+        out.put(Output::Close(code, reason));
         self.state = State::Closed;
     }
 
@@ -526,13 +540,8 @@ impl Session {
             "STOMP session refused in project {}: {reason}",
             self.project
         )));
-        let mut f = Frame::new(Command::Error)
-            .header("message", AUTH_FAIL)
-            .header("content-type", "text/plain");
-        f.body = reason.as_bytes().to_vec();
-        out.put(Output::Frame(f.encode()));
-        out.put(Output::Close(CloseError::POLICY, "authentication failed"));
-        self.state = State::Closed;
+        let failed = "authentication failed";
+        self.error_with(AUTH_FAIL, reason, None, CloseError::POLICY, failed, out);
     }
 
     /// SUBSCRIBE: `Ok(true)` when done, `Ok(false)` when the backend was asked first.

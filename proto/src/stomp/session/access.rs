@@ -207,35 +207,11 @@ impl Session {
     pub(super) fn refuse(&mut self, e: Refusal, receipt: Option<&str>, out: &mut impl Sink) {
         match e {
             Refusal::Protocol(m) => self.error(&m, receipt, CloseError::PROTOCOL, out),
-            Refusal::Forbidden(why) => self.fail(
-                FORBIDDEN,
-                &why,
-                receipt,
-                "forbidden (see the STOMP ERROR frame)",
-                out,
-            ),
+            Refusal::Forbidden(why) => {
+                let reason = "forbidden (see the STOMP ERROR frame)";
+                self.error_with(FORBIDDEN, &why, receipt, CloseError::POLICY, reason, out)
+            }
         }
-    }
-
-    /// An ERROR with `message` and `body`, then a policy close with `reason`.
-    fn fail(
-        &mut self,
-        message: &str,
-        body: &str,
-        receipt: Option<&str>,
-        reason: &'static str,
-        out: &mut impl Sink,
-    ) {
-        let mut f = Frame::new(Command::Error)
-            .header("message", message)
-            .header("content-type", "text/plain");
-        if let Some(r) = receipt {
-            f = f.header("receipt-id", r);
-        }
-        f.body = body.as_bytes().to_vec();
-        out.put(Output::Frame(f.encode()));
-        out.put(Output::Close(CloseError::POLICY, reason));
-        self.state = State::Closed;
     }
 
     /// `SEND /app/refresh` with a `token` header: a newer token for the same user replaces the
@@ -278,7 +254,8 @@ impl Session {
                 let why = format!(
                     "the session's token expired at {exp} (Unix time): send a newer one with SEND {REFRESH} and a token header before it does"
                 );
-                self.fail(TOKEN_EXPIRED, &why, None, "token expired", out);
+                let policy = CloseError::POLICY;
+                self.error_with(TOKEN_EXPIRED, &why, None, policy, "token expired", out);
                 true
             }
             _ => false,
