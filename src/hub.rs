@@ -333,21 +333,9 @@ impl Hub {
     /// Fans `msg` out to every shard (and, in a cluster, to the other nodes); returns how far
     /// it went, or an error if a shard did not answer in time.
     pub fn publish(&self, msg: Publish) -> Result<Reach, String> {
-        // Handed to Redis first, so the other nodes deliver while this one does.
-        let start = std::time::Instant::now();
-        let remote = self.relay.as_ref().map(|c| c.publish(&msg));
-        let visits = self.audience.visits(&msg.dest.key());
-        let msg = Arc::new(msg);
-        let sessions = self.ask_some(visits, |reply| Command::Publish {
-            msg: msg.clone(),
-            reply: Some(reply),
-        })?;
-        let local = start.elapsed();
-        Ok(Reach {
-            sessions,
-            cluster: remote.map(|r| r.wait()),
-            local,
-        })
+        self.publish_many(vec![msg])
+            .pop()
+            .unwrap_or_else(|| Err("lost in the hub".into()))
     }
 
     /// Publishes a batch: every message is handed to its shards before any answer is awaited,
@@ -358,6 +346,7 @@ impl Hub {
         let sent: Vec<_> = msgs
             .into_iter()
             .map(|msg| {
+                // Handed to Redis first, so the other nodes deliver while this one does.
                 let remote = self.relay.as_ref().map(|c| c.publish(&msg));
                 let visits = self.audience.visits(&msg.dest.key());
                 let msg = Arc::new(msg);
@@ -385,10 +374,12 @@ impl Hub {
                         .recv_timeout(REPLY_TIMEOUT)
                         .map_err(|_| "a shard did not answer in time".to_string())?;
                 }
+                // Measured before the other nodes' answer: `local` is this node's part.
+                let local = start.elapsed();
                 Ok(Reach {
                     sessions,
                     cluster: remote.map(|r| r.wait()),
-                    local: start.elapsed(),
+                    local,
                 })
             })
             .collect()

@@ -84,13 +84,6 @@ pub struct Polling {
     receiving: HashMap<u32, (usize, Box<str>)>,
 }
 
-impl Polling {
-    /// Sessions this shard owns.
-    pub fn sessions(&self) -> usize {
-        self.state.len()
-    }
-}
-
 /// The shard that owns session `id`, among `shards`.
 pub fn owner(id: &str, shards: usize) -> usize {
     if shards <= 1 {
