@@ -21,3 +21,4 @@ pub mod reactor;
 pub mod server;
 pub mod shard;
 pub mod stats;
+pub mod tls;

@@ -145,6 +145,12 @@ struct Serve {
     /// Network API listen address (HTTP with API keys; see [api] in the config).
     #[arg(long = "api", env = "RINGCAST_API_LISTEN")]
     api: Option<String>,
+    /// PEM certificate chain: the listener speaks TLS (wss://) ([tls] cert).
+    #[arg(long, env = "RINGCAST_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-cert ([tls] key).
+    #[arg(long, env = "RINGCAST_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Print the merged configuration (secrets masked) and exit.
     #[arg(long)]
     print_config: bool,
@@ -232,10 +238,13 @@ fn run(cli: Cli) -> Result<(), String> {
                 io_compat: s.io_compat,
                 redis: s.redis,
                 api_listen: s.api,
+                tls_cert: s.tls_cert,
+                tls_key: s.tls_key,
             };
             let cfg = Config::load(common.config.as_deref(), &o)?;
             if s.check_config {
                 ringcast::auth::Auth::from_config(&cfg)?;
+                ringcast::tls::Tls::from_config(&cfg.tls)?;
                 let n = cfg.projects.len();
                 println!(
                     "configuration OK: {n} project(s), auth {}",

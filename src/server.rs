@@ -159,6 +159,7 @@ impl Plan {
 /// A started server: what stopping it needs.
 struct Running {
     ctx: Arc<Context>,
+    tls: Option<Arc<crate::tls::Tls>>,
     api: Arc<admin::api::Api>,
     hub: Arc<Hub>,
     cluster: Option<crate::cluster::Cluster>,
@@ -176,6 +177,7 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
         shards,
     } = plan;
     let auth = Auth::from_config(&cfg)?;
+    let tls = crate::tls::Tls::from_config(&cfg.tls)?;
     warn_shared_keys(&cfg);
     let ctx = Arc::new(Context::new(cfg, auth));
     let cfg = &ctx.cfg;
@@ -207,6 +209,7 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
             ctx: ctx.clone(),
             hub: hub.clone(),
             proxy: proxy.clone(),
+            tls: tls.clone(),
             stats: stats.clone(),
             inbox,
             addr,
@@ -290,16 +293,21 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
     } else {
         String::new()
     };
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
     tracing::info!(
-        "ringcast listening on ws://{addr}{}: {auth}; {shards} shards (io_uring {io_path}){sockjs}; admin socket {}",
+        "ringcast listening on {scheme}://{addr}{}: {auth}; {shards} shards (io_uring {io_path}){sockjs}; admin socket {}",
         cfg.server.path,
         socket.display()
     );
+    if let Some(t) = &tls {
+        tracing::info!("TLS 1.2/1.3 (ALPN http/1.1): {}", t.describe());
+    }
     if cfg.server.echo {
-        tracing::info!("echo endpoint on ws://{addr}{}", cfg.server.echo_path);
+        tracing::info!("echo endpoint on {scheme}://{addr}{}", cfg.server.echo_path);
     }
     Ok(Running {
         ctx: ctx.clone(),
+        tls,
         api,
         hub,
         cluster,
@@ -348,6 +356,16 @@ fn wait_for_signals(
                     }
                     if let Ok(mut p) = running.api.projects.write() {
                         *p = admin::api::Api::projects_of(&new.cfg);
+                    }
+                    if let Some(t) = &running.tls {
+                        match t.reload(&new.cfg.tls) {
+                            Ok(()) => tracing::info!(
+                                "SIGHUP: TLS certificate and key reloaded (open sessions keep theirs)"
+                            ),
+                            Err(e) => tracing::error!(
+                                "SIGHUP: TLS reload failed, keeping the running certificate: {e}"
+                            ),
+                        }
                     }
                     running.hub.reload(Arc::new(new));
                     tracing::info!("SIGHUP: configuration reloaded (keys, limits, STOMP settings)");

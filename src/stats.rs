@@ -91,6 +91,8 @@ counters! {
     sockjs_sessions: "SockJS sessions over HTTP (xhr, xhr-streaming, eventsource) this shard owns (gauge)",
     sockjs_expired: "SockJS sessions over HTTP closed because no request came for them in time",
     token_expired: "sessions closed because their token expired (not refreshed in time)",
+    tls_handshakes: "TLS handshakes completed",
+    tls_failures: "TLS connections refused: bad or unfinished handshakes, bad records, plain HTTP on the TLS port",
 }
 
 /// The node's link to the cluster (zero and absent from the output on a standalone node).

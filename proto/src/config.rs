@@ -36,6 +36,30 @@ pub struct Config {
     pub sockjs: Sockjs,
     /// `[compression]`: permessage-deflate.
     pub compression: Compression,
+    /// `[tls]`: `wss://` on the WebSocket listener.
+    pub tls: Tls,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+/// `[tls]`: the WebSocket listener speaks TLS (`wss://`) when both files are named.
+pub struct Tls {
+    /// PEM certificate chain, leaf first (`--tls-cert`).
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) (`--tls-key`).
+    pub key: Option<PathBuf>,
+    /// Hand the session keys to the kernel after the handshake where it offers kTLS.
+    pub ktls: bool,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            cert: None,
+            key: None,
+            ktls: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -568,6 +592,10 @@ pub struct Overrides {
     pub redis: Option<String>,
     /// `--api` / `RINGCAST_API_LISTEN`.
     pub api_listen: Option<String>,
+    /// `--tls-cert` / `RINGCAST_TLS_CERT`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key` / `RINGCAST_TLS_KEY`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Config {
@@ -605,6 +633,8 @@ impl Config {
             for k in c.api.keys.values_mut() {
                 rebase(&mut k.key_file);
             }
+            rebase(&mut c.tls.cert);
+            rebase(&mut c.tls.key);
         }
         Ok(c)
     }
@@ -647,6 +677,12 @@ impl Config {
         }
         if let Some(v) = &o.api_listen {
             self.api.listen = Some(v.clone());
+        }
+        if let Some(v) = &o.tls_cert {
+            self.tls.cert = Some(v.clone());
+        }
+        if let Some(v) = &o.tls_key {
+            self.tls.key = Some(v.clone());
         }
     }
 
@@ -694,6 +730,11 @@ impl Config {
         }
         if let Some(l) = &self.api.listen {
             check_addr("api.listen (--api)", l)?;
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(
+                "tls: give both cert and key (--tls-cert and --tls-key), or neither".into(),
+            );
         }
         for (name, k) in &self.api.keys {
             if k.key.is_some() == k.key_file.is_some() {

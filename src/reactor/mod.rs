@@ -6,6 +6,7 @@
 // The one module allowed `unsafe`: the kernel shares its memory with the ring.
 #[allow(unsafe_code)]
 pub mod ring;
+mod tls;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -36,6 +37,8 @@ pub struct ShardSpec {
     pub hub: Arc<Hub>,
     /// Where questions for projects' backends go.
     pub proxy: Arc<AccessProxy>,
+    /// The listener speaks TLS.
+    pub tls: Option<Arc<crate::tls::Tls>>,
     pub stats: Arc<Stats>,
     pub inbox: Inbox,
     pub addr: SocketAddr,
@@ -137,6 +140,11 @@ fn run(spec: ShardSpec) -> io::Result<()> {
     };
     let mut scratch = Vec::with_capacity(cfg.server.read_buffer_size as usize);
     let mut driver = Driver {
+        id: spec.id,
+        stats: spec.stats.clone(),
+        tls: spec.tls,
+        tls_conns: Vec::new(),
+        plain: Vec::new(),
         core: Core::new(shard::Config {
             id: spec.id,
             shards: spec.hub.shard_count(),
@@ -185,6 +193,14 @@ fn run(spec: ShardSpec) -> io::Result<()> {
 /// The driver's side of a shard: the core, and what only the driver touches (sockets, the
 /// hub's channel, the clock).
 struct Driver {
+    id: usize,
+    stats: Arc<Stats>,
+    /// The listener's TLS, if it speaks `wss`.
+    tls: Option<Arc<crate::tls::Tls>>,
+    /// Each connection's TLS session, under the core's key (empty without TLS).
+    tls_conns: Vec<Option<Box<tls::TlsConn>>>,
+    /// Decrypted bytes on their way to the core (reused).
+    plain: Vec<u8>,
     core: Core,
     hub: Arc<Hub>,
     proxy: Arc<AccessProxy>,
@@ -217,13 +233,22 @@ impl Driver {
                     self.core.accept_ended();
                 }
             }
-            Event::Received { key, res, more } => self.core.received(key, res, more, data),
+            Event::Received { key, res, more } => match res {
+                Ok(n) if n > 0 && self.has_tls(key) => self.tls_received(ring, key, n, more, data),
+                res => self.core.received(key, res, more, data),
+            },
             Event::Sent {
                 key,
                 res,
                 buf,
                 offset,
-            } => self.core.sent(key, res, buf, offset),
+            } => {
+                if self.has_tls(key) {
+                    self.tls_sent(ring, key, res, buf, offset)
+                } else {
+                    self.core.sent(key, res, buf, offset)
+                }
+            }
             Event::Woken => {
                 while let Ok(cmd) = self.inbox.rx.try_recv() {
                     self.core.command(cmd);
@@ -248,11 +273,15 @@ impl Driver {
         } else {
             None
         };
-        let key = self.core.accepted(peer, now_ms()) as usize;
-        if self.sockets.len() <= key {
-            self.sockets.resize_with(key + 1, || None);
+        let key = self.core.accepted(peer, now_ms());
+        let k = key as usize;
+        if self.sockets.len() <= k {
+            self.sockets.resize_with(k + 1, || None);
         }
-        self.sockets[key] = Some(fd);
+        self.sockets[k] = Some(fd);
+        if let Some(tls) = self.tls.clone() {
+            self.tls_accepted(&tls, key);
+        }
     }
 
     fn fd(&self, key: u32) -> i32 {
@@ -261,15 +290,32 @@ impl Driver {
             .map_or(-1, |fd| fd.as_raw_fd())
     }
 
-    /// Carries out what the core asked for.
+    /// Carries out what the core asked for (and what it asks while that is done).
     fn flush(&mut self, ring: &mut Ring) {
         let mut ops = std::mem::take(&mut self.ops);
-        self.core.take_ops(&mut ops);
+        loop {
+            self.core.take_ops(&mut ops);
+            if ops.is_empty() {
+                break;
+            }
+            self.carry_out(ring, &mut ops);
+        }
+        self.ops = ops;
+    }
+
+    fn carry_out(&mut self, ring: &mut Ring, ops: &mut Vec<Op>) {
         for op in ops.drain(..) {
             match op {
                 Op::Recv(key) => ring.recv(self.fd(key), key),
-                Op::Send { key, buf, offset } => ring.send(self.fd(key), key, buf, offset),
+                Op::Send { key, buf, offset } => {
+                    if self.has_tls(key) {
+                        self.tls_send(ring, key, buf, offset)
+                    } else {
+                        ring.send(self.fd(key), key, buf, offset)
+                    }
+                }
                 Op::ShutdownWrite(key) => {
+                    self.tls_shutdown_write(key);
                     let _ =
                         nix::sys::socket::shutdown(self.fd(key), nix::sys::socket::Shutdown::Write);
                 }
@@ -277,7 +323,12 @@ impl Driver {
                     let _ =
                         nix::sys::socket::shutdown(self.fd(key), nix::sys::socket::Shutdown::Both);
                 }
-                Op::Free(key) => self.sockets[key as usize] = None,
+                Op::Free(key) => {
+                    self.sockets[key as usize] = None;
+                    if let Some(t) = self.tls_conns.get_mut(key as usize) {
+                        *t = None;
+                    }
+                }
                 Op::Accept => {
                     if let Some(l) = &self.listener {
                         ring.accept(l.as_raw_fd());
@@ -296,6 +347,5 @@ impl Driver {
                 }
             }
         }
-        self.ops = ops;
     }
 }

@@ -345,6 +345,20 @@ impl Core {
         self.reap(key);
     }
 
+    /// Bytes arrived on `key` that carried nothing for its session yet (a TLS handshake, or
+    /// a record not complete): the peer was heard and the read goes on.
+    pub fn received_transport(&mut self, key: u32, more: bool) {
+        let Some(c) = self.conns.get_mut(key as usize) else {
+            return;
+        };
+        if !more {
+            c.set_recv_armed(false);
+        }
+        c.set_heard();
+        self.arm_recv(key);
+        self.reap(key);
+    }
+
     /// A send on `key` completed: `res` bytes of `buf[offset..]` went out.
     pub fn sent(&mut self, key: u32, res: io::Result<usize>, buf: Bytes, offset: usize) {
         let Some(c) = self.conns.get_mut(key as usize) else {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the shared Autobahn runner against ringcast's /echo endpoint, on both io_uring paths,
-# then the permessage-deflate cases against a server with [compression] on (a subset by
+# over ws:// and over wss:// (rustls on the shard, the test certificate in tests/tls), then the
+# permessage-deflate cases against a server with [compression] on (a subset by
 # default, to keep `make test` short: DEFLATE_CASES='12.*,13.*' runs all 216, as
 # `make autobahn-deflate` does). Exit 0 only if no case FAILED on any run.
 set -euo pipefail
@@ -24,23 +25,27 @@ RUNNER=$(find_runner)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+TLS=(--tls-cert "$ROOT/tests/tls/server.pem" --tls-key "$ROOT/tests/tls/server.key")
 status=0
 for mode in multishot compat; do
-  port=$(free_port)
-  dir=$(mktemp -d)
-  extra=()
-  [ "$mode" = compat ] && extra=(--io-compat)
-  "$BIN" serve --config "$ROOT/tests/autobahn/echo.toml" --no-auth --listen "127.0.0.1:$port" \
-    --admin-socket "$dir/admin.sock" --shards 2 "${extra[@]}" >"$dir/server.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 100); do [ -S "$dir/admin.sock" ] && break; sleep 0.05; done
-  echo "autobahn ($mode io path):"
-  if ! "$RUNNER" --url "ws://127.0.0.1:$port/echo" --out "$OUT/$mode" --timeout 600; then
-    status=1
-  fi
-  kill -TERM "$pid" 2>/dev/null || true
-  wait "$pid" || true
-  rm -rf "$dir"
+  for scheme in ws wss; do
+    port=$(free_port)
+    dir=$(mktemp -d)
+    extra=()
+    [ "$mode" = compat ] && extra+=(--io-compat)
+    [ "$scheme" = wss ] && extra+=("${TLS[@]}")
+    "$BIN" serve --config "$ROOT/tests/autobahn/echo.toml" --no-auth --listen "127.0.0.1:$port" \
+      --admin-socket "$dir/admin.sock" --shards 2 "${extra[@]}" >"$dir/server.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do [ -S "$dir/admin.sock" ] && break; sleep 0.05; done
+    echo "autobahn ($mode io path, $scheme://):"
+    if ! "$RUNNER" --url "$scheme://127.0.0.1:$port/echo" --out "$OUT/$mode-$scheme" --timeout 600; then
+      status=1
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" || true
+    rm -rf "$dir"
+  done
 done
 
 port=$(free_port)

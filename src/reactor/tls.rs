@@ -1,0 +1,259 @@
+//! The driver's TLS glue: for a connection on a `wss` listener, ciphertext from the ring goes
+//! through its `tls::session::Session` and only plaintext reaches the core; the core's sends
+//! are sealed and written one chunk at a time, and the core hears a send completed once its
+//! last record is out. With kTLS the session leaves the process after the handshake and the
+//! socket is plain again for the core and the ring.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use nix::sys::socket::{MsgFlags, send};
+
+use super::Driver;
+use super::ring::Ring;
+use crate::tls::session::{Failure, Session};
+use crate::tls::{Tls, ktls};
+
+/// A connection's TLS beside its socket.
+pub(super) struct TlsConn {
+    session: Session,
+    /// The chunk the ring is writing, and the core send it completes (if any).
+    writing: Option<Option<(Bytes, usize)>>,
+    /// The session failed: its socket is being shut; completions are only accounted for.
+    failed: bool,
+}
+
+impl Driver {
+    fn tls_conn(&mut self, key: u32) -> Option<&mut TlsConn> {
+        self.tls_conns.get_mut(key as usize)?.as_deref_mut()
+    }
+
+    /// Whether `key`'s bytes go through a userspace TLS session.
+    pub(super) fn has_tls(&self, key: u32) -> bool {
+        self.tls_conns
+            .get(key as usize)
+            .is_some_and(Option::is_some)
+    }
+
+    /// A connection was accepted on the TLS listener: its session starts with the
+    /// certificate current now.
+    pub(super) fn tls_accepted(&mut self, tls: &Tls, key: u32) {
+        let k = key as usize;
+        if self.tls_conns.len() <= k {
+            self.tls_conns.resize_with(k + 1, || None);
+        }
+        self.tls_conns[k] = match Session::new(tls.current()) {
+            Ok(session) => Some(Box::new(TlsConn {
+                session,
+                writing: None,
+                failed: false,
+            })),
+            Err(e) => {
+                tracing::error!("TLS session: {e}");
+                let _ = nix::sys::socket::shutdown(self.fd(key), nix::sys::socket::Shutdown::Both);
+                None
+            }
+        };
+    }
+
+    /// `n` bytes of ciphertext arrived.
+    pub(super) fn tls_received(
+        &mut self,
+        ring: &mut Ring,
+        key: u32,
+        n: usize,
+        more: bool,
+        data: &mut [u8],
+    ) {
+        let mut plain = std::mem::take(&mut self.plain);
+        plain.clear();
+        let Some(t) = self.tls_conn(key).filter(|t| !t.failed) else {
+            self.plain = plain;
+            return;
+        };
+        match t.session.received(&mut data[..n], &mut plain) {
+            Ok(progress) => {
+                if progress.established {
+                    self.stats.shards[self.id]
+                        .tls_handshakes
+                        .fetch_add(1, Relaxed);
+                }
+                self.pump(ring, key);
+                if !plain.is_empty() {
+                    let len = plain.len();
+                    self.core.received(key, Ok(len), more, &mut plain);
+                } else if !progress.peer_closed {
+                    self.core.received_transport(key, more);
+                }
+                if progress.peer_closed {
+                    self.core.received(key, Ok(0), more, &mut []);
+                }
+                self.maybe_kernel(key);
+            }
+            Err(f) => self.tls_failed(key, f, more),
+        }
+        self.plain = plain;
+    }
+
+    /// The session cannot go on: its alert (or the answer to plain HTTP) goes out now, the
+    /// core hears end-of-stream, and any send it waits on fails.
+    fn tls_failed(&mut self, key: u32, f: Failure, more: bool) {
+        self.stats.shards[self.id]
+            .tls_failures
+            .fetch_add(1, Relaxed);
+        tracing::debug!(key, "TLS: {}", f.reason);
+        if let Some(reply) = &f.reply {
+            // A few bytes into an empty socket buffer: written directly, so they are out
+            // before the core's shutdown.
+            let _ = send(
+                self.fd(key),
+                reply,
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            );
+        }
+        let mut unacked = Vec::new();
+        if let Some(t) = self.tls_conn(key) {
+            t.failed = true;
+            unacked = t.session.unacked();
+            if let Some(Some(ack)) = t.writing.as_mut().map(Option::take) {
+                unacked.push(ack);
+            }
+        }
+        self.core.received(key, Ok(0), more, &mut []);
+        for (buf, offset) in unacked {
+            self.core.sent(
+                key,
+                Err(io::Error::from_raw_os_error(libc::EPIPE)),
+                buf,
+                offset,
+            );
+        }
+    }
+
+    /// A write of ciphertext completed.
+    pub(super) fn tls_sent(
+        &mut self,
+        ring: &mut Ring,
+        key: u32,
+        res: io::Result<usize>,
+        buf: Bytes,
+        offset: usize,
+    ) {
+        let fd = self.fd(key);
+        let Some(t) = self.tls_conn(key) else {
+            return;
+        };
+        match res {
+            Ok(n) if !t.failed && offset + n < buf.len() => {
+                ring.send(fd, key, buf, offset + n);
+            }
+            Ok(_) if !t.failed => {
+                if let Some(Some((plain, off))) = t.writing.take() {
+                    let len = plain.len() - off;
+                    self.core.sent(key, Ok(len), plain, off);
+                }
+                self.pump(ring, key);
+                self.maybe_kernel(key);
+            }
+            res => {
+                let failed = t.failed;
+                let ack = t.writing.take().flatten();
+                let e = res
+                    .err()
+                    .unwrap_or_else(|| io::Error::from_raw_os_error(libc::EPIPE));
+                if !failed {
+                    self.tls_failed(key, Failure::internal(e.to_string()), false);
+                }
+                if let Some((plain, off)) = ack {
+                    self.core.sent(key, Err(e), plain, off);
+                }
+            }
+        }
+    }
+
+    /// The core sends plaintext.
+    pub(super) fn tls_send(&mut self, ring: &mut Ring, key: u32, buf: Bytes, offset: usize) {
+        let Some(t) = self.tls_conn(key).filter(|t| !t.failed) else {
+            self.core.sent(
+                key,
+                Err(io::Error::from_raw_os_error(libc::EPIPE)),
+                buf,
+                offset,
+            );
+            return;
+        };
+        if !t.session.established() {
+            // A refusal or timeout before the handshake ended: a TLS client reads no HTTP
+            // yet, so the words are dropped (as written) and the core goes on to close.
+            let len = buf.len() - offset;
+            self.core.sent(key, Ok(len), buf, offset);
+            return;
+        }
+        match t.session.send(buf.clone(), offset) {
+            Ok(()) => self.pump(ring, key),
+            Err(f) => {
+                self.tls_failed(key, f, false);
+                self.core.sent(
+                    key,
+                    Err(io::Error::from_raw_os_error(libc::EPIPE)),
+                    buf,
+                    offset,
+                );
+            }
+        }
+    }
+
+    /// The core closes its writing side: a close_notify first, when nothing else is queued.
+    pub(super) fn tls_shutdown_write(&mut self, key: u32) {
+        let fd = self.fd(key);
+        if let Some(t) = self.tls_conn(key)
+            && !t.failed
+            && t.writing.is_none()
+            && t.session.idle()
+            && let Some(alert) = t.session.close_notify()
+        {
+            let _ = send(fd, &alert, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL);
+        }
+    }
+
+    /// Starts writing the next chunk if none is being written.
+    fn pump(&mut self, ring: &mut Ring, key: u32) {
+        let fd = self.fd(key);
+        if let Some(t) = self.tls_conn(key)
+            && t.writing.is_none()
+            && let Some(chunk) = t.session.next_chunk()
+        {
+            t.writing = Some(chunk.ack);
+            ring.send(fd, key, chunk.bytes, 0);
+        }
+    }
+
+    /// With kTLS, an established session with nothing in flight moves into the kernel.
+    fn maybe_kernel(&mut self, key: u32) {
+        if !self.tls.as_ref().is_some_and(|t| t.kernel) {
+            return;
+        }
+        let ready = self.tls_conn(key).is_some_and(|t| {
+            !t.failed && t.writing.is_none() && t.session.established() && t.session.idle()
+        });
+        if !ready {
+            return;
+        }
+        let Some(t) = self.tls_conns[key as usize].take() else {
+            return;
+        };
+        let installed = match self.sockets[key as usize].as_ref() {
+            Some(fd) => ktls::install(fd, t.session.into_inner()),
+            None => Err("socket gone".into()),
+        };
+        if let Err(e) = installed {
+            tracing::warn!("kTLS: {e}; closing the connection");
+            if let Some(fd) = self.sockets[key as usize].as_ref() {
+                let _ =
+                    nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! `wss://` on the shards: the certificate and key (reloaded on SIGHUP without touching open
+//! sessions), the choice between the kernel's TLS and rustls records, and the per-connection
+//! session (`session`) the driver runs beside each socket. The shard core never sees TLS.
+
+pub mod ktls;
+pub mod session;
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config;
+
+/// The listener's TLS: the configuration new connections get, and which record path runs.
+pub struct Tls {
+    current: RwLock<Arc<ServerConfig>>,
+    /// The kernel takes the keys after each handshake (kTLS); otherwise rustls seals records.
+    pub kernel: bool,
+}
+
+impl Tls {
+    /// `None` when `[tls]` names no certificate (plain `ws://`).
+    pub fn from_config(cfg: &config::Tls) -> Result<Option<Arc<Tls>>, String> {
+        let (Some(cert), Some(key)) = (&cfg.cert, &cfg.key) else {
+            return Ok(None);
+        };
+        let kernel = cfg.ktls && ktls::available();
+        let current = server_config(cert, key, kernel)?;
+        Ok(Some(Arc::new(Tls {
+            current: RwLock::new(current),
+            kernel,
+        })))
+    }
+
+    /// The configuration for a connection accepted now.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Reads the certificate and key again (SIGHUP). Open sessions keep theirs; a file that
+    /// fails to load leaves the running pair in place.
+    pub fn reload(&self, cfg: &config::Tls) -> Result<(), String> {
+        let (Some(cert), Some(key)) = (&cfg.cert, &cfg.key) else {
+            return Err("[tls] cert and key were removed: TLS stays on until a restart".into());
+        };
+        let fresh = server_config(cert, key, self.kernel)?;
+        match self.current.write() {
+            Ok(mut c) => *c = fresh,
+            Err(p) => *p.into_inner() = fresh,
+        }
+        Ok(())
+    }
+
+    /// Which record path runs, for the start-up line.
+    pub fn describe(&self) -> &'static str {
+        if self.kernel {
+            "kernel TLS (kTLS) after a rustls handshake"
+        } else {
+            "rustls records in the shard (this kernel has no kTLS)"
+        }
+    }
+}
+
+/// Loads a certificate chain and its key into a server configuration: TLS 1.2 and 1.3,
+/// ALPN `http/1.1`. Errors name the file at fault.
+pub fn server_config(cert: &Path, key: &Path, kernel: bool) -> Result<Arc<ServerConfig>, String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("[tls] cert {}: {e}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("[tls] cert {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "[tls] cert {}: no certificate in the file",
+            cert.display()
+        ));
+    }
+    let private = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("[tls] key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut sc = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| {
+            format!(
+                "[tls] key {} does not fit cert {}: {e}",
+                key.display(),
+                cert.display()
+            )
+        })?;
+    sc.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Secrets leave rustls only to go to the kernel.
+    sc.enable_secret_extraction = kernel;
+    Ok(Arc::new(sc))
+}
+
+#[cfg(test)]
+mod tests;

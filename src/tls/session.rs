@@ -1,0 +1,378 @@
+//! One connection's TLS, sans-IO: ciphertext from the socket in, plaintext for the shard core
+//! out; the core's plaintext sends in, ciphertext chunks for the socket out. Built on rustls'
+//! unbuffered API so the connection owns no record buffers: a received record is decrypted
+//! from the ring's buffer, and only a record split across reads is kept (in a buffer freed as
+//! soon as it completes). An idle connection is its rustls state and a few empty queues.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rustls::ServerConfig;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+};
+
+/// A record's framing cost beyond its payload (TLS 1.2 GCM: 5 header + 8 nonce + 16 tag; TLS
+/// 1.3: 5 + 16 + 1 content type), rounded up.
+const RECORD_OVERHEAD: usize = 32;
+/// Payload per record.
+const MAX_FRAGMENT: usize = 16 * 1024;
+/// Ciphertext kept waiting for the rest of a record or handshake message. rustls refuses a
+/// record longer than 16 KiB + overhead and a handshake message over 64 KiB before this fills.
+const MAX_PENDING: usize = 80 * 1024;
+
+/// What the peer sent first when it was not TLS: a `ws://` or `http://` client on the TLS port
+/// gets a readable answer instead of a TLS alert it would show as garbage.
+const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 64\r\nConnection: close\r\n\r\nThis port speaks TLS: connect with wss:// or https:// instead.\r\n";
+
+/// Why a connection's TLS ended; `reply` (an alert, or the answer to plain HTTP) goes to the
+/// peer before the socket is shut.
+#[derive(Debug)]
+pub struct Failure {
+    pub reason: String,
+    pub reply: Option<Bytes>,
+    /// The peer spoke plain HTTP on the TLS port.
+    pub plain_http: bool,
+}
+
+/// Ciphertext for the socket, in order. `ack` is the core's send it finishes: the core hears
+/// its send completed once the last byte of this chunk is written.
+pub struct Chunk {
+    pub bytes: Bytes,
+    pub ack: Option<(Bytes, usize)>,
+}
+
+/// What a `received` call did beyond the plaintext it appended.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The handshake completed during this call.
+    pub established: bool,
+    /// The peer sent close_notify: no more plaintext will come.
+    pub peer_closed: bool,
+}
+
+/// One connection's TLS state.
+pub struct Session {
+    conn: UnbufferedServerConnection,
+    /// Ciphertext received but not yet consumed (a partial record): empty, and unallocated,
+    /// between records.
+    pending: Vec<u8>,
+    /// Handshake bytes encoded but not yet queued (a flight is sent as one chunk).
+    flight: Vec<u8>,
+    out: VecDeque<Chunk>,
+    established: bool,
+    seen_bytes: bool,
+    /// Handshake bytes went to the peer (after which alerts may have to be encrypted).
+    spoke: bool,
+}
+
+impl Session {
+    /// A fresh server-side session with the configuration current at accept.
+    pub fn new(config: Arc<ServerConfig>) -> Result<Session, rustls::Error> {
+        Ok(Session {
+            conn: UnbufferedServerConnection::new(config)?,
+            pending: Vec::new(),
+            flight: Vec::new(),
+            out: VecDeque::new(),
+            established: false,
+            seen_bytes: false,
+            spoke: false,
+        })
+    }
+
+    /// Whether the handshake has completed.
+    pub fn established(&self) -> bool {
+        self.established
+    }
+
+    /// Takes `data` from the socket: decrypted application data is appended to `plain`,
+    /// handshake answers are queued for `next_chunk`.
+    pub fn received(&mut self, data: &mut [u8], plain: &mut Vec<u8>) -> Result<Progress, Failure> {
+        // Hostile bytes reach rustls here. Should its state machine ever panic on them, only
+        // this connection ends, never its shard's other sessions.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.take(data, plain)))
+            .unwrap_or_else(|_| Err(Failure::internal("TLS state machine panicked".into())))
+    }
+
+    fn take(&mut self, data: &mut [u8], plain: &mut Vec<u8>) -> Result<Progress, Failure> {
+        if !self.seen_bytes && !data.is_empty() {
+            self.seen_bytes = true;
+            // Every TLS connection opens with a handshake record (content type 22).
+            if data[0] != 22 && data[0].is_ascii_uppercase() {
+                return Err(Failure {
+                    reason: "plain HTTP on the TLS port".into(),
+                    reply: Some(Bytes::from_static(PLAIN_HTTP_ANSWER)),
+                    plain_http: true,
+                });
+            }
+        }
+        let was = self.established;
+        let mut progress = Progress::default();
+        if self.pending.is_empty() {
+            let used = self.process(data, plain, &mut progress)?;
+            if used < data.len() {
+                self.pending.extend_from_slice(&data[used..]);
+            }
+        } else {
+            if self.pending.len() + data.len() > MAX_PENDING {
+                return Err(Failure::internal(
+                    "a TLS record or handshake message too large".into(),
+                ));
+            }
+            self.pending.extend_from_slice(data);
+            let mut pending = std::mem::take(&mut self.pending);
+            let used = self.process(&mut pending, plain, &mut progress)?;
+            pending.drain(..used);
+            if !pending.is_empty() {
+                self.pending = pending;
+            }
+        }
+        progress.established = self.established && !was;
+        Ok(progress)
+    }
+
+    /// Runs rustls over `buf` until it needs more bytes; returns how many it consumed.
+    fn process(
+        &mut self,
+        buf: &mut [u8],
+        plain: &mut Vec<u8>,
+        progress: &mut Progress,
+    ) -> Result<usize, Failure> {
+        let mut used = 0;
+        loop {
+            let UnbufferedStatus { mut discard, state } =
+                self.conn.process_tls_records(&mut buf[used..]);
+            let mut failed = None;
+            let more = match state {
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+                Ok(ConnectionState::ReadTraffic(mut records)) => {
+                    while let Some(r) = records.next_record() {
+                        match r {
+                            Ok(r) => {
+                                discard += r.discard;
+                                plain.extend_from_slice(r.payload);
+                            }
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    failed.is_none()
+                }
+                Ok(ConnectionState::EncodeTlsData(mut enc)) => {
+                    encode_into(&mut self.flight, |b| enc.encode(b))
+                        .map_err(|e| Failure::internal(format!("{e:?}")))?;
+                    true
+                }
+                Ok(ConnectionState::TransmitTlsData(t)) => {
+                    t.done();
+                    self.queue_flight();
+                    true
+                }
+                Ok(ConnectionState::WriteTraffic(_)) => {
+                    self.established = true;
+                    false
+                }
+                Ok(ConnectionState::BlockedHandshake) => false,
+                Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => {
+                    progress.peer_closed = true;
+                    false
+                }
+                Ok(_) => {
+                    failed = Some(rustls::Error::General("early data is not accepted".into()));
+                    false
+                }
+            };
+            used += discard;
+            if let Some(e) = failed {
+                return Err(self.fail(e.to_string()));
+            }
+            if !more {
+                return Ok(used);
+            }
+        }
+    }
+
+    fn queue_flight(&mut self) {
+        if !self.flight.is_empty() {
+            self.spoke = true;
+            let bytes = Bytes::from(std::mem::take(&mut self.flight));
+            self.out.push_back(Chunk { bytes, ack: None });
+        }
+    }
+
+    /// A failure with whatever alert rustls queued for the peer. Only queued records are
+    /// asked for: after an error, rustls must not be made to deframe again (its handshake
+    /// reassembly still points into input already discarded).
+    fn fail(&mut self, reason: String) -> Failure {
+        let mut alert = Vec::new();
+        for _ in 0..4 {
+            if !self.conn.wants_write() {
+                break;
+            }
+            match self.conn.process_tls_records(&mut []).state {
+                Ok(ConnectionState::EncodeTlsData(mut enc)) => {
+                    if encode_into(&mut alert, |b| enc.encode(b)).is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        if alert.is_empty() && !self.spoke {
+            // rustls answers some malformed openings with silence; before anything is
+            // encrypted a plaintext decode_error alert is still ours to send.
+            alert.extend_from_slice(&[21, 3, 3, 0, 2, 2, 50]);
+        }
+        Failure {
+            reason,
+            reply: (!alert.is_empty()).then(|| Bytes::from(alert)),
+            plain_http: false,
+        }
+    }
+
+    /// The core sends `buf[offset..]`: encrypted and queued. Only once `established`: before
+    /// that the peer reads no HTTP, so the driver drops what the core says (a refusal at accept,
+    /// a handshake timeout) and just closes.
+    pub fn send(&mut self, buf: Bytes, offset: usize) -> Result<(), Failure> {
+        if !self.established {
+            return Err(Failure::internal(
+                "nothing can be sent before the TLS handshake".into(),
+            ));
+        }
+        let sealed = self.seal(&buf[offset..])?;
+        self.out.push_back(Chunk {
+            bytes: sealed,
+            ack: Some((buf, offset)),
+        });
+        Ok(())
+    }
+
+    /// Encrypts application data into records (flushing any handshake message rustls wants
+    /// out first, e.g. a TLS 1.3 key update answer).
+    fn seal(&mut self, plain: &[u8]) -> Result<Bytes, Failure> {
+        for _ in 0..8 {
+            let state = match self.conn.process_tls_records(&mut []).state {
+                Ok(s) => s,
+                Err(e) => return Err(self.fail(e.to_string())),
+            };
+            match state {
+                ConnectionState::WriteTraffic(mut w) => {
+                    let records = plain.len().div_ceil(MAX_FRAGMENT).max(1);
+                    let mut out = vec![0; plain.len() + records * RECORD_OVERHEAD];
+                    let n = match w.encrypt(plain, &mut out) {
+                        Ok(n) => n,
+                        Err(EncryptError::InsufficientSize(InsufficientSizeError {
+                            required_size,
+                        })) => {
+                            out.resize(required_size, 0);
+                            w.encrypt(plain, &mut out)
+                                .map_err(|e| Failure::internal(format!("{e:?}")))?
+                        }
+                        Err(e) => return Err(Failure::internal(format!("{e:?}"))),
+                    };
+                    out.truncate(n);
+                    return Ok(Bytes::from(out));
+                }
+                ConnectionState::EncodeTlsData(mut enc) => {
+                    encode_into(&mut self.flight, |b| enc.encode(b))
+                        .map_err(|e| Failure::internal(format!("{e:?}")))?;
+                }
+                ConnectionState::TransmitTlsData(t) => {
+                    t.done();
+                    self.queue_flight();
+                }
+                other => {
+                    return Err(Failure::internal(format!(
+                        "cannot send in TLS state {other:?}"
+                    )));
+                }
+            }
+        }
+        Err(Failure::internal("TLS never became writable".into()))
+    }
+
+    /// A close_notify alert, if the session can still send one.
+    pub fn close_notify(&mut self) -> Option<Bytes> {
+        if !self.established {
+            return None;
+        }
+        match self.conn.process_tls_records(&mut []).state {
+            Ok(ConnectionState::WriteTraffic(mut w)) => {
+                let mut out = vec![0; 64];
+                let n = w.queue_close_notify(&mut out).ok()?;
+                out.truncate(n);
+                Some(Bytes::from(out))
+            }
+            _ => None,
+        }
+    }
+
+    /// The next ciphertext to write, if any.
+    pub fn next_chunk(&mut self) -> Option<Chunk> {
+        let c = self.out.pop_front();
+        if self.out.is_empty() && self.out.capacity() > 0 {
+            // An idle connection keeps no queue allocation.
+            self.out = VecDeque::new();
+        }
+        c
+    }
+
+    /// Nothing is waiting to be written.
+    pub fn idle(&self) -> bool {
+        self.out.is_empty() && self.flight.is_empty() && self.pending.is_empty()
+    }
+
+    /// The core's sends queued and not yet acknowledged.
+    pub fn unacked(&mut self) -> Vec<(Bytes, usize)> {
+        self.out.drain(..).filter_map(|c| c.ack).collect()
+    }
+
+    /// Hands the connection over for kTLS (see `ktls`): only sound while `idle`.
+    pub fn into_inner(self) -> UnbufferedServerConnection {
+        self.conn
+    }
+}
+
+impl Failure {
+    /// A failure with nothing to tell the peer.
+    pub fn internal(reason: String) -> Failure {
+        Failure {
+            reason,
+            reply: None,
+            plain_http: false,
+        }
+    }
+}
+
+/// Runs an encoder that reports the size it needs, growing `into` to fit.
+fn encode_into(
+    into: &mut Vec<u8>,
+    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> Result<(), EncodeError> {
+    let start = into.len();
+    into.resize(start + 4096, 0);
+    let n = match encode(&mut into[start..]) {
+        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+            into.resize(start + required_size, 0);
+            encode(&mut into[start..])
+        }
+        r => r,
+    };
+    match n {
+        Ok(n) => {
+            into.truncate(start + n);
+            Ok(())
+        }
+        Err(e) => {
+            into.truncate(start);
+            Err(e)
+        }
+    }
+}
