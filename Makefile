@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/ringcast
 
-.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke c1m-netns cluster-demo cluster-bench spring-demo install uninstall deb autobahn-deflate peers compare compare-smoke
+.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke c1m-netns cluster-demo cluster-bench spring-demo install uninstall deb autobahn-deflate peers compare compare-smoke compare-tls
 
 build:
 	$(CARGO) build --release --workspace
@@ -70,6 +70,12 @@ peers: build
 COMPARE_OUT ?= bench/results/compare-$(shell date -u +%Y%m%dT%H%M%SZ)
 compare: peers
 	./target/release/ringcast-bench compare --out $(COMPARE_OUT) $(COMPARE_ARGS)
+
+## wss:// side by side (issue #16): ringcast terminating TLS itself, nginx terminating TLS in
+## front of a plain ringcast, Node ws on https; plus ringcast plain as the reference.
+compare-tls: peers
+	./target/release/ringcast-bench compare --servers ringcast,ringcast-tls,nginx-tls,node-ws-tls \
+	  --out $(COMPARE_OUT)-tls $(COMPARE_ARGS)
 
 ## 500 connections through every peer: each reaches all its connections, the table is produced.
 compare-smoke: peers

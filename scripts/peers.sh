@@ -10,10 +10,16 @@ command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v javac >/dev/null || need_apt+=(default-jdk-headless)
 [ -f /usr/share/java/netty-codec-http.jar ] || need_apt+=(libnetty-java)
+# nginx terminates TLS in front of ringcast for the wss comparison (`--tls`).
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing with apt: ${need_apt[*]}"
   apt-get update -qq </dev/null
   apt-get install -y -qq "${need_apt[@]}" </dev/null >/dev/null
+  # The package starts a default site on port 80; the bench runs its own instances.
+  if [[ " ${need_apt[*]} " == *" nginx-light "* ]]; then
+    systemctl stop nginx 2>/dev/null || pkill -x nginx || true
+  fi
 fi
 cargo build --release -q -p peer-tokio-tungstenite -p ringcast -p ringcast-bench
 if [ ! -d bench/peers/node-ws/node_modules/ws ] || [ bench/peers/node-ws/package-lock.json -nt bench/peers/node-ws/node_modules ]; then

@@ -2,8 +2,9 @@
 //! connections (from many source addresses), upgrades them to WebSocket, and counts and times
 //! every message that arrives.
 
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -21,6 +22,9 @@ pub struct Shared {
     pub failed: AtomicU64,
     pub closed: AtomicU64,
     pub received: AtomicU64,
+    /// WebSocket bytes (frame headers and payloads as sent, compressed or not) of the
+    /// messages counted in `received`.
+    pub received_bytes: AtomicU64,
     /// Latest receive time, in ns since `epoch`.
     pub last_recv_ns: AtomicU64,
     pub stop: AtomicBool,
@@ -69,6 +73,8 @@ pub struct Plan {
     pub shared: Arc<Shared>,
     pub epoch: Instant,
     pub core: Option<core_affinity::CoreId>,
+    /// Connect with TLS (`wss://`), trusting what this configuration trusts.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -84,6 +90,7 @@ enum Phase {
 
 struct Client {
     fd: Option<OwnedFd>,
+    tls: Option<Box<rustls::ClientConnection>>,
     phase: Phase,
     buf: Vec<u8>,
     /// Tick (of `TICK`) of the last bytes from the server.
@@ -127,6 +134,7 @@ fn run(plan: &Plan) -> std::io::Result<()> {
     let mut clients: Vec<Client> = (0..plan.count)
         .map(|_| Client {
             fd: None,
+            tls: None,
             phase: Phase::Idle,
             buf: Vec::new(),
             last_rx: 0,
@@ -137,6 +145,7 @@ fn run(plan: &Plan) -> std::io::Result<()> {
         in_progress: 0,
         hist: Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("histogram bounds"),
         received: 0,
+        received_bytes: 0,
         last_recv: 0,
         inflight_ops: 0,
         tick: 0,
@@ -152,6 +161,9 @@ fn run(plan: &Plan) -> std::io::Result<()> {
         st.launch(plan, &mut ring, &mut clients);
         if st.received > 0 {
             plan.shared.received.fetch_add(st.received, Relaxed);
+            plan.shared
+                .received_bytes
+                .fetch_add(std::mem::take(&mut st.received_bytes), Relaxed);
             plan.shared.last_recv_ns.fetch_max(st.last_recv, Relaxed);
             st.received = 0;
         }
@@ -172,6 +184,7 @@ struct State {
     in_progress: usize,
     hist: Histogram<u64>,
     received: u64,
+    received_bytes: u64,
     last_recv: u64,
     inflight_ops: usize,
     tick: u32,
@@ -211,6 +224,7 @@ impl State {
         }
         c.phase = Phase::Dead;
         c.fd = None;
+        c.tls = None;
         c.buf = Vec::new();
     }
 
@@ -235,7 +249,16 @@ impl State {
                             Proto::Stomp { request, .. } => request.clone(),
                         };
                         c.phase = Phase::Upgrading;
-                        ring.send(fd, key, request, 0);
+                        if let Some(cfg) = &plan.tls {
+                            let name = rustls::pki_types::ServerName::try_from("localhost")
+                                .expect("a valid name");
+                            match rustls::ClientConnection::new(cfg.clone(), name) {
+                                Ok(t) => c.tls = Some(Box::new(t)),
+                                Err(e) => return self.fail(plan, c, format!("tls: {e}")),
+                            }
+                        }
+                        // On TLS rustls holds the request until the handshake is done.
+                        send(ring, key, c, request);
                         ring.recv(fd, key);
                     }
                     Err(e) => self.fail(plan, c, format!("connect: {e}")),
@@ -247,10 +270,13 @@ impl State {
                     Ok(0) => self.fail(plan, c, "closed by server during upgrade".into()),
                     Ok(n) => {
                         c.last_rx = self.tick;
-                        if let Some(out) = self.on_bytes(plan, key, c, &data[..n])
-                            && let Some(fd) = &c.fd
-                        {
-                            ring.send(fd.as_raw_fd(), key, out, 0);
+                        let plain = match unseal(ring, key, c, &data[..n]) {
+                            Ok(p) => p,
+                            Err(e) => return self.fail(plan, c, format!("tls: {e}")),
+                        };
+                        let bytes = plain.as_deref().unwrap_or(&data[..n]);
+                        if let Some(out) = self.on_bytes(plan, key, c, bytes) {
+                            send(ring, key, c, out);
                         }
                         if !more
                             && c.phase != Phase::Dead
@@ -305,10 +331,8 @@ impl State {
         let mut key = self.tick as usize % period;
         while key < clients.len() {
             let c = &mut clients[key];
-            if c.phase == Phase::Open
-                && let Some(fd) = &c.fd
-            {
-                ring.send(fd.as_raw_fd(), key as u32, beat.clone(), 0);
+            if c.phase == Phase::Open && c.fd.is_some() {
+                send(ring, key as u32, c, beat.clone());
                 // Nothing from the server for 1.5 periods: a missed beat (counted once per gap).
                 if self.server_hb_ms > 0 && (self.tick - c.last_rx) as usize * 2 > expect * 3 {
                     plan.shared.missed_beats.fetch_add(1, Relaxed);
@@ -348,7 +372,14 @@ impl State {
         // A frame the codec refuses ends the parse here, as an incomplete one does.
         while let Ok(Some(f)) = decode_from_server(&c.buf[pos..]) {
             let mut p = &c.buf[pos + f.payload.start..pos + f.payload.end];
+            let wire = f.len as u64;
             pos += f.len;
+            let inflated;
+            if f.rsv1 {
+                // permessage-deflate (`--deflate`): the body, timestamp first, is inside.
+                inflated = ringcast::ws::deflate::inflate(p, 16 << 20).unwrap_or_default();
+                p = &inflated;
+            }
             if sockjs {
                 // `a["FRAME"]`: the STOMP frame, JSON-escaped; `o` and `h` carry none.
                 match p.strip_prefix(b"a[\"") {
@@ -395,6 +426,7 @@ impl State {
                 let _ = self.hist.record(now.saturating_sub(sent).max(1));
             }
             self.received += 1;
+            self.received_bytes += wire;
             self.last_recv = self.last_recv.max(now);
         }
         if pos == c.buf.len() {
@@ -404,6 +436,55 @@ impl State {
         }
         reply
     }
+}
+
+/// Sends `bytes` to client `key`, sealed first on TLS.
+fn send(ring: &mut Ring, key: u32, c: &mut Client, bytes: Bytes) {
+    let Some(fd) = c.fd.as_ref().map(|f| f.as_raw_fd()) else {
+        return;
+    };
+    match c.tls.as_deref_mut() {
+        None => ring.send(fd, key, bytes, 0),
+        Some(t) => {
+            let _ = t.writer().write_all(&bytes);
+            flush_tls(ring, key, fd, t);
+        }
+    }
+}
+
+fn flush_tls(ring: &mut Ring, key: u32, fd: RawFd, t: &mut rustls::ClientConnection) {
+    let mut out = Vec::new();
+    while t.wants_write() {
+        if t.write_tls(&mut out).is_err() {
+            break;
+        }
+    }
+    if !out.is_empty() {
+        ring.send(fd, key, Bytes::from(out), 0);
+    }
+}
+
+/// On TLS: the plaintext in `data` (answering the handshake as it goes); `None` without TLS.
+fn unseal(
+    ring: &mut Ring,
+    key: u32,
+    c: &mut Client,
+    mut data: &[u8],
+) -> Result<Option<Vec<u8>>, String> {
+    let Some(fd) = c.fd.as_ref().map(|f| f.as_raw_fd()) else {
+        return Ok(None);
+    };
+    let Some(t) = c.tls.as_deref_mut() else {
+        return Ok(None);
+    };
+    let mut plain = Vec::new();
+    while !data.is_empty() {
+        t.read_tls(&mut data).map_err(|e| e.to_string())?;
+        t.process_new_packets().map_err(|e| e.to_string())?;
+        let _ = t.reader().read_to_end(&mut plain);
+    }
+    flush_tls(ring, key, fd, t);
+    Ok(Some(plain))
 }
 
 /// A masked empty pong (the answer to the server's pings).

@@ -104,6 +104,8 @@ enum Via {
 
 struct Running {
     child: Child,
+    /// A second process the server needs (ringcast behind nginx), stopped after `child`.
+    behind: Option<Child>,
     ws: SocketAddr,
     via: Via,
     _dir: TempDir,
@@ -155,15 +157,62 @@ fn start(name: &str, connections: usize) -> Result<Running, String> {
     let ws: SocketAddr = ([127, 0, 0, 1], ws_port).into();
     let publish: SocketAddr = ([127, 0, 0, 1], pub_port).into();
     let (ws_s, pub_s) = (ws_port.to_string(), pub_port.to_string());
+    let (cert, key) = (
+        root.join("tests/tls/server.pem"),
+        root.join("tests/tls/server.key"),
+    );
+    let ringcast = |listen: SocketAddr, sock: &Path| {
+        let mut c = Command::new(root.join("target/release/ringcast"));
+        c.args(["serve", "--no-auth", "--listen", &listen.to_string()])
+            .arg("--admin-socket")
+            .arg(sock)
+            .args(["--max-connections", &(connections + 1000).to_string()]);
+        c
+    };
+    let mut behind = None;
     let (mut cmd, via) = match name {
         "ringcast" => {
             let sock = dir.0.join("admin.sock");
-            let mut c = Command::new(root.join("target/release/ringcast"));
-            c.args(["serve", "--no-auth", "--listen", &ws.to_string()])
-                .arg("--admin-socket")
-                .arg(&sock)
-                .args(["--max-connections", &(connections + 1000).to_string()]);
+            (ringcast(ws, &sock), Via::Admin(sock))
+        }
+        "ringcast-tls" => {
+            let sock = dir.0.join("admin.sock");
+            let mut c = ringcast(ws, &sock);
+            c.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
             (c, Via::Admin(sock))
+        }
+        "nginx-tls" => {
+            // nginx terminates TLS and proxies the upgrade to a plain ringcast (its
+            // documented WebSocket setup); memory counts both.
+            let sock = dir.0.join("admin.sock");
+            let inner: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+            let log =
+                std::fs::File::create(dir.0.join("ringcast.log")).map_err(|e| e.to_string())?;
+            behind = Some(
+                ringcast(inner, &sock)
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .map_err(|e| format!("starting ringcast behind nginx: {e}"))?,
+            );
+            let conf = dir.0.join("nginx.conf");
+            std::fs::write(&conf, nginx_conf(&dir.0, ws, inner, &cert, &key))
+                .map_err(|e| e.to_string())?;
+            let mut c = Command::new(if Path::new("/usr/sbin/nginx").exists() {
+                "/usr/sbin/nginx"
+            } else {
+                "nginx"
+            });
+            c.arg("-c").arg(&conf).arg("-p").arg(&dir.0);
+            (c, Via::Admin(sock))
+        }
+        "node-ws-tls" => {
+            let mut c = Command::new("node");
+            c.arg(root.join("bench/peers/node-ws/server.mjs"))
+                .args([&ws_s, &pub_s])
+                .arg(&cert)
+                .arg(&key);
+            (c, Via::Http(publish))
         }
         "tokio-tungstenite" => {
             let mut c = Command::new(root.join("target/release/peer-tokio-tungstenite"));
@@ -195,6 +244,7 @@ fn start(name: &str, connections: usize) -> Result<Running, String> {
         .map_err(|e| format!("starting {name}: {e} (run `make peers` first)"))?;
     let mut running = Running {
         child,
+        behind,
         ws,
         via,
         _dir: dir,
@@ -220,17 +270,70 @@ fn start(name: &str, connections: usize) -> Result<Running, String> {
 }
 
 fn stop(r: &mut Running) {
-    let pid = nix::unistd::Pid::from_raw(r.child.id() as i32);
+    stop_child(&mut r.child);
+    if let Some(c) = r.behind.as_mut() {
+        stop_child(c);
+    }
+}
+
+fn stop_child(child: &mut Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if r.child.try_wait().ok().flatten().is_some() {
+        if child.try_wait().ok().flatten().is_some() {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = r.child.kill();
-    let _ = r.child.wait();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// nginx as its WebSocket proxying guide sets it up, terminating TLS 1.2/1.3 with the same
+/// certificate: no access log, no proxy buffering, enough connections per worker for both sides
+/// of each proxied connection. Four workers, not one per core: each proxied connection holds
+/// two descriptors, and with this box's 20,000-per-process cap two workers stop short of 19,000.
+fn nginx_conf(
+    dir: &Path,
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    cert: &Path,
+    key: &Path,
+) -> String {
+    format!(
+        "daemon off;\nmaster_process on;\nworker_processes 4;\nworker_rlimit_nofile 20000;\n\
+         pid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
+         events {{ worker_connections 20000; multi_accept on; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n\
+           fastcgi_temp_path {dir}/fcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
+           server {{\n    listen {listen} ssl reuseport backlog=65535;\n\
+             ssl_certificate {cert};\n    ssl_certificate_key {key};\n    ssl_protocols TLSv1.2 TLSv1.3;\n\
+             location / {{\n      proxy_pass http://{upstream};\n      proxy_http_version 1.1;\n\
+               proxy_set_header Upgrade $http_upgrade;\n      proxy_set_header Connection \"upgrade\";\n\
+               proxy_buffering off;\n      proxy_read_timeout 3600s;\n    }}\n  }}\n}}\n",
+        dir = dir.display(),
+        cert = cert.display(),
+        key = key.display(),
+    )
+}
+
+/// A process and everything it started (nginx's workers), for memory and CPU.
+fn family(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let p = all[i];
+        let children =
+            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        all.extend(
+            children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+        i += 1;
+    }
+    all
 }
 
 fn http_publish(addr: SocketAddr, topic: &str, body: &str) -> Result<(), String> {
@@ -259,20 +362,39 @@ fn http_publish(addr: SocketAddr, topic: &str, body: &str) -> Result<(), String>
 /// One scenario against a fresh process of `name`.
 fn measure(name: &str, load: &Load) -> Result<Value, String> {
     let mut r = start(name, load.connections)?;
-    let pid = r.child.id();
+    let mut pids = vec![r.child.id()];
+    pids.extend(r.behind.as_ref().map(Child::id));
+    let tls = name.ends_with("-tls");
+    let load = &Load {
+        tls,
+        ..load.clone()
+    };
     let target = Target {
         addr: r.ws,
         host: r.ws.to_string(),
         path: "/ws?topic=cmp".into(),
         topic: "cmp".into(),
         project: "default".into(),
+        tls,
+        deflate: false,
     };
     let publish = |topic: &str, body: &str| match &r.via {
         Via::Admin(sock) => admin_publish(sock, &target.project, topic, body),
         Via::Http(addr) => http_publish(*addr, topic, body),
     };
-    let rss = || ringcast::stats::rss_bytes_of(&pid.to_string());
-    let cpu = || pid_cpu_s(u64::from(pid));
+    let every = || pids.iter().flat_map(|&p| family(p)).collect::<Vec<u32>>();
+    let rss = || {
+        every()
+            .iter()
+            .map(|p| ringcast::stats::rss_bytes_of(&p.to_string()))
+            .sum::<Option<u64>>()
+    };
+    let cpu = || {
+        every()
+            .iter()
+            .map(|&p| pid_cpu_s(u64::from(p)))
+            .sum::<Option<f64>>()
+    };
     let result = drive(
         load,
         &[r.ws],
@@ -303,6 +425,10 @@ fn load(a: &Args, connections: usize, sustained: bool) -> Load {
         unicast: false,
         batch: 1,
         json: None,
+        tls_ca: PathBuf::from("tests/tls/ca.pem"),
+        deflate: false,
+        json_body: false,
+        tls: false,
     }
 }
 
@@ -313,7 +439,7 @@ pub fn run(a: &Args) -> Result<Value, String> {
     let mut rows = Vec::new();
     for name in &a.servers {
         // Peers are single processes; ringcast and the floor shard over fd tables.
-        let capped = name != "ringcast" && name != "floor";
+        let capped = !matches!(name.as_str(), "ringcast" | "ringcast-tls" | "floor");
         let fit = |want: usize| if capped { want.min(cap) } else { want };
         let (n, sn) = (fit(a.connections), fit(a.sustained_connections));
         let mut runs = Vec::new();

@@ -25,7 +25,12 @@ pub(crate) fn ringcast_run(
     let targets = server
         .url
         .iter()
-        .map(|u| parse_url(u))
+        .map(|u| {
+            parse_url(u).map(|mut t| {
+                t.deflate = load.deflate;
+                t
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let target = &targets[0];
     let proto = match stomp {
@@ -109,6 +114,10 @@ pub(crate) fn ringcast_run(
     let unicast = |items: &[(usize, String)]| {
         admin_publish_users(&server.admin_socket[0], &target.project, items)
     };
+    let load = &Load {
+        tls: target.tls,
+        ..load.clone()
+    };
     let mut v = drive(
         load,
         &addrs,
@@ -155,6 +164,8 @@ pub(crate) fn floor_measure(listen: SocketAddr, load: &Load) -> Result<Value, St
         path: "/ws".into(),
         topic: "floor".into(),
         project: "floor".into(),
+        tls: false,
+        deflate: false,
     };
     let proto = raw_proto(&target, load);
     let v = drive(
@@ -197,6 +208,10 @@ pub(crate) fn drive(
         );
     }
     let sources = parse_sources(&a.sources)?;
+    let tls = match a.tls {
+        true => Some(crate::load::tls_client(&a.tls_ca)?),
+        false => None,
+    };
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let per_table = ringcast::server::per_table(ringcast::server::raise_nofile()) as usize;
     // A multiple of the target count, so every server gets the same share.
@@ -230,6 +245,7 @@ pub(crate) fn drive(
                 shared: shared.clone(),
                 epoch,
                 core: cores.get(id % cores.len().max(1)).copied(),
+                tls: tls.clone(),
             })
         })
         .collect();
@@ -289,10 +305,7 @@ pub(crate) fn drive(
     for i in 0..a.messages {
         let expect = connected * (i as u64 + 1);
         let sent_ns = epoch.elapsed().as_nanos() as u64;
-        let mut body = format!("{sent_ns} ");
-        while body.len() < a.size {
-            body.push('x');
-        }
+        let body = stamp(sent_ns, a.size, a.json_body);
         publish(topic, &body)?;
         let answered_ns = epoch.elapsed().as_nanos() as u64;
         let deadline = Instant::now() + Duration::from_secs(a.timeout);
@@ -321,6 +334,14 @@ pub(crate) fn drive(
         Some((now - since.1?) / since.0.elapsed().as_secs_f64())
     };
     let push_cpu = share(push_start);
+    let (msgs, bytes) = (
+        shared.received.load(Relaxed),
+        shared.received_bytes.load(Relaxed),
+    );
+    let wire_per_delivery = (msgs > 0).then(|| bytes as f64 / msgs as f64);
+    if let Some(w) = wire_per_delivery {
+        eprintln!("WebSocket bytes per delivery (frame as sent): {w:.1}");
+    }
     let sustained = if a.rate > 0 {
         let s = match unicast {
             Some(u) if a.unicast => sustain_unicast(a, connected, (&shared, epoch), u, server_cpu)?,
@@ -395,6 +416,7 @@ pub(crate) fn drive(
         "server_rss_after": rss_after,
         "server_rss_per_connection": per_conn,
         "messages": deliveries,
+        "wire_bytes_per_delivery": wire_per_delivery,
         "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "p999": pct(0.999), "max": pct(1.0)},
         "latency_cdf": (0..=100)
             .map(|i| f64::from(i) / 100.0)
@@ -411,10 +433,47 @@ pub(crate) fn drive(
 }
 
 /// A bench body: its send time (ns since the run's epoch), padded to `size` bytes.
-fn stamped(epoch: Instant, size: usize) -> String {
-    let mut body = format!("{} ", epoch.elapsed().as_nanos());
+fn stamped(epoch: Instant, size: usize, json: bool) -> String {
+    stamp(epoch.elapsed().as_nanos() as u64, size, json)
+}
+
+/// A body stamped `sent_ns`, padded with `x`, or with `--json-body` with JSON as a market-data
+/// push looks (varied numbers, repeated keys), so compression gains what it would on real
+/// traffic and no more.
+fn stamp(sent_ns: u64, size: usize, json: bool) -> String {
+    let mut body = format!("{sent_ns} ");
+    if json {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ body.len() as u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        body.push_str("{\"quotes\":[");
+        let mut first = true;
+        while body.len() + 90 < size {
+            let (a, b, c) = (next(), next(), next());
+            if !first {
+                body.push(',');
+            }
+            first = false;
+            body.push_str(&format!(
+                "{{\"sym\":\"{}{}{}\",\"bid\":{}.{:02},\"ask\":{}.{:02},\"vol\":{}}}",
+                (b'A' + (a % 26) as u8) as char,
+                (b'A' + (a / 26 % 26) as u8) as char,
+                (b'A' + (a / 676 % 26) as u8) as char,
+                b % 1000,
+                b / 1000 % 100,
+                b % 1000 + 1,
+                c % 100,
+                c % 100_000
+            ));
+        }
+        body.push_str("]}");
+    }
     while body.len() < size {
-        body.push('x');
+        body.push(if json { ' ' } else { 'x' });
     }
     body
 }
@@ -492,7 +551,7 @@ pub(crate) fn sustain_unicast(
                             x ^= x << 13;
                             x ^= x >> 7;
                             x ^= x << 17;
-                            let body = stamped(epoch, a.size);
+                            let body = stamped(epoch, a.size, a.json_body);
                             items.push(((x % users as u64) as usize, body));
                         }
                         publish(&items)?;
@@ -563,7 +622,7 @@ pub(crate) fn sustain(
                             std::thread::sleep(wait);
                         }
                         let t = (i % topics as u64) as usize;
-                        let body = stamped(epoch, a.size);
+                        let body = stamped(epoch, a.size, a.json_body);
                         publish(&a.topic_of(topic, t), &body)?;
                         sent += 1;
                         expected += per_topic[t];

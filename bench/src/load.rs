@@ -58,6 +58,20 @@ pub(crate) struct Load {
     /// Write the results as JSON here.
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
+    /// For `wss://` URLs: the CA certificate (PEM) the server's certificate chains to; the
+    /// server is checked under the name `localhost`.
+    #[arg(long, default_value = "tests/tls/ca.pem")]
+    pub(crate) tls_ca: PathBuf,
+    /// Offer permessage-deflate (no context takeover either way) and inflate what comes.
+    #[arg(long)]
+    pub(crate) deflate: bool,
+    /// Pad bodies with JSON (varied numbers, repeated keys) instead of `x`: compression then
+    /// gains what it would on real pushes.
+    #[arg(long)]
+    pub(crate) json_body: bool,
+    /// Set from the URL: connect with TLS.
+    #[arg(skip)]
+    pub(crate) tls: bool,
 }
 
 impl Load {
@@ -93,12 +107,21 @@ pub(crate) struct Target {
     pub(crate) path: String,
     pub(crate) topic: String,
     pub(crate) project: String,
+    /// `wss://`.
+    pub(crate) tls: bool,
+    /// Offer permessage-deflate in the upgrade.
+    pub(crate) deflate: bool,
 }
 
 pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or("only ws:// URLs are supported")?;
+    let (tls, rest) = match url.strip_prefix("wss://") {
+        Some(rest) => (true, rest),
+        None => (
+            false,
+            url.strip_prefix("ws://")
+                .ok_or("only ws:// and wss:// URLs are supported")?,
+        ),
+    };
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let addr = host
         .to_socket_addrs()
@@ -120,13 +143,18 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
         topic: param("topic").ok_or("the URL needs a ?topic= to publish to")?,
         project: param("project").unwrap_or_else(|| "default".into()),
         path,
+        tls,
+        deflate: false,
     })
 }
 
 pub(crate) fn upgrade_request(t: &Target, path: &str, protocol: Option<&str>) -> Bytes {
-    let proto = protocol
+    let mut proto = protocol
         .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
         .unwrap_or_default();
+    if t.deflate {
+        proto.push_str("Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; server_no_context_takeover\r\n");
+    }
     Bytes::from(format!(
         "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{proto}\r\n",
         t.host
@@ -151,4 +179,23 @@ pub(crate) fn raw_proto(t: &Target, load: &Load) -> client::Proto {
             upgrade_request(&t, &path, None)
         }),
     }
+}
+
+/// The client TLS configuration for `wss://` targets: trusts `ca` only.
+pub(crate) fn tls_client(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
+        roots
+            .add(cert.map_err(|e| format!("{}: {e}", ca.display()))?)
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
 }

@@ -6,11 +6,14 @@
 // GET /ws?topic=T subscribes at upgrade (like ringcast's raw mode); POST /publish?topic=T on the
 // publish port sends the body to every open subscriber and answers {"sessions":N}.
 //
-// Usage: node server.mjs WS_PORT PUBLISH_PORT
+// Usage: node server.mjs WS_PORT PUBLISH_PORT [CERT.pem KEY.pem]   (with both: wss:// via https)
+import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import { WebSocketServer, WebSocket } from 'ws';
 
-const [wsPort, publishPort] = process.argv.slice(2).map(Number);
+const [wsPort, publishPort] = process.argv.slice(2, 4).map(Number);
+const [certFile, keyFile] = process.argv.slice(4, 6);
 if (!wsPort || !publishPort) {
   console.error('usage: node server.mjs WS_PORT PUBLISH_PORT');
   process.exit(2);
@@ -19,9 +22,12 @@ if (!wsPort || !publishPort) {
 const topics = new Map();
 const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, clientTracking: false });
 
-const server = http.createServer((req, res) => {
+const notFound = (req, res) => {
   res.writeHead(404).end();
-});
+};
+const server = certFile
+  ? https.createServer({ cert: fs.readFileSync(certFile), key: fs.readFileSync(keyFile) }, notFound)
+  : http.createServer(notFound);
 server.on('upgrade', (req, socket, head) => {
   const url = new URL(req.url, 'http://peer');
   if (url.pathname !== '/ws') {
