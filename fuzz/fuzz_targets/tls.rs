@@ -12,7 +12,7 @@ fn config() -> Arc<rustls::ServerConfig> {
     CONFIG
         .get_or_init(|| {
             let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/tls");
-            tls::server_config(&dir.join("server.pem"), &dir.join("server.key"), false)
+            tls::server_config(&dir.join("server.pem"), &dir.join("server.key"))
                 .expect("the test certificate loads")
         })
         .clone()
@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     // Most inputs open like a TLS handshake record, so rustls gets past the first byte.
     let mut input = vec![0x16, 0x03, 0x01];
     input.extend_from_slice(rest);
-    let mut s = Session::new(config()).expect("a session");
+    let mut s = Session::new(config(), true).expect("a session");
     let mut plain = Vec::new();
     for piece in input.chunks(usize::from(step).max(1)) {
         let mut piece = piece.to_vec();

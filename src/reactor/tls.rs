@@ -21,6 +21,9 @@ pub(super) struct TlsConn {
     session: Session,
     /// The chunk the ring is writing, and the core send it completes (if any).
     writing: Option<Option<(Bytes, usize)>>,
+    /// The chunk being written is the driver's own and holds the core's send slot (see
+    /// `Core::hold_send`).
+    held: bool,
     /// The session failed: its socket is being shut; completions are only accounted for.
     failed: bool,
 }
@@ -44,10 +47,11 @@ impl Driver {
         if self.tls_conns.len() <= k {
             self.tls_conns.resize_with(k + 1, || None);
         }
-        self.tls_conns[k] = match Session::new(tls.current()) {
+        self.tls_conns[k] = match Session::new(tls.current(), !tls.kernel) {
             Ok(session) => Some(Box::new(TlsConn {
                 session,
                 writing: None,
+                held: false,
                 failed: false,
             })),
             Err(e) => {
@@ -81,9 +85,12 @@ impl Driver {
                         .fetch_add(1, Relaxed);
                 }
                 self.pump(ring, key);
+                let mut more = more;
                 if !plain.is_empty() {
                     let len = plain.len();
                     self.core.received(key, Ok(len), more, &mut plain);
+                    // The core re-armed its read (or shut): whatever it did stands.
+                    more = true;
                 } else if !progress.peer_closed {
                     self.core.received_transport(key, more);
                 }
@@ -92,14 +99,15 @@ impl Driver {
                 }
                 self.maybe_kernel(key);
             }
-            Err(f) => self.tls_failed(key, f, more),
+            Err(f) => self.tls_failed(key, f, Some(more)),
         }
         self.plain = plain;
     }
 
-    /// The session cannot go on: its alert (or the answer to plain HTTP) goes out now, the
-    /// core hears end-of-stream, and any send it waits on fails.
-    fn tls_failed(&mut self, key: u32, f: Failure, more: bool) {
+    /// The session cannot go on: its alert (or the answer to plain HTTP) goes out now and the
+    /// core hears end-of-stream (`recv`: the read that brought the failure, and whether it is
+    /// still armed). Sends the core waits on fail, but only once nothing is left in flight.
+    fn tls_failed(&mut self, key: u32, f: Failure, recv: Option<bool>) {
         self.stats.shards[self.id]
             .tls_failures
             .fetch_add(1, Relaxed);
@@ -116,19 +124,20 @@ impl Driver {
         let mut unacked = Vec::new();
         if let Some(t) = self.tls_conn(key) {
             t.failed = true;
-            unacked = t.session.unacked();
-            if let Some(Some(ack)) = t.writing.as_mut().map(Option::take) {
-                unacked.push(ack);
+            if t.writing.is_none() {
+                unacked = t.session.unacked();
             }
         }
-        self.core.received(key, Ok(0), more, &mut []);
+        match recv {
+            Some(more) => self.core.received(key, Ok(0), more, &mut []),
+            None => self.core.transport_failed(key),
+        }
+        self.fail_sends(key, unacked);
+    }
+
+    fn fail_sends(&mut self, key: u32, unacked: Vec<(Bytes, usize)>) {
         for (buf, offset) in unacked {
-            self.core.sent(
-                key,
-                Err(io::Error::from_raw_os_error(libc::EPIPE)),
-                buf,
-                offset,
-            );
+            self.core.sent(key, Err(epipe()), buf, offset);
         }
     }
 
@@ -145,30 +154,41 @@ impl Driver {
         let Some(t) = self.tls_conn(key) else {
             return;
         };
+        if let Ok(n) = res
+            && !t.failed
+            && offset + n < buf.len()
+        {
+            ring.send(fd, key, buf, offset + n);
+            return;
+        }
+        let failed = t.failed;
+        let ack = t.writing.take().flatten();
+        let held = std::mem::take(&mut t.held);
         match res {
-            Ok(n) if !t.failed && offset + n < buf.len() => {
-                ring.send(fd, key, buf, offset + n);
-            }
-            Ok(_) if !t.failed => {
-                if let Some(Some((plain, off))) = t.writing.take() {
+            Ok(_) if !failed => {
+                if let Some((plain, off)) = ack {
                     let len = plain.len() - off;
                     self.core.sent(key, Ok(len), plain, off);
+                } else if held {
+                    self.core.sent(key, Ok(0), Bytes::new(), 0);
                 }
                 self.pump(ring, key);
                 self.maybe_kernel(key);
             }
             res => {
-                let failed = t.failed;
-                let ack = t.writing.take().flatten();
-                let e = res
-                    .err()
-                    .unwrap_or_else(|| io::Error::from_raw_os_error(libc::EPIPE));
+                let e = res.err().unwrap_or_else(epipe);
                 if !failed {
-                    self.tls_failed(key, Failure::internal(e.to_string()), false);
+                    self.tls_failed(key, Failure::internal(e.to_string()), None);
                 }
-                if let Some((plain, off)) = ack {
-                    self.core.sent(key, Err(e), plain, off);
+                let mut unacked = self
+                    .tls_conn(key)
+                    .map(|t| t.session.unacked())
+                    .unwrap_or_default();
+                unacked.extend(ack);
+                if held {
+                    unacked.push((Bytes::new(), 0));
                 }
+                self.fail_sends(key, unacked);
             }
         }
     }
@@ -176,12 +196,7 @@ impl Driver {
     /// The core sends plaintext.
     pub(super) fn tls_send(&mut self, ring: &mut Ring, key: u32, buf: Bytes, offset: usize) {
         let Some(t) = self.tls_conn(key).filter(|t| !t.failed) else {
-            self.core.sent(
-                key,
-                Err(io::Error::from_raw_os_error(libc::EPIPE)),
-                buf,
-                offset,
-            );
+            self.core.sent(key, Err(epipe()), buf, offset);
             return;
         };
         if !t.session.established() {
@@ -194,13 +209,9 @@ impl Driver {
         match t.session.send(buf.clone(), offset) {
             Ok(()) => self.pump(ring, key),
             Err(f) => {
-                self.tls_failed(key, f, false);
-                self.core.sent(
-                    key,
-                    Err(io::Error::from_raw_os_error(libc::EPIPE)),
-                    buf,
-                    offset,
-                );
+                // Failed with the others once nothing is in flight (see `tls_failed`).
+                t.session.defer_ack(buf, offset);
+                self.tls_failed(key, f, None);
             }
         }
     }
@@ -221,12 +232,23 @@ impl Driver {
     /// Starts writing the next chunk if none is being written.
     fn pump(&mut self, ring: &mut Ring, key: u32) {
         let fd = self.fd(key);
-        if let Some(t) = self.tls_conn(key)
-            && t.writing.is_none()
-            && let Some(chunk) = t.session.next_chunk()
-        {
-            t.writing = Some(chunk.ack);
-            ring.send(fd, key, chunk.bytes, 0);
+        let Some(t) = self.tls_conn(key) else {
+            return;
+        };
+        if t.writing.is_some() {
+            return;
+        }
+        let Some(chunk) = t.session.next_chunk() else {
+            return;
+        };
+        let own = chunk.ack.is_none();
+        t.writing = Some(chunk.ack);
+        ring.send(fd, key, chunk.bytes, 0);
+        if own {
+            let held = self.core.hold_send(key);
+            if let Some(t) = self.tls_conn(key) {
+                t.held = held;
+            }
         }
     }
 
@@ -244,9 +266,9 @@ impl Driver {
         let Some(t) = self.tls_conns[key as usize].take() else {
             return;
         };
-        let installed = match self.sockets[key as usize].as_ref() {
-            Some(fd) => ktls::install(fd, t.session.into_inner()),
-            None => Err("socket gone".into()),
+        let installed = match (self.sockets[key as usize].as_ref(), t.session.into_rustls()) {
+            (Some(fd), Some(conn)) => ktls::install(fd, conn),
+            _ => Err("session or socket gone".into()),
         };
         if let Err(e) = installed {
             tracing::warn!("kTLS: {e}; closing the connection");
@@ -256,4 +278,8 @@ impl Driver {
             }
         }
     }
+}
+
+fn epipe() -> io::Error {
+    io::Error::from_raw_os_error(libc::EPIPE)
 }

@@ -359,6 +359,26 @@ impl Core {
         self.reap(key);
     }
 
+    /// The driver writes bytes of its own on `key` (a TLS handshake flight): the connection
+    /// counts as sending until `sent` (with an empty buffer) says they are out, so it is not
+    /// freed while the ring still writes to its socket. False (nothing held) when a send of
+    /// the core's is already out, which holds it anyway.
+    pub fn hold_send(&mut self, key: u32) -> bool {
+        match self.conns.get_mut(key as usize) {
+            Some(c) if !c.sending() => {
+                c.set_sending(true);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The connection's transport (TLS) failed outside a read: shut it.
+    pub fn transport_failed(&mut self, key: u32) {
+        self.shut(key);
+        self.reap(key);
+    }
+
     /// A send on `key` completed: `res` bytes of `buf[offset..]` went out.
     pub fn sent(&mut self, key: u32, res: io::Result<usize>, buf: Bytes, offset: usize) {
         let Some(c) = self.conns.get_mut(key as usize) else {

@@ -3,6 +3,7 @@
 //! session (`session`) the driver runs beside each socket. The shard core never sees TLS.
 
 pub mod ktls;
+pub mod record;
 pub mod session;
 
 use std::path::Path;
@@ -28,7 +29,7 @@ impl Tls {
             return Ok(None);
         };
         let kernel = cfg.ktls && ktls::available();
-        let current = server_config(cert, key, kernel)?;
+        let current = server_config(cert, key)?;
         Ok(Some(Arc::new(Tls {
             current: RwLock::new(current),
             kernel,
@@ -49,7 +50,7 @@ impl Tls {
         let (Some(cert), Some(key)) = (&cfg.cert, &cfg.key) else {
             return Err("[tls] cert and key were removed: TLS stays on until a restart".into());
         };
-        let fresh = server_config(cert, key, self.kernel)?;
+        let fresh = server_config(cert, key)?;
         match self.current.write() {
             Ok(mut c) => *c = fresh,
             Err(p) => *p.into_inner() = fresh,
@@ -69,7 +70,7 @@ impl Tls {
 
 /// Loads a certificate chain and its key into a server configuration: TLS 1.2 and 1.3,
 /// ALPN `http/1.1`. Errors name the file at fault.
-pub fn server_config(cert: &Path, key: &Path, kernel: bool) -> Result<Arc<ServerConfig>, String> {
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
     let chain = CertificateDer::pem_file_iter(cert)
         .map_err(|e| format!("[tls] cert {}: {e}", cert.display()))?
         .collect::<Result<Vec<_>, _>>()
@@ -96,8 +97,8 @@ pub fn server_config(cert: &Path, key: &Path, kernel: bool) -> Result<Arc<Server
             )
         })?;
     sc.alpn_protocols = vec![b"http/1.1".to_vec()];
-    // Secrets leave rustls only to go to the kernel.
-    sc.enable_secret_extraction = kernel;
+    // After a handshake the keys leave rustls: for the kernel (kTLS), or for `record`.
+    sc.enable_secret_extraction = true;
     Ok(Arc::new(sc))
 }
 

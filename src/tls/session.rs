@@ -1,14 +1,19 @@
 //! One connection's TLS, sans-IO: ciphertext from the socket in, plaintext for the shard core
-//! out; the core's plaintext sends in, ciphertext chunks for the socket out. Built on rustls'
-//! unbuffered API so the connection owns no record buffers: a received record is decrypted
-//! from the ring's buffer, and only a record split across reads is kept (in a buffer freed as
-//! soon as it completes). An idle connection is its rustls state and a few empty queues.
+//! out; the core's plaintext sends in, ciphertext chunks for the socket out. The handshake runs
+//! in rustls' unbuffered API, so the connection owns no record buffers: a received record is
+//! decrypted from the ring's buffer, and only a record split across reads is kept (in a buffer
+//! freed as soon as it completes). Once a TLS 1.3 handshake is done and nothing is in flight,
+//! rustls hands the traffic keys over (as it would to kTLS) and `record` seals and opens from
+//! then on, so an idle session is its keys, not rustls' ~3 KB of connection state. TLS 1.2
+//! sessions stay in rustls.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rustls::ServerConfig;
+use rustls::{ProtocolVersion, ServerConfig};
+
+use super::record::{Ended, Records};
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
@@ -53,9 +58,21 @@ pub struct Progress {
     pub peer_closed: bool,
 }
 
+/// Who protects the records.
+enum Engine {
+    /// rustls: the handshake, and TLS 1.2 sessions throughout.
+    Rustls(Box<UnbufferedServerConnection>),
+    /// A TLS 1.3 session after its handshake: the keys alone.
+    Records(Records),
+    /// Handed over (kTLS) or failed half-way: nothing left to protect with.
+    Gone,
+}
+
 /// One connection's TLS state.
 pub struct Session {
-    conn: UnbufferedServerConnection,
+    engine: Engine,
+    /// Leave rustls for `Records` after a TLS 1.3 handshake (not when the kernel takes over).
+    compact: bool,
     /// Ciphertext received but not yet consumed (a partial record): empty, and unallocated,
     /// between records.
     pending: Vec<u8>,
@@ -69,10 +86,13 @@ pub struct Session {
 }
 
 impl Session {
-    /// A fresh server-side session with the configuration current at accept.
-    pub fn new(config: Arc<ServerConfig>) -> Result<Session, rustls::Error> {
+    /// A fresh server-side session with the configuration current at accept; `compact`: move
+    /// TLS 1.3 sessions to `Records` after the handshake (the configuration must allow secret
+    /// extraction, as `super::server_config` does).
+    pub fn new(config: Arc<ServerConfig>, compact: bool) -> Result<Session, rustls::Error> {
         Ok(Session {
-            conn: UnbufferedServerConnection::new(config)?,
+            engine: Engine::Rustls(Box::new(UnbufferedServerConnection::new(config)?)),
+            compact,
             pending: Vec::new(),
             flight: Vec::new(),
             out: VecDeque::new(),
@@ -85,6 +105,11 @@ impl Session {
     /// Whether the handshake has completed.
     pub fn established(&self) -> bool {
         self.established
+    }
+
+    /// Whether the session has left rustls for `record::Records`.
+    pub fn compacted(&self) -> bool {
+        matches!(self.engine, Engine::Records(_))
     }
 
     /// Takes `data` from the socket: decrypted application data is appended to `plain`,
@@ -111,7 +136,7 @@ impl Session {
         let was = self.established;
         let mut progress = Progress::default();
         if self.pending.is_empty() {
-            let used = self.process(data, plain, &mut progress)?;
+            let used = self.consume(data, plain, &mut progress)?;
             if used < data.len() {
                 self.pending.extend_from_slice(&data[used..]);
             }
@@ -123,14 +148,74 @@ impl Session {
             }
             self.pending.extend_from_slice(data);
             let mut pending = std::mem::take(&mut self.pending);
-            let used = self.process(&mut pending, plain, &mut progress)?;
+            let used = self.consume(&mut pending, plain, &mut progress)?;
             pending.drain(..used);
             if !pending.is_empty() {
                 self.pending = pending;
             }
         }
         progress.established = self.established && !was;
+        if self.compact {
+            self.leave_rustls()?;
+        }
         Ok(progress)
+    }
+
+    /// Runs the engine over `buf`; returns how many bytes it consumed.
+    fn consume(
+        &mut self,
+        buf: &mut [u8],
+        plain: &mut Vec<u8>,
+        progress: &mut Progress,
+    ) -> Result<usize, Failure> {
+        let Engine::Records(r) = &mut self.engine else {
+            return self.process(buf, plain, progress);
+        };
+        match r.open(buf, plain) {
+            Ok(used) => Ok(used),
+            Err((used, Ended::PeerClosed)) => {
+                progress.peer_closed = true;
+                Ok(used)
+            }
+            Err((_, Ended::Failed { reason, alert })) => {
+                let mut reply = Vec::new();
+                match alert {
+                    0 => r.seal_alert(1, 0, &mut reply),
+                    a => r.seal_alert(2, a, &mut reply),
+                }
+                Err(Failure {
+                    reason: reason.into(),
+                    reply: Some(Bytes::from(reply)),
+                    plain_http: false,
+                })
+            }
+        }
+    }
+
+    /// A TLS 1.3 session whose handshake is over and whose output is all queued leaves rustls
+    /// for `Records`, keeping the keys and sequence numbers rustls reached.
+    fn leave_rustls(&mut self) -> Result<(), Failure> {
+        let ready = match &self.engine {
+            Engine::Rustls(conn) => {
+                self.established
+                    && self.pending.is_empty()
+                    && self.flight.is_empty()
+                    && !conn.wants_write()
+                    && conn.protocol_version() == Some(ProtocolVersion::TLSv1_3)
+            }
+            _ => false,
+        };
+        if !ready {
+            return Ok(());
+        }
+        if let Engine::Rustls(conn) = std::mem::replace(&mut self.engine, Engine::Gone) {
+            let (secrets, _updates) = conn
+                .dangerous_into_kernel_connection()
+                .map_err(|e| Failure::internal(format!("TLS key hand-over: {e}")))?;
+            self.engine =
+                Engine::Records(Records::new(secrets.tx, secrets.rx).map_err(Failure::internal)?);
+        }
+        Ok(())
     }
 
     /// Runs rustls over `buf` until it needs more bytes; returns how many it consumed.
@@ -142,8 +227,11 @@ impl Session {
     ) -> Result<usize, Failure> {
         let mut used = 0;
         loop {
+            let Engine::Rustls(conn) = &mut self.engine else {
+                return Err(Failure::internal("TLS session gone".into()));
+            };
             let UnbufferedStatus { mut discard, state } =
-                self.conn.process_tls_records(&mut buf[used..]);
+                conn.process_tls_records(&mut buf[used..]);
             let mut failed = None;
             let more = match state {
                 Err(e) => {
@@ -213,10 +301,13 @@ impl Session {
     fn fail(&mut self, reason: String) -> Failure {
         let mut alert = Vec::new();
         for _ in 0..4 {
-            if !self.conn.wants_write() {
+            let Engine::Rustls(conn) = &mut self.engine else {
+                break;
+            };
+            if !conn.wants_write() {
                 break;
             }
-            match self.conn.process_tls_records(&mut []).state {
+            match conn.process_tls_records(&mut []).state {
                 Ok(ConnectionState::EncodeTlsData(mut enc)) => {
                     if encode_into(&mut alert, |b| enc.encode(b)).is_err() {
                         break;
@@ -257,8 +348,25 @@ impl Session {
     /// Encrypts application data into records (flushing any handshake message rustls wants
     /// out first, e.g. a TLS 1.3 key update answer).
     fn seal(&mut self, plain: &[u8]) -> Result<Bytes, Failure> {
+        if let Engine::Records(r) = &mut self.engine {
+            if r.worn_out() {
+                let mut reply = Vec::new();
+                r.seal_alert(1, 0, &mut reply);
+                return Err(Failure {
+                    reason: "the session's key reached its record limit".into(),
+                    reply: Some(Bytes::from(reply)),
+                    plain_http: false,
+                });
+            }
+            let mut out = Vec::new();
+            r.seal(plain, &mut out);
+            return Ok(Bytes::from(out));
+        }
         for _ in 0..8 {
-            let state = match self.conn.process_tls_records(&mut []).state {
+            let Engine::Rustls(conn) = &mut self.engine else {
+                return Err(Failure::internal("TLS session gone".into()));
+            };
+            let state = match conn.process_tls_records(&mut []).state {
                 Ok(s) => s,
                 Err(e) => return Err(self.fail(e.to_string())),
             };
@@ -303,7 +411,16 @@ impl Session {
         if !self.established {
             return None;
         }
-        match self.conn.process_tls_records(&mut []).state {
+        let conn = match &mut self.engine {
+            Engine::Records(r) => {
+                let mut out = Vec::new();
+                r.seal_alert(1, 0, &mut out);
+                return Some(Bytes::from(out));
+            }
+            Engine::Rustls(conn) => conn,
+            Engine::Gone => return None,
+        };
+        match conn.process_tls_records(&mut []).state {
             Ok(ConnectionState::WriteTraffic(mut w)) => {
                 let mut out = vec![0; 64];
                 let n = w.queue_close_notify(&mut out).ok()?;
@@ -329,14 +446,27 @@ impl Session {
         self.out.is_empty() && self.flight.is_empty() && self.pending.is_empty()
     }
 
+    /// Keeps the core's send `buf[offset..]` (not sealed: the session failed) to be reported
+    /// with the others by `unacked`.
+    pub fn defer_ack(&mut self, buf: Bytes, offset: usize) {
+        self.out.push_back(Chunk {
+            bytes: Bytes::new(),
+            ack: Some((buf, offset)),
+        });
+    }
+
     /// The core's sends queued and not yet acknowledged.
     pub fn unacked(&mut self) -> Vec<(Bytes, usize)> {
         self.out.drain(..).filter_map(|c| c.ack).collect()
     }
 
-    /// Hands the connection over for kTLS (see `ktls`): only sound while `idle`.
-    pub fn into_inner(self) -> UnbufferedServerConnection {
-        self.conn
+    /// Hands the rustls connection over for kTLS (see `ktls`): only sound while `idle`, and
+    /// only for a session made without `compact`.
+    pub fn into_rustls(self) -> Option<UnbufferedServerConnection> {
+        match self.engine {
+            Engine::Rustls(conn) => Some(*conn),
+            _ => None,
+        }
     }
 }
 

@@ -19,9 +19,11 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A server session; `kernel`: kept in rustls for the kTLS hand-over instead of moving TLS 1.3
+/// sessions to `record::Records`.
 fn server(kernel: bool) -> Session {
-    let sc = server_config(&fixture("server.pem"), &fixture("server.key"), kernel).unwrap();
-    Session::new(sc).unwrap()
+    let sc = server_config(&fixture("server.pem"), &fixture("server.key")).unwrap();
+    Session::new(sc, !kernel).unwrap()
 }
 
 fn client_config(versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<ClientConfig> {
@@ -227,7 +229,7 @@ fn the_kernel_gets_the_keys_the_client_uses() {
         p.client.writer().write_all(b"ping").unwrap();
         p.run();
         assert!(p.server.idle());
-        let (tx, rx) = ktls::export(p.server.into_inner()).unwrap();
+        let (tx, rx) = ktls::export(p.server.into_rustls().unwrap()).unwrap();
         let theirs = p.client.dangerous_extract_secrets().unwrap();
         // The server's sending keys are the client's receiving ones, and the other way.
         for (ours, (seq, secrets)) in [(tx, theirs.rx), (rx, theirs.tx)] {
@@ -274,10 +276,133 @@ fn kernel_tls_is_probed_without_failing() {
 
 #[test]
 fn bad_files_are_named_in_the_error() {
-    let e = server_config(&fixture("missing.pem"), &fixture("server.key"), false).unwrap_err();
+    let e = server_config(&fixture("missing.pem"), &fixture("server.key")).unwrap_err();
     assert!(e.contains("missing.pem"), "{e}");
-    let e = server_config(&fixture("server.pem"), &fixture("gen.sh"), false).unwrap_err();
+    let e = server_config(&fixture("server.pem"), &fixture("gen.sh")).unwrap_err();
     assert!(e.contains("gen.sh"), "{e}");
-    let e = server_config(&fixture("server.pem"), &fixture("other.key"), false).unwrap_err();
+    let e = server_config(&fixture("server.pem"), &fixture("other.key")).unwrap_err();
     assert!(e.contains("does not fit"), "{e}");
+}
+
+#[test]
+fn a_tls13_session_leaves_rustls_and_still_talks_both_ways() {
+    let mut p = Pair::new(client(&[&rustls::version::TLS13]), server(false));
+    p.run();
+    assert!(p.server.compacted(), "TLS 1.3 moves to record::Records");
+    for round in 0..3 {
+        let msg = format!("ping {round}");
+        p.client.writer().write_all(msg.as_bytes()).unwrap();
+        p.run();
+        assert_eq!(std::mem::take(&mut p.plain), msg.as_bytes());
+        let big: Vec<u8> = (0..40_000u32).map(|i| (i * 7 + round) as u8).collect();
+        p.server.send(Bytes::from(big.clone()), 0).unwrap();
+        p.run();
+        assert_eq!(p.client_reads(), big);
+    }
+    // The client's close_notify ends the stream; ours reaches the client.
+    let alert = p.server.close_notify().unwrap();
+    let mut rd = &alert[..];
+    p.client.read_tls(&mut rd).unwrap();
+    assert!(p.client.process_new_packets().unwrap().peer_has_closed());
+    p.client.send_close_notify();
+    let mut wire = Vec::new();
+    while p.client.wants_write() {
+        p.client.write_tls(&mut wire).unwrap();
+    }
+    assert!(
+        p.server
+            .received(&mut wire, &mut p.plain)
+            .unwrap()
+            .peer_closed
+    );
+}
+
+#[test]
+fn a_tls12_session_stays_in_rustls() {
+    let mut p = Pair::new(client(&[&rustls::version::TLS12]), server(false));
+    p.run();
+    assert!(p.server.established() && !p.server.compacted());
+}
+
+#[test]
+fn records_split_anywhere_are_reassembled_after_the_hand_over() {
+    let mut p = Pair::new(client(&[&rustls::version::TLS13]), server(false));
+    p.run();
+    assert!(p.server.compacted());
+    p.client.writer().write_all(&[b'a'; 20_000]).unwrap();
+    p.client.writer().write_all(b"end").unwrap();
+    let mut wire = Vec::new();
+    while p.client.wants_write() {
+        p.client.write_tls(&mut wire).unwrap();
+    }
+    for piece in wire.chunks_mut(1000) {
+        p.server.received(piece, &mut p.plain).unwrap();
+    }
+    assert_eq!(p.plain.len(), 20_003);
+    assert!(p.plain.ends_with(b"end"));
+    assert!(p.server.idle());
+}
+
+#[test]
+fn a_tampered_record_or_a_key_update_ends_the_session_with_an_alert_the_client_reads() {
+    // A flipped bit: bad_record_mac.
+    let mut p = Pair::new(client(&[&rustls::version::TLS13]), server(false));
+    p.run();
+    p.client.writer().write_all(b"hello").unwrap();
+    let mut wire = Vec::new();
+    while p.client.wants_write() {
+        p.client.write_tls(&mut wire).unwrap();
+    }
+    let last = wire.len() - 1;
+    wire[last] ^= 1;
+    let f = p.server.received(&mut wire, &mut p.plain).unwrap_err();
+    assert!(f.reason.contains("decrypt"), "{}", f.reason);
+    let reply = f.reply.unwrap();
+    let mut rd = &reply[..];
+    p.client.read_tls(&mut rd).unwrap();
+    let e = p.client.process_new_packets().unwrap_err();
+    assert!(format!("{e:?}").contains("BadRecordMac"), "{e:?}");
+
+    // A key update: this layer keeps no secret to follow it with, so the session ends.
+    let mut p = Pair::new(client(&[&rustls::version::TLS13]), server(false));
+    p.run();
+    p.client.refresh_traffic_keys().unwrap();
+    p.client.writer().write_all(b"after").unwrap();
+    let mut wire = Vec::new();
+    while p.client.wants_write() {
+        p.client.write_tls(&mut wire).unwrap();
+    }
+    let f = p.server.received(&mut wire, &mut p.plain).unwrap_err();
+    assert!(f.reason.contains("key update"), "{}", f.reason);
+}
+
+#[test]
+fn every_cipher_suite_round_trips_after_the_hand_over() {
+    for suite in [
+        rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+        rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
+        rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ] {
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = vec![suite];
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(fixture("ca.pem")).unwrap())
+            .unwrap();
+        let cc = ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let c = ClientConnection::new(Arc::new(cc), ServerName::try_from("localhost").unwrap())
+            .unwrap();
+        let mut p = Pair::new(c, server(false));
+        p.run();
+        assert!(p.server.compacted());
+        p.client.writer().write_all(b"up").unwrap();
+        p.server.send(Bytes::from_static(b"down"), 0).unwrap();
+        p.run();
+        assert_eq!(p.plain, b"up");
+        assert_eq!(p.client_reads(), b"down");
+    }
 }

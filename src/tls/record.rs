@@ -1,0 +1,223 @@
+//! TLS 1.3 application records after the handshake, without rustls' connection state: the
+//! traffic keys rustls hands over (the same export kTLS takes) and the two sequence numbers.
+//! An idle session is then a sealing key and a few dozen bytes, where rustls keeps ~2.3 KB;
+//! the opening key is rebuilt for each record received, since clients of a push server send
+//! little (heart-beats, subscriptions) while every push is sealed.
+//!
+//! What this layer does not do, it refuses by closing: TLS 1.2 sessions stay in rustls (see
+//! `session`), a peer's KeyUpdate or any handshake message ends the session, and a session
+//! nearing the AES-GCM record limit of RFC 8446 §5.5 is closed (the client reconnects with
+//! fresh keys) rather than updating its keys.
+
+use ring::aead::{
+    AES_128_GCM, AES_256_GCM, Aad, Algorithm, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce,
+    UnboundKey,
+};
+use rustls::ConnectionTrafficSecrets;
+
+/// Payload per record (RFC 8446 §5.1).
+const MAX_FRAGMENT: usize = 16 * 1024;
+/// A protected record's body may exceed its payload by the content type, padding and tag:
+/// RFC 8446 §5.2 allows 2^14 + 256.
+const MAX_CIPHERTEXT: usize = MAX_FRAGMENT + 256;
+/// Records sealed or opened under one AES-GCM key before the session is closed: below the
+/// 2^24.5 of RFC 8446 §5.5, with room for the closing alert.
+const AES_GCM_RECORD_LIMIT: u64 = 1 << 24;
+
+const APPLICATION_DATA: u8 = 23;
+const ALERT: u8 = 21;
+const HANDSHAKE: u8 = 22;
+
+/// Why the session ended, and what to tell the peer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The peer sent close_notify.
+    PeerClosed,
+    /// A record failed: `alert` is the description to send (sealed).
+    Failed { reason: &'static str, alert: u8 },
+}
+
+/// One direction's traffic key and nonce base, and the next record's sequence number.
+struct Direction {
+    iv: [u8; NONCE_LEN],
+    seq: u64,
+}
+
+impl Direction {
+    fn nonce(&mut self) -> Nonce {
+        let mut n = self.iv;
+        for (b, s) in n[NONCE_LEN - 8..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *b ^= s;
+        }
+        self.seq += 1;
+        Nonce::assume_unique_for_key(n)
+    }
+}
+
+/// A TLS 1.3 session's record protection.
+pub struct Records {
+    alg: &'static Algorithm,
+    seal: LessSafeKey,
+    tx: Direction,
+    /// The opening key's bytes (16 or 32), expanded per record.
+    rx_key: [u8; 32],
+    rx: Direction,
+}
+
+impl Records {
+    /// From rustls' export of a TLS 1.3 session: `(next sequence number, secrets)` each way.
+    pub fn new(
+        tx: (u64, ConnectionTrafficSecrets),
+        rx: (u64, ConnectionTrafficSecrets),
+    ) -> Result<Records, String> {
+        let (alg, tx_key, tx_iv) = parts(&tx.1)?;
+        let (rx_alg, rx_key_bytes, rx_iv) = parts(&rx.1)?;
+        if !std::ptr::eq(alg, rx_alg) {
+            return Err("TLS: the two directions use different ciphers".into());
+        }
+        let seal = LessSafeKey::new(
+            UnboundKey::new(alg, tx_key).map_err(|_| "TLS: bad sealing key".to_string())?,
+        );
+        let mut rx_key = [0; 32];
+        rx_key[..rx_key_bytes.len()].copy_from_slice(rx_key_bytes);
+        Ok(Records {
+            alg,
+            seal,
+            tx: Direction {
+                iv: tx_iv,
+                seq: tx.0,
+            },
+            rx_key,
+            rx: Direction {
+                iv: rx_iv,
+                seq: rx.0,
+            },
+        })
+    }
+
+    fn limited(&self) -> bool {
+        !std::ptr::eq(self.alg, &CHACHA20_POLY1305)
+    }
+
+    /// Whether the sealing side is at its record limit (the session must close).
+    pub fn worn_out(&self) -> bool {
+        self.limited() && self.tx.seq >= AES_GCM_RECORD_LIMIT
+    }
+
+    /// Appends `plain` to `out` as application-data records.
+    pub fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) {
+        if plain.is_empty() {
+            return;
+        }
+        for chunk in plain.chunks(MAX_FRAGMENT) {
+            self.seal_record(APPLICATION_DATA, chunk, out);
+        }
+    }
+
+    /// Appends an alert record (`level` 1 warning, 2 fatal).
+    pub fn seal_alert(&mut self, level: u8, description: u8, out: &mut Vec<u8>) {
+        self.seal_record(ALERT, &[level, description], out);
+    }
+
+    fn seal_record(&mut self, content_type: u8, payload: &[u8], out: &mut Vec<u8>) {
+        let len = payload.len() + 1 + self.alg.tag_len();
+        let header = [APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
+        out.reserve(5 + len);
+        out.extend_from_slice(&header);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        out.push(content_type);
+        let nonce = self.tx.nonce();
+        // Sealing fails only for inputs beyond the AEAD's limits, which a record never is.
+        if let Ok(tag) =
+            self.seal
+                .seal_in_place_separate_tag(nonce, Aad::from(header), &mut out[start..])
+        {
+            out.extend_from_slice(tag.as_ref());
+        }
+    }
+
+    /// Opens the complete records at the front of `buf`, appending application data to
+    /// `plain`. Returns how many bytes were consumed (a partial record stays for later).
+    pub fn open(&mut self, buf: &mut [u8], plain: &mut Vec<u8>) -> Result<usize, (usize, Ended)> {
+        let mut pos = 0;
+        while buf.len() - pos >= 5 {
+            let header: [u8; 5] = [
+                buf[pos],
+                buf[pos + 1],
+                buf[pos + 2],
+                buf[pos + 3],
+                buf[pos + 4],
+            ];
+            let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+            if header[0] != APPLICATION_DATA {
+                return Err((pos, failed("an unprotected record after the handshake", 10)));
+            }
+            if header[1..3] != [3, 3] {
+                return Err((pos, failed("a record with a wrong version", 70)));
+            }
+            if len > MAX_CIPHERTEXT || len < 1 + self.alg.tag_len() {
+                return Err((pos, failed("a record of an impossible length", 22)));
+            }
+            if buf.len() - pos < 5 + len {
+                break;
+            }
+            if self.limited() && self.rx.seq >= AES_GCM_RECORD_LIMIT {
+                return Err((
+                    pos,
+                    failed("the peer reached the record limit of its key", 0),
+                ));
+            }
+            let body = &mut buf[pos + 5..pos + 5 + len];
+            let opened = UnboundKey::new(self.alg, &self.rx_key[..self.alg.key_len()])
+                .map(LessSafeKey::new)
+                .and_then(|key| key.open_in_place(self.rx.nonce(), Aad::from(header), body));
+            let Ok(inner) = opened else {
+                return Err((pos, failed("a record that does not decrypt", 20)));
+            };
+            // The content type is the last non-zero byte; zeros after it are padding.
+            let Some(end) = inner.iter().rposition(|&b| b != 0) else {
+                return Err((pos, failed("a record without a content type", 10)));
+            };
+            pos += 5 + len;
+            match inner[end] {
+                APPLICATION_DATA => plain.extend_from_slice(&inner[..end]),
+                ALERT if inner[..end] == [1, 0] || inner[..end] == [2, 0] => {
+                    return Err((pos, Ended::PeerClosed));
+                }
+                ALERT => return Err((pos, failed("the peer sent an alert", 0))),
+                HANDSHAKE => {
+                    return Err((
+                        pos,
+                        failed("a handshake message after the handshake (key update)", 10),
+                    ));
+                }
+                _ => return Err((pos, failed("a record of an unknown type", 10))),
+            }
+        }
+        Ok(pos)
+    }
+}
+
+fn failed(reason: &'static str, alert: u8) -> Ended {
+    Ended::Failed { reason, alert }
+}
+
+fn parts(
+    s: &ConnectionTrafficSecrets,
+) -> Result<(&'static Algorithm, &[u8], [u8; NONCE_LEN]), String> {
+    let (alg, key, iv) = match s {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&AES_128_GCM, key, iv),
+        ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&AES_256_GCM, key, iv),
+        ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (&CHACHA20_POLY1305, key, iv),
+        _ => return Err("TLS: a cipher this record layer does not seal".into()),
+    };
+    let iv: [u8; NONCE_LEN] = iv
+        .as_ref()
+        .try_into()
+        .map_err(|_| "TLS: a nonce base of the wrong size".to_string())?;
+    if key.as_ref().len() != alg.key_len() {
+        return Err("TLS: a key of the wrong size".into());
+    }
+    Ok((alg, key.as_ref(), iv))
+}
