@@ -59,6 +59,9 @@ pub struct Progress {
 }
 
 /// Who protects the records.
+// The session is boxed by the driver already: `Records` inline saves an allocation per
+// connection, and rustls' far larger state is the one behind a box.
+#[allow(clippy::large_enum_variant)]
 enum Engine {
     /// rustls: the handshake, and TLS 1.2 sessions throughout.
     Rustls(Box<UnbufferedServerConnection>),
