@@ -25,5 +25,9 @@ fuzz_target!(|input: (&str, &str)| {
     if p.len() > 64 || t.len() > 256 {
         return;
     }
-    assert_eq!(matches(p, t), oracle(p.as_bytes(), t.as_bytes()), "{p:?} vs {t:?}");
+    assert_eq!(
+        matches(p, t),
+        oracle(p.as_bytes(), t.as_bytes()),
+        "{p:?} vs {t:?}"
+    );
 });

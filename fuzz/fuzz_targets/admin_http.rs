@@ -20,7 +20,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(Parse::Done(req)) => {
             let r = api.handle(&req);
             assert!((200..600).contains(&r.status));
-            let limited = Caller { projects: Some(vec!["p".into()]) };
+            let limited = Caller {
+                projects: Some(vec!["p".into()]),
+            };
             let r = ringcast::admin::msgcenter::handle(&api, &req, &limited, req.len % 2 == 0)
                 .unwrap_or_else(|| api.handle_as(&req, &limited));
             assert!((200..600).contains(&r.status));

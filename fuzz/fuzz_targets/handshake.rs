@@ -7,7 +7,11 @@ fuzz_target!(|data: &[u8]| {
     match handshake::parse(data, 8192) {
         Ok(Parse::Done { request, consumed }) => {
             assert!(consumed <= data.len());
-            let _ = if let Ok(a) = &request.upgrade { handshake::accept_response(a, request.protocols.first().map(|s| s.as_str())) } else { Vec::new() };
+            let _ = if let Ok(a) = &request.upgrade {
+                handshake::accept_response(a, request.protocols.first().map(|s| s.as_str()))
+            } else {
+                Vec::new()
+            };
             let ctx = ringcast_fuzz_ctx();
             let _ = ringcast::endpoint::route(&request, &ctx);
         }

@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
     let mut cfg = ringcast::config::Config::default();
     cfg.projects.insert(
         "p".into(),
-        ringcast::config::Project { jwt_secret: Some("fuzz-secret".into()), ..Default::default() },
+        ringcast::config::Project {
+            jwt_secret: Some("fuzz-secret".into()),
+            ..Default::default()
+        },
     );
     let auth = ringcast::auth::Auth::from_config(&cfg).unwrap();
     if let Ok(user) = auth.verify("p", token) {

@@ -11,9 +11,17 @@ use ringcast::ws::frame::{Opcode, encode_masked};
 #[derive(Arbitrary, Debug)]
 enum Event {
     /// A STOMP frame built from parts, sent as one masked text message.
-    Stomp { command: u8, headers: Vec<(String, String)>, body: Vec<u8> },
+    Stomp {
+        command: u8,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
     /// A WebSocket frame of any kind.
-    Frame { opcode: u8, fin: bool, payload: Vec<u8> },
+    Frame {
+        opcode: u8,
+        fin: bool,
+        payload: Vec<u8>,
+    },
     /// Bytes as they come.
     Raw(Vec<u8>),
     /// The heart-beat timer fires after this many ticks.
@@ -21,15 +29,28 @@ enum Event {
     /// The server closes (shutdown, disconnect, slow consumer).
     ServerClose(u16),
     /// SUBSCRIBE / UNSUBSCRIBE with an arbitrary id (the record a subscription is kept in).
-    Subscribe { id: String, topic: String },
+    Subscribe {
+        id: String,
+        topic: String,
+    },
     Unsubscribe(String),
     /// CONNECT's deadline passes.
     ConnectTimeout,
 }
 
 const COMMANDS: [&str; 12] = [
-    "CONNECT", "STOMP", "SEND", "SUBSCRIBE", "UNSUBSCRIBE", "ACK", "NACK", "BEGIN", "DISCONNECT",
-    "MESSAGE", "ERROR", "BOGUS",
+    "CONNECT",
+    "STOMP",
+    "SEND",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "ACK",
+    "NACK",
+    "BEGIN",
+    "DISCONNECT",
+    "MESSAGE",
+    "ERROR",
+    "BOGUS",
 ];
 
 fuzz_target!(|events: Vec<Event>| {
@@ -37,7 +58,11 @@ fuzz_target!(|events: Vec<Event>| {
     cfg.auth.enabled = false;
     cfg.projects.insert(
         "p".into(),
-        ringcast::config::Project { jwt_secret: Some("s".into()), client_publish: true, ..Default::default() },
+        ringcast::config::Project {
+            jwt_secret: Some("s".into()),
+            client_publish: true,
+            ..Default::default()
+        },
     );
     cfg.stomp.max_frame_bytes = 2048;
     cfg.limits.max_message_bytes = 4096;
@@ -52,8 +77,14 @@ fuzz_target!(|events: Vec<Event>| {
     for ev in events.into_iter().take(64) {
         out.clear();
         match ev {
-            Event::Stomp { command, headers, body } => {
-                let mut f = COMMANDS[command as usize % COMMANDS.len()].as_bytes().to_vec();
+            Event::Stomp {
+                command,
+                headers,
+                body,
+            } => {
+                let mut f = COMMANDS[command as usize % COMMANDS.len()]
+                    .as_bytes()
+                    .to_vec();
                 f.push(b'\n');
                 for (k, v) in headers.iter().take(8) {
                     f.extend_from_slice(format!("{k}:{v}\n").as_bytes());
@@ -61,11 +92,32 @@ fuzz_target!(|events: Vec<Event>| {
                 f.push(b'\n');
                 f.extend_from_slice(&body);
                 f.push(0);
-                s.on_bytes(&mut encode_masked(Opcode::Text, true, &f, [1, 2, 3, 4]), now, &ctx, &mut out);
+                s.on_bytes(
+                    &mut encode_masked(Opcode::Text, true, &f, [1, 2, 3, 4]),
+                    now,
+                    &ctx,
+                    &mut out,
+                );
             }
-            Event::Frame { opcode, fin, payload } => {
-                let op = [Opcode::Continuation, Opcode::Text, Opcode::Binary, Opcode::Close, Opcode::Ping, Opcode::Pong][opcode as usize % 6];
-                s.on_bytes(&mut encode_masked(op, fin, &payload, [9, 8, 7, 6]), now, &ctx, &mut out);
+            Event::Frame {
+                opcode,
+                fin,
+                payload,
+            } => {
+                let op = [
+                    Opcode::Continuation,
+                    Opcode::Text,
+                    Opcode::Binary,
+                    Opcode::Close,
+                    Opcode::Ping,
+                    Opcode::Pong,
+                ][opcode as usize % 6];
+                s.on_bytes(
+                    &mut encode_masked(op, fin, &payload, [9, 8, 7, 6]),
+                    now,
+                    &ctx,
+                    &mut out,
+                );
             }
             Event::Raw(mut b) => s.on_bytes(&mut b, now, &ctx, &mut out),
             Event::Tick(t) => {
@@ -75,11 +127,21 @@ fuzz_target!(|events: Vec<Event>| {
             Event::ServerClose(code) => s.close(code, "fuzz", &mut out),
             Event::Subscribe { id, topic } => {
                 let f = format!("SUBSCRIBE\nid:{id}\ndestination:/topic/{topic}\n\n\0");
-                s.on_bytes(&mut encode_masked(Opcode::Text, true, f.as_bytes(), [1, 2, 3, 4]), now, &ctx, &mut out);
+                s.on_bytes(
+                    &mut encode_masked(Opcode::Text, true, f.as_bytes(), [1, 2, 3, 4]),
+                    now,
+                    &ctx,
+                    &mut out,
+                );
             }
             Event::Unsubscribe(id) => {
                 let f = format!("UNSUBSCRIBE\nid:{id}\n\n\0");
-                s.on_bytes(&mut encode_masked(Opcode::Text, true, f.as_bytes(), [1, 2, 3, 4]), now, &ctx, &mut out);
+                s.on_bytes(
+                    &mut encode_masked(Opcode::Text, true, f.as_bytes(), [1, 2, 3, 4]),
+                    now,
+                    &ctx,
+                    &mut out,
+                );
             }
             Event::ConnectTimeout => {
                 let _ = s.connect_timeout(1000, &mut out);
@@ -96,8 +158,13 @@ fuzz_target!(|events: Vec<Event>| {
             }
         }
         if closed {
-            assert!(!out.actions.iter().any(|o| matches!(o, Action::Send(_) | Action::Publish { .. } | Action::Subscribe(_))),
-                "output after close: {out:?}");
+            assert!(
+                !out.actions.iter().any(|o| matches!(
+                    o,
+                    Action::Send(_) | Action::Publish { .. } | Action::Subscribe(_)
+                )),
+                "output after close: {out:?}"
+            );
         }
         closed |= out.closes();
         assert!(s.buffered() <= 64 * 1024, "unbounded buffer");

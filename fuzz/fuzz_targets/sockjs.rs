@@ -13,7 +13,8 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(back, msgs);
         let (merged, taken) = http::merge(&[frame.clone().into(), frame.into()]);
         assert_eq!(taken, 2);
-        let twice: Vec<String> = serde_json::from_slice(&merged[1..]).expect("merged frame is JSON");
+        let twice: Vec<String> =
+            serde_json::from_slice(&merged[1..]).expect("merged frame is JSON");
         assert_eq!(twice.len(), 2 * msgs.len());
     }
     let max = 1024;

@@ -9,7 +9,9 @@ const UPGRADE: &[u8] = b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n
 fuzz_target!(|data: &[u8]| {
     // The bare decoder must never panic and never claim more bytes than it was given.
     let mut copy = data.to_vec();
-    if let Ok(ringcast::ws::frame::Decoded::Frame(f)) = ringcast::ws::frame::decode(&mut copy, 1 << 16) {
+    if let Ok(ringcast::ws::frame::Decoded::Frame(f)) =
+        ringcast::ws::frame::decode(&mut copy, 1 << 16)
+    {
         assert!(f.len <= data.len() && f.payload.end <= f.len);
     }
     let mut cfg = ringcast::config::Config::embedded();
@@ -30,8 +32,14 @@ fuzz_target!(|data: &[u8]| {
     for piece in rest.chunks(chunk) {
         out.clear();
         s.on_bytes(&mut piece.to_vec(), 0, &ctx, &mut out);
-        assert!(!closed || out.is_empty(), "output after the connection closed");
+        assert!(
+            !closed || out.is_empty(),
+            "output after the connection closed"
+        );
         closed |= out.closes();
-        assert!(s.buffered() <= 2 * 4096 + 64 + chunk, "buffer beyond the limits");
+        assert!(
+            s.buffered() <= 2 * 4096 + 64 + chunk,
+            "buffer beyond the limits"
+        );
     }
 });
