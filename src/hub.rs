@@ -32,6 +32,9 @@ pub struct Publish {
     pub utf8: bool,
     /// Unique within this server process: the STOMP `message-id`.
     pub seq: u64,
+    /// Its offset and epoch in its destination's history (`x-offset`, `x-epoch`), when the
+    /// destination keeps history (see `history::History::record`).
+    pub position: Option<(u64, Arc<str>)>,
     /// The raw-mode frame compressed (permessage-deflate, 15-bit window), made by the first
     /// shard that needs it and shared by every deflate subscriber after it.
     deflated: std::sync::OnceLock<Bytes>,
@@ -58,6 +61,7 @@ impl Publish {
             body,
             headers,
             seq: SEQ.fetch_add(1, Ordering::Relaxed),
+            position: None,
             deflated: std::sync::OnceLock::new(),
         }
     }
@@ -196,6 +200,8 @@ pub struct Hub {
     links: Vec<Link>,
     relay: Option<Arc<dyn Relay>>,
     audience: Arc<Audience>,
+    /// Numbers and keeps messages of destinations with history (see `History::record`).
+    history: Option<Arc<crate::history::History>>,
 }
 
 /// Which shards hold at least one subscriber of each destination, so that a publish wakes only
@@ -284,6 +290,7 @@ impl Hub {
                 links,
                 relay: None,
                 audience: Arc::new(Audience::new(shards)),
+                history: None,
             },
             inboxes,
         ))
@@ -293,6 +300,25 @@ impl Hub {
     pub fn with_relay(mut self, relay: Arc<dyn Relay>) -> Hub {
         self.relay = Some(relay);
         self
+    }
+
+    /// Messages of destinations with history are numbered and kept in `history`.
+    pub fn with_history(mut self, history: Arc<crate::history::History>) -> Hub {
+        self.history = Some(history);
+        self
+    }
+
+    /// The node's history store, if it keeps one.
+    pub fn history(&self) -> Option<&Arc<crate::history::History>> {
+        self.history.as_ref()
+    }
+
+    /// Hands `msg` to `deliver` (numbered first when its destination keeps history).
+    fn stamp<R>(&self, msg: Publish, deliver: impl FnOnce(Arc<Publish>) -> R) -> R {
+        match &self.history {
+            Some(h) => h.record(msg, deliver),
+            None => deliver(Arc::new(msg)),
+        }
     }
 
     /// The relay to the other nodes, if this node is in a cluster.
@@ -348,21 +374,25 @@ impl Hub {
             .map(|msg| {
                 // Handed to Redis first, so the other nodes deliver while this one does.
                 let remote = self.relay.as_ref().map(|c| c.publish(&msg));
-                let visits = self.audience.visits(&msg.dest.key());
-                let msg = Arc::new(msg);
                 let (tx, rx) = bounded(self.links.len());
-                let mut asked = 0;
-                for (_, link) in self.links.iter().enumerate().filter(|(i, _)| visits(*i)) {
-                    let reply = Some(tx.clone());
-                    self.send(
-                        link,
-                        Command::Publish {
-                            msg: msg.clone(),
-                            reply,
-                        },
-                    );
-                    asked += 1;
-                }
+                let asked = self.stamp(msg, |msg| {
+                    // The audience is read under the history's lock: a recovering subscriber
+                    // joins it before reading the history, so it gets every later offset.
+                    let visits = self.audience.visits(&msg.dest.key());
+                    let mut asked = 0;
+                    for (_, link) in self.links.iter().enumerate().filter(|(i, _)| visits(*i)) {
+                        let reply = Some(tx.clone());
+                        self.send(
+                            link,
+                            Command::Publish {
+                                msg: msg.clone(),
+                                reply,
+                            },
+                        );
+                        asked += 1;
+                    }
+                    asked
+                });
                 (rx, asked, remote)
             })
             .collect();
@@ -396,17 +426,18 @@ impl Hub {
 
     /// Fans out to this node's shards only: what arrives from the other nodes.
     pub fn deliver_nowait(&self, msg: Publish) {
-        let visits = self.audience.visits(&msg.dest.key());
-        let msg = Arc::new(msg);
-        for (_, link) in self.links.iter().enumerate().filter(|(i, _)| visits(*i)) {
-            self.send(
-                link,
-                Command::Publish {
-                    msg: msg.clone(),
-                    reply: None,
-                },
-            );
-        }
+        self.stamp(msg, |msg| {
+            let visits = self.audience.visits(&msg.dest.key());
+            for (_, link) in self.links.iter().enumerate().filter(|(i, _)| visits(*i)) {
+                self.send(
+                    link,
+                    Command::Publish {
+                        msg: msg.clone(),
+                        reply: None,
+                    },
+                );
+            }
+        });
     }
 
     /// Identified sessions of `project` (every project if `None`; and `user`) on every shard.
@@ -479,6 +510,9 @@ impl Hub {
     }
 
     pub fn reload(&self, ctx: Arc<crate::context::Context>) {
+        if let Some(h) = &self.history {
+            h.reload(&ctx.cfg);
+        }
         for link in &self.links {
             self.send(link, Command::Reload(ctx.clone()));
         }

@@ -486,6 +486,8 @@ pub struct Project {
     pub subscribe_proxy: Option<String>,
     /// The same for SEND (`publish = "proxy"`).
     pub publish_proxy: Option<String>,
+    /// `[projects.NAME.history]`: destinations that keep recent messages for recovery.
+    pub history: Option<crate::history::Config>,
 }
 
 impl Project {
@@ -501,6 +503,11 @@ impl Project {
     /// The claim naming the topics a token grants.
     pub fn channels_claim(&self) -> &str {
         self.channels_claim.as_deref().unwrap_or("channels")
+    }
+
+    /// The history `dest` keeps, if any.
+    pub fn history_for(&self, dest: &crate::dest::Dest) -> Option<&crate::history::Config> {
+        self.history.as_ref().filter(|h| h.covers(dest))
     }
 
     /// The backend to ask about `act`, if the policy is `proxy`.
@@ -719,6 +726,15 @@ impl Config {
                         act.as_str()
                     ));
                 }
+            }
+        }
+        for (name, p) in &self.projects {
+            if let Some(h) = &p.history
+                && (h.size == 0 || h.ttl_ms == 0)
+            {
+                return Err(format!(
+                    "projects.{name}.history: size and ttl_ms must be at least 1"
+                ));
             }
         }
         for e in &self.sockjs.endpoints {

@@ -47,6 +47,13 @@ pub enum Dest {
 }
 
 impl Dest {
+    /// The project (tenant) it belongs to.
+    pub fn project(&self) -> &str {
+        match self {
+            Dest::Topic { project, .. } | Dest::User { project, .. } => project,
+        }
+    }
+
     /// The index key: the namespaces cannot collide because of the leading tag and the NULs,
     /// which no project, topic or user name may contain.
     pub fn key(&self) -> String {

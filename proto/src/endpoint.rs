@@ -25,6 +25,8 @@ pub enum Action {
     Send(Bytes),
     /// Deliver this destination to the connection from now on.
     Subscribe(Dest),
+    /// Replay what a subscription missed (see `history::Recover`).
+    Recover(crate::history::Recover),
     /// The session's last subscription to this destination is gone.
     Unsubscribe(Dest),
     /// A client publish (STOMP SEND where the project allows it).
@@ -661,6 +663,7 @@ impl Sink for Framing<'_> {
                 Wrapping::SockjsHttp => SOCKJS_HTTP_HEART_BEAT,
             })),
             StompOutput::Subscribe(d) => Action::Subscribe(d),
+            StompOutput::Recover(r) => Action::Recover(r),
             StompOutput::Unsubscribe(d) => Action::Unsubscribe(d),
             StompOutput::Publish {
                 dest,

@@ -17,6 +17,7 @@ pub mod config;
 pub mod context;
 pub mod dest;
 pub mod endpoint;
+pub mod history;
 pub mod names;
 pub mod sockjs;
 pub mod stomp;

@@ -155,6 +155,7 @@ fn run(spec: ShardSpec) -> io::Result<()> {
             capacity: spec.capacity,
             watch: spec.hub.relay().cloned(),
             audience: Some(spec.hub.audience()),
+            history: spec.hub.history().cloned(),
         }),
         hub: spec.hub,
         proxy: spec.proxy,

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 
+use super::recovery::Live;
 use super::{Core, Op, ticks};
 use crate::endpoint::{Context, Mode, Wrapping};
 use crate::hub::{Command, Dest, Publish, SessionInfo, SubscriptionInfo};
@@ -159,13 +160,26 @@ impl Core {
                 Mode::Stomp(s) if s.is_connected() => {
                     let wrap = (c.session.wrapping(), c.session.deflate());
                     for (id, written) in s.matching(&msg.dest) {
+                        if let Some((offset, _)) = &msg.position
+                            && !self.recovering.is_empty()
+                        {
+                            match self.recovering.live(key, id, *offset) {
+                                Live::Deliver => {}
+                                Live::Skip => continue,
+                                Live::Tell(t) => {
+                                    let extra = Some(("x-recovered", t.to_string()));
+                                    frames.push(message_frame(msg, id, written, wrap, min, extra));
+                                    continue;
+                                }
+                            }
+                        }
                         let hit = cache
                             .iter()
                             .find(|(i, w, j, _)| i == id && w == written && *j == wrap);
                         let frame = match hit {
                             Some((_, _, _, f)) => f.clone(),
                             None => {
-                                let f = message_frame(msg, id, written, wrap, min);
+                                let f = message_frame(msg, id, written, wrap, min, None);
                                 cache.push((id.into(), written.into(), wrap, f.clone()));
                                 f
                             }
@@ -196,17 +210,26 @@ impl Core {
 /// How a session wants its frames: SockJS or not, and compressed with which window.
 type Encoding = (Wrapping, Option<u8>);
 
-fn message_frame(
+pub(super) fn message_frame(
     msg: &Publish,
     sub: &str,
     destination: &str,
-    (wrap, deflate): Encoding,
+    encoding: Encoding,
     min_bytes: usize,
+    extra: Option<(&str, String)>,
 ) -> Bytes {
     let mut f = StompFrame::new(StompCommand::Message)
         .header("destination", destination)
         .header("message-id", msg.seq.to_string())
         .header("subscription", sub);
+    if let Some((offset, epoch)) = &msg.position {
+        f = f
+            .header("x-offset", offset.to_string())
+            .header("x-epoch", &**epoch);
+    }
+    if let Some((k, v)) = extra {
+        f = f.header(k, v);
+    }
     if !msg.headers.iter().any(|(k, _)| k == "content-type") {
         let content_type = if msg.utf8 {
             "text/plain;charset=UTF-8"
@@ -223,11 +246,23 @@ fn message_frame(
     );
     f = f.header("content-length", msg.body.len().to_string());
     f.body = msg.body.to_vec();
+    wrap_frame(f.encode(), msg.utf8, encoding, min_bytes)
+}
+
+/// An encoded STOMP frame as the session's transport carries it: a WebSocket frame (text, or
+/// binary when `utf8` is false; compressed when the session negotiated it), SockJS's
+/// `a["..."]` inside one, or that alone for SockJS over HTTP.
+pub(super) fn wrap_frame(
+    payload: Vec<u8>,
+    utf8: bool,
+    (wrap, deflate): Encoding,
+    min_bytes: usize,
+) -> Bytes {
     use crate::ws::frame::{Opcode, encode, encode_deflated};
     let (opcode, payload) = match wrap {
-        Wrapping::WebSocket => (Publish::opcode(msg.utf8), f.encode()),
-        Wrapping::Sockjs => (Opcode::Text, crate::sockjs::messages([&f.encode()[..]])),
-        Wrapping::SockjsHttp => return crate::sockjs::messages([&f.encode()[..]]).into(),
+        Wrapping::WebSocket => (Publish::opcode(utf8), payload),
+        Wrapping::Sockjs => (Opcode::Text, crate::sockjs::messages([&payload[..]])),
+        Wrapping::SockjsHttp => return crate::sockjs::messages([&payload[..]]).into(),
     };
     match deflate {
         Some(bits) if payload.len() >= min_bytes => {

@@ -16,6 +16,7 @@ pub mod sockjs;
 
 mod commands;
 mod liveness;
+mod recovery;
 
 use std::io;
 use std::net::IpAddr;
@@ -104,6 +105,8 @@ pub struct Config {
     pub watch: Option<Arc<dyn Relay>>,
     /// The node's table of which shards have an audience for what (told of the same edges).
     pub audience: Option<Arc<crate::hub::Audience>>,
+    /// The node's history store (recovering subscriptions read it).
+    pub history: Option<Arc<crate::history::History>>,
 }
 
 pub struct Core {
@@ -142,6 +145,9 @@ pub struct Core {
     keys: Vec<u32>,
     out: Outputs,
     frames: Vec<Bytes>,
+    history: Option<Arc<crate::history::History>>,
+    /// Subscriptions between their replay and their first live message.
+    recovering: recovery::Recovering,
 }
 
 fn ticks(ms: u64) -> u64 {
@@ -177,6 +183,8 @@ impl Core {
             keys: Vec::new(),
             out: Outputs::default(),
             frames: Vec::new(),
+            history: cfg.history,
+            recovering: recovery::Recovering::default(),
         };
         core.st()
             .last_turn_ms
@@ -454,6 +462,7 @@ impl Core {
         }
         let epoch = self.conns[key as usize].epoch;
         self.receiver_gone(key, epoch);
+        self.recovering.forget(key);
         let mut c = self.conns.remove(key as usize);
         let pending = c.take_pending();
         for id in c.subs {
@@ -486,6 +495,7 @@ impl Core {
                     self.send(key, b, false);
                 }
                 Action::Subscribe(dest) => self.join(key, &dest),
+                Action::Recover(r) => self.recover(key, r),
                 Action::Unsubscribe(dest) => {
                     if let Some(id) = self.subs.id_of(&dest) {
                         self.subs.unsubscribe(id, key);

@@ -13,6 +13,9 @@ pub const SERVER_HEADERS: &[&str] = &[
     "subscription",
     "ack",
     "content-length",
+    "x-offset",
+    "x-epoch",
+    "x-recovered",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

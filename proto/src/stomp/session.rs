@@ -26,6 +26,9 @@ pub enum Output {
     HeartBeat,
     /// Deliver this destination to the session from now on.
     Subscribe(Dest),
+    /// A subscription (already delivered live) wants what it missed: the shard replays it and
+    /// answers the SUBSCRIBE's receipt.
+    Recover(crate::history::Recover),
     /// The session's last subscription to this destination is gone.
     Unsubscribe(Dest),
     /// A client publish (SEND, where the project allows it).
@@ -382,7 +385,7 @@ impl Session {
             }
             (_, Command::Subscribe) => match self.subscribe(&f, ctx, out) {
                 Ok(true) => {}
-                // Waiting for the backend: the receipt comes with its answer.
+                // Waiting for the backend, or recovering: the receipt comes later.
                 Ok(false) => return,
                 Err(e) => return self.refuse(e, receipt.as_deref(), out),
             },
@@ -569,12 +572,45 @@ impl Session {
             .into());
         }
         let dest = self.resolve(written, true)?;
+        let since = match f.get("x-recover-since") {
+            Some(s) => Some(crate::history::Position::parse(s)?),
+            None => None,
+        };
+        if since.is_some()
+            && ctx
+                .cfg
+                .projects
+                .get(&*self.project)
+                .and_then(|p| p.history_for(&dest))
+                .is_none()
+        {
+            return Err(format!(
+                "{written} keeps no history: x-recover-since needs [projects.{}.history] to cover it",
+                self.project
+            )
+            .into());
+        }
         if !self.permitted(Act::Subscribe, &dest, ctx)? {
+            if since.is_some() {
+                return Err("x-recover-since is not available where the project's backend decides subscriptions (subscribe = \"proxy\")".into());
+            }
             self.ask_subscribe(id, written, &dest, f.get("receipt"), out);
             return Ok(false);
         }
-        self.add_sub(id, written, dest, out);
-        Ok(true)
+        self.add_sub(id, written, dest.clone(), out);
+        match since {
+            Some(since) => {
+                out.put(Output::Recover(crate::history::Recover {
+                    id: id.into(),
+                    written: written.into(),
+                    dest,
+                    since,
+                    receipt: f.get("receipt").map(Into::into),
+                }));
+                Ok(false)
+            }
+            None => Ok(true),
+        }
     }
 
     /// Records a subscription (the hub hears of the destination only for its first one).

@@ -62,6 +62,7 @@ impl Net {
             capacity: 1000,
             watch: None,
             audience: None,
+            history: None,
         });
         let mut net = Net {
             core,

@@ -1,0 +1,114 @@
+//! Recovering subscriptions: a SUBSCRIBE with a position gets what it missed, read from the
+//! node's history in one piece, then live messages, with none lost and none twice. The
+//! subscription is live before the history is read (the hub numbers and sends under the
+//! store's lock, reading the audience there), so every offset after the read arrives live; the
+//! live ones the read already covered, still on their way through the shard's queue, are
+//! skipped here by offset.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::Core;
+use super::commands::message_frame;
+use crate::history::Entry;
+use crate::hub::Publish;
+use crate::stomp::frame::{Command as StompCommand, Frame as StompFrame};
+use ringcast_proto::history::Recover;
+
+/// One recovering subscription of a connection.
+struct Pending {
+    id: String,
+    /// Live messages up to this offset were replayed (or belong to what the client reloads).
+    through: u64,
+    /// `x-recovered` still owed to the client on its next frame (no receipt was asked).
+    tell: Option<bool>,
+}
+
+/// What a shard remembers of its recovering subscriptions, per connection: empty but for the
+/// moments between a recovering SUBSCRIBE and the first live message after it.
+#[derive(Default)]
+pub struct Recovering(HashMap<u32, Vec<Pending>>);
+
+/// What to do with one live message for one subscription.
+pub enum Live {
+    /// Deliver it as usual.
+    Deliver,
+    /// The replay carried it already.
+    Skip,
+    /// Deliver it with `x-recovered` (the first frame of a subscription that asked no receipt).
+    Tell(bool),
+}
+
+impl Recovering {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A live message at `offset` for subscription `id` of connection `key`.
+    pub fn live(&mut self, key: u32, id: &str, offset: u64) -> Live {
+        let Some(subs) = self.0.get_mut(&key) else {
+            return Live::Deliver;
+        };
+        let Some(i) = subs.iter().position(|p| p.id == id) else {
+            return Live::Deliver;
+        };
+        if offset <= subs[i].through {
+            return Live::Skip;
+        }
+        let p = subs.swap_remove(i);
+        if subs.is_empty() {
+            self.0.remove(&key);
+        }
+        p.tell.map_or(Live::Deliver, Live::Tell)
+    }
+
+    /// Connection `key` is gone.
+    pub fn forget(&mut self, key: u32) {
+        self.0.remove(&key);
+    }
+}
+
+impl Core {
+    /// Replays what `r` missed to connection `key` and answers its receipt.
+    pub(super) fn recover(&mut self, key: u32, r: Recover) {
+        let Some(history) = self.history.clone() else {
+            return;
+        };
+        let Some(c) = self.conns.get(key as usize) else {
+            return;
+        };
+        let wrap = (c.session.wrapping(), c.session.deflate());
+        let min = self.ctx.cfg.compression.min_bytes;
+        let replay = history.replay(&r.dest, &r.since);
+        let epoch = history.epoch().clone();
+        let mut tell = Some(replay.recovered);
+        if let Some(receipt) = &r.receipt {
+            let f = StompFrame::new(StompCommand::Receipt)
+                .header("receipt-id", receipt.as_str())
+                .header("x-recovered", replay.recovered.to_string())
+                .header("x-epoch", &*epoch)
+                .header("x-offset", replay.through.to_string());
+            let bytes = super::commands::wrap_frame(f.encode(), true, wrap, min);
+            self.send(key, bytes, false);
+            tell = None;
+        }
+        for e in replay.entries {
+            let msg = replayed(&r, e, &epoch);
+            let extra = tell.take().map(|t| ("x-recovered", t.to_string()));
+            let frame = message_frame(&msg, &r.id, &r.written, wrap, min, extra);
+            self.send(key, frame, false);
+        }
+        self.recovering.0.entry(key).or_default().push(Pending {
+            id: r.id,
+            through: replay.through,
+            tell,
+        });
+    }
+}
+
+/// A kept message as a publish again, for the frame builders.
+fn replayed(r: &Recover, e: Entry, epoch: &Arc<str>) -> Publish {
+    let mut p = Publish::new(r.dest.clone(), e.body, e.headers.into_vec());
+    p.position = Some((e.offset, epoch.clone()));
+    p
+}
