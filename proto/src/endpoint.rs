@@ -162,6 +162,8 @@ pub struct Session {
     wrapping: Wrapping,
     /// permessage-deflate's window bits when negotiated (0: not).
     deflate: u8,
+    /// A raw session that asked for its messages' positions (`positions=1`).
+    positions: bool,
 }
 
 /// How a session's messages reach its client.
@@ -186,6 +188,7 @@ impl Default for Session {
             peeked: 0,
             wrapping: Wrapping::WebSocket,
             deflate: 0,
+            positions: false,
         }
     }
 }
@@ -220,6 +223,12 @@ impl Session {
     /// permessage-deflate's window bits, when the client negotiated it.
     pub fn deflate(&self) -> Option<u8> {
         (self.deflate > 0).then_some(self.deflate)
+    }
+
+    /// A raw session that gets each message in the positions envelope (see
+    /// `history::envelope`).
+    pub fn positions(&self) -> bool {
+        self.positions
     }
 
     /// Whether messages travel in SockJS frames.
@@ -481,6 +490,8 @@ impl Session {
                             ask,
                             sockjs,
                             go_away,
+                            recover,
+                            positions,
                         }) => {
                             let accept = request.upgrade.as_deref().unwrap_or_default();
                             let deflate = cfg
@@ -499,6 +510,8 @@ impl Session {
                                 .extend(subscribe.into_iter().map(Action::Subscribe));
                             out.actions
                                 .extend(ask.into_iter().map(|t| Action::Ask(Act::Subscribe, t)));
+                            out.actions.extend(recover.into_iter().map(Action::Recover));
+                            self.positions = positions;
                             self.mode = mode;
                             self.phase = Phase::Open;
                             if sockjs {

@@ -102,10 +102,14 @@ pub struct Recover {
 }
 
 /// A raw-mode message with its position (`?positions=1`): one JSON text frame,
-/// `{"topic":…,"epoch":…,"offset":…,"data":…}`; a body that is not UTF-8 travels as
-/// `"data_base64"` instead of `"data"`.
-pub fn envelope(topic: &str, epoch: &str, offset: u64, body: &[u8]) -> String {
-    let mut v = serde_json::json!({"topic": topic, "epoch": epoch, "offset": offset});
+/// `{"topic":…,"epoch":…,"offset":…,"data":…}` (without `epoch` and `offset` for a topic that
+/// keeps no history); a body that is not UTF-8 travels as `"data_base64"` instead of `"data"`.
+pub fn envelope(topic: &str, position: Option<(&str, u64)>, body: &[u8]) -> String {
+    let mut v = serde_json::json!({"topic": topic});
+    if let Some((epoch, offset)) = position {
+        v["epoch"] = serde_json::Value::from(epoch);
+        v["offset"] = serde_json::Value::from(offset);
+    }
     match std::str::from_utf8(body) {
         Ok(text) => v["data"] = serde_json::Value::from(text),
         Err(_) => {
@@ -174,11 +178,12 @@ mod tests {
 
     #[test]
     fn the_envelope_is_json_with_the_body_as_text_or_base64() {
-        let v: serde_json::Value = serde_json::from_str(&envelope("t", "e1", 7, b"hi")).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&envelope("t", Some(("e1", 7)), b"hi")).unwrap();
         assert_eq!(v["data"], "hi");
         assert_eq!(v["offset"], 7);
-        let v: serde_json::Value =
-            serde_json::from_str(&envelope("t", "e1", 8, &[0xff, 0])).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&envelope("t", None, &[0xff, 0])).unwrap();
         assert_eq!(v["data_base64"], "/wA=");
+        assert!(v.get("offset").is_none());
     }
 }

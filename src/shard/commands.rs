@@ -156,6 +156,13 @@ impl Core {
                 continue;
             }
             match c.session.mode() {
+                Mode::Raw(_) if c.session.positions() || !self.recovering.is_empty() => {
+                    if let Some(f) =
+                        self.raw_positioned(key, msg, c.session.positions(), c.session.deflate())
+                    {
+                        frames.push(f);
+                    }
+                }
                 Mode::Raw(_) => frames.push(msg.raw_for(c.session.deflate(), min)),
                 Mode::Stomp(s) if s.is_connected() => {
                     let wrap = (c.session.wrapping(), c.session.deflate());
@@ -199,6 +206,38 @@ impl Core {
         self.keys = keys;
         self.frames = frames;
         reached
+    }
+}
+
+impl Core {
+    /// A raw session's frame for `msg` when it wants positions or may be recovering: `None`
+    /// when its replay already carried the message.
+    fn raw_positioned(
+        &mut self,
+        key: u32,
+        msg: &Publish,
+        positions: bool,
+        deflate: Option<u8>,
+    ) -> Option<Bytes> {
+        let min = self.ctx.cfg.compression.min_bytes;
+        let Dest::Topic { topic, .. } = &msg.dest else {
+            return Some(msg.raw_for(deflate, min));
+        };
+        let position = msg.position.as_ref().map(|(o, e)| (&**e, *o));
+        if let Some((_, offset)) = position
+            && !self.recovering.is_empty()
+            && matches!(
+                self.recovering.live(key, &format!("topic={topic}"), offset),
+                Live::Skip
+            )
+        {
+            return None;
+        }
+        if !positions {
+            return Some(msg.raw_for(deflate, min));
+        }
+        let text = ringcast_proto::history::envelope(topic, position, &msg.body);
+        Some(super::recovery::raw_text(text, deflate, min))
     }
 }
 

@@ -78,9 +78,27 @@ impl Core {
             return;
         };
         let wrap = (c.session.wrapping(), c.session.deflate());
+        let raw = matches!(c.session.mode(), crate::endpoint::Mode::Raw(_));
         let min = self.ctx.cfg.compression.min_bytes;
         let replay = history.replay(&r.dest, &r.since);
         let epoch = history.epoch().clone();
+        if raw {
+            // A raw session hears the outcome first, then what it missed, in envelopes.
+            let topic = r.id.strip_prefix("topic=").unwrap_or(&r.id);
+            let notice = ringcast_proto::history::recovered_notice(topic, &epoch, replay.recovered);
+            self.send(key, raw_text(notice, wrap.1, min), false);
+            for e in replay.entries {
+                let text =
+                    ringcast_proto::history::envelope(topic, Some((&epoch, e.offset)), &e.body);
+                self.send(key, raw_text(text, wrap.1, min), false);
+            }
+            self.recovering.0.entry(key).or_default().push(Pending {
+                id: r.id,
+                through: replay.through,
+                tell: None,
+            });
+            return;
+        }
         let mut tell = Some(replay.recovered);
         if let Some(receipt) = &r.receipt {
             let f = StompFrame::new(StompCommand::Receipt)
@@ -103,6 +121,18 @@ impl Core {
             through: replay.through,
             tell,
         });
+    }
+}
+
+/// A raw-mode text message (compressed when the session negotiated it).
+pub(super) fn raw_text(text: String, deflate: Option<u8>, min_bytes: usize) -> bytes::Bytes {
+    use crate::ws::frame::{Opcode, encode, encode_deflated};
+    match deflate {
+        Some(bits) if text.len() >= min_bytes => encode_deflated(
+            Opcode::Text,
+            &crate::ws::deflate::deflate(text.as_bytes(), bits),
+        ),
+        _ => encode(Opcode::Text, text.as_bytes()),
     }
 }
 

@@ -28,6 +28,10 @@ pub enum Route {
         sockjs: bool,
         /// The SockJS test suite's `/close` service: open, then close at once.
         go_away: bool,
+        /// Raw topics that replay what they missed (`since=TOPIC:EPOCH:OFFSET`).
+        recover: Vec<crate::history::Recover>,
+        /// Raw messages travel in the positions envelope (`positions=1`, or any `since`).
+        positions: bool,
     },
     /// A plain HTTP answer (SockJS `/info`, greeting, preflight).
     Answer {
@@ -137,6 +141,8 @@ fn upgrade(
         ask: Vec::new(),
         sockjs,
         go_away: false,
+        recover: Vec::new(),
+        positions: false,
     })
 }
 
@@ -165,6 +171,8 @@ fn echo_service(
             ask: Vec::new(),
             sockjs: sockjs_ws,
             go_away: prefix == "/close",
+            recover: Vec::new(),
+            positions: false,
         });
     }
     let service = if prefix == "/close" {
@@ -293,7 +301,14 @@ fn stomp_endpoint(req: &Request, ctx: &Context, sockjs: bool) -> Result<Route, R
     if offered.is_none() && !sockjs {
         // Without a subprotocol a URL's query is all a raw client says: a misspelt parameter
         // must not quietly give a session with no subscriptions.
-        const RAW_PARAMS: [&str; 4] = ["topic", "project", "projectId", "token"];
+        const RAW_PARAMS: [&str; 6] = [
+            "topic",
+            "project",
+            "projectId",
+            "token",
+            "since",
+            "positions",
+        ];
         if let Some((k, _)) = req
             .query
             .iter()
@@ -302,7 +317,7 @@ fn stomp_endpoint(req: &Request, ctx: &Context, sockjs: bool) -> Result<Route, R
             return Err(Reject::new(
                 400,
                 format!(
-                    "unknown query parameter {k:?}: a raw-mode URL takes topic (repeatable), project and token"
+                    "unknown query parameter {k:?}: a raw-mode URL takes topic (repeatable), project, token, since (repeatable) and positions"
                 ),
             ));
         }
@@ -377,6 +392,15 @@ fn stomp_endpoint(req: &Request, ctx: &Context, sockjs: bool) -> Result<Route, R
         id.asking = ask.iter().map(|t| t.as_str().into()).collect();
         id
     });
+    let recover = recoveries(req, cfg.projects.get(project), &subscribe)?;
+    let positions = match req.query_all("positions").next() {
+        None => !recover.is_empty(),
+        Some("1" | "true") => true,
+        Some("0" | "false") => !recover.is_empty(),
+        Some(v) => {
+            return Err(Reject::new(400, format!("positions={v:?}: give 1 or 0")));
+        }
+    };
     if subscribe.len() + ask.len() > cfg.limits.max_topics_per_session {
         return Err(Reject::new(
             400,
@@ -393,7 +417,45 @@ fn stomp_endpoint(req: &Request, ctx: &Context, sockjs: bool) -> Result<Route, R
         ask,
         sockjs: false,
         go_away: false,
+        recover,
+        positions,
     })
+}
+
+/// A raw URL's `since=TOPIC:EPOCH:OFFSET` parameters: each names a topic of the URL whose
+/// project keeps history for it.
+fn recoveries(
+    req: &Request,
+    project: Option<&crate::config::Project>,
+    subscribe: &[Dest],
+) -> Result<Vec<crate::history::Recover>, Reject> {
+    let mut out: Vec<crate::history::Recover> = Vec::new();
+    for since in req.query_all("since") {
+        let bad = |why: String| Reject::new(400, format!("since={since:?}: {why}"));
+        let (topic, position) = since
+            .split_once(':')
+            .ok_or_else(|| bad("give TOPIC:EPOCH:OFFSET".into()))?;
+        let position = crate::history::Position::parse(position).map_err(bad)?;
+        let dest = subscribe
+            .iter()
+            .find(|d| matches!(d, Dest::Topic { topic: t, .. } if t == topic))
+            .ok_or_else(|| bad(format!("{topic} is not one of this URL's topics")))?;
+        if project.and_then(|p| p.history_for(dest)).is_none() {
+            return Err(bad(format!("{topic} keeps no history")));
+        }
+        let id = format!("topic={topic}");
+        if out.iter().any(|r| r.id == id) {
+            return Err(bad(format!("{topic} is named twice")));
+        }
+        out.push(crate::history::Recover {
+            id,
+            written: format!("/topic/{topic}"),
+            dest: dest.clone(),
+            since: position,
+            receipt: None,
+        });
+    }
+    Ok(out)
 }
 
 /// Names are bounded and free of control characters (which also keeps hub keys unambiguous);
