@@ -75,14 +75,20 @@ impl History {
         *c = configs_of(cfg);
     }
 
-    fn config_for(&self, dest: &Dest) -> Option<Config> {
+    /// `dest`'s bounds (`size`, `ttl_ms`) if it keeps history.
+    fn bounds_for(&self, dest: &Dest) -> Option<Bounds> {
         let c = self.configs.read().unwrap_or_else(|p| p.into_inner());
-        c.get(dest.project()).filter(|h| h.covers(dest)).cloned()
+        c.get(dest.project())
+            .filter(|h| h.covers(dest))
+            .map(|h| Bounds {
+                size: h.size,
+                ttl_ms: h.ttl_ms,
+            })
     }
 
     /// Whether `dest` keeps history.
     pub fn covers(&self, dest: &Dest) -> bool {
-        self.config_for(dest).is_some()
+        self.bounds_for(dest).is_some()
     }
 
     fn now_ms(&self) -> u64 {
@@ -93,7 +99,7 @@ impl History {
     /// while still holding the store, so deliveries leave in offset order. Without history,
     /// `deliver` runs at once and the store is not touched.
     pub fn record<R>(&self, mut msg: Publish, deliver: impl FnOnce(Arc<Publish>) -> R) -> R {
-        let Some(cfg) = self.config_for(&msg.dest) else {
+        let Some(cfg) = self.bounds_for(&msg.dest) else {
             return deliver(Arc::new(msg));
         };
         let now = self.now_ms();
@@ -117,7 +123,7 @@ impl History {
 
     /// What a subscription at `since` missed on `dest`, read at one instant.
     pub fn replay(&self, dest: &Dest, since: &Position) -> Replay {
-        let cfg = self.config_for(dest);
+        let cfg = self.bounds_for(dest);
         let now = self.now_ms();
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         let stream = streams.get_mut(&dest.key());
@@ -169,8 +175,14 @@ impl History {
     }
 }
 
+/// How much a destination keeps.
+struct Bounds {
+    size: usize,
+    ttl_ms: u64,
+}
+
 /// Drops what is beyond `size` or older than `ttl_ms`.
-fn trim(s: &mut Stream, cfg: &Config, now: u64) {
+fn trim(s: &mut Stream, cfg: &Bounds, now: u64) {
     while s.entries.len() > cfg.size {
         s.entries.pop_front();
     }
