@@ -76,6 +76,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// What the listener threads share.
 struct Shared {
     api: Arc<Api>,
+    /// `[api] tls`: connections speak TLS with the listener's certificate (reloaded with it).
+    tls: Option<Arc<crate::tls::Tls>>,
     keys: Keys,
     cfg: config::Api,
     /// STOMP sessions resolve `/topic/{projectId}/{topic}` to the topic alone.
@@ -88,12 +90,14 @@ pub fn serve(
     cfg: &config::Api,
     api: Arc<Api>,
     legacy: bool,
+    tls: Option<Arc<crate::tls::Tls>>,
 ) -> Result<(std::net::SocketAddr, std::thread::JoinHandle<()>), String> {
     let addr = cfg.listen.as_deref().ok_or("api.listen is not set")?;
     let listener = TcpListener::bind(addr).map_err(|e| format!("api.listen {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     let shared = Arc::new(Shared {
         api,
+        tls: tls.filter(|_| cfg.tls),
         keys: Keys::load(cfg)?,
         cfg: cfg.clone(),
         legacy,
@@ -116,7 +120,16 @@ pub fn serve(
                     std::thread::Builder::new()
                         .name("api-conn".into())
                         .spawn(move || {
-                            serve_conn(stream, &s);
+                            match &s.tls {
+                                None => serve_conn(Conn::Plain(stream), &s),
+                                Some(t) => match rustls::ServerConnection::new(t.current()) {
+                                    Ok(c) => serve_conn(
+                                        Conn::Tls(Box::new(rustls::StreamOwned::new(c, stream))),
+                                        &s,
+                                    ),
+                                    Err(e) => tracing::warn!("API TLS session: {e}"),
+                                },
+                            }
                             s.active.fetch_sub(1, Ordering::AcqRel);
                         });
                 if spawned.is_err() {
@@ -128,11 +141,60 @@ pub fn serve(
     Ok((bound, handle))
 }
 
+/// An API connection: plain, or TLS over the socket (the handshake runs on the first read).
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(t) => &t.sock,
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(t) => t.flush(),
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Conn::Tls(t) = self {
+            t.conn.send_close_notify();
+            let _ = t.conn.complete_io(&mut t.sock);
+        }
+    }
+}
+
 /// Serves requests on one connection until the client closes, asks to close, or is silent (or
 /// trickles) for `request_timeout_ms`.
-fn serve_conn(mut stream: TcpStream, shared: &Shared) {
+fn serve_conn(mut stream: Conn, shared: &Shared) {
     let timeout = Duration::from_millis(shared.cfg.request_timeout_ms);
-    let _ = stream.set_write_timeout(Some(timeout));
+    let _ = stream.tcp().set_write_timeout(Some(timeout));
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];
     loop {
@@ -154,7 +216,7 @@ fn serve_conn(mut stream: TcpStream, shared: &Shared) {
                 }
                 return;
             }
-            let _ = stream.set_read_timeout(Some(left));
+            let _ = stream.tcp().set_read_timeout(Some(left));
             match stream.read(&mut chunk) {
                 Ok(0) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),

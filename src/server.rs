@@ -270,9 +270,15 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
         start_ingest(crate::ingest::nats::Nats::new(n.clone()), &api, &what)?;
     }
     if cfg.api.listen.is_some() {
-        let (bound, _) = crate::api::serve(&cfg.api, api.clone(), cfg.stomp.legacy_destinations)?;
+        let (bound, _) = crate::api::serve(
+            &cfg.api,
+            api.clone(),
+            cfg.stomp.legacy_destinations,
+            tls.clone(),
+        )?;
         tracing::info!(
-            "network API on http://{bound} ({} keys{})",
+            "network API on {}://{bound} ({} keys{})",
+            if cfg.api.tls { "https" } else { "http" },
             cfg.api.keys.len(),
             if cfg.api.msgcenter_compat {
                 ", msg-center routes on"

@@ -222,6 +222,8 @@ pub struct Api {
     pub metrics_public: bool,
     /// The web console at `/console/` (not built yet).
     pub console: bool,
+    /// Serve the API over TLS (`https://`) with the `[tls]` certificate and key.
+    pub tls: bool,
     /// Connections served at once; beyond it, 503.
     pub max_connections: usize,
     /// Largest request body (413 beyond it).
@@ -240,6 +242,7 @@ impl Default for Api {
             msgcenter_compat: false,
             metrics_public: false,
             console: false,
+            tls: false,
             max_connections: 256,
             max_body_bytes: 1 << 20,
             request_timeout_ms: 10_000,
@@ -746,6 +749,9 @@ impl Config {
         }
         if let Some(l) = &self.api.listen {
             check_addr("api.listen (--api)", l)?;
+        }
+        if self.api.tls && self.tls.cert.is_none() {
+            return Err("api.tls needs [tls] cert and key (or --tls-cert and --tls-key)".into());
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(

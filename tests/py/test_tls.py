@@ -261,3 +261,42 @@ def test_a_bad_certificate_or_key_is_a_clear_startup_error(cert, key, named):
     r = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:0", "--no-auth", "--tls-cert",
                         os.path.join(TLS, "server.pem")], capture_output=True, text=True, timeout=10)
     assert r.returncode != 0 and "tls-key" in r.stderr, r.stderr
+
+
+def test_the_network_api_over_https(make_server):
+    from conftest import free_port, wait_port
+    api = free_port()
+    cfg = CONFIG + f"""
+[api]
+listen = "127.0.0.1:{api}"
+tls = true
+
+[api.keys.backend]
+key = "https-backend-key-0123"
+scopes = ["publish"]
+"""
+    s = make_server(*tls_args(), config=cfg)
+    assert wait_port(api)
+    assert "network API on https://" in s.output()
+
+    async def main():
+        async with websockets.connect(f"{wss(s)}/ws?topic=news", ssl=client_ctx()) as ws:
+            await asyncio.sleep(0.2)
+            r = subprocess.run(
+                ["curl", "-s", "--cacert", CA, "-H", "Authorization: Bearer https-backend-key-0123",
+                 "-d", '{"destination": "/topic/news", "body": "over https"}',
+                 f"https://127.0.0.1:{api}/publish"], capture_output=True, text=True, timeout=10)
+            assert '"sessions":1' in r.stdout.replace(" ", ""), r.stdout + r.stderr
+            assert await asyncio.wait_for(ws.recv(), 5) == "over https"
+        # Plain HTTP on the https port: refused, the listener still serves.
+        r = subprocess.run(["curl", "-s", "-m", "5", f"http://127.0.0.1:{api}/healthz"],
+                           capture_output=True, text=True, timeout=10)
+        assert "ok" not in r.stdout.lower()
+        r = subprocess.run(["curl", "-s", "--cacert", CA, f"https://127.0.0.1:{api}/healthz"],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0 and r.stdout, r
+
+    run(main())
+    r = subprocess.run([BIN, "serve", "--check-config", "--config", "/dev/stdin"], input="[api]\ntls = true\n",
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0 and "api.tls needs [tls]" in r.stderr, r.stderr
