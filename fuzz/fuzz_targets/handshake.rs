@@ -26,6 +26,17 @@ fuzz_target!(|data: &[u8]| {
 fn ringcast_fuzz_ctx() -> ringcast::endpoint::Context {
     let mut cfg = ringcast::config::Config::embedded();
     cfg.server.echo = true;
+    // Every topic keeps history, so `since=` positions go all the way through the router.
+    cfg.projects.insert(
+        "default".into(),
+        ringcast::config::Project {
+            history: Some(ringcast_proto::history::Config {
+                topics: vec!["*".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
     let auth = ringcast::auth::Auth::from_config(&cfg).expect("auth off needs no keys");
     ringcast::endpoint::Context::new(cfg, auth)
 }

@@ -34,6 +34,12 @@ enum Event {
         topic: String,
     },
     Unsubscribe(String),
+    /// SUBSCRIBE with an arbitrary `x-recover-since` position.
+    Recover {
+        id: String,
+        topic: String,
+        since: String,
+    },
     /// CONNECT's deadline passes.
     ConnectTimeout,
 }
@@ -61,6 +67,10 @@ fuzz_target!(|events: Vec<Event>| {
         ringcast::config::Project {
             jwt_secret: Some("s".into()),
             client_publish: true,
+            history: Some(ringcast_proto::history::Config {
+                topics: vec!["a*".into()],
+                ..Default::default()
+            }),
             ..Default::default()
         },
     );
@@ -133,6 +143,30 @@ fuzz_target!(|events: Vec<Event>| {
                     &ctx,
                     &mut out,
                 );
+            }
+            Event::Recover { id, topic, since } => {
+                let f = format!(
+                    "SUBSCRIBE\nid:{id}\ndestination:/topic/{topic}\nx-recover-since:{since}\nreceipt:r\n\n\0"
+                );
+                s.on_bytes(
+                    &mut encode_masked(Opcode::Text, true, f.as_bytes(), [1, 2, 3, 4]),
+                    now,
+                    &ctx,
+                    &mut out,
+                );
+                // A recovery goes out only for a valid position on a topic with history.
+                for a in &out.actions {
+                    if let ringcast::endpoint::Action::Recover(r) = a {
+                        assert!(r.written.starts_with("/topic/a"), "{r:?}");
+                        assert!(
+                            ringcast_proto::history::Position::parse(&format!(
+                                "{}:{}",
+                                r.since.epoch, r.since.offset
+                            ))
+                            .is_ok()
+                        );
+                    }
+                }
             }
             Event::Unsubscribe(id) => {
                 let f = format!("UNSUBSCRIBE\nid:{id}\n\n\0");
