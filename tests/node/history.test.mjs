@@ -5,10 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import WebSocket from 'ws';
-import { Client } from '@stomp/stompjs';
 import { startServer } from './harness.mjs';
-import { authConfig, token } from './stomp-helpers.mjs';
+import { authConfig, connect as stompConnect, token } from './stomp-helpers.mjs';
 
 const HISTORY = (size) => `\n[projects.fm.history]\nsize = ${size}\nttl_ms = 300000\ntopics = ["news"]\n`;
 
@@ -19,18 +17,7 @@ function push(s, body) {
 }
 
 async function connect(s, cfg) {
-  const client = new Client({
-    webSocketFactory: () => new WebSocket(`${s.url}/ws`, ['v12.stomp']),
-    connectHeaders: { token: token(cfg, 'fm', 'ada'), projectId: 'fm' },
-    reconnectDelay: 0,
-    heartbeatIncoming: 0,
-    heartbeatOutgoing: 0,
-  });
-  await new Promise((resolve, reject) => {
-    client.onConnect = resolve;
-    client.onStompError = (f) => reject(new Error(f.headers.message));
-    client.activate();
-  });
+  const { client } = await stompConnect(s.url, { token: token(cfg, 'fm', 'ada'), projectId: 'fm' });
   return client;
 }
 

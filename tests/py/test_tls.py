@@ -15,7 +15,7 @@ import time
 import pytest
 import websockets
 
-from conftest import BIN, ROOT
+from conftest import BIN, ROOT, free_port, wait_port
 
 TLS = os.path.join(ROOT, "tests", "tls")
 CA = os.path.join(TLS, "ca.pem")
@@ -264,7 +264,6 @@ def test_a_bad_certificate_or_key_is_a_clear_startup_error(cert, key, named):
 
 
 def test_the_network_api_over_https(make_server):
-    from conftest import free_port, wait_port
     api = free_port()
     cfg = CONFIG + f"""
 [api]
