@@ -9,6 +9,7 @@
 //! restart, and clients holding positions of the old epoch are told they cannot recover.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -46,6 +47,7 @@ pub struct Replay {
 }
 
 pub struct History {
+    stats: Arc<crate::stats::Stats>,
     epoch: Arc<str>,
     started: Instant,
     /// Each project's `[projects.P.history]` (reloaded with the configuration).
@@ -54,8 +56,13 @@ pub struct History {
 }
 
 impl History {
-    pub fn new(cfg: &config::Config) -> History {
+    pub fn new(cfg: &config::Config, stats: Arc<crate::stats::Stats>) -> History {
+        stats
+            .history
+            .enabled
+            .store(cfg.projects.values().any(|p| p.history.is_some()), Relaxed);
         History {
+            stats,
             epoch: new_epoch().into(),
             started: Instant::now(),
             configs: RwLock::new(configs_of(cfg)),
@@ -73,6 +80,8 @@ impl History {
     pub fn reload(&self, cfg: &config::Config) {
         let mut c = self.configs.write().unwrap_or_else(|p| p.into_inner());
         *c = configs_of(cfg);
+        let any = !c.is_empty() || self.stats.history.messages.load(Relaxed) > 0;
+        self.stats.history.enabled.store(any, Relaxed);
     }
 
     /// `dest`'s bounds (`size`, `ttl_ms`) if it keeps history.
@@ -117,12 +126,26 @@ impl History {
             body: msg.body.clone(),
             headers: msg.headers.clone().into_boxed_slice(),
         });
-        trim(s, &cfg, now);
+        let dropped = trim(s, &cfg, now);
+        let h = &self.stats.history;
+        h.recorded.fetch_add(1, Relaxed);
+        h.messages.fetch_add(1, Relaxed);
+        h.messages.fetch_sub(dropped as u64, Relaxed);
         deliver(Arc::new(msg))
     }
 
     /// What a subscription at `since` missed on `dest`, read at one instant.
     pub fn replay(&self, dest: &Dest, since: &Position) -> Replay {
+        let r = self.read(dest, since);
+        let h = &self.stats.history;
+        h.replays.fetch_add(1, Relaxed);
+        if !r.recovered {
+            h.unrecovered.fetch_add(1, Relaxed);
+        }
+        r
+    }
+
+    fn read(&self, dest: &Dest, since: &Position) -> Replay {
         let cfg = self.bounds_for(dest);
         let now = self.now_ms();
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
@@ -145,7 +168,11 @@ impl History {
             };
         };
         if let Some(cfg) = &cfg {
-            trim(s, cfg, now);
+            let dropped = trim(s, cfg, now);
+            self.stats
+                .history
+                .messages
+                .fetch_sub(dropped as u64, Relaxed);
         }
         let oldest = s.entries.front().map_or(s.last + 1, |e| e.offset);
         if since.offset + 1 < oldest {
@@ -181,8 +208,9 @@ struct Bounds {
     ttl_ms: u64,
 }
 
-/// Drops what is beyond `size` or older than `ttl_ms`.
-fn trim(s: &mut Stream, cfg: &Bounds, now: u64) {
+/// Drops what is beyond `size` or older than `ttl_ms`; returns how many went.
+fn trim(s: &mut Stream, cfg: &Bounds, now: u64) -> usize {
+    let before = s.entries.len();
     while s.entries.len() > cfg.size {
         s.entries.pop_front();
     }
@@ -196,6 +224,7 @@ fn trim(s: &mut Stream, cfg: &Bounds, now: u64) {
     if s.entries.is_empty() && s.entries.capacity() > 0 {
         s.entries = VecDeque::new();
     }
+    before - s.entries.len()
 }
 
 fn configs_of(cfg: &config::Config) -> BTreeMap<String, Config> {

@@ -183,7 +183,7 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
     let cfg = &ctx.cfg;
     let stats = Arc::new(Stats::new(shards));
     let (hub, inboxes) = Hub::new(shards).map_err(|e| format!("eventfd: {e}"))?;
-    let hub = hub.with_history(Arc::new(crate::history::History::new(cfg)));
+    let hub = hub.with_history(Arc::new(crate::history::History::new(cfg, stats.clone())));
     let (hub, cluster, worker) = match crate::cluster::new(cfg, addr, stats.clone())? {
         Some((handle, worker)) => (
             hub.with_relay(Arc::new(handle.clone())),

@@ -60,6 +60,8 @@ pub struct Snapshot {
     pub cluster: Option<std::collections::BTreeMap<&'static str, u64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ingest: Option<std::collections::BTreeMap<&'static str, u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 /// One shard's counters in `GET /stats`.
@@ -140,6 +142,7 @@ pub struct Stats {
     pub publish_latency: Histogram,
     /// Ingest consumers (all of them together).
     pub ingest: IngestStats,
+    pub history: HistoryStats,
 }
 
 /// What the ingest consumers did.
@@ -161,6 +164,31 @@ impl IngestStats {
             ("received", self.received.load(Relaxed)),
             ("rejected", self.rejected.load(Relaxed)),
             ("errors", self.errors.load(Relaxed)),
+        ]
+    }
+}
+
+/// What the history store holds and did (shown when a project keeps history).
+#[derive(Default)]
+pub struct HistoryStats {
+    pub enabled: AtomicBool,
+    /// Messages kept now, over every destination (gauge).
+    pub messages: AtomicU64,
+    /// Messages numbered and kept.
+    pub recorded: AtomicU64,
+    /// Recovering subscriptions answered.
+    pub replays: AtomicU64,
+    /// Of those, told they could not recover (`x-recovered: false`).
+    pub unrecovered: AtomicU64,
+}
+
+impl HistoryStats {
+    fn fields(&self) -> [(&'static str, u64); 4] {
+        [
+            ("messages", self.messages.load(Relaxed)),
+            ("recorded", self.recorded.load(Relaxed)),
+            ("replays", self.replays.load(Relaxed)),
+            ("unrecovered", self.unrecovered.load(Relaxed)),
         ]
     }
 }
@@ -223,6 +251,7 @@ impl Stats {
             started_ms: now_ms(),
             publish_latency: Histogram::default(),
             ingest: IngestStats::default(),
+            history: HistoryStats::default(),
         }
     }
 
@@ -267,6 +296,11 @@ impl Stats {
                 .enabled
                 .load(Relaxed)
                 .then(|| self.ingest.fields().into_iter().collect()),
+            history: self
+                .history
+                .enabled
+                .load(Relaxed)
+                .then(|| self.history.fields().into_iter().collect()),
         }
     }
 
@@ -305,6 +339,17 @@ impl Stats {
             "publish accepted (admin socket or network API) to its last local send queued",
             &mut out,
         );
+        if self.history.enabled.load(Relaxed) {
+            for (name, v) in self.history.fields() {
+                let (metric, kind) = match name {
+                    "messages" => ("ringcast_history_messages".to_string(), "gauge"),
+                    _ => (format!("ringcast_history_{name}_total"), "counter"),
+                };
+                out.push_str(&format!(
+                    "# HELP {metric} history: {name}\n# TYPE {metric} {kind}\n{metric} {v}\n"
+                ));
+            }
+        }
         if self.ingest.enabled.load(Relaxed) {
             for (name, v) in self.ingest.fields() {
                 let metric = format!("ringcast_ingest_{name}_total");

@@ -23,7 +23,7 @@ fn store(size: usize, ttl_ms: u64) -> History {
             ..Project::default()
         },
     );
-    History::new(&cfg)
+    History::new(&cfg, Arc::new(crate::stats::Stats::new(1)))
 }
 
 fn topic(t: &str) -> Dest {
@@ -111,4 +111,19 @@ fn messages_older_than_the_ttl_are_forgotten() {
 #[test]
 fn two_starts_have_two_epochs() {
     assert_ne!(store(1, 1).epoch(), store(1, 1).epoch());
+}
+
+#[test]
+fn the_gauges_follow_what_is_kept() {
+    let h = store(2, 60_000);
+    for b in ["1", "2", "3"] {
+        publish(&h, "news", b);
+    }
+    let st = &h.stats.history;
+    assert!(st.enabled.load(std::sync::atomic::Ordering::Relaxed));
+    assert_eq!(st.messages.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(st.recorded.load(std::sync::atomic::Ordering::Relaxed), 3);
+    h.replay(&topic("news"), &at(&h, 0));
+    assert_eq!(st.replays.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(st.unrecovered.load(std::sync::atomic::Ordering::Relaxed), 1);
 }

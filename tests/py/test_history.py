@@ -144,6 +144,11 @@ def test_a_user_queue_recovers_over_stomp(make_server):
         await ws.close()
 
     run(main())
+    # The store's gauges in `ringcast stats` and in Prometheus text.
+    h = s.stats()["history"]
+    assert h["messages"] == 6 and h["recorded"] == 6 and h["replays"] == 1 and h["unrecovered"] == 0, h
+    status, _ = admin(s.sock, "GET", "/healthz")
+    assert status == 200
 
 
 def test_hostile_positions_get_clear_errors_and_harm_no_one(make_server):
