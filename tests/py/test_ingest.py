@@ -37,8 +37,7 @@ def publish_json(topic, body):
 def redis(tmp_path):
     if not shutil.which("redis-server"):
         pytest.fail("redis-server is missing: run scripts/install-test-deps.sh")
-    r = Redis(tmp_path)
-    r.start()
+    r = Redis(tmp_path)  # started by its constructor
     yield r
     r.stop()
 
