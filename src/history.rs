@@ -7,6 +7,13 @@
 //! Bodies are kept as the publish's own `Bytes` (shared, not copied); a destination without
 //! history never takes the lock. The epoch is drawn at start: history does not survive a
 //! restart, and clients holding positions of the old epoch are told they cannot recover.
+//!
+//! In a cluster, Redis numbers messages (each destination with its own epoch, see
+//! `cluster::history`) and this store is the node's cache of it: it keeps what arrives from
+//! Redis for destinations the node listens to, and what Redis reads brought in. It answers a
+//! recovering subscription when it can be sure (`replay` → `Some`); otherwise the shard asks
+//! Redis. A stream's cache is dropped when the node stops listening to it, since it would miss
+//! what comes next.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -29,10 +36,47 @@ pub struct Entry {
     pub headers: Box<[(String, String)]>,
 }
 
+impl Entry {
+    /// A message read back from Redis (its age travels beside it, see `Snapshot`).
+    pub fn new(offset: u64, body: Bytes, headers: Box<[(String, String)]>) -> Entry {
+        Entry {
+            offset,
+            at_ms: 0,
+            body,
+            headers,
+        }
+    }
+}
+
 struct Stream {
+    epoch: Arc<str>,
     /// The offset of the last message published (0: none yet).
     last: u64,
     entries: VecDeque<Entry>,
+    /// `entries` hold everything the history keeps up to `last` (always, on a standalone
+    /// node): a position older than them cannot be recovered. Otherwise (a cluster node's
+    /// cache, filled live only) older positions are for Redis to judge.
+    complete: bool,
+}
+
+impl Stream {
+    fn new(epoch: Arc<str>, complete: bool) -> Stream {
+        Stream {
+            epoch,
+            last: 0,
+            entries: VecDeque::new(),
+            complete,
+        }
+    }
+}
+
+/// A destination's history as Redis holds it, read at one instant.
+pub struct Snapshot {
+    pub epoch: Arc<str>,
+    /// The last offset Redis assigned.
+    pub last: u64,
+    /// What Redis keeps, oldest first, with each entry's age in milliseconds.
+    pub entries: Vec<(Entry, u64)>,
 }
 
 /// What a recovering subscription gets.
@@ -44,11 +88,27 @@ pub struct Replay {
     /// The last offset published when the replay was read: live messages up to it are
     /// covered (replayed or, when not recovered, part of what the client reloads).
     pub through: u64,
+    /// The stream's epoch (the node's; in a cluster, the destination's in Redis).
+    pub epoch: Arc<str>,
+}
+
+impl Replay {
+    /// Told to a client when Redis could not be read: it cannot recover, and reloads.
+    pub fn unavailable() -> Replay {
+        Replay {
+            recovered: false,
+            entries: Vec::new(),
+            through: 0,
+            epoch: Arc::from(""),
+        }
+    }
 }
 
 pub struct History {
     stats: Arc<crate::stats::Stats>,
     epoch: Arc<str>,
+    /// Redis numbers the messages; this store caches (see the module doc).
+    clustered: bool,
     started: Instant,
     /// Each project's `[projects.P.history]` (reloaded with the configuration).
     configs: RwLock<BTreeMap<String, Config>>,
@@ -64,6 +124,7 @@ impl History {
         History {
             stats,
             epoch: new_epoch().into(),
+            clustered: cfg.cluster.redis.is_some(),
             started: Instant::now(),
             configs: RwLock::new(configs_of(cfg)),
             streams: Mutex::new(HashMap::new()),
@@ -85,7 +146,7 @@ impl History {
     }
 
     /// `dest`'s bounds (`size`, `ttl_ms`) if it keeps history.
-    fn bounds_for(&self, dest: &Dest) -> Option<Bounds> {
+    pub fn bounds_for(&self, dest: &Dest) -> Option<Bounds> {
         let c = self.configs.read().unwrap_or_else(|p| p.into_inner());
         c.get(dest.project())
             .filter(|h| h.covers(dest))
@@ -106,79 +167,175 @@ impl History {
 
     /// Numbers `msg` if its destination keeps history, keeps it, and hands it to `deliver`
     /// while still holding the store, so deliveries leave in offset order. Without history,
-    /// `deliver` runs at once and the store is not touched.
+    /// `deliver` runs at once and the store is not touched. In a cluster, Redis numbered the
+    /// message already (`msg.position`): it is cached, and a message without a position is
+    /// delivered as it is.
     pub fn record<R>(&self, mut msg: Publish, deliver: impl FnOnce(Arc<Publish>) -> R) -> R {
         let Some(cfg) = self.bounds_for(&msg.dest) else {
             return deliver(Arc::new(msg));
         };
+        if self.clustered {
+            if msg.position.is_none() {
+                return deliver(Arc::new(msg));
+            }
+            return self.cache(msg, &cfg, deliver);
+        }
         let now = self.now_ms();
         let key = msg.dest.key();
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-        let s = streams.entry(key).or_insert_with(|| Stream {
-            last: 0,
-            entries: VecDeque::new(),
-        });
+        let s = streams
+            .entry(key)
+            .or_insert_with(|| Stream::new(self.epoch.clone(), true));
         s.last += 1;
         msg.position = Some((s.last, self.epoch.clone()));
-        s.entries.push_back(Entry {
-            offset: s.last,
-            at_ms: now,
-            body: msg.body.clone(),
-            headers: msg.headers.clone().into_boxed_slice(),
-        });
+        s.entries.push_back(self.entry(s.last, now, &msg));
         let dropped = trim(s, &cfg, now);
-        let h = &self.stats.history;
-        h.recorded.fetch_add(1, Relaxed);
-        h.messages.fetch_add(1, Relaxed);
-        h.messages.fetch_sub(dropped as u64, Relaxed);
+        self.count_kept(1, dropped);
+        self.stats.history.recorded.fetch_add(1, Relaxed);
         deliver(Arc::new(msg))
     }
 
-    /// What a subscription at `since` missed on `dest`, read at one instant.
-    pub fn replay(&self, dest: &Dest, since: &Position) -> Replay {
-        let r = self.read(dest, since);
+    fn entry(&self, offset: u64, at_ms: u64, msg: &Publish) -> Entry {
+        Entry {
+            offset,
+            at_ms,
+            body: msg.body.clone(),
+            headers: msg.headers.clone().into_boxed_slice(),
+        }
+    }
+
+    fn count_kept(&self, added: usize, dropped: usize) {
+        let h = &self.stats.history;
+        h.messages.fetch_add(added as u64, Relaxed);
+        h.messages.fetch_sub(dropped as u64, Relaxed);
+    }
+
+    /// A message Redis numbered, on its way to the shards: kept if it extends the cache.
+    fn cache<R>(&self, msg: Publish, cfg: &Bounds, deliver: impl FnOnce(Arc<Publish>) -> R) -> R {
+        let Some((offset, epoch)) = msg.position.clone() else {
+            return deliver(Arc::new(msg));
+        };
+        let now = self.now_ms();
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let s = streams
+            .entry(msg.dest.key())
+            .or_insert_with(|| Stream::new(epoch.clone(), false));
+        let mut dropped = 0;
+        if s.epoch != epoch || offset > s.last + 1 && s.last > 0 {
+            // A new life of the stream, or a hole (the node was not listening): start over.
+            dropped += s.entries.len();
+            *s = Stream::new(epoch, false);
+        }
+        let mut added = 0;
+        if offset > s.last {
+            s.last = offset;
+            s.entries.push_back(self.entry(offset, now, &msg));
+            added = 1;
+            dropped += trim(s, cfg, now);
+        }
+        self.count_kept(added, dropped);
+        deliver(Arc::new(msg))
+    }
+
+    /// What Redis holds of `dest`, read after the node started listening to it: the cache
+    /// takes it in front of what arrived live, and is then complete.
+    pub fn merge(&self, dest: &Dest, snap: &Snapshot) {
+        let Some(cfg) = self.bounds_for(dest) else {
+            return;
+        };
+        let now = self.now_ms();
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let s = streams
+            .entry(dest.key())
+            .or_insert_with(|| Stream::new(snap.epoch.clone(), true));
+        let held = s.entries.len();
+        if s.epoch != snap.epoch {
+            *s = Stream::new(snap.epoch.clone(), true);
+        }
+        let live = std::mem::take(&mut s.entries);
+        s.entries = snap
+            .entries
+            .iter()
+            .map(|(e, age)| Entry {
+                at_ms: now.saturating_sub(*age),
+                ..e.clone()
+            })
+            .chain(live.into_iter().filter(|e| e.offset > snap.last))
+            .collect();
+        s.last = s.last.max(snap.last);
+        s.complete = true;
+        trim(s, &cfg, now);
+        self.count_kept(s.entries.len(), held);
+    }
+
+    /// The node stopped listening to `key` (or to everything: `None`): its cache would miss
+    /// what comes next.
+    pub fn forget(&self, key: Option<&str>) {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let gone = match key {
+            Some(k) => streams.remove(k).map_or(0, |s| s.entries.len()),
+            None => streams.drain().map(|(_, s)| s.entries.len()).sum(),
+        };
+        self.count_kept(0, gone);
+    }
+
+    /// What a subscription at `since` missed on `dest`, read at one instant; `None` when a
+    /// cluster node's cache cannot tell (Redis must be asked).
+    pub fn replay(&self, dest: &Dest, since: &Position) -> Option<Replay> {
+        let r = self.read(dest, since)?;
+        self.count_replay(&r);
+        Some(r)
+    }
+
+    /// Counts a replay answered here or from Redis.
+    pub fn count_replay(&self, r: &Replay) {
         let h = &self.stats.history;
         h.replays.fetch_add(1, Relaxed);
         if !r.recovered {
             h.unrecovered.fetch_add(1, Relaxed);
         }
-        r
     }
 
-    fn read(&self, dest: &Dest, since: &Position) -> Replay {
+    fn read(&self, dest: &Dest, since: &Position) -> Option<Replay> {
         let cfg = self.bounds_for(dest);
         let now = self.now_ms();
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         let stream = streams.get_mut(&dest.key());
-        let through = stream.as_ref().map_or(0, |s| s.last);
-        let refused = Replay {
-            recovered: false,
-            entries: Vec::new(),
-            through,
-        };
-        if since.epoch != *self.epoch || since.offset > through {
-            return refused;
-        }
         let Some(s) = stream else {
-            // Nothing published in this epoch, and the client has nothing: nothing missed.
-            return Replay {
-                recovered: true,
+            if self.clustered {
+                return None;
+            }
+            // Nothing published in this epoch: nothing missed, if the client has nothing.
+            let ok = since.epoch == *self.epoch && since.offset == 0;
+            return Some(Replay {
+                recovered: ok,
                 entries: Vec::new(),
-                through,
-            };
+                through: 0,
+                epoch: self.epoch.clone(),
+            });
         };
         if let Some(cfg) = &cfg {
             let dropped = trim(s, cfg, now);
-            self.stats
-                .history
-                .messages
-                .fetch_sub(dropped as u64, Relaxed);
+            self.count_kept(0, dropped);
+        }
+        let refused = Replay {
+            recovered: false,
+            entries: Vec::new(),
+            through: s.last,
+            epoch: s.epoch.clone(),
+        };
+        if since.epoch != *s.epoch {
+            return s.complete.then_some(refused);
+        }
+        if since.offset > s.last {
+            // Positions from the future: refused here; a cache may be behind Redis.
+            return (!self.clustered).then_some(refused);
         }
         let oldest = s.entries.front().map_or(s.last + 1, |e| e.offset);
         if since.offset + 1 < oldest {
-            return refused;
+            return s.complete.then_some(refused);
         }
-        Replay {
+        Some(Replay {
             recovered: true,
             entries: s
                 .entries
@@ -186,8 +343,9 @@ impl History {
                 .filter(|e| e.offset > since.offset)
                 .cloned()
                 .collect(),
-            through,
-        }
+            through: s.last,
+            epoch: s.epoch.clone(),
+        })
     }
 
     /// Messages kept, over every destination.
@@ -203,9 +361,9 @@ impl History {
 }
 
 /// How much a destination keeps.
-struct Bounds {
-    size: usize,
-    ttl_ms: u64,
+pub struct Bounds {
+    pub size: usize,
+    pub ttl_ms: u64,
 }
 
 /// Drops what is beyond `size` or older than `ttl_ms`; returns how many went.
@@ -235,7 +393,7 @@ fn configs_of(cfg: &config::Config) -> BTreeMap<String, Config> {
 }
 
 /// 16 hex digits, different at every start.
-fn new_epoch() -> String {
+pub fn new_epoch() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

@@ -142,7 +142,26 @@ pub enum Command {
     Sockjs(crate::shard::sockjs::Message),
     /// A project's backend answered a shard's `Question`.
     Answer(Answer),
+    /// Redis answered a recovering subscription the node's history cache could not
+    /// (`Relay::fetch`); an error means the client is told it cannot recover.
+    Recovered {
+        key: u32,
+        serial: u64,
+        replay: Result<crate::history::Replay, String>,
+    },
 }
+
+/// Where Redis's answer to a recovering subscription goes: a shard, a connection, and the
+/// shard's serial for that recovery (a connection key is reused after a close).
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    pub shard: usize,
+    pub key: u32,
+    pub serial: u64,
+}
+
+/// What a numbered publish reached: sessions of this node, other nodes.
+pub type Numbered = Result<(usize, u64), String>;
 
 /// A project backend's answer to `shard::Question` (for connection `key`, `epoch`).
 #[derive(Debug, Clone)]
@@ -166,18 +185,30 @@ pub trait Relay: Send + Sync {
     /// A destination (by index key) gained its first (`add`) or lost its last subscriber in a
     /// shard of this node. Never blocks.
     fn interest(&self, key: &str, add: bool);
+    /// For a destination with history: has the other side number `msg` and deliver it to
+    /// every node, this one included, so all see one order. `reply` hears what it reached.
+    /// False when it could not be taken (the queue is full).
+    fn number(
+        &self,
+        msg: &Publish,
+        bounds: &crate::history::Bounds,
+        reply: Option<Sender<Numbered>>,
+    ) -> bool;
+    /// Asks what a subscription at `since` missed on `dest`; the answer goes to `to` as a
+    /// `Command::Recovered`. Sent after the subscription joined, so the read follows it.
+    fn fetch(&self, dest: &Dest, since: &ringcast_proto::history::Position, to: Ticket);
 }
 
 /// A relay's answer to a publish, to wait for: a channel it answers on, or why it could not
 /// take the message at all.
-pub struct Pending(pub Result<Receiver<Result<u64, String>>, String>);
+pub struct Pending<T = u64>(pub Result<Receiver<Result<T, String>>, String>);
 
 /// How long a publish waits for the relay's answer.
 const RELAY_TIMEOUT: Duration = Duration::from_secs(3);
 
-impl Pending {
+impl<T> Pending<T> {
     /// How many other nodes the message was handed to, or why it was not.
-    pub fn wait(self) -> Result<u64, String> {
+    pub fn wait(self) -> Result<T, String> {
         let rx = self.0?;
         rx.recv_timeout(RELAY_TIMEOUT)
             .unwrap_or_else(|_| Err("the other nodes did not answer in time".into()))
@@ -268,6 +299,25 @@ pub struct Reach {
 
 /// How long a publish waits for the shards' counts before answering without them.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A publish handed out, before its answers.
+enum Sent {
+    /// Delivered here: the shards' answers, how many were asked, the other nodes' answer.
+    Here(Receiver<usize>, usize, Option<Pending>),
+    /// Numbered by Redis and delivered from it.
+    Numbered(Pending<(usize, u64)>),
+}
+
+/// The sum of `asked` shards' counts on `rx`.
+pub fn collect(rx: &Receiver<usize>, asked: usize) -> Result<usize, String> {
+    let mut sessions = 0;
+    for _ in 0..asked {
+        sessions += rx
+            .recv_timeout(REPLY_TIMEOUT)
+            .map_err(|_| "a shard did not answer in time".to_string())?;
+    }
+    Ok(sessions)
+}
 
 impl Hub {
     pub fn new(shards: usize) -> std::io::Result<(Hub, Vec<Inbox>)> {
@@ -372,52 +422,78 @@ impl Hub {
         let sent: Vec<_> = msgs
             .into_iter()
             .map(|msg| {
+                if let Some(numbered) = self.number(&msg, true) {
+                    return Sent::Numbered(numbered);
+                }
                 // Handed to Redis first, so the other nodes deliver while this one does.
                 let remote = self.relay.as_ref().map(|c| c.publish(&msg));
                 let (tx, rx) = bounded(self.links.len());
-                let asked = self.stamp(msg, |msg| {
-                    // The audience is read under the history's lock: a recovering subscriber
-                    // joins it before reading the history, so it gets every later offset.
-                    let visits = self.audience.visits(&msg.dest.key());
-                    let mut asked = 0;
-                    for (_, link) in self.links.iter().enumerate().filter(|(i, _)| visits(*i)) {
-                        let reply = Some(tx.clone());
-                        self.send(
-                            link,
-                            Command::Publish {
-                                msg: msg.clone(),
-                                reply,
-                            },
-                        );
-                        asked += 1;
-                    }
-                    asked
-                });
-                (rx, asked, remote)
+                let asked = self.stamp(msg, |msg| self.hand_out(&msg, Some(&tx)));
+                Sent::Here(rx, asked, remote)
             })
             .collect();
         sent.into_iter()
-            .map(|(rx, asked, remote)| {
-                let mut sessions = 0;
-                for _ in 0..asked {
-                    sessions += rx
-                        .recv_timeout(REPLY_TIMEOUT)
-                        .map_err(|_| "a shard did not answer in time".to_string())?;
+            .map(|sent| match sent {
+                Sent::Numbered(pending) => {
+                    let (sessions, nodes) = pending.wait()?;
+                    Ok(Reach {
+                        sessions,
+                        cluster: Some(Ok(nodes)),
+                        local: start.elapsed(),
+                    })
                 }
-                // Measured before the other nodes' answer: `local` is this node's part.
-                let local = start.elapsed();
-                Ok(Reach {
-                    sessions,
-                    cluster: remote.map(|r| r.wait()),
-                    local,
-                })
+                Sent::Here(rx, asked, remote) => {
+                    let sessions = collect(&rx, asked)?;
+                    // Measured before the other nodes' answer: `local` is this node's part.
+                    let local = start.elapsed();
+                    Ok(Reach {
+                        sessions,
+                        cluster: remote.map(|r| r.wait()),
+                        local,
+                    })
+                }
             })
             .collect()
+    }
+
+    /// In a cluster, a destination with history is numbered by Redis, and delivered from it
+    /// (here too): `None` for every other publish, which is delivered here at once.
+    fn number(&self, msg: &Publish, wait: bool) -> Option<Pending<(usize, u64)>> {
+        let relay = self.relay.as_ref()?;
+        let bounds = self.history.as_ref()?.bounds_for(&msg.dest)?;
+        let (tx, rx) = bounded(1);
+        let taken = relay.number(msg, &bounds, wait.then_some(tx));
+        Some(Pending(if taken {
+            Ok(rx)
+        } else {
+            Err("the queue to Redis is full: the message was not numbered".into())
+        }))
+    }
+
+    /// Hands `msg` to every shard with an audience for it; returns how many.
+    fn hand_out(&self, msg: &Arc<Publish>, reply: Option<&Sender<usize>>) -> usize {
+        // Called under the history's lock when the destination keeps history: a recovering
+        // subscriber joins the audience before reading the history, so it gets every later
+        // offset.
+        let visits = self.audience.visits(&msg.dest.key());
+        let mut asked = 0;
+        for (_, link) in self.links.iter().enumerate().filter(|(i, _)| visits(*i)) {
+            let cmd = Command::Publish {
+                msg: msg.clone(),
+                reply: reply.cloned(),
+            };
+            self.send(link, cmd);
+            asked += 1;
+        }
+        asked
     }
 
     /// Fans out without waiting for counts: what a shard uses for a client's SEND, since a
     /// reactor must never block on other reactors.
     pub fn publish_nowait(&self, msg: Publish) {
+        if self.number(&msg, false).is_some() {
+            return;
+        }
         if let Some(c) = &self.relay {
             c.forward(&msg);
         }
@@ -426,18 +502,12 @@ impl Hub {
 
     /// Fans out to this node's shards only: what arrives from the other nodes.
     pub fn deliver_nowait(&self, msg: Publish) {
-        self.stamp(msg, |msg| {
-            let visits = self.audience.visits(&msg.dest.key());
-            for (_, link) in self.links.iter().enumerate().filter(|(i, _)| visits(*i)) {
-                self.send(
-                    link,
-                    Command::Publish {
-                        msg: msg.clone(),
-                        reply: None,
-                    },
-                );
-            }
-        });
+        self.stamp(msg, |msg| self.hand_out(&msg, None));
+    }
+
+    /// Fans out to this node's shards, which answer on `reply`; returns how many were asked.
+    pub fn deliver_counted(&self, msg: Publish, reply: &Sender<usize>) -> usize {
+        self.stamp(msg, |msg| self.hand_out(&msg, Some(reply)))
     }
 
     /// Identified sessions of `project` (every project if `None`; and `user`) on every shard.

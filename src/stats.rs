@@ -180,15 +180,18 @@ pub struct HistoryStats {
     pub replays: AtomicU64,
     /// Of those, told they could not recover (`x-recovered: false`).
     pub unrecovered: AtomicU64,
+    /// In a cluster: reads of a history stream from Redis (what the local cache did not cover).
+    pub redis_reads: AtomicU64,
 }
 
 impl HistoryStats {
-    fn fields(&self) -> [(&'static str, u64); 4] {
+    fn fields(&self) -> [(&'static str, u64); 5] {
         [
             ("messages", self.messages.load(Relaxed)),
             ("recorded", self.recorded.load(Relaxed)),
             ("replays", self.replays.load(Relaxed)),
             ("unrecovered", self.unrecovered.load(Relaxed)),
+            ("redis_reads", self.redis_reads.load(Relaxed)),
         ]
     }
 }

@@ -12,6 +12,7 @@
 //! the runtime's eventfd *number* in the shard's table, where that number is some client's
 //! socket. The pair made up front has the same number in every table (as the hub's eventfds).
 
+mod history;
 mod presence;
 pub use ringcast_proto::cluster::wire;
 mod worker;
@@ -25,7 +26,7 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 
 use crate::config::Config;
-use crate::hub::{Pending, Publish, Relay};
+use crate::hub::{Numbered, Pending, Publish, Relay, Ticket};
 use crate::stats::Stats;
 use wire::Names;
 pub use worker::Worker;
@@ -53,11 +54,17 @@ enum Request {
     },
     /// The node is stopping: take its presence out of Redis now rather than at TTL.
     Leave { reply: Sender<Result<(), String>> },
+    /// A recovering subscription the history cache could not answer (`Relay::fetch`).
+    Fetch {
+        dest: crate::hub::Dest,
+        since: ringcast_proto::history::Position,
+        to: Ticket,
+    },
 }
 
 impl Request {
     /// Answers a waiting caller with `why` (what the cluster thread does while Redis is down).
-    fn fail(self, why: &str) {
+    fn fail(self, why: &str, hub: &crate::hub::Hub) {
         let why = why.to_string();
         // A caller that gave up waiting has dropped its receiver: nothing to tell it.
         match self {
@@ -66,6 +73,7 @@ impl Request {
             Request::Stats { reply } => drop(reply.send(Err(why))),
             Request::Disconnect { reply, .. } => drop(reply.send(Err(why))),
             Request::Leave { reply } => drop(reply.send(Err(why))),
+            Request::Fetch { to, .. } => answer_fetch(hub, to, Err(why)),
         }
     }
 }
@@ -75,7 +83,38 @@ struct Outgoing {
     /// The destination's index key (`Dest::key`).
     key: String,
     payload: Vec<u8>,
-    reply: Option<Sender<Result<u64, String>>>,
+    kind: Kind,
+}
+
+enum Kind {
+    /// PUBLISH; the caller may wait for how many other nodes got it.
+    Plain(Option<Sender<Result<u64, String>>>),
+    /// Numbered by the history script and delivered from Redis to every node, this one too.
+    Numbered {
+        size: usize,
+        ttl_ms: u64,
+        reply: Option<Sender<Numbered>>,
+    },
+}
+
+impl Kind {
+    fn fail(self, why: &str) {
+        match self {
+            Kind::Plain(Some(r)) => drop(r.send(Err(why.into()))),
+            Kind::Numbered { reply: Some(r), .. } => drop(r.send(Err(why.into()))),
+            _ => {}
+        }
+    }
+}
+
+/// Hands Redis's answer to a recovering subscription to its shard.
+fn answer_fetch(hub: &crate::hub::Hub, to: Ticket, replay: Result<crate::history::Replay, String>) {
+    let cmd = crate::hub::Command::Recovered {
+        key: to.key,
+        serial: to.serial,
+        replay,
+    };
+    hub.send_to(to.shard, cmd);
 }
 
 /// The handle shards and the admin API hold; cheap to clone.
@@ -162,11 +201,11 @@ impl Cluster {
         let _ = (&*self.wake).write(&[1]);
     }
 
-    fn enqueue(&self, msg: &Publish, reply: Option<Sender<Result<u64, String>>>) -> bool {
+    fn enqueue(&self, msg: &Publish, kind: Kind) -> bool {
         let out = Outgoing {
             key: msg.dest.key(),
             payload: wire::encode(&self.node, &msg.headers, &msg.body),
-            reply,
+            kind,
         };
         let queued = self.outgoing.try_send(out).is_ok();
         if queued {
@@ -222,7 +261,7 @@ impl Cluster {
 impl Relay for Cluster {
     fn publish(&self, msg: &Publish) -> Pending {
         let (tx, rx) = bounded(1);
-        if self.enqueue(msg, Some(tx)) {
+        if self.enqueue(msg, Kind::Plain(Some(tx))) {
             Pending(Ok(rx))
         } else {
             Pending(Err(
@@ -232,7 +271,29 @@ impl Relay for Cluster {
     }
 
     fn forward(&self, msg: &Publish) {
-        self.enqueue(msg, None);
+        self.enqueue(msg, Kind::Plain(None));
+    }
+
+    fn number(
+        &self,
+        msg: &Publish,
+        bounds: &crate::history::Bounds,
+        reply: Option<Sender<Numbered>>,
+    ) -> bool {
+        let kind = Kind::Numbered {
+            size: bounds.size,
+            ttl_ms: bounds.ttl_ms,
+            reply,
+        };
+        self.enqueue(msg, kind)
+    }
+
+    fn fetch(&self, dest: &crate::hub::Dest, since: &ringcast_proto::history::Position, to: Ticket) {
+        self.request(Request::Fetch {
+            dest: dest.clone(),
+            since: since.clone(),
+            to,
+        });
     }
 
     fn interest(&self, key: &str, add: bool) {

@@ -16,10 +16,13 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use tokio::net::UnixStream;
 use tokio::time::timeout;
 
+use super::history as script;
 use super::presence::{NodeInfo, Presence};
 use super::wire::{self, Control};
-use super::{Outgoing, Request};
-use crate::hub::{Hub, Publish};
+use super::{Kind, Outgoing, Request, answer_fetch};
+use crate::history::Snapshot;
+use crate::hub::{Dest, Hub, Numbered, Publish, Ticket};
+use ringcast_proto::history::Position;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Kept short: after Redis returns, cross-node delivery resumes within about this long.
@@ -69,6 +72,28 @@ pub struct Worker {
     woken: Option<std::os::unix::net::UnixStream>,
     /// Destinations (by index key) with a local audience: how many shards have one.
     interest: HashMap<String, u32>,
+    /// When the node last started listening to each destination (a generation number): a
+    /// history read merges into the cache only if the node listened throughout.
+    listening: HashMap<String, u64>,
+    generation: u64,
+    /// Numbered publishes of this node, by (key, offset), waiting for their own copy to come
+    /// back from Redis to count local sessions: the reply and how many other nodes got it.
+    awaiting: HashMap<(String, u64), (crossbeam_channel::Sender<Numbered>, u64)>,
+    /// History reads in flight, by key, and the recovering subscriptions waiting on each.
+    fetching: HashMap<String, Vec<(Position, Ticket)>>,
+    reads: (
+        tokio::sync::mpsc::UnboundedSender<ReadDone>,
+        tokio::sync::mpsc::UnboundedReceiver<ReadDone>,
+    ),
+    number: Arc<redis::Script>,
+    read: Arc<redis::Script>,
+}
+
+/// A history read's outcome, back on the cluster thread.
+struct ReadDone {
+    dest: Dest,
+    generation: Option<u64>,
+    result: Result<Snapshot, String>,
 }
 
 /// Why a connected spell ended.
@@ -96,6 +121,40 @@ impl Worker {
             outgoing,
             woken: Some(woken),
             interest: HashMap::new(),
+            listening: HashMap::new(),
+            generation: 0,
+            awaiting: HashMap::new(),
+            fetching: HashMap::new(),
+            reads: tokio::sync::mpsc::unbounded_channel(),
+            number: Arc::new(redis::Script::new(script::NUMBER)),
+            read: Arc::new(redis::Script::new(script::READ)),
+        }
+    }
+
+    fn listen(&mut self, key: &str) {
+        self.generation += 1;
+        self.listening.insert(key.to_string(), self.generation);
+    }
+
+    /// The node stopped listening to `key` (`None`: to everything, Redis is gone): its history
+    /// cache is dropped, publishes waiting for their own copy are answered without it, and
+    /// recoveries waiting for a read are told they cannot recover.
+    fn deafen(&mut self, hub: &Hub, key: Option<&str>) {
+        if let Some(h) = hub.history() {
+            h.forget(key);
+        }
+        let mine = |k: &str| key.is_none_or(|key| key == k);
+        self.listening.retain(|k, _| !mine(k));
+        let gone: Vec<_> = self.awaiting.keys().filter(|(k, _)| mine(k)).cloned().collect();
+        for k in gone {
+            if let Some((reply, others)) = self.awaiting.remove(&k) {
+                let _ = reply.send(Ok((0, others)));
+            }
+        }
+        if key.is_none() {
+            for (_, to) in self.fetching.drain().flat_map(|(_, w)| w) {
+                answer_fetch(hub, to, Err("Redis went away during the history read".into()));
+            }
         }
     }
 
@@ -174,7 +233,7 @@ impl Worker {
                 }
                 _ => {}
             }
-            if let End::Stop = self.idle(&wake, backoff).await {
+            if let End::Stop = self.idle(&hub, &wake, backoff).await {
                 return;
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -187,9 +246,12 @@ impl Worker {
         c.channels.store(self.interest.len() as u64, Relaxed);
     }
 
-    async fn connect(&self) -> redis::RedisResult<Connected> {
+    async fn connect(&mut self) -> redis::RedisResult<Connected> {
         let client = &self.setup.client;
-        let conn = client.get_multiplexed_async_connection().await?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        // Loaded up front: the pipelines call them by hash (EVALSHA).
+        self.number.prepare_invoke().load_async(&mut conn).await?;
+        self.read.prepare_invoke().load_async(&mut conn).await?;
         let (mut sink, stream) = client.get_async_pubsub().await?.split();
         let mut channels: Vec<String> = vec![self.setup.info.names.control()];
         channels.extend(
@@ -200,12 +262,22 @@ impl Worker {
         for chunk in channels.chunks(SUBSCRIBE_CHUNK) {
             sink.subscribe(chunk).await?;
         }
+        let keys: Vec<String> = self.interest.keys().cloned().collect();
+        for k in keys {
+            self.listen(&k);
+        }
         self.count_channels();
         Ok(Connected { conn, sink, stream })
     }
 
     /// Connected: relays messages both ways and refreshes presence until Redis goes away.
     async fn serve(&mut self, hub: &Arc<Hub>, wake: &Wake, mut link: Connected) -> End {
+        let end = self.relay(hub, wake, &mut link).await;
+        self.deafen(hub, None);
+        end
+    }
+
+    async fn relay(&mut self, hub: &Arc<Hub>, wake: &Wake, link: &mut Connected) -> End {
         let mut beat = tokio::time::interval(self.setup.info.ttl / 3);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(BATCH);
@@ -215,9 +287,10 @@ impl Worker {
                     Some(msg) => self.incoming(hub, &msg),
                     None => return End::Lost("the subscription connection closed".into()),
                 },
+                Some(done) = self.reads.1.recv() => self.read_done(hub, done),
                 _ = wake.woken() => {
                     while let Ok(req) = self.requests.try_recv() {
-                        if let Err(end) = self.request(hub, &mut link, req).await {
+                        if let Err(end) = self.request(hub, link, req).await {
                             return end;
                         }
                     }
@@ -248,18 +321,36 @@ impl Worker {
 
     /// Sends a batch of publishes as one pipeline and tells each waiting caller the outcome.
     async fn send(
-        &self,
+        &mut self,
         conn: &mut MultiplexedConnection,
         batch: &mut Vec<Outgoing>,
     ) -> Result<(), String> {
+        let names = &self.setup.info.names;
         let mut pipe = redis::pipe();
         for o in batch.iter() {
-            pipe.cmd("PUBLISH")
-                .arg(self.setup.info.names.channel_of_key(&o.key))
-                .arg(&o.payload);
+            let channel = names.channel_of_key(&o.key);
+            match &o.kind {
+                Kind::Plain(_) => {
+                    pipe.cmd("PUBLISH").arg(channel).arg(&o.payload);
+                }
+                Kind::Numbered { size, ttl_ms, .. } => {
+                    pipe.cmd("EVALSHA")
+                        .arg(self.number.get_hash())
+                        .arg(3)
+                        .arg(names.history_meta(&o.key))
+                        .arg(names.history_stream(&o.key))
+                        .arg(channel)
+                        .arg(&o.payload)
+                        .arg(crate::history::new_epoch())
+                        .arg(size)
+                        .arg(ttl_ms)
+                        .arg(script::META_TTL_MS);
+                }
+            }
         }
-        let result = match timeout(OP_TIMEOUT, pipe.query_async::<Vec<u64>>(conn)).await {
-            Ok(Ok(counts)) => Ok(counts),
+        let result = match timeout(OP_TIMEOUT, pipe.query_async::<Vec<redis::Value>>(conn)).await
+        {
+            Ok(Ok(answers)) => Ok(answers),
             Ok(Err(e)) => Err(format!("PUBLISH failed: {e}")),
             Err(_) => Err("PUBLISH timed out".to_string()),
         };
@@ -269,13 +360,38 @@ impl Worker {
             Err(_) => c.publish_failed.fetch_add(batch.len() as u64, Relaxed),
         };
         for (i, o) in batch.drain(..).enumerate() {
-            if let Some(reply) = o.reply {
-                // Redis counts this node too when it has an audience for the channel.
-                let this = u64::from(self.interest.contains_key(&o.key));
-                let _ = reply.send(match &result {
-                    Ok(counts) => Ok(counts.get(i).copied().unwrap_or(0).saturating_sub(this)),
-                    Err(e) => Err(e.clone()),
-                });
+            let answer = match &result {
+                Ok(answers) => answers.get(i),
+                Err(e) => {
+                    o.kind.fail(e);
+                    continue;
+                }
+            };
+            // Redis counts this node too when it has an audience for the channel.
+            let this = u64::from(self.interest.contains_key(&o.key));
+            match o.kind {
+                Kind::Plain(reply) => {
+                    if let Some(reply) = reply {
+                        let n = answer.and_then(|v| redis::from_redis_value_ref::<u64>(v).ok());
+                        let _ = reply.send(Ok(n.unwrap_or(0).saturating_sub(this)));
+                    }
+                }
+                Kind::Numbered { reply, .. } => {
+                    let Some((offset, subscribers)) = answer.and_then(script::numbered) else {
+                        let why = "Redis did not number the message";
+                        Kind::Numbered { size: 0, ttl_ms: 0, reply }.fail(why);
+                        continue;
+                    };
+                    let others = subscribers.saturating_sub(this);
+                    match reply {
+                        // Its own copy, on its way back from Redis, will be counted.
+                        Some(r) if this == 1 => {
+                            self.awaiting.insert((o.key, offset), (r, others));
+                        }
+                        Some(r) => drop(r.send(Ok((0, others)))),
+                        None => {}
+                    }
+                }
             }
         }
         result.map(|_| ())
@@ -318,6 +434,7 @@ impl Worker {
                     let op = if add {
                         timeout(OP_TIMEOUT, link.sink.subscribe(&channel)).await
                     } else {
+                        self.deafen(hub, Some(&key));
                         timeout(OP_TIMEOUT, link.sink.unsubscribe(&channel)).await
                     };
                     match op {
@@ -325,8 +442,13 @@ impl Worker {
                         Ok(Err(e)) => return Err(End::Lost(format!("SUBSCRIBE failed: {e}"))),
                         Err(_) => return Err(End::Lost("SUBSCRIBE timed out".into())),
                     }
+                    if add {
+                        // Confirmed: whatever Redis numbers from now on reaches this node.
+                        self.listen(&key);
+                    }
                 }
             }
+            Request::Fetch { dest, since, to } => self.fetch(hub, &link.conn, dest, since, to),
             Request::Sessions {
                 project,
                 user,
@@ -364,7 +486,7 @@ impl Worker {
     }
 
     /// A message from Redis: another node's publish, or a control message.
-    fn incoming(&self, hub: &Arc<Hub>, msg: &redis::Msg) {
+    fn incoming(&mut self, hub: &Arc<Hub>, msg: &redis::Msg) {
         let Ok(channel) = msg.get_channel::<Vec<u8>>() else {
             return;
         };
@@ -384,6 +506,10 @@ impl Worker {
             }
             return;
         }
+        if let Some(numbered) = wire::decode_positioned(payload) {
+            self.incoming_numbered(hub, &channel, numbered);
+            return;
+        }
         let (Some(dest), Some(m)) = (names.dest(&channel), wire::decode(payload)) else {
             tracing::debug!("cluster: ignored a malformed message on {channel:?}");
             return;
@@ -395,9 +521,121 @@ impl Worker {
         }
     }
 
+    /// A message Redis numbered: cached and delivered like any other; this node's own ones
+    /// are counted for the publisher waiting on them.
+    fn incoming_numbered(&mut self, hub: &Arc<Hub>, channel: &[u8], n: (String, u64, wire::Message)) {
+        let (epoch, offset, m) = n;
+        let Some(dest) = self.setup.info.names.dest(channel) else {
+            return;
+        };
+        let mine = m.origin == *self.setup.info.name;
+        if !mine {
+            self.setup.info.stats.cluster.received.fetch_add(1, Relaxed);
+        }
+        let key = dest.key();
+        let mut msg = Publish::new(dest, m.body, m.headers);
+        msg.position = Some((offset, epoch.into()));
+        let Some((reply, others)) = mine.then(|| self.awaiting.remove(&(key, offset))).flatten()
+        else {
+            hub.deliver_nowait(msg);
+            return;
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let asked = hub.deliver_counted(msg, &tx);
+        // The shards answer soon, but this thread never waits on them.
+        tokio::task::spawn_blocking(move || {
+            let _ = reply.send(crate::hub::collect(&rx, asked).map(|s| (s, others)));
+        });
+    }
+
+    /// A recovering subscription the cache could not answer: one read of the destination's
+    /// stream serves every subscription that asks while it is in flight.
+    fn fetch(
+        &mut self,
+        hub: &Arc<Hub>,
+        conn: &MultiplexedConnection,
+        dest: Dest,
+        since: Position,
+        to: Ticket,
+    ) {
+        let key = dest.key();
+        if let Some(waiting) = self.fetching.get_mut(&key) {
+            waiting.push((since, to));
+            return;
+        }
+        // Answered from the cache if a read finished since the shard looked.
+        if let Some(r) = hub.history().and_then(|h| h.replay(&dest, &since)) {
+            answer_fetch(hub, to, Ok(r));
+            return;
+        }
+        self.fetching.insert(key.clone(), vec![(since, to)]);
+        self.setup.info.stats.history.redis_reads.fetch_add(1, Relaxed);
+        let names = &self.setup.info.names;
+        let (meta, stream) = (names.history_meta(&key), names.history_stream(&key));
+        let generation = self.listening.get(&key).copied();
+        let read = self.read.clone();
+        let done = self.reads.0.clone();
+        let mut conn = conn.clone();
+        tokio::spawn(async move {
+            let mut call = read.prepare_invoke();
+            call.key(meta)
+                .key(stream)
+                .arg(crate::history::new_epoch())
+                .arg(script::META_TTL_MS);
+            let result = match timeout(OP_TIMEOUT, call.invoke_async::<redis::Value>(&mut conn)).await {
+                Ok(Ok(v)) => script::snapshot(&v),
+                Ok(Err(e)) => Err(format!("the history read failed: {e}")),
+                Err(_) => Err("the history read timed out".into()),
+            };
+            let _ = done.send(ReadDone {
+                dest,
+                generation,
+                result,
+            });
+        });
+    }
+
+    /// A history read came back: the cache takes it in if the node listened throughout, and
+    /// every subscription waiting on it is answered.
+    fn read_done(&mut self, hub: &Arc<Hub>, done: ReadDone) {
+        let waiting = self.fetching.remove(&done.dest.key()).unwrap_or_default();
+        let Some(history) = hub.history() else {
+            return;
+        };
+        let snap = match done.result {
+            Ok(snap) => snap,
+            Err(e) => {
+                tracing::warn!("cluster: {e}; recovering subscriptions are told to reload");
+                for (_, to) in waiting {
+                    answer_fetch(hub, to, Err(e.clone()));
+                }
+                return;
+            }
+        };
+        let steady =
+            done.generation.is_some() && self.listening.get(&done.dest.key()) == done.generation.as_ref();
+        if !steady {
+            // Those that asked during the read may have joined after it: they cannot be sure.
+            for (_, to) in waiting {
+                answer_fetch(hub, to, Err("the node stopped listening during the read".into()));
+            }
+            return;
+        }
+        history.merge(&done.dest, &snap);
+        let bounds = history.bounds_for(&done.dest);
+        for (since, to) in waiting {
+            let r = history.replay(&done.dest, &since).or_else(|| {
+                let r = script::decide(&snap, &since, bounds.as_ref()?);
+                history.count_replay(&r);
+                Some(r)
+            });
+            answer_fetch(hub, to, r.ok_or_else(|| "the destination keeps no history".into()));
+        }
+    }
+
     /// Disconnected for `wait`: answers every request at once with a failure, and keeps the
     /// audience count current for the next connection.
-    async fn idle(&mut self, wake: &Wake, wait: Duration) -> End {
+    async fn idle(&mut self, hub: &Hub, wake: &Wake, wait: Duration) -> End {
         let down = "Redis is unavailable: cross-node delivery failed".to_string();
         let sleep = tokio::time::sleep(wait);
         tokio::pin!(sleep);
@@ -411,17 +649,15 @@ impl Worker {
                                 self.count_interest(&key, add);
                             }
                             leave @ Request::Leave { .. } => {
-                                leave.fail(&down);
+                                leave.fail(&down, hub);
                                 return End::Stop;
                             }
-                            other => other.fail(&down),
+                            other => other.fail(&down, hub),
                         }
                     }
                     for o in self.outgoing.try_iter() {
                         self.setup.info.stats.cluster.publish_failed.fetch_add(1, Relaxed);
-                        if let Some(reply) = o.reply {
-                            let _ = reply.send(Err(down.clone()));
-                        }
+                        o.kind.fail(&down);
                     }
                 }
             }

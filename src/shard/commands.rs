@@ -46,6 +46,11 @@ impl Core {
             Command::Reload(ctx) => self.reload(ctx),
             Command::Sockjs(m) => self.sockjs_message(m),
             Command::Answer(a) => self.answer(a),
+            Command::Recovered {
+                key,
+                serial,
+                replay,
+            } => self.recovered(key, serial, replay),
             Command::Shutdown => self.shutdown(),
         }
     }
@@ -138,7 +143,7 @@ impl Core {
 
     /// Sends one publish to this shard's subscribers: raw sessions share `msg.raw`; STOMP
     /// sessions share one MESSAGE frame per distinct (subscription id, destination).
-    fn fan_out(&mut self, msg: &Publish) -> usize {
+    fn fan_out(&mut self, msg: &Arc<Publish>) -> usize {
         let mut keys = std::mem::take(&mut self.keys);
         let mut frames = std::mem::take(&mut self.frames);
         let mut cache: Vec<(String, String, Encoding, Bytes)> = Vec::new();
@@ -167,10 +172,8 @@ impl Core {
                 Mode::Stomp(s) if s.is_connected() => {
                     let wrap = (c.session.wrapping(), c.session.deflate());
                     for (id, written) in s.matching(&msg.dest) {
-                        if let Some((offset, _)) = &msg.position
-                            && !self.recovering.is_empty()
-                        {
-                            match self.recovering.live(key, id, *offset) {
+                        if msg.position.is_some() && !self.recovering.is_empty() {
+                            match self.recovering.live(key, id, msg) {
                                 Live::Deliver => {}
                                 Live::Skip => continue,
                                 Live::Tell(t) => {
@@ -215,7 +218,7 @@ impl Core {
     fn raw_positioned(
         &mut self,
         key: u32,
-        msg: &Publish,
+        msg: &Arc<Publish>,
         positions: bool,
         deflate: Option<u8>,
     ) -> Option<Bytes> {
@@ -224,10 +227,10 @@ impl Core {
             return Some(msg.raw_for(deflate, min));
         };
         let position = msg.position.as_ref().map(|(o, e)| (&**e, *o));
-        if let Some((_, offset)) = position
+        if position.is_some()
             && !self.recovering.is_empty()
             && matches!(
-                self.recovering.live(key, &format!("topic={topic}"), offset),
+                self.recovering.live(key, &format!("topic={topic}"), msg),
                 Live::Skip
             )
         {

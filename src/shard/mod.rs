@@ -148,6 +148,10 @@ pub struct Core {
     history: Option<Arc<crate::history::History>>,
     /// Subscriptions between their replay and their first live message.
     recovering: recovery::Recovering,
+    /// In a cluster: where recoveries the history cache cannot answer are asked.
+    relay: Option<Arc<dyn Relay>>,
+    /// Numbers this shard's questions to Redis about recoveries.
+    next_serial: u64,
 }
 
 fn ticks(ms: u64) -> u64 {
@@ -170,6 +174,8 @@ impl Core {
             pending_per_ip: cfg.pending_per_ip,
             peers: std::collections::HashMap::new(),
             conns: Slab::new(),
+            relay: cfg.watch.clone(),
+            next_serial: 0,
             subs: Subscriptions::watched(cfg.watch, cfg.audience.map(|a| (cfg.id, a))),
             wheel: Wheel::new(1024),
             capacity: cfg.capacity,

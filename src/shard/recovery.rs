@@ -4,14 +4,18 @@
 //! store's lock, reading the audience there), so every offset after the read arrives live; the
 //! live ones the read already covered, still on their way through the shard's queue, are
 //! skipped here by offset.
+//!
+//! In a cluster the node's history is a cache of Redis's; when it cannot answer, the shard
+//! asks Redis (`Relay::fetch`, sent after the subscription joined) and holds that
+//! subscription's live messages until the answer comes back as `Command::Recovered`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Core;
 use super::commands::message_frame;
-use crate::history::Entry;
-use crate::hub::Publish;
+use crate::history::{Entry, Replay};
+use crate::hub::{Publish, Ticket};
 use crate::stomp::frame::{Command as StompCommand, Frame as StompFrame};
 use ringcast_proto::history::Recover;
 
@@ -22,6 +26,15 @@ struct Pending {
     through: u64,
     /// `x-recovered` still owed to the client on its next frame (no receipt was asked).
     tell: Option<bool>,
+    /// Waiting for Redis's answer.
+    waiting: Option<Waiting>,
+}
+
+struct Waiting {
+    serial: u64,
+    recover: Recover,
+    /// Live messages that arrived meanwhile, delivered (or skipped) once the answer is in.
+    held: Vec<Arc<Publish>>,
 }
 
 /// What a shard remembers of its recovering subscriptions, per connection: empty but for the
@@ -44,14 +57,21 @@ impl Recovering {
         self.0.is_empty()
     }
 
-    /// A live message at `offset` for subscription `id` of connection `key`.
-    pub fn live(&mut self, key: u32, id: &str, offset: u64) -> Live {
+    /// A live message for subscription `id` of connection `key`.
+    pub fn live(&mut self, key: u32, id: &str, msg: &Arc<Publish>) -> Live {
+        let Some((offset, _)) = msg.position else {
+            return Live::Deliver;
+        };
         let Some(subs) = self.0.get_mut(&key) else {
             return Live::Deliver;
         };
         let Some(i) = subs.iter().position(|p| p.id == id) else {
             return Live::Deliver;
         };
+        if let Some(w) = &mut subs[i].waiting {
+            w.held.push(msg.clone());
+            return Live::Skip;
+        }
         if offset <= subs[i].through {
             return Live::Skip;
         }
@@ -69,34 +89,108 @@ impl Recovering {
 }
 
 impl Core {
-    /// Replays what `r` missed to connection `key` and answers its receipt.
+    /// Replays what `r` missed to connection `key` and answers its receipt; asks Redis first
+    /// when the node's cache cannot tell.
     pub(super) fn recover(&mut self, key: u32, r: Recover) {
         let Some(history) = self.history.clone() else {
             return;
         };
+        if let Some(replay) = history.replay(&r.dest, &r.since) {
+            self.replay(key, r, replay, Vec::new());
+            return;
+        }
+        let Some(relay) = self.relay.clone() else {
+            let replay = Replay::unavailable();
+            history.count_replay(&replay);
+            self.replay(key, r, replay, Vec::new());
+            return;
+        };
+        self.next_serial += 1;
+        let to = Ticket {
+            shard: self.id,
+            key,
+            serial: self.next_serial,
+        };
+        relay.fetch(&r.dest, &r.since, to);
+        self.recovering.0.entry(key).or_default().push(Pending {
+            id: r.id.clone(),
+            through: 0,
+            tell: None,
+            waiting: Some(Waiting {
+                serial: to.serial,
+                recover: r,
+                held: Vec::new(),
+            }),
+        });
+    }
+
+    /// Redis answered recovery `serial` of connection `key` (an error: it cannot recover).
+    pub(super) fn recovered(&mut self, key: u32, serial: u64, answer: Result<Replay, String>) {
+        let Some(subs) = self.recovering.0.get_mut(&key) else {
+            return;
+        };
+        let mine = |p: &Pending| p.waiting.as_ref().is_some_and(|w| w.serial == serial);
+        let Some(i) = subs.iter().position(mine) else {
+            return;
+        };
+        let p = subs.swap_remove(i);
+        if subs.is_empty() {
+            self.recovering.0.remove(&key);
+        }
+        let Some(w) = p.waiting else { return };
+        let replay = answer.unwrap_or_else(|why| {
+            tracing::debug!("recovery of {:?} from Redis: {why}", w.recover.id);
+            let r = Replay::unavailable();
+            if let Some(h) = &self.history {
+                h.count_replay(&r);
+            }
+            r
+        });
+        self.replay(key, w.recover, replay, w.held);
+    }
+
+    /// Sends `replay` (and the live messages `held` meanwhile that it did not cover) to
+    /// connection `key`.
+    fn replay(&mut self, key: u32, r: Recover, replay: Replay, held: Vec<Arc<Publish>>) {
         let Some(c) = self.conns.get(key as usize) else {
             return;
         };
         let wrap = (c.session.wrapping(), c.session.deflate());
         let raw = matches!(c.session.mode(), crate::endpoint::Mode::Raw(_));
+        let positions = c.session.positions();
         let min = self.ctx.cfg.compression.min_bytes;
-        let replay = history.replay(&r.dest, &r.since);
-        let epoch = history.epoch().clone();
+        let epoch = replay.epoch.clone();
+        let id = r.id.clone();
         if raw {
             // A raw session hears the outcome first, then what it missed, in envelopes.
-            let topic = r.id.strip_prefix("topic=").unwrap_or(&r.id);
-            let notice = ringcast_proto::history::recovered_notice(topic, &epoch, replay.recovered);
+            let topic = r.id.strip_prefix("topic=").unwrap_or(&r.id).to_string();
+            let notice =
+                ringcast_proto::history::recovered_notice(&topic, &epoch, replay.recovered);
             self.send(key, raw_text(notice, wrap.1, min), false);
             for e in replay.entries {
                 let text =
-                    ringcast_proto::history::envelope(topic, Some((&epoch, e.offset)), &e.body);
+                    ringcast_proto::history::envelope(&topic, Some((&epoch, e.offset)), &e.body);
                 self.send(key, raw_text(text, wrap.1, min), false);
             }
             self.recovering.0.entry(key).or_default().push(Pending {
                 id: r.id,
                 through: replay.through,
                 tell: None,
+                waiting: None,
             });
+            for msg in held {
+                if !matches!(self.recovering.live(key, &id, &msg), Live::Skip) {
+                    let f = if positions {
+                        let position = msg.position.as_ref().map(|(o, e)| (&**e, *o));
+                        let text =
+                            ringcast_proto::history::envelope(&topic, position, &msg.body);
+                        raw_text(text, wrap.1, min)
+                    } else {
+                        msg.raw_for(wrap.1, min)
+                    };
+                    self.send(key, f, false);
+                }
+            }
             return;
         }
         let mut tell = Some(replay.recovered);
@@ -117,10 +211,20 @@ impl Core {
             self.send(key, frame, false);
         }
         self.recovering.0.entry(key).or_default().push(Pending {
-            id: r.id,
+            id: r.id.clone(),
             through: replay.through,
             tell,
+            waiting: None,
         });
+        for msg in held {
+            let extra = match self.recovering.live(key, &id, &msg) {
+                Live::Skip => continue,
+                Live::Deliver => None,
+                Live::Tell(t) => Some(("x-recovered", t.to_string())),
+            };
+            let frame = message_frame(&msg, &r.id, &r.written, wrap, min, extra);
+            self.send(key, frame, false);
+        }
     }
 }
 

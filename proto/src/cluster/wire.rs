@@ -69,6 +69,42 @@ impl Names {
     pub fn sessions(&self, node: &str) -> String {
         format!("{}:sessions:{node}", self.prefix)
     }
+
+    /// Hash of a destination's history: its epoch (`e`) and last offset (`o`).
+    pub fn history_meta(&self, key: &str) -> String {
+        format!("{}:hmeta:{key}", self.prefix)
+    }
+
+    /// Stream of a destination's kept messages, entry id `OFFSET-0`.
+    pub fn history_stream(&self, key: &str) -> String {
+        format!("{}:hist:{key}", self.prefix)
+    }
+}
+
+/// First bytes of a publish that Redis numbered: `RCP1EPOCH:OFFSET\n` then the message as
+/// `encode` wrote it. The history script (`cluster::history`) writes this prefix in Lua.
+pub const POSITIONED: &[u8; 4] = b"RCP1";
+
+/// A numbered publish from Redis: its epoch, its offset and the message, or `None` if it is
+/// malformed or not numbered.
+pub fn decode_positioned(payload: &[u8]) -> Option<(String, u64, Message)> {
+    let rest = payload.strip_prefix(POSITIONED)?;
+    let nl = rest.iter().position(|&b| b == b'\n')?;
+    let position = std::str::from_utf8(&rest[..nl]).ok()?;
+    let p = crate::history::Position::parse(position).ok()?;
+    // One spelling per position (no leading zeros): what Redis wrote, nothing else.
+    if format!("{}:{}", p.epoch, p.offset) != position {
+        return None;
+    }
+    Some((p.epoch, p.offset, decode(&rest[nl + 1..])?))
+}
+
+/// What `decode_positioned` reads (the Lua script builds the same bytes).
+pub fn encode_positioned(epoch: &str, offset: u64, message: &[u8]) -> Vec<u8> {
+    let mut out = POSITIONED.to_vec();
+    out.extend_from_slice(format!("{epoch}:{offset}\n").as_bytes());
+    out.extend_from_slice(message);
+    out
 }
 
 /// A publish as it crosses Redis.
@@ -220,6 +256,19 @@ mod tests {
         let mut many = MAGIC.to_vec();
         many.extend_from_slice(&[0, 0, 0xff, 0xff]);
         assert_eq!(decode(&many), None);
+    }
+
+    #[test]
+    fn positioned_messages_round_trip_and_refuse_junk() {
+        let inner = encode("n", &[], b"hi");
+        let wire = encode_positioned("abc123", 42, &inner);
+        let (e, o, m) = decode_positioned(&wire).unwrap();
+        assert_eq!((e.as_str(), o), ("abc123", 42));
+        assert_eq!(&m.body[..], b"hi");
+        assert_eq!(decode_positioned(&inner), None);
+        assert_eq!(decode_positioned(b"RCP1abc:x\n"), None);
+        assert_eq!(decode_positioned(b"RCP1abc:1"), None);
+        assert_eq!(decode_positioned(b"RCP1:1\nRC1\0"), None);
     }
 
     #[test]
