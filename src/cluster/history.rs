@@ -239,7 +239,10 @@ mod tests {
         assert!(snapshot(&Value::Array(vec![Value::Int(1)])).is_err());
         let junk = read(vec![Value::Int(3), bulk("x")], 2);
         assert!(junk.entries.is_empty());
-        assert_eq!(numbered(&Value::Array(vec![Value::Int(7), Value::Int(2)])), Some((7, 2)));
+        assert_eq!(
+            numbered(&Value::Array(vec![Value::Int(7), Value::Int(2)])),
+            Some((7, 2))
+        );
         assert_eq!(numbered(&Value::Nil), None);
     }
 }

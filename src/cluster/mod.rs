@@ -288,7 +288,12 @@ impl Relay for Cluster {
         self.enqueue(msg, kind)
     }
 
-    fn fetch(&self, dest: &crate::hub::Dest, since: &ringcast_proto::history::Position, to: Ticket) {
+    fn fetch(
+        &self,
+        dest: &crate::hub::Dest,
+        since: &ringcast_proto::history::Position,
+        to: Ticket,
+    ) {
         self.request(Request::Fetch {
             dest: dest.clone(),
             since: since.clone(),

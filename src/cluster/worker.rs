@@ -145,7 +145,12 @@ impl Worker {
         }
         let mine = |k: &str| key.is_none_or(|key| key == k);
         self.listening.retain(|k, _| !mine(k));
-        let gone: Vec<_> = self.awaiting.keys().filter(|(k, _)| mine(k)).cloned().collect();
+        let gone: Vec<_> = self
+            .awaiting
+            .keys()
+            .filter(|(k, _)| mine(k))
+            .cloned()
+            .collect();
         for k in gone {
             if let Some((reply, others)) = self.awaiting.remove(&k) {
                 let _ = reply.send(Ok((0, others)));
@@ -153,7 +158,11 @@ impl Worker {
         }
         if key.is_none() {
             for (_, to) in self.fetching.drain().flat_map(|(_, w)| w) {
-                answer_fetch(hub, to, Err("Redis went away during the history read".into()));
+                answer_fetch(
+                    hub,
+                    to,
+                    Err("Redis went away during the history read".into()),
+                );
             }
         }
     }
@@ -348,8 +357,7 @@ impl Worker {
                 }
             }
         }
-        let result = match timeout(OP_TIMEOUT, pipe.query_async::<Vec<redis::Value>>(conn)).await
-        {
+        let result = match timeout(OP_TIMEOUT, pipe.query_async::<Vec<redis::Value>>(conn)).await {
             Ok(Ok(answers)) => Ok(answers),
             Ok(Err(e)) => Err(format!("PUBLISH failed: {e}")),
             Err(_) => Err("PUBLISH timed out".to_string()),
@@ -379,7 +387,12 @@ impl Worker {
                 Kind::Numbered { reply, .. } => {
                     let Some((offset, subscribers)) = answer.and_then(script::numbered) else {
                         let why = "Redis did not number the message";
-                        Kind::Numbered { size: 0, ttl_ms: 0, reply }.fail(why);
+                        Kind::Numbered {
+                            size: 0,
+                            ttl_ms: 0,
+                            reply,
+                        }
+                        .fail(why);
                         continue;
                     };
                     let others = subscribers.saturating_sub(this);
@@ -523,7 +536,12 @@ impl Worker {
 
     /// A message Redis numbered: cached and delivered like any other; this node's own ones
     /// are counted for the publisher waiting on them.
-    fn incoming_numbered(&mut self, hub: &Arc<Hub>, channel: &[u8], n: (String, u64, wire::Message)) {
+    fn incoming_numbered(
+        &mut self,
+        hub: &Arc<Hub>,
+        channel: &[u8],
+        n: (String, u64, wire::Message),
+    ) {
         let (epoch, offset, m) = n;
         let Some(dest) = self.setup.info.names.dest(channel) else {
             return;
@@ -569,7 +587,12 @@ impl Worker {
             return;
         }
         self.fetching.insert(key.clone(), vec![(since, to)]);
-        self.setup.info.stats.history.redis_reads.fetch_add(1, Relaxed);
+        self.setup
+            .info
+            .stats
+            .history
+            .redis_reads
+            .fetch_add(1, Relaxed);
         let names = &self.setup.info.names;
         let (meta, stream) = (names.history_meta(&key), names.history_stream(&key));
         let generation = self.listening.get(&key).copied();
@@ -582,11 +605,12 @@ impl Worker {
                 .key(stream)
                 .arg(crate::history::new_epoch())
                 .arg(script::META_TTL_MS);
-            let result = match timeout(OP_TIMEOUT, call.invoke_async::<redis::Value>(&mut conn)).await {
-                Ok(Ok(v)) => script::snapshot(&v),
-                Ok(Err(e)) => Err(format!("the history read failed: {e}")),
-                Err(_) => Err("the history read timed out".into()),
-            };
+            let result =
+                match timeout(OP_TIMEOUT, call.invoke_async::<redis::Value>(&mut conn)).await {
+                    Ok(Ok(v)) => script::snapshot(&v),
+                    Ok(Err(e)) => Err(format!("the history read failed: {e}")),
+                    Err(_) => Err("the history read timed out".into()),
+                };
             let _ = done.send(ReadDone {
                 dest,
                 generation,
@@ -612,12 +636,16 @@ impl Worker {
                 return;
             }
         };
-        let steady =
-            done.generation.is_some() && self.listening.get(&done.dest.key()) == done.generation.as_ref();
+        let steady = done.generation.is_some()
+            && self.listening.get(&done.dest.key()) == done.generation.as_ref();
         if !steady {
             // Those that asked during the read may have joined after it: they cannot be sure.
             for (_, to) in waiting {
-                answer_fetch(hub, to, Err("the node stopped listening during the read".into()));
+                answer_fetch(
+                    hub,
+                    to,
+                    Err("the node stopped listening during the read".into()),
+                );
             }
             return;
         }
@@ -629,7 +657,11 @@ impl Worker {
                 history.count_replay(&r);
                 Some(r)
             });
-            answer_fetch(hub, to, r.ok_or_else(|| "the destination keeps no history".into()));
+            answer_fetch(
+                hub,
+                to,
+                r.ok_or_else(|| "the destination keeps no history".into()),
+            );
         }
     }
 

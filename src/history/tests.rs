@@ -10,7 +10,8 @@ use crate::config::{Config, Project};
 use crate::hub::{Dest, Publish};
 
 fn replay(h: &History, dest: &Dest, since: &Position) -> super::Replay {
-    h.replay(dest, since).expect("a standalone store always answers")
+    h.replay(dest, since)
+        .expect("a standalone store always answers")
 }
 
 fn store(size: usize, ttl_ms: u64) -> History {
@@ -160,15 +161,25 @@ fn pos(epoch: &str, offset: u64) -> Position {
 fn a_cluster_cache_answers_only_what_it_saw() {
     let h = cache(10);
     let news = topic("news");
-    assert!(h.replay(&news, &pos("e1", 0)).is_none(), "nothing cached yet");
+    assert!(
+        h.replay(&news, &pos("e1", 0)).is_none(),
+        "nothing cached yet"
+    );
     // An unnumbered message (from a node without history) is delivered, not kept.
-    assert!(h.record(Publish::new(news.clone(), Bytes::new(), vec![]), |m| m).position.is_none());
+    assert!(
+        h.record(Publish::new(news.clone(), Bytes::new(), vec![]), |m| m)
+            .position
+            .is_none()
+    );
     for o in 5..=8 {
         h.record(numbered(o, "e1"), |_| ());
     }
     let r = h.replay(&news, &pos("e1", 6)).unwrap();
     assert!(r.recovered);
-    assert_eq!(r.entries.iter().map(|e| e.offset).collect::<Vec<_>>(), [7, 8]);
+    assert_eq!(
+        r.entries.iter().map(|e| e.offset).collect::<Vec<_>>(),
+        [7, 8]
+    );
     assert_eq!((r.through, &*r.epoch), (8, "e1"));
     assert!(h.replay(&news, &pos("e1", 8)).unwrap().entries.is_empty());
     // Older than what arrived live, another epoch, or ahead of the cache: Redis decides.
@@ -203,7 +214,10 @@ fn a_merged_read_makes_the_cache_complete() {
     );
     // Kept: 4, 5, 6 (size 3): 3 and older are gone for good, and the cache can say so.
     let r = h.replay(&news, &pos("e1", 3)).unwrap();
-    assert_eq!(r.entries.iter().map(|e| e.offset).collect::<Vec<_>>(), [4, 5, 6]);
+    assert_eq!(
+        r.entries.iter().map(|e| e.offset).collect::<Vec<_>>(),
+        [4, 5, 6]
+    );
     assert!(!h.replay(&news, &pos("e1", 2)).unwrap().recovered);
     assert!(!h.replay(&news, &pos("e0", 5)).unwrap().recovered);
     // A late live copy of 5 is delivered but not kept twice.
@@ -211,5 +225,11 @@ fn a_merged_read_makes_the_cache_complete() {
     assert_eq!(h.len(), 3);
     h.forget(Some(&news.key()));
     assert!(h.is_empty() && h.replay(&news, &pos("e1", 5)).is_none());
-    assert_eq!(h.stats.history.messages.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        h.stats
+            .history
+            .messages
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }

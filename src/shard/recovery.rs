@@ -182,8 +182,7 @@ impl Core {
                 if !matches!(self.recovering.live(key, &id, &msg), Live::Skip) {
                     let f = if positions {
                         let position = msg.position.as_ref().map(|(o, e)| (&**e, *o));
-                        let text =
-                            ringcast_proto::history::envelope(&topic, position, &msg.body);
+                        let text = ringcast_proto::history::envelope(&topic, position, &msg.body);
                         raw_text(text, wrap.1, min)
                     } else {
                         msg.raw_for(wrap.1, min)
