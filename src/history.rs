@@ -4,7 +4,7 @@
 //! shard sees a destination's messages in offset order, and a recovering subscription can read
 //! "everything up to now" and know that whatever comes live after it is new.
 //!
-//! Bodies are kept as the publish's own `Bytes` (shared, not copied); a destination without
+//! Bodies are copied into blocks per stream (see `Stream::store`); a destination without
 //! history never takes the lock. The epoch is drawn at start: history does not survive a
 //! restart, and clients holding positions of the old epoch are told they cannot recover.
 //!
@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use ringcast_proto::history::{Config, Position};
 
 use crate::config;
@@ -33,20 +33,30 @@ pub struct Entry {
     /// Milliseconds since the store started (for `ttl_ms`).
     at_ms: u64,
     pub body: Bytes,
-    pub headers: Box<[(String, String)]>,
+    /// Boxed twice so that the common case, no headers, costs one word (a `Vec` costs three).
+    #[allow(clippy::box_collection)]
+    headers: Option<Box<Vec<(String, String)>>>,
 }
 
 impl Entry {
     /// A message read back from Redis (its age travels beside it, see `Snapshot`).
-    pub fn new(offset: u64, body: Bytes, headers: Box<[(String, String)]>) -> Entry {
+    pub fn new(offset: u64, body: Bytes, headers: Vec<(String, String)>) -> Entry {
         Entry {
             offset,
             at_ms: 0,
             body,
-            headers,
+            headers: (!headers.is_empty()).then(|| Box::new(headers)),
         }
     }
+
+    /// The publisher's headers.
+    pub fn into_headers(self) -> Vec<(String, String)> {
+        self.headers.map(|h| *h).unwrap_or_default()
+    }
 }
+
+/// The largest block of bodies a stream allocates at once.
+const MAX_BLOCK: usize = 64 * 1024;
 
 struct Stream {
     epoch: Arc<str>,
@@ -57,6 +67,10 @@ struct Stream {
     /// node): a position older than them cannot be recovered. Otherwise (a cluster node's
     /// cache, filled live only) older positions are for Redis to judge.
     complete: bool,
+    /// Where the stream's bodies are copied, one after the other: a body on its own would
+    /// cost an allocation and `Bytes`' shared header (~50 bytes with the allocator's own);
+    /// in a block they cost their bytes. A block lives as long as its newest entry.
+    block: BytesMut,
 }
 
 impl Stream {
@@ -66,7 +80,24 @@ impl Stream {
             last: 0,
             entries: VecDeque::new(),
             complete,
+            block: BytesMut::new(),
         }
+    }
+
+    /// `body`, copied into the stream's current block (a new one when it is full). Blocks
+    /// grow with the stream, to an eighth of what it keeps (at most `MAX_BLOCK`): a block
+    /// trimmed to its last entry wastes that much at most, and a stream of one message gets
+    /// a block of exactly its body.
+    fn store(&mut self, body: &[u8]) -> Bytes {
+        if body.is_empty() {
+            return Bytes::new();
+        }
+        if self.block.capacity() - self.block.len() < body.len() {
+            let grown = (self.entries.len() * body.len() / 8).min(MAX_BLOCK);
+            self.block = BytesMut::with_capacity(grown.max(body.len()));
+        }
+        self.block.extend_from_slice(body);
+        self.block.split().freeze()
     }
 }
 
@@ -188,20 +219,12 @@ impl History {
             .or_insert_with(|| Stream::new(self.epoch.clone(), true));
         s.last += 1;
         msg.position = Some((s.last, self.epoch.clone()));
-        s.entries.push_back(self.entry(s.last, now, &msg));
+        let e = entry(s, s.last, now, &msg);
+        keep(s, e, cfg.size);
         let dropped = trim(s, &cfg, now);
         self.count_kept(1, dropped);
         self.stats.history.recorded.fetch_add(1, Relaxed);
         deliver(Arc::new(msg))
-    }
-
-    fn entry(&self, offset: u64, at_ms: u64, msg: &Publish) -> Entry {
-        Entry {
-            offset,
-            at_ms,
-            body: msg.body.clone(),
-            headers: msg.headers.clone().into_boxed_slice(),
-        }
     }
 
     fn count_kept(&self, added: usize, dropped: usize) {
@@ -229,7 +252,8 @@ impl History {
         let mut added = 0;
         if offset > s.last {
             s.last = offset;
-            s.entries.push_back(self.entry(offset, now, &msg));
+            let e = entry(s, offset, now, &msg);
+            keep(s, e, cfg.size);
             added = 1;
             dropped += trim(s, cfg, now);
         }
@@ -366,6 +390,25 @@ pub struct Bounds {
     pub ttl_ms: u64,
 }
 
+/// `msg` as `s` keeps it at `offset`.
+fn entry(s: &mut Stream, offset: u64, at_ms: u64, msg: &Publish) -> Entry {
+    Entry {
+        at_ms,
+        ..Entry::new(offset, s.store(&msg.body), msg.headers.clone())
+    }
+}
+
+/// Appends `e`. The ring grows by doubling as usual but never past `size` (+1 before the
+/// trim): a full stream of 10,000 would otherwise hold 16,384 slots of 64 bytes.
+fn keep(s: &mut Stream, e: Entry, size: usize) {
+    let (len, cap) = (s.entries.len(), s.entries.capacity());
+    if len == cap {
+        let want = (cap * 2).max(4).min(size + 1);
+        s.entries.reserve_exact(want.saturating_sub(len).max(1));
+    }
+    s.entries.push_back(e);
+}
+
 /// Drops what is beyond `size` or older than `ttl_ms`; returns how many went.
 fn trim(s: &mut Stream, cfg: &Bounds, now: u64) -> usize {
     let before = s.entries.len();
@@ -381,6 +424,7 @@ fn trim(s: &mut Stream, cfg: &Bounds, now: u64) -> usize {
     }
     if s.entries.is_empty() && s.entries.capacity() > 0 {
         s.entries = VecDeque::new();
+        s.block = BytesMut::new();
     }
     before - s.entries.len()
 }

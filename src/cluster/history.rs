@@ -118,7 +118,7 @@ fn entry(v: &Value, now: u64) -> Option<(Entry, u64)> {
     }
     let m = wire::decode(p?)?;
     Some((
-        Entry::new(offset, m.body, m.headers.into_boxed_slice()),
+        Entry::new(offset, m.body, m.headers),
         now.saturating_sub(t?),
     ))
 }

@@ -201,7 +201,7 @@ fn a_merged_read_makes_the_cache_complete() {
     let entries = (3..=5)
         .map(|o| {
             let p = numbered(o, "e1");
-            (h.entry(o, 0, &p), 10)
+            (super::Entry::new(o, p.body.clone(), vec![]), 10)
         })
         .collect();
     h.merge(

@@ -241,7 +241,8 @@ pub(super) fn raw_text(text: String, deflate: Option<u8>, min_bytes: usize) -> b
 
 /// A kept message as a publish again, for the frame builders.
 fn replayed(r: &Recover, e: Entry, epoch: &Arc<str>) -> Publish {
-    let mut p = Publish::new(r.dest.clone(), e.body, e.headers.into_vec());
-    p.position = Some((e.offset, epoch.clone()));
+    let offset = e.offset;
+    let mut p = Publish::new(r.dest.clone(), e.body.clone(), e.into_headers());
+    p.position = Some((offset, epoch.clone()));
     p
 }
