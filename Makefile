@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/ringcast
 
-.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke c1m-netns cluster-demo cluster-bench spring-demo install uninstall deb autobahn-deflate peers compare compare-smoke compare-tls
+.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke c1m-netns cluster-demo cluster-bench spring-demo install uninstall deb autobahn-deflate peers compare compare-smoke compare-tls compare-stomp
 
 build:
 	$(CARGO) build --release --workspace
@@ -77,11 +77,20 @@ compare-tls: peers
 	./target/release/ringcast-bench compare --servers ringcast,ringcast-tls,nginx-tls,node-ws-tls \
 	  --out $(COMPARE_OUT)-tls $(COMPARE_ARGS)
 
-## 500 connections through every peer: each reaches all its connections, the table is produced.
+## STOMP side by side (issue #18): ringcast's STOMP sessions (a JWT each) against RabbitMQ
+## Web-STOMP and ActiveMQ (bench/peers/rabbitmq, bench/peers/activemq), plus the floor.
+compare-stomp: peers
+	./target/release/ringcast-bench compare --stomp --out $(COMPARE_OUT)-stomp $(COMPARE_ARGS)
+
+## 500 connections through every peer, and 300 STOMP sessions through ringcast and both
+## brokers: each reaches all its connections, the tables are produced.
 compare-smoke: peers
 	./target/release/ringcast-bench compare -n 500 --sustained-connections 500 --topics 10 \
 	  --rate 200 --duration 3 --out target/compare-smoke > target/compare-smoke.md
 	cat target/compare-smoke.md
+	./target/release/ringcast-bench compare --stomp -n 300 --sustained-connections 300 --topics 10 \
+	  --rate 100 --duration 3 --repeat 1 --out target/compare-stomp-smoke > target/compare-stomp-smoke.md
+	cat target/compare-stomp-smoke.md
 
 ## Three nodes (8081-8083) on a private redis-server, with a small bench across them.
 cluster-demo: build

@@ -57,6 +57,9 @@ pub enum Proto {
         heartbeat_ms: u32,
         /// Frames travel in SockJS's `a["..."]` (the client's as `["..."]`).
         sockjs: bool,
+        /// STOMP straight over TCP (a broker without a WebSocket listener): no upgrade,
+        /// `frames` are sent as they are, and frames end at their NUL.
+        tcp: bool,
     },
 }
 
@@ -101,6 +104,8 @@ const TICK: Duration = Duration::from_millis(50);
 
 /// A masked, empty-mask client text frame holding one EOL: a STOMP heart-beat.
 const BEAT: &[u8] = &[0x81, 0x81, 0, 0, 0, 0, b'\n'];
+/// A beat straight over TCP.
+const TCP_BEAT: &[u8] = b"\n";
 /// The same beat as a SockJS message, `["\n"]`.
 const SOCKJS_BEAT: &[u8] = &[0x81, 0x86, 0, 0, 0, 0, b'[', b'"', b'\\', b'n', b'"', b']'];
 
@@ -244,11 +249,16 @@ impl State {
                     Ok(_) => {
                         let fd = c.fd.as_ref().expect("connecting").as_raw_fd();
                         c.last_rx = self.tick;
-                        let request = match &plan.proto {
-                            Proto::Raw { request } => request(plan.first + key as usize),
-                            Proto::Stomp { request, .. } => request.clone(),
+                        let (request, phase) = match &plan.proto {
+                            Proto::Raw { request } => {
+                                (request(plan.first + key as usize), Phase::Upgrading)
+                            }
+                            Proto::Stomp {
+                                frames, tcp: true, ..
+                            } => (frames(plan.first + key as usize), Phase::Subscribing),
+                            Proto::Stomp { request, .. } => (request.clone(), Phase::Upgrading),
                         };
-                        c.phase = Phase::Upgrading;
+                        c.phase = phase;
                         if let Some(cfg) = &plan.tls {
                             let name = rustls::pki_types::ServerName::try_from("localhost")
                                 .expect("a valid name");
@@ -326,6 +336,7 @@ impl State {
         let expect = (self.server_hb_ms.max(hb_ms) / TICK.as_millis() as u32).max(1) as usize;
         let beat = Bytes::from_static(match plan.proto {
             Proto::Stomp { sockjs: true, .. } => SOCKJS_BEAT,
+            Proto::Stomp { tcp: true, .. } => TCP_BEAT,
             _ => BEAT,
         });
         let mut key = self.tick as usize % period;
@@ -366,6 +377,10 @@ impl State {
             }
         }
         let now = plan.epoch.elapsed().as_nanos() as u64;
+        if let Proto::Stomp { tcp: true, .. } = plan.proto {
+            self.on_tcp_frames(plan, c, now);
+            return reply;
+        }
         let mut pos = 0;
         let stomp = matches!(plan.proto, Proto::Stomp { .. });
         let sockjs = matches!(plan.proto, Proto::Stomp { sockjs: true, .. });
@@ -395,31 +410,17 @@ impl State {
                 continue;
             }
             if stomp {
-                if p.starts_with(b"RECEIPT") && c.phase == Phase::Subscribing {
-                    c.phase = Phase::Open;
-                    self.in_progress -= 1;
-                    plan.shared.connected.fetch_add(1, Relaxed);
-                    continue;
-                }
-                if p.starts_with(b"ERROR") {
-                    let msg = p
-                        .split(|&b| b == b'\n')
-                        .find_map(|l| l.strip_prefix(b"message:"))
-                        .map(|m| String::from_utf8_lossy(m).into_owned())
-                        .unwrap_or_default();
-                    self.fail(plan, c, format!("STOMP ERROR: {msg}"));
-                    return None;
-                }
-                if p.starts_with(b"CONNECTED") && self.server_hb_ms == 0 {
-                    self.server_hb_ms = p
-                        .split(|&b| b == b'\n')
-                        .find_map(|l| l.strip_prefix(b"heart-beat:"))
-                        .and_then(|v| std::str::from_utf8(v).ok())
-                        .and_then(|v| v.split(',').next()?.trim().parse().ok())
-                        .unwrap_or(0);
-                }
-                if !p.starts_with(b"MESSAGE") {
-                    continue; // CONNECTED, heart-beats
+                match self.classify(p) {
+                    Stomp::Message => {}
+                    Stomp::Receipt => {
+                        self.subscribed(plan, c);
+                        continue;
+                    }
+                    Stomp::Error(msg) => {
+                        self.fail(plan, c, format!("STOMP ERROR: {msg}"));
+                        return None;
+                    }
+                    Stomp::Other => continue,
                 }
             }
             if let Some(sent) = timestamp(p) {
@@ -435,6 +436,81 @@ impl State {
             c.buf.drain(..pos);
         }
         reply
+    }
+}
+
+/// What one STOMP frame from the server was.
+enum Stomp {
+    Message,
+    Receipt,
+    Error(String),
+    /// CONNECTED, a heart-beat: nothing to count.
+    Other,
+}
+
+impl State {
+    fn classify(&mut self, p: &[u8]) -> Stomp {
+        if p.starts_with(b"RECEIPT") {
+            return Stomp::Receipt;
+        }
+        if p.starts_with(b"ERROR") {
+            let msg = p
+                .split(|&b| b == b'\n')
+                .find_map(|l| l.strip_prefix(b"message:"))
+                .map(|m| String::from_utf8_lossy(m).into_owned())
+                .unwrap_or_default();
+            return Stomp::Error(msg);
+        }
+        if p.starts_with(b"CONNECTED") && self.server_hb_ms == 0 {
+            self.server_hb_ms = p
+                .split(|&b| b == b'\n')
+                .find_map(|l| l.strip_prefix(b"heart-beat:"))
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.split(',').next()?.trim().parse().ok())
+                .unwrap_or(0);
+        }
+        if p.starts_with(b"MESSAGE") {
+            Stomp::Message
+        } else {
+            Stomp::Other
+        }
+    }
+
+    /// The SUBSCRIBE's receipt: the session counts as connected.
+    fn subscribed(&mut self, plan: &Plan, c: &mut Client) {
+        if c.phase == Phase::Subscribing {
+            c.phase = Phase::Open;
+            self.in_progress -= 1;
+            plan.shared.connected.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// STOMP straight over TCP: every whole frame in the buffer (each ends at its NUL; the
+    /// newlines between frames are heart-beats).
+    fn on_tcp_frames(&mut self, plan: &Plan, c: &mut Client, now: u64) {
+        let mut pos = 0;
+        while let Some(end) = c.buf[pos..].iter().position(|&b| b == 0) {
+            let frame = c.buf[pos..pos + end].to_vec();
+            pos += end + 1;
+            let start = frame.iter().position(|&b| b != b'\n' && b != b'\r');
+            let p = &frame[start.unwrap_or(frame.len())..];
+            match self.classify(p) {
+                Stomp::Message => {}
+                Stomp::Receipt => {
+                    self.subscribed(plan, c);
+                    continue;
+                }
+                Stomp::Error(msg) => return self.fail(plan, c, format!("STOMP ERROR: {msg}")),
+                Stomp::Other => continue,
+            }
+            if let Some(sent) = timestamp(p) {
+                let _ = self.hist.record(now.saturating_sub(sent).max(1));
+            }
+            self.received += 1;
+            self.received_bytes += end as u64 + 1;
+            self.last_recv = self.last_recv.max(now);
+        }
+        c.buf.drain(..pos);
     }
 }
 

@@ -23,18 +23,29 @@ use crate::{Load, Target, admin_publish, drive, floor_measure, pid_cpu_s, raw_pr
 pub struct Args {
     /// Connections for the idle + broadcast scenario.
     #[arg(long, short = 'n', default_value_t = 19_000)]
-    connections: usize,
+    pub(crate) connections: usize,
     /// Subscribers for the sustained scenario.
     #[arg(long, default_value_t = 10_000)]
-    sustained_connections: usize,
+    pub(crate) sustained_connections: usize,
     /// Topics the sustained subscribers are spread over (publishes go round-robin).
     #[arg(long, default_value_t = 100)]
-    topics: usize,
+    pub(crate) topics: usize,
     /// Publishes per second in the sustained scenario.
     #[arg(long, default_value_t = 1000)]
-    rate: u32,
+    pub(crate) rate: u32,
     #[arg(long, default_value_t = 30)]
-    duration: u64,
+    pub(crate) duration: u64,
+    /// STOMP sessions instead of raw connections, against the brokers (`--stomp-servers`),
+    /// with a unicast scenario besides (see `brokers.rs`).
+    #[arg(long)]
+    pub(crate) stomp: bool,
+    /// Servers of the STOMP comparison, in order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "floor,ringcast,rabbitmq,activemq"
+    )]
+    pub(crate) stomp_servers: Vec<String>,
     /// Servers to run, in order.
     #[arg(
         long,
@@ -44,24 +55,24 @@ pub struct Args {
     servers: Vec<String>,
     /// Folder for compare.json, compare.md, per-run JSON and PNG charts.
     #[arg(long)]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     #[arg(long, default_value = "127.0.0.2-127.0.0.41")]
-    sources: String,
+    pub(crate) sources: String,
     /// Give up on connecting or on deliveries after this many seconds.
     #[arg(long, default_value_t = 120)]
-    timeout: u64,
+    pub(crate) timeout: u64,
     /// Runs of the idle + broadcast scenario per server (a fresh process each); the table
     /// takes the median of each figure, since connect bursts on a shared 2-core box are noisy.
     #[arg(long, default_value_t = 3)]
-    repeat: usize,
+    pub(crate) repeat: usize,
 }
 
 /// Lets the previous run's sockets finish closing before the next run connects.
-const SETTLE: Duration = Duration::from_secs(2);
+pub(crate) const SETTLE: Duration = Duration::from_secs(2);
 
 /// The run with the median connect rate; the last delivery and memory figures are replaced by
 /// their medians over all runs (each figure is a median of its own).
-fn median_run(mut runs: Vec<Value>) -> Value {
+pub(crate) fn median_run(mut runs: Vec<Value>) -> Value {
     if runs.iter().any(|r| r["ok"].as_bool() != Some(true)) || runs.is_empty() {
         return runs
             .into_iter()
@@ -112,7 +123,7 @@ struct Running {
 }
 
 /// A scratch folder removed on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -120,13 +131,13 @@ impl Drop for TempDir {
     }
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
 /// The repository root (peers and binaries are found from it).
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     // target/release/ringcast-bench → the workspace root.
     exe.ancestors()
@@ -276,7 +287,7 @@ fn stop(r: &mut Running) {
     }
 }
 
-fn stop_child(child: &mut Child) {
+pub(crate) fn stop_child(child: &mut Child) {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -319,7 +330,7 @@ fn nginx_conf(
 }
 
 /// A process and everything it started (nginx's workers), for memory and CPU.
-fn family(pid: u32) -> Vec<u32> {
+pub(crate) fn family(pid: u32) -> Vec<u32> {
     let mut all = vec![pid];
     let mut i = 0;
     while i < all.len() {
@@ -433,6 +444,9 @@ fn load(a: &Args, connections: usize, sustained: bool) -> Load {
 }
 
 pub fn run(a: &Args) -> Result<Value, String> {
+    if a.stomp {
+        return crate::brokers::run(a);
+    }
     std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
     // What one process can hold: the fd table minus what a runtime keeps open.
     let cap = ringcast::server::raise_nofile().saturating_sub(1000) as usize;

@@ -92,6 +92,7 @@ pub(crate) fn ringcast_run(
                 frames: Arc::new(frames),
                 heartbeat_ms,
                 sockjs,
+                tcp: false,
             }
         }
     };

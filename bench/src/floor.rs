@@ -130,7 +130,10 @@ fn shard(addr: SocketAddr, inbox: Inbox) -> std::io::Result<()> {
                             }
                         }
                         Command::Shutdown => done = true,
-                        Command::Reload(_) | Command::Sockjs(_) | Command::Answer(_) => {}
+                        Command::Reload(_)
+                        | Command::Sockjs(_)
+                        | Command::Answer(_)
+                        | Command::Recovered { .. } => {}
                         Command::Disconnect { reply, .. } | Command::Barrier(reply) => {
                             let _ = reply.send(0);
                         }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod api;
+mod brokers;
 mod client;
 mod compare;
 mod drive;
@@ -66,7 +67,8 @@ enum Cmd {
         load: Load,
     },
     /// ringcast, its peers (tokio-tungstenite, Node ws, Netty) and the floor, one after another
-    /// under the same load: a Markdown table of ratios, PNG charts and JSON.
+    /// under the same load: a Markdown table of ratios, PNG charts and JSON. With `--stomp`:
+    /// ringcast's STOMP sessions against RabbitMQ Web-STOMP and ActiveMQ.
     Compare(compare::Args),
     /// Publishes through the network API (keep-alive HTTP, single or batched) as fast as the
     /// server answers: publishes per second.
