@@ -83,6 +83,19 @@ struct Shared {
     /// STOMP sessions resolve `/topic/{projectId}/{topic}` to the topic alone.
     legacy: bool,
     active: AtomicUsize,
+    /// `[api] console`: the web console's routes under `/console/`.
+    console: Option<crate::console::Console>,
+}
+
+impl Shared {
+    /// For a console login: the projects an admin key may touch (`Some(None)`: all), or
+    /// `None` for a key that is unknown or lacks the admin scope.
+    fn admin_projects(&self, presented: &str) -> Option<Option<Vec<String>>> {
+        let key = self.keys.find(presented.as_bytes())?;
+        key.scopes
+            .contains(&Scope::Admin)
+            .then(|| key.projects.clone())
+    }
 }
 
 /// Binds `cfg.listen` and serves it on a thread.
@@ -91,11 +104,16 @@ pub fn serve(
     api: Arc<Api>,
     legacy: bool,
     tls: Option<Arc<crate::tls::Tls>>,
+    ctx: Arc<crate::endpoint::Context>,
 ) -> Result<(std::net::SocketAddr, std::thread::JoinHandle<()>), String> {
     let addr = cfg.listen.as_deref().ok_or("api.listen is not set")?;
     let listener = TcpListener::bind(addr).map_err(|e| format!("api.listen {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let console = cfg
+        .console
+        .then(|| crate::console::Console::new(api.clone(), ctx, cfg.tls));
     let shared = Arc::new(Shared {
+        console,
         api,
         tls: tls.filter(|_| cfg.tls),
         keys: Keys::load(cfg)?,
@@ -229,6 +247,25 @@ fn serve_conn(mut stream: Conn, shared: &Shared) {
             }
         };
         buf.drain(..req.len);
+        if let Some(c) = shared
+            .console
+            .as_ref()
+            .filter(|_| crate::console::owns(&req.path))
+        {
+            match c.handle(&req, |k| shared.admin_projects(k)) {
+                crate::console::Outcome::Reply(r) => {
+                    if stream.write_all(&r.to_bytes_with(req.keep_alive)).is_err()
+                        || !req.keep_alive
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                crate::console::Outcome::Events { session } => {
+                    return c.events(&session, &mut stream);
+                }
+            }
+        }
         let resp = match authorize(shared, &req) {
             Ok(caller) => msgcenter_route(shared, &req, &caller)
                 .unwrap_or_else(|| shared.api.handle_as(&req, &caller)),

@@ -97,11 +97,22 @@ pub struct SessionInfo {
     pub shard: usize,
     pub project: String,
     pub user: Option<String>,
-    /// `stomp` or `raw`.
+    /// `stomp`, `sockjs` or `raw`.
     pub protocol: &'static str,
+    /// The peer's IPv4 address (absent for IPv6 peers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
     /// Seconds since the Unix epoch.
     pub connected_at: u32,
     pub subscriptions: Vec<SubscriptionInfo>,
+}
+
+/// What a shard holds, per project (`Command::Census`).
+#[derive(Debug, Default, Clone)]
+pub struct Census {
+    pub projects: std::collections::BTreeMap<String, u64>,
+    /// Connections without an identity yet (handshaking, or raw without a token).
+    pub anonymous: u64,
 }
 
 /// One STOMP subscription: its id and the destination as the client wrote it.
@@ -118,11 +129,24 @@ pub enum Command {
         reply: Option<Sender<usize>>,
     },
     /// Describe identified sessions of `project` (every project if `None`; optionally of one
-    /// `user`).
+    /// `user`): at most `limit`, in (shard, id) order after `after`.
     Sessions {
         project: Option<String>,
         user: Option<String>,
+        after: Option<(usize, u32)>,
+        limit: usize,
         reply: Sender<Vec<SessionInfo>>,
+    },
+    /// Identified sessions per project, and sessions not yet identified (the console's
+    /// overview).
+    Census(Sender<Census>),
+    /// Destinations whose key contains `filter`, with their subscribers here: at most `limit`,
+    /// the smallest keys after `after` (the console's destination list, a page at a time).
+    Destinations {
+        filter: String,
+        after: String,
+        limit: usize,
+        reply: Sender<Vec<(String, usize)>>,
     },
     /// Close every session of `user` in `project` (code 1008, "disconnected by the server").
     Disconnect {
@@ -516,26 +540,91 @@ impl Hub {
         project: Option<&str>,
         user: Option<&str>,
     ) -> Result<Vec<serde_json::Value>, String> {
+        let all = self.sessions_page(project, user, None, usize::MAX)?;
+        Ok(all
+            .iter()
+            .filter_map(|s| serde_json::to_value(s).ok())
+            .collect())
+    }
+
+    /// A page of identified sessions: at most `limit`, in (shard, id) order after `after`.
+    pub fn sessions_page(
+        &self,
+        project: Option<&str>,
+        user: Option<&str>,
+        after: Option<(usize, u32)>,
+        limit: usize,
+    ) -> Result<Vec<SessionInfo>, String> {
+        let mut all = self.gather(|reply| Command::Sessions {
+            project: project.map(str::to_string),
+            user: user.map(str::to_string),
+            after,
+            limit,
+            reply,
+        })?;
+        all.sort_by_key(|s| (s.shard, s.id));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// Every shard's answer to `make`, concatenated.
+    fn gather<T>(
+        &self,
+        make: impl Fn(Sender<Vec<T>>) -> Command,
+    ) -> Result<Vec<T>, String> {
         let (tx, rx) = bounded(self.links.len());
         for link in &self.links {
-            self.send(
-                link,
-                Command::Sessions {
-                    project: project.map(str::to_string),
-                    user: user.map(str::to_string),
-                    reply: tx.clone(),
-                },
-            );
+            self.send(link, make(tx.clone()));
         }
         drop(tx);
         let mut all = Vec::new();
         for _ in 0..self.links.len() {
-            let shard = rx
-                .recv_timeout(REPLY_TIMEOUT)
-                .map_err(|_| "a shard did not answer in time".to_string())?;
-            all.extend(shard.iter().filter_map(|s| serde_json::to_value(s).ok()));
+            all.extend(
+                rx.recv_timeout(REPLY_TIMEOUT)
+                    .map_err(|_| "a shard did not answer in time".to_string())?,
+            );
         }
         Ok(all)
+    }
+
+    /// Sessions per project over every shard.
+    pub fn census(&self) -> Result<Census, String> {
+        let (tx, rx) = bounded(self.links.len());
+        for link in &self.links {
+            self.send(link, Command::Census(tx.clone()));
+        }
+        let mut total = Census::default();
+        for _ in 0..self.links.len() {
+            let c = rx
+                .recv_timeout(REPLY_TIMEOUT)
+                .map_err(|_| "a shard did not answer in time".to_string())?;
+            total.anonymous += c.anonymous;
+            for (p, n) in c.projects {
+                *total.projects.entry(p).or_default() += n;
+            }
+        }
+        Ok(total)
+    }
+
+    /// A page of destinations whose key contains `filter`, after `after`, with their
+    /// subscribers over every shard.
+    pub fn destinations(
+        &self,
+        filter: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, usize)>, String> {
+        let all = self.gather(|reply| Command::Destinations {
+            filter: filter.to_string(),
+            after: after.to_string(),
+            limit,
+            reply,
+        })?;
+        let mut merged: std::collections::BTreeMap<String, usize> = Default::default();
+        for (k, n) in all {
+            *merged.entry(k).or_default() += n;
+        }
+        Ok(merged.into_iter().take(limit).collect())
     }
 
     /// Returns once every shard has carried out what was sent to it before (publishes
@@ -686,6 +775,26 @@ impl Subscriptions {
 
     pub fn destinations(&self) -> usize {
         self.ids.len()
+    }
+
+    /// Up to `limit` destinations whose key contains `filter` and sorts after `after`, the
+    /// smallest first, with their subscribers. A scan of the shard's destinations, keeping
+    /// only `limit` at a time: a page costs the scan, never a sort of everything.
+    pub fn page(&self, filter: &str, after: &str, limit: usize) -> Vec<(String, usize)> {
+        let mut best: std::collections::BinaryHeap<(&str, usize)> = Default::default();
+        for (key, members) in &self.members {
+            if members.is_empty() || key.as_str() <= after || !key.contains(filter) {
+                continue;
+            }
+            best.push((key, members.len()));
+            if best.len() > limit {
+                best.pop();
+            }
+        }
+        let mut out: Vec<(String, usize)> =
+            best.into_iter().map(|(k, n)| (k.to_string(), n)).collect();
+        out.sort();
+        out
     }
 
     /// The destination an id stands for.

@@ -15,6 +15,7 @@ pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod cluster;
+pub mod console;
 pub mod history;
 pub mod hub;
 pub mod ingest;

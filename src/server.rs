@@ -275,6 +275,7 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
             api.clone(),
             cfg.stomp.legacy_destinations,
             tls.clone(),
+            ctx.clone(),
         )?;
         tracing::info!(
             "network API on {}://{bound} ({} keys{})",

@@ -108,13 +108,19 @@ struct Running {
     _dir: TempDir,
 }
 
-fn wait_listening(addrs: &[SocketAddr], child: &mut Child, name: &str) -> Result<(), String> {
+fn wait_listening(
+    addrs: &[SocketAddr],
+    child: &mut Child,
+    name: &str,
+    log: &std::path::Path,
+) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(90);
     while !addrs.iter().all(|a| TcpStream::connect(a).is_ok()) {
         if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
-            return Err(format!(
-                "{name} did not start (its log is in the run's folder)"
-            ));
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(format!("{name} did not start: {}", tail.join(" / ")));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -156,7 +162,8 @@ fn start(kind: Kind, sessions: usize) -> Result<Running, String> {
     ));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let dir = TempDir(dir);
-    let log = std::fs::File::create(dir.0.join("server.log")).map_err(|e| e.to_string())?;
+    let log_path = dir.0.join("server.log");
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
     let (port, stomp_port) = (free_port()?, free_port()?);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let stomp_addr: SocketAddr = ([127, 0, 0, 1], stomp_port).into();
@@ -184,9 +191,15 @@ fn start(kind: Kind, sessions: usize) -> Result<Running, String> {
         }
         Kind::Rabbit => {
             let mut c = Command::new("bash");
+            // Erlang listens on every address: ports free on all of them, not just loopback
+            // (after a big run, the clients' source ports linger in TIME_WAIT).
+            let any = || -> Result<u16, String> {
+                let l = std::net::TcpListener::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+                Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+            };
             c.arg(root.join("bench/peers/rabbitmq/run.sh"))
                 .arg(&state)
-                .args([port.to_string(), stomp_port.to_string()]);
+                .args([port, stomp_port, any()?, any()?].map(|p| p.to_string()));
             (c, "rabbitmq")
         }
         Kind::ActiveMq => {
@@ -209,10 +222,10 @@ fn start(kind: Kind, sessions: usize) -> Result<Running, String> {
             while !sock.exists() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            wait_listening(&[addr], &mut child, name)
+            wait_listening(&[addr], &mut child, name, &log_path)
         }
-        Kind::Rabbit => wait_listening(&[addr, stomp_addr], &mut child, name),
-        Kind::ActiveMq => wait_listening(&[addr], &mut child, name),
+        Kind::Rabbit => wait_listening(&[addr, stomp_addr], &mut child, name, &log_path),
+        Kind::ActiveMq => wait_listening(&[addr], &mut child, name, &log_path),
     };
     let built = ready.and_then(|()| match kind {
         Kind::Ringcast => {

@@ -220,7 +220,7 @@ pub struct Api {
     pub msgcenter_compat: bool,
     /// `GET /metrics` without a key.
     pub metrics_public: bool,
-    /// The web console at `/console/` (not built yet).
+    /// The web console at `/console/` (log in with a key of the `admin` scope).
     pub console: bool,
     /// Serve the API over TLS (`https://`) with the `[tls]` certificate and key.
     pub tls: bool,

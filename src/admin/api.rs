@@ -417,6 +417,8 @@ mod tests {
             projects: std::sync::RwLock::new(None),
         };
         let req = |m: &str, p: &str, b: &str| Request {
+            cookie: None,
+            csrf: None,
             method: m.into(),
             path: p.into(),
             query: vec![],

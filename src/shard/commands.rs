@@ -36,9 +36,23 @@ impl Core {
             Command::Sessions {
                 project,
                 user,
+                after,
+                limit,
                 reply,
             } => {
-                let _ = reply.send(self.sessions(project.as_deref(), user.as_deref()));
+                let page = (after, limit);
+                let _ = reply.send(self.sessions(project.as_deref(), user.as_deref(), page));
+            }
+            Command::Census(reply) => {
+                let _ = reply.send(self.census());
+            }
+            Command::Destinations {
+                filter,
+                after,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.subs.page(&filter, &after, limit));
             }
             Command::Barrier(reply) => {
                 let _ = reply.send(0);
@@ -78,9 +92,39 @@ impl Core {
     }
 
     /// Identified sessions of `project` (every project if `None`; and of `user`, if given).
-    fn sessions(&self, project: Option<&str>, user: Option<&str>) -> Vec<SessionInfo> {
+    /// Identified sessions per project, and the rest. A scan: the console asks once a second
+    /// while someone watches its overview.
+    fn census(&self) -> crate::hub::Census {
+        let mut c = crate::hub::Census::default();
+        for (_, conn) in self.conns.iter() {
+            match conn.session.identity() {
+                Some((p, _)) => match c.projects.get_mut(p) {
+                    Some(n) => *n += 1,
+                    None => {
+                        c.projects.insert(p.to_string(), 1);
+                    }
+                },
+                None => c.anonymous += 1,
+            }
+        }
+        c
+    }
+
+    fn sessions(
+        &self,
+        project: Option<&str>,
+        user: Option<&str>,
+        (after, limit): (Option<(usize, u32)>, usize),
+    ) -> Vec<SessionInfo> {
+        // Keys after the cursor: all of them on a later shard, none on an earlier one.
+        let from = match after {
+            Some((shard, _)) if shard > self.id => usize::MAX,
+            Some((shard, id)) if shard == self.id => id as usize + 1,
+            _ => 0,
+        };
         self.conns
             .iter()
+            .filter(|(k, _)| *k >= from)
             .filter_map(|(k, c)| {
                 let (p, u) = c.session.identity()?;
                 if project.is_some_and(|want| want != p) || (user.is_some() && u != user) {
@@ -120,9 +164,11 @@ impl Core {
                         "raw"
                     },
                     connected_at: c.connected_at,
+                    remote: (c.peer != [0; 4]).then(|| std::net::Ipv4Addr::from(c.peer).to_string()),
                     subscriptions,
                 })
             })
+            .take(limit)
             .collect()
     }
 

@@ -27,6 +27,9 @@ pub struct Conn {
     /// Seconds since the Unix epoch (u32 lasts until 2106).
     pub connected_at: u32,
     flags: u8,
+    /// The peer's IPv4 address (zeros for IPv6 or unknown), for the console's session list:
+    /// it fits in what was padding after `flags`, so it costs nothing.
+    pub peer: [u8; 4],
     /// Frames waiting for the one send in flight to finish (ordering needs one at a time).
     pub queue: VecDeque<Bytes>,
     pub subs: Vec<DestId>,
@@ -54,6 +57,7 @@ impl Conn {
             epoch,
             connected_at,
             flags: 0,
+            peer: [0; 4],
             queue: VecDeque::new(),
             subs: Vec::new(),
             session: Session::default(),

@@ -235,6 +235,9 @@ impl Core {
         self.next_epoch = self.next_epoch.wrapping_add(1);
         let epoch = self.next_epoch;
         let key = self.conns.insert(Conn::new(epoch, (unix_ms / 1000) as u32)) as u32;
+        if let Some(IpAddr::V4(v4)) = peer {
+            self.conns[key as usize].peer = v4.octets();
+        }
         self.arm_recv(key);
         // Counted before any refusal: `reap` gives every accepted connection back.
         let open = self.stats.open.fetch_add(1, Relaxed) + 1;

@@ -6,21 +6,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import puppeteer from 'puppeteer-core';
-import { startServer } from './harness.mjs';
+import { startServer, launchChromium as launch, CHROMIUM } from './harness.mjs';
 import { authConfig, token } from './stomp-helpers.mjs';
 import { serveDemo } from '../../examples/spring-demo/serve.mjs';
 
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-
-// Debian's Chromium, headless, as root in a container (hence no sandbox).
-function launch() {
-  return puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-  });
-}
 const LEGACY = '\n[stomp]\nlegacy_destinations = true\n[sockjs]\nendpoints = ["/msg-center/dfocus"]\n';
 
 function adminPublish(s, body) {

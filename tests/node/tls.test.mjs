@@ -9,14 +9,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { Client } from '@stomp/stompjs';
-import puppeteer from 'puppeteer-core';
-import { startServer } from './harness.mjs';
+import { startServer, launchChromium } from './harness.mjs';
 import { authConfig, token } from './stomp-helpers.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const TLS = join(here, '..', 'tls');
 const CA = readFileSync(join(TLS, 'ca.pem'));
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const COMPRESSION = '\n[compression]\nenabled = true\nmin_bytes = 64\n';
 const tlsArgs = ['--tls-cert', join(TLS, 'server.pem'), '--tls-key', join(TLS, 'server.key')];
 
@@ -69,12 +67,7 @@ test('chromium over wss: @stomp/stompjs in the page, deflate negotiated, pushes 
   const cfg = authConfig(COMPRESSION);
   const s = await startServer(['--config', cfg, ...tlsArgs]);
   // The browser trusts exactly the test certificate's key (no system CA store is touched).
-  const browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
-      `--ignore-certificate-errors-spki-list=${spki(join(TLS, 'server.pem'))}`],
-  });
+  const browser = await launchChromium([`--ignore-certificate-errors-spki-list=${spki(join(TLS, 'server.pem'))}`]);
   try {
     const page = await browser.newPage();
     // An https page of the same origin (SockJS's /info answers GET), then stompjs into it.

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# RabbitMQ with Web-STOMP for one bench run, in the foreground: `run.sh DIR WS_PORT STOMP_PORT`.
+# RabbitMQ with Web-STOMP for one bench run, in the foreground:
+# `run.sh DIR WS_PORT STOMP_PORT DIST_PORT EPMD_PORT` (the last two: Erlang's distribution and
+# port mapper, free on every address, since both listen on 0.0.0.0).
 # Installs the distribution's rabbitmq-server if missing, writes its configuration and state
 # under DIR, serves STOMP over WebSocket on 127.0.0.1:WS_PORT/ws and plain STOMP (the bench's
 # publisher) on 127.0.0.1:STOMP_PORT; on TERM it stops the broker and removes DIR.
 # Every setting is explained in bench/README.md ("RabbitMQ and ActiveMQ").
 set -euo pipefail
-dir=$1 ws_port=$2 stomp_port=$3
+dir=$1 ws_port=$2 stomp_port=$3 dist_port=$4 epmd_port=$5
 if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -qq rabbitmq-server </dev/null >/dev/null
@@ -34,9 +36,9 @@ export RABBITMQ_CONFIG_FILE=$dir/rabbitmq
 export RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins
 export RABBITMQ_MNESIA_BASE=$dir/mnesia
 export RABBITMQ_LOG_BASE=$dir/log
-# Free ports for Erlang distribution, away from any other node on this host.
-export RABBITMQ_DIST_PORT=$((stomp_port + 1))
-export ERL_EPMD_PORT=$((stomp_port + 2))
+# Erlang's distribution and port mapper on ports of their own, away from any other node here.
+export RABBITMQ_DIST_PORT=$dist_port
+export ERL_EPMD_PORT=$epmd_port
 # One Erlang process per connection and a few per session: far above what 19,000 need.
 export RABBITMQ_MAX_NUMBER_OF_PROCESSES=4000000
 ulimit -n "$(ulimit -Hn)"

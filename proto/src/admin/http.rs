@@ -9,7 +9,7 @@ use crate::ws::handshake::status_text;
 const MAX_HEADERS: usize = 32;
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 /// One admin request.
 pub struct Request {
     /// `GET`, `POST`, ...
@@ -24,6 +24,10 @@ pub struct Request {
     pub authorization: Option<String>,
     /// The `Content-Type` header, if any.
     pub content_type: Option<String>,
+    /// The `Cookie` header, if any (the web console's session).
+    pub cookie: Option<String>,
+    /// The `X-CSRF-Token` header, if any (the web console's state-changing requests).
+    pub csrf: Option<String>,
     /// The client keeps the connection for another request (HTTP/1.1 without
     /// `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`).
     pub keep_alive: bool,
@@ -59,6 +63,8 @@ pub struct Response {
     pub content_type: &'static str,
     /// The body.
     pub body: Vec<u8>,
+    /// More headers (`Set-Cookie`, `Cache-Control`, the console's security headers).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Response {
@@ -70,6 +76,7 @@ impl Response {
             status,
             content_type: "application/json",
             body,
+            headers: Vec::new(),
         }
     }
 
@@ -84,7 +91,14 @@ impl Response {
             status,
             content_type,
             body: body.into_bytes(),
+            headers: Vec::new(),
         }
+    }
+
+    /// The same answer with one more header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
     }
 
     /// The answer's bytes: status line, headers, body.
@@ -94,15 +108,20 @@ impl Response {
 
     /// The answer's bytes, saying whether the connection stays open for another request.
     pub fn to_bytes_with(&self, keep_alive: bool) -> Vec<u8> {
-        let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n",
             self.status,
             status_text(self.status),
             self.content_type,
             self.body.len(),
             if keep_alive { "keep-alive" } else { "close" }
-        )
-        .into_bytes();
+        );
+        for (k, v) in &self.headers {
+            // Values are ours, never a client's; a line break would still end the header.
+            head.push_str(&format!("{k}: {}\r\n", v.replace(['\r', '\n'], " ")));
+        }
+        head.push_str("\r\n");
+        let mut out = head.into_bytes();
         out.extend_from_slice(&self.body);
         out
     }
@@ -164,6 +183,8 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parse, Response> {
         body: buf[head..head + len].to_vec(),
         authorization: header("authorization"),
         content_type: header("content-type"),
+        cookie: header("cookie"),
+        csrf: header("x-csrf-token"),
         keep_alive,
         len: head + len,
     }))

@@ -1,0 +1,142 @@
+//! The console's logins: a session per successful login with an admin API key, named by a
+//! random id that travels only in an `HttpOnly`, `SameSite=Strict` cookie, and a second random
+//! token the page must echo in `X-CSRF-Token` on every request that changes something. Pure
+//! bookkeeping over a clock passed in, so it is tested without a browser.
+
+use std::collections::HashMap;
+
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// The cookie that names a console session.
+pub const COOKIE: &str = "ringcast_console";
+/// A session ends this long after its last request.
+pub const IDLE_MS: u64 = 8 * 3600 * 1000;
+/// Sessions kept at once; beyond it the least recently used goes.
+const MAX: usize = 1000;
+
+struct Login {
+    csrf: String,
+    last_ms: u64,
+    /// The projects the key that logged in may touch (`None`: all).
+    projects: Option<Vec<String>>,
+}
+
+/// A live session, as a request sees it.
+pub struct Seen {
+    pub csrf: String,
+    pub projects: Option<Vec<String>>,
+}
+
+#[derive(Default)]
+pub struct Logins {
+    by_id: HashMap<String, Login>,
+}
+
+/// 32 random bytes as hex.
+fn token() -> String {
+    let mut b = [0u8; 32];
+    // The system's generator does not fail on Linux; a zero token would only ever match
+    // another zero token, and none is ever handed out twice in practice.
+    let _ = SystemRandom::new().fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Compares secrets in time that does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The value of cookie `name` in a `Cookie` header.
+pub fn cookie<'a>(header: Option<&'a str>, name: &str) -> Option<&'a str> {
+    header?.split(';').find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+impl Logins {
+    /// A new session: its id (for the cookie) and its CSRF token (for the page).
+    pub fn open(&mut self, now_ms: u64, projects: Option<Vec<String>>) -> (String, String) {
+        self.by_id
+            .retain(|_, l| now_ms.saturating_sub(l.last_ms) < IDLE_MS);
+        if self.by_id.len() >= MAX
+            && let Some(oldest) = self
+                .by_id
+                .iter()
+                .min_by_key(|(_, l)| l.last_ms)
+                .map(|(k, _)| k.clone())
+        {
+            self.by_id.remove(&oldest);
+        }
+        let (id, csrf) = (token(), token());
+        self.by_id.insert(
+            id.clone(),
+            Login {
+                csrf: csrf.clone(),
+                last_ms: now_ms,
+                projects,
+            },
+        );
+        (id, csrf)
+    }
+
+    /// The live session `id` (found in constant time per entry), kept alive by the call.
+    pub fn check(&mut self, id: &str, now_ms: u64) -> Option<Seen> {
+        let found = self.by_id.keys().find(|k| same(k, id))?.clone();
+        let l = self.by_id.get_mut(&found)?;
+        if now_ms.saturating_sub(l.last_ms) >= IDLE_MS {
+            self.by_id.remove(&found);
+            return None;
+        }
+        l.last_ms = now_ms;
+        Some(Seen {
+            csrf: l.csrf.clone(),
+            projects: l.projects.clone(),
+        })
+    }
+
+    /// Whether `presented` is session `id`'s CSRF token.
+    pub fn csrf_ok(&mut self, id: &str, presented: Option<&str>, now_ms: u64) -> bool {
+        match (self.check(id, now_ms), presented) {
+            (Some(want), Some(got)) => same(&want.csrf, got),
+            _ => false,
+        }
+    }
+
+    pub fn close(&mut self, id: &str) {
+        self.by_id.retain(|k, _| !same(k, id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_lives_while_used_and_needs_its_own_csrf_token() {
+        let mut l = Logins::default();
+        let (id, csrf) = l.open(0, None);
+        assert_eq!(id.len(), 64);
+        assert_ne!(id, csrf);
+        assert_eq!(l.check(&id, 1000).map(|s| s.csrf), Some(csrf.clone()));
+        assert!(l.csrf_ok(&id, Some(&csrf), 2000));
+        assert!(!l.csrf_ok(&id, Some("forged"), 2000));
+        assert!(!l.csrf_ok(&id, None, 2000));
+        let (other, other_csrf) = l.open(2000, Some(vec!["p".into()]));
+        assert_eq!(l.check(&other, 2000).unwrap().projects, Some(vec!["p".to_string()]));
+        assert!(!l.csrf_ok(&id, Some(&other_csrf), 2000), "tokens are per session");
+        assert!(l.check("nope", 2000).is_none());
+        // Idle past the limit: gone.
+        assert!(l.check(&id, 2000 + IDLE_MS).is_none());
+        l.close(&other);
+        assert!(l.check(&other, 2001).is_none());
+    }
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let h = Some("a=1; ringcast_console=abc; b=2");
+        assert_eq!(cookie(h, COOKIE), Some("abc"));
+        assert_eq!(cookie(Some("ringcast_consolex=1"), COOKIE), None);
+        assert_eq!(cookie(None, COOKIE), None);
+    }
+}
