@@ -568,10 +568,7 @@ impl Hub {
     }
 
     /// Every shard's answer to `make`, concatenated.
-    fn gather<T>(
-        &self,
-        make: impl Fn(Sender<Vec<T>>) -> Command,
-    ) -> Result<Vec<T>, String> {
+    fn gather<T>(&self, make: impl Fn(Sender<Vec<T>>) -> Command) -> Result<Vec<T>, String> {
         let (tx, rx) = bounded(self.links.len());
         for link in &self.links {
             self.send(link, make(tx.clone()));

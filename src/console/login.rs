@@ -43,7 +43,11 @@ fn token() -> String {
 
 /// Compares secrets in time that does not depend on where they differ.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// The value of cookie `name` in a `Cookie` header.
@@ -123,8 +127,14 @@ mod tests {
         assert!(!l.csrf_ok(&id, Some("forged"), 2000));
         assert!(!l.csrf_ok(&id, None, 2000));
         let (other, other_csrf) = l.open(2000, Some(vec!["p".into()]));
-        assert_eq!(l.check(&other, 2000).unwrap().projects, Some(vec!["p".to_string()]));
-        assert!(!l.csrf_ok(&id, Some(&other_csrf), 2000), "tokens are per session");
+        assert_eq!(
+            l.check(&other, 2000).unwrap().projects,
+            Some(vec!["p".to_string()])
+        );
+        assert!(
+            !l.csrf_ok(&id, Some(&other_csrf), 2000),
+            "tokens are per session"
+        );
         assert!(l.check("nope", 2000).is_none());
         // Idle past the limit: gone.
         assert!(l.check(&id, 2000 + IDLE_MS).is_none());

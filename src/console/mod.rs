@@ -44,7 +44,9 @@ pub struct Console {
 pub enum Outcome {
     Reply(Response),
     /// Server-sent events of the overview, for as long as the session lives.
-    Events { session: String },
+    Events {
+        session: String,
+    },
 }
 
 /// Whether `path` is the console's.
@@ -263,11 +265,7 @@ impl Console {
             let (s, i) = a.split_once(':')?;
             Some((s.parse().ok()?, i.parse().ok()?))
         });
-        match self
-            .api
-            .hub
-            .sessions_page(project, user, after, limit + 1)
-        {
+        match self.api.hub.sessions_page(project, user, after, limit + 1) {
             Ok(mut rows) => {
                 rows.retain(|s| caller.may(&s.project).is_ok());
                 let more = rows.len() > limit;
@@ -313,10 +311,7 @@ impl Console {
         let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
                     X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n";
         let history = self.overview.history();
-        let mut last = history
-            .last()
-            .and_then(|v| v["t"].as_u64())
-            .unwrap_or(0);
+        let mut last = history.last().and_then(|v| v["t"].as_u64()).unwrap_or(0);
         let first = format!("event: history\ndata: {}\n\n", Value::Array(history));
         if out.write_all(head.as_bytes()).is_err() || out.write_all(first.as_bytes()).is_err() {
             return;

@@ -48,7 +48,8 @@ impl Overview {
                     let now = now_ms();
                     let snap = api.stats.snapshot();
                     if let Some((t, before)) = &prev {
-                        let watched = now.saturating_sub(me.last_watch_ms.load(Relaxed)) < WATCHED_MS;
+                        let watched =
+                            now.saturating_sub(me.last_watch_ms.load(Relaxed)) < WATCHED_MS;
                         me.push(sample(&api, &snap, before, now - t, watched, now));
                     }
                     prev = Some((now, snap));

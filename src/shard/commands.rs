@@ -164,7 +164,8 @@ impl Core {
                         "raw"
                     },
                     connected_at: c.connected_at,
-                    remote: (c.peer != [0; 4]).then(|| std::net::Ipv4Addr::from(c.peer).to_string()),
+                    remote: (c.peer != [0; 4])
+                        .then(|| std::net::Ipv4Addr::from(c.peer).to_string()),
                     subscriptions,
                 })
             })

@@ -208,7 +208,8 @@ impl Core {
 
     /// Whether `accepted` wants the peer's address (a per-address limit is on).
     pub fn wants_peer(&self) -> bool {
-        self.per_ip.enabled() || self.pending_per_ip.enabled()
+        // The console lists each session's address.
+        self.per_ip.enabled() || self.pending_per_ip.enabled() || self.ctx.cfg.api.console
     }
 
     /// Shutdown is complete: every connection is gone, or the grace period is over.

@@ -47,6 +47,8 @@ impl Request {
 
 #[derive(Debug)]
 /// What the parser made of the bytes so far.
+// One per request, matched and moved out at once: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Parse {
     /// The request is not complete yet.
     Partial,

@@ -136,14 +136,18 @@ function chart() {
     line.dataset.shard = String(i);
     svg.append(line);
   }
-  const label = document.createElementNS(ns, "text");
-  label.setAttribute("x", "2");
-  label.setAttribute("y", "9");
-  label.setAttribute("font-size", "7");
-  label.setAttribute("fill", "#6b7385");
-  label.textContent = `max ${fmt(max)} per shard; ${shards} shards`;
-  svg.append(label);
   $("#ov-chart").replaceChildren(svg);
+  const span = Math.round((samples.length ? samples[samples.length - 1].t - samples[0].t : 0) / 1000);
+  const legend = Array.from({ length: shards }, (_, i) => {
+    const b = document.createElement("span");
+    b.className = "swatch";
+    b.style.borderColor = COLORS[i % COLORS.length];
+    b.textContent = `shard ${i}`;
+    return b;
+  });
+  const note = document.createElement("span");
+  note.textContent = `top of the chart: ${fmt(max)} connections; ${span} s of samples kept`;
+  $("#ov-chart-note").replaceChildren(...legend, note);
 }
 
 // ---- destinations, a page at a time ----
