@@ -419,7 +419,7 @@ fn measure(name: &str, load: &Load) -> Result<Value, String> {
     result
 }
 
-fn load(a: &Args, connections: usize, sustained: bool) -> Load {
+pub(crate) fn load(a: &Args, connections: usize, sustained: bool) -> Load {
     Load {
         connections,
         shards: 0,
@@ -492,17 +492,68 @@ pub fn run(a: &Args) -> Result<Value, String> {
             "broadcast": broadcast, "sustained": sustained}),
         );
     }
-    let table = table(&rows);
-    println!("{table}");
-    std::fs::write(a.out.join("compare.md"), &table).map_err(|e| e.to_string())?;
     charts(&rows, &a.out)?;
     let ok = rows.iter().all(|r| {
         r["broadcast"]["ok"].as_bool() == Some(true)
             && (r["server"] == "floor" || r["sustained"]["ok"].as_bool() == Some(true))
     });
+    write_results(&a.out, "compare", &table(&rows), rows, ok)
+}
+
+/// `v` as a multiple of `base`, or a dash.
+pub(crate) fn ratio(v: Option<f64>, base: Option<f64>) -> String {
+    match (v, base) {
+        (Some(v), Some(b)) if b > 0.0 => format!("{:.2}×", v / b),
+        _ => "–".into(),
+    }
+}
+
+/// The cells every comparison table starts with, from figures whose first three are the
+/// connect rate, the memory per connection and the broadcast's last delivery: each, and its
+/// ratio to the floor's (rate, delivery) or to ringcast's (memory).
+pub(crate) fn connect_memory_broadcast(
+    x: &[Option<f64>],
+    floor: Option<&[Option<f64>]>,
+    ours: Option<&[Option<f64>]>,
+) -> String {
+    format!(
+        "{} | {} | {} | {} | {} | {}",
+        figure(x[0], 0, ""),
+        ratio(x[0], floor.and_then(|f| f[0])),
+        figure(x[1], 0, " B"),
+        ratio(x[1], ours.and_then(|o| o[1])),
+        figure(x[2], 3, " s"),
+        ratio(x[2], floor.and_then(|f| f[2])),
+    )
+}
+
+/// `v` with `digits` decimals and `unit`, or "not measured".
+pub(crate) fn figure(v: Option<f64>, digits: usize, unit: &str) -> String {
+    v.map_or("not measured".into(), |v| format!("{v:.digits$}{unit}"))
+}
+
+/// p50 / p99 / p99.9 in ms, or "not measured".
+pub(crate) fn percentiles(p: &[Option<f64>]) -> String {
+    match p {
+        [Some(a), Some(b), Some(c)] => format!("{a:.2} / {b:.2} / {c:.2} ms"),
+        _ => "not measured".into(),
+    }
+}
+
+/// Prints the table, and writes it (`STEM.md`), the charts' data and every run
+/// (`STEM.json`) into `out`.
+pub(crate) fn write_results(
+    out: &Path,
+    stem: &str,
+    table: &str,
+    rows: Vec<Value>,
+    ok: bool,
+) -> Result<Value, String> {
+    println!("{table}");
+    std::fs::write(out.join(format!("{stem}.md")), table).map_err(|e| e.to_string())?;
     let v = json!({"ok": ok, "runs": rows});
     std::fs::write(
-        a.out.join("compare.json"),
+        out.join(format!("{stem}.json")),
         serde_json::to_string_pretty(&v).unwrap_or_default(),
     )
     .map_err(|e| e.to_string())?;
@@ -535,17 +586,8 @@ fn table(rows: &[Value]) -> String {
     let find = |name: &str| rows.iter().find(|r| r["server"] == name).map(figures);
     let floor = find("floor");
     let ours = find("ringcast");
-    let ratio = |v: Option<f64>, base: Option<f64>| match (v, base) {
-        (Some(v), Some(b)) if b > 0.0 => format!("{:.2}×", v / b),
-        _ => "–".into(),
-    };
-    let f = |v: Option<f64>, digits: usize, unit: &str| {
-        v.map_or("not measured".into(), |v| format!("{v:.digits$}{unit}"))
-    };
-    let latency = |x: &[Option<f64>; 7]| match (x[3], x[4], x[5]) {
-        (Some(a), Some(b), Some(c)) => format!("{a:.2} / {b:.2} / {c:.2} ms"),
-        _ => "not measured".into(),
-    };
+    let f = figure;
+    let latency = |x: &[Option<f64>; 7]| percentiles(&x[3..6]);
     let mut t = String::from(
         "| server | connections | connect rate (/s) | vs floor | RSS per connection | vs ringcast | last delivery of one 64 B broadcast | vs floor | sustained p50 / p99 / p99.9 | server CPU (sustained) |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
@@ -565,18 +607,17 @@ fn table(rows: &[Value]) -> String {
             .or(r["sustained"]["error"].as_str())
             .filter(|e| !e.starts_with("not measured"));
         t.push_str(&format!(
-            "| {}{} | {conns} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {}{} | {conns} | {} | {} | {} |\n",
             r["server"].as_str().unwrap_or("?"),
             error.map_or(String::new(), |e| format!(
                 " (failed: {})",
                 e.lines().next().unwrap_or("")
             )),
-            f(x[0], 0, ""),
-            ratio(x[0], floor.and_then(|f| f[0])),
-            f(x[1], 0, " B"),
-            ratio(x[1], ours.and_then(|o| o[1])),
-            f(x[2], 3, " s"),
-            ratio(x[2], floor.and_then(|f| f[2])),
+            connect_memory_broadcast(
+                &x,
+                floor.as_ref().map(|f| &f[..]),
+                ours.as_ref().map(|o| &o[..])
+            ),
             latency(&x),
             f(x[6], 1, " s"),
         ));
