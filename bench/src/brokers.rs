@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::compare::{
     self, SETTLE, TempDir, connect_memory_broadcast, family, figure, free_port, median_run,
-    percentiles, root, stop_child, write_results,
+    percentiles, root, stop_child, stop_within, write_results,
 };
 use crate::{
     Load, Target, admin_publish, admin_publish_users, client, drive, floor_measure, pid_cpu_s,
@@ -345,7 +345,8 @@ fn measure(kind: Kind, load: &Load, scenario: Scenario) -> Result<Value, String>
         &rss,
         &cpu,
     );
-    stop_child(&mut r.child);
+    // A broker's clean stop takes seconds (its run script then removes its state).
+    stop_within(&mut r.child, Duration::from_secs(30));
     result
 }
 

@@ -288,9 +288,14 @@ fn stop(r: &mut Running) {
 }
 
 pub(crate) fn stop_child(child: &mut Child) {
+    stop_within(child, Duration::from_secs(5));
+}
+
+/// SIGTERM, then SIGKILL if `child` has not exited within `grace`.
+pub(crate) fn stop_within(child: &mut Child, grace: Duration) {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if child.try_wait().ok().flatten().is_some() {
             return;

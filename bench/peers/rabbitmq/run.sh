@@ -42,12 +42,16 @@ export ERL_EPMD_PORT=$epmd_port
 # One Erlang process per connection and a few per session: far above what 19,000 need.
 export RABBITMQ_MAX_NUMBER_OF_PROCESSES=4000000
 ulimit -n "$(ulimit -Hn)"
+# Our own port mapper, in the foreground, so that it stops with the run (one that RabbitMQ
+# starts itself daemonizes and outlives it).
+epmd -port "$epmd_port" &
+epmd_pid=$!
 /usr/lib/rabbitmq/bin/rabbitmq-server &
 pid=$!
 stop() {
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  epmd -port "$ERL_EPMD_PORT" -kill >/dev/null 2>&1 || true
+  kill -TERM "$epmd_pid" 2>/dev/null || true
   rm -rf "$dir"
 }
 trap 'stop; exit 0' TERM INT
