@@ -109,7 +109,7 @@ function draw() {
   if (nodes) {
     $("#ov-cluster").replaceChildren(...nodes.map((n) => {
       const tr = document.createElement("tr");
-      tr.append(cell(n.node), cell(fmt(n.connections)), cell(n.age_ms !== undefined ? `${n.age_ms} ms ago` : ""));
+      tr.append(cell(n.node), cell(n.listen), cell(fmt(n.stats ? n.stats.connections : null)));
       return tr;
     }));
   }
