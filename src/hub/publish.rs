@@ -1,0 +1,81 @@
+//! A publish as the shards receive it: the destination, the body and headers, and the raw-mode
+//! frame encoded once (compressed once too, for deflate subscribers) and shared by every shard.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use super::Dest;
+
+/// One message on its way to every shard.
+#[derive(Debug)]
+pub struct Publish {
+    pub dest: Dest,
+    pub body: Bytes,
+    /// Extra STOMP headers (`content-type` among them) for STOMP recipients.
+    pub headers: Vec<(String, String)>,
+    /// The raw-mode WebSocket frame (the body alone), encoded once for every shard.
+    pub raw: Bytes,
+    /// Whether the body is UTF-8. A text frame must hold UTF-8 (conforming clients close
+    /// with 1007 otherwise), so any other body travels in binary frames, raw and STOMP alike:
+    /// one publisher's bytes can never make other sessions fail.
+    pub utf8: bool,
+    /// Unique within this server process: the STOMP `message-id`.
+    pub seq: u64,
+    /// Its offset and epoch in its destination's history (`x-offset`, `x-epoch`), when the
+    /// destination keeps history (see `history::History::record`).
+    pub position: Option<(u64, Arc<str>)>,
+    /// The raw-mode frame compressed (permessage-deflate, 15-bit window), made by the first
+    /// shard that needs it and shared by every deflate subscriber after it.
+    deflated: std::sync::OnceLock<Bytes>,
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(1);
+
+impl Publish {
+    /// The WebSocket opcode of every frame that carries this body.
+    pub fn opcode(utf8: bool) -> crate::ws::frame::Opcode {
+        if utf8 {
+            crate::ws::frame::Opcode::Text
+        } else {
+            crate::ws::frame::Opcode::Binary
+        }
+    }
+
+    pub fn new(dest: Dest, body: Bytes, headers: Vec<(String, String)>) -> Publish {
+        let utf8 = simdutf8::basic::from_utf8(&body).is_ok();
+        Publish {
+            raw: crate::ws::frame::encode(Publish::opcode(utf8), &body),
+            utf8,
+            dest,
+            body,
+            headers,
+            seq: SEQ.fetch_add(1, Ordering::Relaxed),
+            position: None,
+            deflated: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The raw-mode frame for a subscriber that negotiated permessage-deflate with
+    /// `window_bits`: compressed when the body is at least `min_bytes`, else the plain one.
+    pub fn raw_for(&self, window_bits: Option<u8>, min_bytes: usize) -> Bytes {
+        use crate::ws::{deflate, frame};
+        match window_bits {
+            Some(bits) if self.body.len() >= min_bytes => {
+                let make = || {
+                    frame::encode_deflated(
+                        Publish::opcode(self.utf8),
+                        &deflate::deflate(&self.body, bits),
+                    )
+                };
+                if bits == 15 {
+                    self.deflated.get_or_init(make).clone()
+                } else {
+                    make()
+                }
+            }
+            _ => self.raw.clone(),
+        }
+    }
+}
