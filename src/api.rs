@@ -252,7 +252,8 @@ fn serve_conn(mut stream: Conn, shared: &Shared) {
             .as_ref()
             .filter(|_| crate::console::owns(&req.path))
         {
-            match c.handle(&req, |k| shared.admin_projects(k)) {
+            let peer = stream.tcp().peer_addr().ok().map(|a| a.ip());
+            match c.handle(&req, peer, |k| shared.admin_projects(k)) {
                 crate::console::Outcome::Reply(r) => {
                     if stream.write_all(&r.to_bytes_with(req.keep_alive)).is_err()
                         || !req.keep_alive

@@ -112,6 +112,48 @@ impl Logins {
     }
 }
 
+/// Failed logins allowed per address in `THROTTLE_MS` before the next are refused unread.
+const MAX_FAILURES: u32 = 10;
+const THROTTLE_MS: u64 = 60_000;
+/// Addresses remembered at once (a flood from many addresses forgets the oldest).
+const MAX_ADDRESSES: usize = 10_000;
+
+/// Failed logins per source address: keys are long, but guessing should still be slow.
+#[derive(Default)]
+pub struct Throttle {
+    by_ip: HashMap<std::net::IpAddr, (u32, u64)>,
+}
+
+impl Throttle {
+    /// Whether `ip` may try now.
+    pub fn allows(&mut self, ip: std::net::IpAddr, now_ms: u64) -> bool {
+        match self.by_ip.get(&ip) {
+            Some(&(n, since)) if now_ms.saturating_sub(since) < THROTTLE_MS => n < MAX_FAILURES,
+            Some(_) => {
+                self.by_ip.remove(&ip);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// `ip` failed to log in.
+    pub fn failed(&mut self, ip: std::net::IpAddr, now_ms: u64) {
+        if self.by_ip.len() >= MAX_ADDRESSES && !self.by_ip.contains_key(&ip) {
+            self.by_ip
+                .retain(|_, (_, since)| now_ms.saturating_sub(*since) < THROTTLE_MS);
+            if self.by_ip.len() >= MAX_ADDRESSES {
+                return;
+            }
+        }
+        let e = self.by_ip.entry(ip).or_insert((0, now_ms));
+        if now_ms.saturating_sub(e.1) >= THROTTLE_MS {
+            *e = (0, now_ms);
+        }
+        e.0 += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +182,19 @@ mod tests {
         assert!(l.check(&id, 2000 + IDLE_MS).is_none());
         l.close(&other);
         assert!(l.check(&other, 2001).is_none());
+    }
+
+    #[test]
+    fn failed_logins_are_throttled_per_address_for_a_minute() {
+        let mut t = Throttle::default();
+        let (a, b) = ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
+        for _ in 0..MAX_FAILURES {
+            assert!(t.allows(a, 0));
+            t.failed(a, 0);
+        }
+        assert!(!t.allows(a, 1000));
+        assert!(t.allows(b, 1000), "another address is not affected");
+        assert!(t.allows(a, THROTTLE_MS), "a minute later it may try again");
     }
 
     #[test]

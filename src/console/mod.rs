@@ -18,7 +18,7 @@ use crate::admin::api::{Api, Caller};
 use crate::admin::http::{Request, Response};
 use crate::endpoint::Context;
 use crate::hub::Dest;
-use login::{COOKIE, Logins};
+use login::{COOKIE, Logins, Throttle};
 pub use overview::Overview;
 
 const INDEX: &str = include_str!("assets/index.html");
@@ -35,6 +35,7 @@ pub struct Console {
     api: Arc<Api>,
     ctx: Arc<Context>,
     logins: Mutex<Logins>,
+    throttle: Mutex<Throttle>,
     overview: Arc<Overview>,
     /// The API listener speaks TLS: the cookie gets `Secure`.
     secure: bool,
@@ -72,6 +73,7 @@ impl Console {
             api,
             ctx,
             logins: Mutex::new(Logins::default()),
+            throttle: Mutex::new(Throttle::default()),
             secure,
         }
     }
@@ -80,14 +82,15 @@ impl Console {
         self.logins.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Answers a console request; `admin_key` tells whether a presented key has the admin
-    /// scope, and which projects it may touch.
+    /// Answers a console request from `peer`; `admin_key` tells whether a presented key has
+    /// the admin scope, and which projects it may touch.
     pub fn handle(
         &self,
         req: &Request,
+        peer: Option<std::net::IpAddr>,
         admin_key: impl Fn(&str) -> Option<Option<Vec<String>>>,
     ) -> Outcome {
-        Outcome::Reply(hardened(match self.route(req, admin_key) {
+        Outcome::Reply(hardened(match self.route(req, peer, admin_key) {
             Ok(Outcome::Reply(r)) => r,
             Ok(events) => return events,
             Err(r) => r,
@@ -97,6 +100,7 @@ impl Console {
     fn route(
         &self,
         req: &Request,
+        peer: Option<std::net::IpAddr>,
         admin_key: impl Fn(&str) -> Option<Option<Vec<String>>>,
     ) -> Result<Outcome, Response> {
         let now = crate::stats::now_ms();
@@ -121,7 +125,7 @@ impl Console {
             ("GET", "/console/console.css") => {
                 return reply(asset("text/css; charset=utf-8", STYLE));
             }
-            ("POST", "/console/login") => return reply(self.login(req, admin_key, now)),
+            ("POST", "/console/login") => return reply(self.login(req, peer, admin_key, now)),
             _ => {}
         }
         let id = login::cookie(req.cookie.as_deref(), COOKIE)
@@ -166,9 +170,19 @@ impl Console {
     fn login(
         &self,
         req: &Request,
+        peer: Option<std::net::IpAddr>,
         admin_key: impl Fn(&str) -> Option<Option<Vec<String>>>,
         now: u64,
     ) -> Response {
+        let mut throttle = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ip) = peer
+            && !throttle.allows(ip, now)
+        {
+            return Response::error(
+                429,
+                "too many failed logins from this address: wait a minute",
+            );
+        }
         let key = serde_json::from_slice::<Value>(&req.body)
             .ok()
             .and_then(|v| v["key"].as_str().map(str::to_string));
@@ -176,7 +190,12 @@ impl Console {
             return Response::error(400, "send {\"key\": \"an API key with the admin scope\"}");
         };
         let Some(projects) = admin_key(&key) else {
-            tracing::warn!("console: a login with a key that is unknown or lacks the admin scope");
+            if let Some(ip) = peer {
+                throttle.failed(ip, now);
+            }
+            tracing::warn!(
+                "console: a login from {peer:?} with a key that is unknown or lacks the admin scope"
+            );
             return Response::error(401, "unknown API key, or one without the admin scope");
         };
         let (id, csrf) = self.logins().open(now, projects);

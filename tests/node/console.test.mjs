@@ -167,3 +167,19 @@ test('the console is off unless [api] console = true', { timeout: 30000 }, async
     await s.stop();
   }
 });
+
+test('failed console logins are throttled per address', { timeout: 30000 }, async () => {
+  const apiPort = await freePort();
+  const s = await startServer(['--config', config(apiPort), '--shards', '1']);
+  try {
+    const login = (key) => fetch(`http://127.0.0.1:${apiPort}/console/login`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ key }),
+    });
+    for (let i = 0; i < 10; i++) assert.equal((await login(`wrong-key-${i}-0123456789`)).status, 401);
+    const r = await login(ADMIN_KEY);
+    assert.equal(r.status, 429, 'even the right key waits out the minute');
+    assert.match((await r.json()).error, /too many failed logins/);
+  } finally {
+    await s.stop();
+  }
+});
