@@ -262,7 +262,7 @@ impl Core {
 impl Core {
     /// A raw session's frame for `msg` when it wants positions or may be recovering: `None`
     /// when its replay already carried the message.
-    fn raw_positioned(
+    pub(super) fn raw_positioned(
         &mut self,
         key: u32,
         msg: &Arc<Publish>,

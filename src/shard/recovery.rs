@@ -178,15 +178,9 @@ impl Core {
                 tell: None,
                 waiting: None,
             });
+            // As fan-out frames them, skipping what the replay covered.
             for msg in held {
-                if !matches!(self.recovering.live(key, &id, &msg), Live::Skip) {
-                    let f = if positions {
-                        let position = msg.position.as_ref().map(|(o, e)| (&**e, *o));
-                        let text = ringcast_proto::history::envelope(&topic, position, &msg.body);
-                        raw_text(text, wrap.1, min)
-                    } else {
-                        msg.raw_for(wrap.1, min)
-                    };
+                if let Some(f) = self.raw_positioned(key, &msg, positions, wrap.1) {
                     self.send(key, f, false);
                 }
             }
