@@ -15,6 +15,9 @@ if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
   systemctl stop rabbitmq-server 2>/dev/null || true
 fi
 mkdir -p "$dir/mnesia" "$dir/log"
+# The Erlang VM writes crash dumps (erl_crash.dump, MnesiaCore.*) into its working directory:
+# keep them in the run's own directory, never in the checkout.
+cd "$dir"
 cat > "$dir/rabbitmq.conf" <<CONF
 listeners.tcp = none
 stomp.listeners.tcp.1 = 127.0.0.1:$stomp_port
