@@ -143,6 +143,19 @@ fn work(rx: Receiver<Ask>, hub: Arc<Hub>, cache: Arc<Mutex<Cache>>, timeout: Dur
     }
 }
 
+/// The backend's reason as it may reach a client: in an ERROR frame (where a NUL would end
+/// the frame) and a close reason, so no control characters, and at most `MAX_REASON` chars.
+fn printable(reason: &str) -> String {
+    reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REASON)
+        .collect()
+}
+
+/// Characters of a backend's reason kept.
+const MAX_REASON: usize = 200;
+
 /// One backend request: `Ok((allowed, reason))` for a verdict, `Err(reason)` when there was none.
 fn consult(
     agent: &ureq::Agent,
@@ -176,5 +189,5 @@ fn consult(
     let reason = v
         .reason
         .unwrap_or_else(|| if v.allow { "" } else { "denied by the backend" }.into());
-    Ok((v.allow, reason))
+    Ok((v.allow, printable(&reason)))
 }

@@ -6,13 +6,18 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::admin::api::{Api, Caller};
 use crate::admin::http::{self, Parse, Request, Response};
 use crate::admin::msgcenter;
 use crate::config::{self, Scope};
+
+mod slots;
+
+/// A new connection's first request must arrive this soon (or within `request_timeout_ms`
+/// if that is shorter): a socket that connects and says nothing holds a slot briefly.
+const FIRST_REQUEST: Duration = Duration::from_secs(2);
 
 /// One configured key, its secret loaded.
 struct Key {
@@ -82,19 +87,22 @@ struct Shared {
     cfg: config::Api,
     /// STOMP sessions resolve `/topic/{projectId}/{topic}` to the topic alone.
     legacy: bool,
-    active: AtomicUsize,
+    slots: Arc<slots::Slots>,
     /// `[api] console`: the web console's routes under `/console/`.
     console: Option<crate::console::Console>,
 }
 
 impl Shared {
-    /// For a console login: the projects an admin key may touch (`Some(None)`: all), or
-    /// `None` for a key that is unknown or lacks the admin scope.
-    fn admin_projects(&self, presented: &str) -> Option<Option<Vec<String>>> {
+    /// For a console login: what an admin key may do there, or `None` for a key that is
+    /// unknown or lacks the admin scope.
+    fn console_grant(&self, presented: &str) -> Option<crate::console::Grant> {
         let key = self.keys.find(presented.as_bytes())?;
         key.scopes
             .contains(&Scope::Admin)
-            .then(|| key.projects.clone())
+            .then(|| crate::console::Grant {
+                projects: key.projects.clone(),
+                publish: key.scopes.contains(&Scope::Publish),
+            })
     }
 }
 
@@ -119,39 +127,46 @@ pub fn serve(
         keys: Keys::load(cfg)?,
         cfg: cfg.clone(),
         legacy,
-        active: AtomicUsize::new(0),
+        slots: Arc::new(slots::Slots::new(
+            cfg.max_connections,
+            cfg.max_connections_per_ip,
+        )),
     });
     let handle = std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
                 let _ = stream.set_nodelay(true);
-                if shared.active.fetch_add(1, Ordering::AcqRel) >= shared.cfg.max_connections {
-                    shared.active.fetch_sub(1, Ordering::AcqRel);
-                    let r = Response::error(503, "too many API connections: retry shortly");
-                    let _ = stream.set_nonblocking(true);
-                    let _ = (&stream).write_all(&r.to_bytes());
-                    continue;
-                }
+                let ip = stream
+                    .peer_addr()
+                    .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+                // Taken here, not in the thread: a refused connection costs no thread.
+                let slot = match shared.slots.take(ip, stream.try_clone().ok()) {
+                    Ok(slot) => slot,
+                    Err((status, why)) => {
+                        let r = Response::error(status, why);
+                        let _ = stream.set_nonblocking(true);
+                        let _ = (&stream).write_all(&r.to_bytes());
+                        continue;
+                    }
+                };
                 let s = shared.clone();
                 let spawned =
                     std::thread::Builder::new()
                         .name("api-conn".into())
-                        .spawn(move || {
-                            match &s.tls {
-                                None => serve_conn(Conn::Plain(stream), &s),
-                                Some(t) => match rustls::ServerConnection::new(t.current()) {
-                                    Ok(c) => serve_conn(
-                                        Conn::Tls(Box::new(rustls::StreamOwned::new(c, stream))),
-                                        &s,
-                                    ),
-                                    Err(e) => tracing::warn!("API TLS session: {e}"),
-                                },
-                            }
-                            s.active.fetch_sub(1, Ordering::AcqRel);
+                        .spawn(move || match &s.tls {
+                            None => serve_conn(Conn::Plain(stream), &s, &slot),
+                            Some(t) => match rustls::ServerConnection::new(t.current()) {
+                                Ok(c) => serve_conn(
+                                    Conn::Tls(Box::new(rustls::StreamOwned::new(c, stream))),
+                                    &s,
+                                    &slot,
+                                ),
+                                Err(e) => tracing::warn!("API TLS session: {e}"),
+                            },
                         });
-                if spawned.is_err() {
-                    shared.active.fetch_sub(1, Ordering::AcqRel);
+                if let Err(e) = spawned {
+                    tracing::warn!("API connection thread: {e}");
                 }
             }
         })
@@ -210,13 +225,20 @@ impl Drop for Conn {
 
 /// Serves requests on one connection until the client closes, asks to close, or is silent (or
 /// trickles) for `request_timeout_ms`.
-fn serve_conn(mut stream: Conn, shared: &Shared) {
+fn serve_conn(mut stream: Conn, shared: &Shared, slot: &slots::Slot) {
     let timeout = Duration::from_millis(shared.cfg.request_timeout_ms);
     let _ = stream.tcp().set_write_timeout(Some(timeout));
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];
+    let mut first = true;
     loop {
-        let deadline = Instant::now() + timeout;
+        let wait = if first {
+            timeout.min(FIRST_REQUEST)
+        } else {
+            timeout
+        };
+        first = false;
+        let deadline = Instant::now() + wait;
         let req = loop {
             match http::parse(&buf, shared.cfg.max_body_bytes) {
                 Ok(Parse::Done(r)) => break r,
@@ -253,7 +275,7 @@ fn serve_conn(mut stream: Conn, shared: &Shared) {
             .filter(|_| crate::console::owns(&req.path))
         {
             let peer = stream.tcp().peer_addr().ok().map(|a| a.ip());
-            match c.handle(&req, peer, |k| shared.admin_projects(k)) {
+            match c.handle(&req, peer, |k| shared.console_grant(k)) {
                 crate::console::Outcome::Reply(r) => {
                     if stream.write_all(&r.to_bytes_with(req.keep_alive)).is_err()
                         || !req.keep_alive
@@ -263,13 +285,20 @@ fn serve_conn(mut stream: Conn, shared: &Shared) {
                     continue;
                 }
                 crate::console::Outcome::Events { session } => {
+                    slot.trust();
                     return c.events(&session, &mut stream);
                 }
             }
         }
         let resp = match authorize(shared, &req) {
-            Ok(caller) => msgcenter_route(shared, &req, &caller)
-                .unwrap_or_else(|| shared.api.handle_as(&req, &caller)),
+            Ok(caller) => {
+                if required_scope(&shared.cfg, &req.path).is_some() {
+                    // A key was checked: this connection is a backend's, not to be evicted.
+                    slot.trust();
+                }
+                msgcenter_route(shared, &req, &caller)
+                    .unwrap_or_else(|| shared.api.handle_as(&req, &caller))
+            }
             Err(r) => r,
         };
         if stream

@@ -62,7 +62,8 @@ pub enum Command {
     /// Describe identified sessions of `project` (every project if `None`; optionally of one
     /// `user`): at most `limit`, in (shard, id) order after `after`.
     Sessions {
-        project: Option<String>,
+        /// Only these projects' sessions (`None`: every project's).
+        projects: Option<Vec<String>>,
         user: Option<String>,
         after: Option<(usize, u32)>,
         limit: usize,
@@ -74,6 +75,8 @@ pub enum Command {
     /// Destinations whose key contains `filter`, with their subscribers here: at most `limit`,
     /// the smallest keys after `after` (the console's destination list, a page at a time).
     Destinations {
+        /// Only these projects' destinations (`None`: every project's).
+        projects: Option<Vec<String>>,
         filter: String,
         after: String,
         limit: usize,
@@ -471,7 +474,8 @@ impl Hub {
         project: Option<&str>,
         user: Option<&str>,
     ) -> Result<Vec<serde_json::Value>, String> {
-        let all = self.sessions_page(project, user, None, usize::MAX)?;
+        let projects = project.map(|p| vec![p.to_string()]);
+        let all = self.sessions_page(projects.as_deref(), user, None, usize::MAX)?;
         Ok(all
             .iter()
             .filter_map(|s| serde_json::to_value(s).ok())
@@ -481,13 +485,13 @@ impl Hub {
     /// A page of identified sessions: at most `limit`, in (shard, id) order after `after`.
     pub fn sessions_page(
         &self,
-        project: Option<&str>,
+        projects: Option<&[String]>,
         user: Option<&str>,
         after: Option<(usize, u32)>,
         limit: usize,
     ) -> Result<Vec<SessionInfo>, String> {
         let mut all = self.gather(|reply| Command::Sessions {
-            project: project.map(str::to_string),
+            projects: projects.map(<[String]>::to_vec),
             user: user.map(str::to_string),
             after,
             limit,
@@ -538,11 +542,13 @@ impl Hub {
     /// subscribers over every shard.
     pub fn destinations(
         &self,
+        projects: Option<&[String]>,
         filter: &str,
         after: &str,
         limit: usize,
     ) -> Result<Vec<(String, usize)>, String> {
         let all = self.gather(|reply| Command::Destinations {
+            projects: projects.map(<[String]>::to_vec),
             filter: filter.to_string(),
             after: after.to_string(),
             limit,

@@ -224,8 +224,11 @@ pub struct Api {
     pub console: bool,
     /// Serve the API over TLS (`https://`) with the `[tls]` certificate and key.
     pub tls: bool,
-    /// Connections served at once; beyond it, 503.
+    /// Connections served at once; beyond it, the oldest connection that never presented a
+    /// valid key is closed to make room, or (none such) the newcomer gets 503.
     pub max_connections: usize,
+    /// Connections from one address (0 = no cap); beyond it, likewise (429).
+    pub max_connections_per_ip: usize,
     /// Largest request body (413 beyond it).
     pub max_body_bytes: usize,
     /// A request must arrive whole this soon after its first byte (or after the previous
@@ -244,6 +247,7 @@ impl Default for Api {
             console: false,
             tls: false,
             max_connections: 256,
+            max_connections_per_ip: 64,
             max_body_bytes: 1 << 20,
             request_timeout_ms: 10_000,
             keys: BTreeMap::new(),

@@ -50,6 +50,9 @@ pub enum Action {
     Ask(Act, String),
     /// Something refused that an operator may want to see in the log (rate-limited there).
     Refused(String),
+    /// A raw session's token was refreshed with these grants: its subscriptions to topics
+    /// they no longer allow end now (the shard holds a raw session's topics).
+    Regranted(Option<Box<crate::access::Grants>>),
 }
 
 /// What happened on this connection, for counters and timers (in no particular order).

@@ -18,6 +18,7 @@ pub mod context;
 pub mod dest;
 pub mod endpoint;
 pub mod history;
+pub mod http;
 pub mod names;
 pub mod sockjs;
 pub mod stomp;

@@ -151,19 +151,15 @@ impl Api {
                 Err(r) => r,
             };
         }
-        let items: Vec<&[u8]> = if ndjson {
-            req.body
-                .split(|&b| b == b'\n')
-                .filter(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
-                .collect()
+        let items = if ndjson {
+            super::batch::ndjson(&req.body)
         } else {
-            let all: Vec<&serde_json::value::RawValue> = match serde_json::from_slice(&req.body) {
-                Ok(a) => a,
-                Err(e) => return Response::error(400, format!("invalid publish batch: {e}")),
-            };
-            return self.publish_batch(all.iter().map(|r| r.get().as_bytes()), caller);
+            super::batch::array(&req.body)
         };
-        self.publish_batch(items.into_iter(), caller)
+        match items {
+            Ok(items) => self.publish_batch(items.into_iter(), caller),
+            Err(e) => Response::error(e.status(), e.to_string()),
+        }
     }
 
     /// A batch: the valid items go to the shards together (`Hub::publish_many`), each item

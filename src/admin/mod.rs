@@ -3,6 +3,7 @@
 //! Also the client side the CLI uses.
 
 pub mod api;
+pub mod batch;
 pub mod msgcenter;
 pub use ringcast_proto::admin::http;
 

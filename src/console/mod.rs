@@ -18,7 +18,8 @@ use crate::admin::api::{Api, Caller};
 use crate::admin::http::{Request, Response};
 use crate::endpoint::Context;
 use crate::hub::Dest;
-use login::{COOKIE, Logins, Throttle};
+pub use login::Grant;
+use login::{COOKIE, LogGate, Logins, Throttle};
 pub use overview::Overview;
 
 const INDEX: &str = include_str!("assets/index.html");
@@ -30,12 +31,16 @@ const PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
 /// Lifetime of a "Try it" token.
 const TRY_TTL_S: u64 = 300;
+/// "Try it" mints tokens only for users named so: a console session can test delivery, but
+/// never act as (or read the private queues of) a real user.
+pub const TRY_USER_PREFIX: &str = "console-";
 
 pub struct Console {
     api: Arc<Api>,
     ctx: Arc<Context>,
     logins: Mutex<Logins>,
     throttle: Mutex<Throttle>,
+    refusals: Mutex<LogGate>,
     overview: Arc<Overview>,
     /// The API listener speaks TLS: the cookie gets `Secure`.
     secure: bool,
@@ -74,6 +79,7 @@ impl Console {
             ctx,
             logins: Mutex::new(Logins::default()),
             throttle: Mutex::new(Throttle::default()),
+            refusals: Mutex::new(LogGate::default()),
             secure,
         }
     }
@@ -83,12 +89,12 @@ impl Console {
     }
 
     /// Answers a console request from `peer`; `admin_key` tells whether a presented key has
-    /// the admin scope, and which projects it may touch.
+    /// the admin scope, and what it may do.
     pub fn handle(
         &self,
         req: &Request,
         peer: Option<std::net::IpAddr>,
-        admin_key: impl Fn(&str) -> Option<Option<Vec<String>>>,
+        admin_key: impl Fn(&str) -> Option<Grant>,
     ) -> Outcome {
         Outcome::Reply(hardened(match self.route(req, peer, admin_key) {
             Ok(Outcome::Reply(r)) => r,
@@ -101,7 +107,7 @@ impl Console {
         &self,
         req: &Request,
         peer: Option<std::net::IpAddr>,
-        admin_key: impl Fn(&str) -> Option<Option<Vec<String>>>,
+        admin_key: impl Fn(&str) -> Option<Grant>,
     ) -> Result<Outcome, Response> {
         let now = crate::stats::now_ms();
         let reply = |r| Ok(Outcome::Reply(r));
@@ -142,16 +148,25 @@ impl Console {
             ));
         }
         let caller = Caller {
-            projects: seen.projects,
+            projects: seen.grant.projects.clone(),
         };
         let r = match (req.method.as_str(), req.path.as_str()) {
-            ("GET", "/console/api/session") => Response::json(200, &self.session(&seen.csrf)),
+            ("GET", "/console/api/session") => {
+                Response::json(200, &self.session(&seen.csrf, &seen.grant, &caller))
+            }
             ("GET", "/console/api/overview") => {
-                Response::json(200, &json!({"samples": self.overview.history()}))
+                let samples: Vec<Value> = (self.overview.history().into_iter())
+                    .map(|v| overview::scoped(v, &caller))
+                    .collect();
+                Response::json(200, &json!({ "samples": samples }))
             }
             ("GET", "/console/api/events") => return Ok(Outcome::Events { session: id }),
             ("GET", "/console/api/destinations") => self.destinations(req, &caller),
             ("GET", "/console/api/sessions") => self.sessions(req, &caller),
+            ("POST", "/console/api/publish") if !seen.grant.publish => Response::error(
+                403,
+                "the key this console session logged in with lacks the publish scope",
+            ),
             ("POST", "/console/api/publish") => self.forward(req, "/publish", &caller),
             ("POST", "/console/api/disconnect") => self.forward(req, "/disconnect", &caller),
             ("POST", "/console/api/token") => self.token(req, &caller),
@@ -171,7 +186,7 @@ impl Console {
         &self,
         req: &Request,
         peer: Option<std::net::IpAddr>,
-        admin_key: impl Fn(&str) -> Option<Option<Vec<String>>>,
+        admin_key: impl Fn(&str) -> Option<Grant>,
         now: u64,
     ) -> Response {
         let mut throttle = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
@@ -189,16 +204,24 @@ impl Console {
         let Some(key) = key else {
             return Response::error(400, "send {\"key\": \"an API key with the admin scope\"}");
         };
-        let Some(projects) = admin_key(&key) else {
+        let Some(grant) = admin_key(&key) else {
             if let Some(ip) = peer {
                 throttle.failed(ip, now);
             }
-            tracing::warn!(
-                "console: a login from {peer:?} with a key that is unknown or lacks the admin scope"
-            );
+            let gate = self
+                .refusals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .open(now);
+            if let Some(held) = gate {
+                tracing::warn!(
+                    suppressed = held,
+                    "console: a login from {peer:?} with a key that is unknown or lacks the admin scope"
+                );
+            }
             return Response::error(401, "unknown API key, or one without the admin scope");
         };
-        let (id, csrf) = self.logins().open(now, projects);
+        let (id, csrf) = self.logins().open(now, grant);
         let secure = if self.secure { "; Secure" } else { "" };
         Response::json(200, &json!({"csrf": csrf})).with_header(
             "Set-Cookie",
@@ -210,12 +233,13 @@ impl Console {
     }
 
     /// What the page needs to know: its CSRF token, where the WebSocket endpoint is, which
-    /// projects can mint "Try it" tokens.
-    fn session(&self, csrf: &str) -> Value {
+    /// of the caller's projects can mint "Try it" tokens, whether it may publish.
+    fn session(&self, csrf: &str, grant: &Grant, caller: &Caller) -> Value {
         let cfg = &self.ctx.cfg;
         let signing: Vec<&String> = cfg
             .projects
             .iter()
+            .filter(|(name, _)| caller.may(name).is_ok())
             .filter(|(name, _)| self.ctx.auth.mint(name, "probe", 1).is_ok())
             .map(|(name, _)| name)
             .collect();
@@ -228,6 +252,8 @@ impl Console {
             },
             "auth": cfg.auth.enabled,
             "signing_projects": signing,
+            "try_user_prefix": TRY_USER_PREFIX,
+            "publish": grant.publish,
             "clustered": self.api.cluster.is_some(),
         })
     }
@@ -243,7 +269,7 @@ impl Console {
         let limit = Self::limit(req);
         let q = req.query_first("q").unwrap_or("");
         let after = req.query_first("after").unwrap_or("");
-        match self.api.hub.destinations(q, after, limit + 1) {
+        match (self.api.hub).destinations(caller.projects.as_deref(), q, after, limit + 1) {
             Ok(mut rows) => {
                 let more = rows.len() > limit;
                 rows.truncate(limit);
@@ -284,7 +310,10 @@ impl Console {
             let (s, i) = a.split_once(':')?;
             Some((s.parse().ok()?, i.parse().ok()?))
         });
-        match self.api.hub.sessions_page(project, user, after, limit + 1) {
+        // Filtered in the shards, before the page is cut: other projects' sessions neither
+        // show nor take up a limited caller's page.
+        let projects = project.map_or(caller.projects.clone(), |p| Some(vec![p.to_string()]));
+        match (self.api.hub).sessions_page(projects.as_deref(), user, after, limit + 1) {
             Ok(mut rows) => {
                 rows.retain(|s| caller.may(&s.project).is_ok());
                 let more = rows.len() > limit;
@@ -316,6 +345,14 @@ impl Console {
         if let Err(r) = caller.may(project) {
             return r;
         }
+        if !user.starts_with(TRY_USER_PREFIX) || !crate::names::valid(user) {
+            return Response::error(
+                403,
+                format!(
+                    "Try it mints tokens only for test users whose name starts with {TRY_USER_PREFIX:?}"
+                ),
+            );
+        }
         match self.ctx.auth.mint(project, user, TRY_TTL_S) {
             Ok(token) => Response::json(
                 200,
@@ -327,9 +364,17 @@ impl Console {
 
     /// Streams the overview as server-sent events until the session ends or the page goes.
     pub fn events(&self, session: &str, out: &mut impl Write) {
+        let Some(seen) = self.logins().check(session, crate::stats::now_ms()) else {
+            return;
+        };
+        let caller = Caller {
+            projects: seen.grant.projects,
+        };
         let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
                     X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n";
-        let history = self.overview.history();
+        let history: Vec<Value> = (self.overview.history().into_iter())
+            .map(|v| overview::scoped(v, &caller))
+            .collect();
         let mut last = history.last().and_then(|v| v["t"].as_u64()).unwrap_or(0);
         let first = format!("event: history\ndata: {}\n\n", Value::Array(history));
         if out.write_all(head.as_bytes()).is_err() || out.write_all(first.as_bytes()).is_err() {
@@ -347,7 +392,7 @@ impl Console {
             let chunk = match self.overview.next(last, Duration::from_secs(2)) {
                 Some(v) => {
                     last = v["t"].as_u64().unwrap_or(last);
-                    format!("data: {v}\n\n")
+                    format!("data: {}\n\n", overview::scoped(v, &caller))
                 }
                 None => ": quiet\n\n".to_string(),
             };

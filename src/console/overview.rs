@@ -99,6 +99,35 @@ impl Overview {
     }
 }
 
+/// A sample as a caller limited to some projects may see it: only its projects' session
+/// counts (and their sum as its connections); nothing per shard, per node or anonymous.
+pub fn scoped(mut v: Value, caller: &crate::admin::api::Caller) -> Value {
+    let Some(allowed) = &caller.projects else {
+        return v;
+    };
+    let mine: serde_json::Map<String, Value> = v["sessions_by_project"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(p, _)| allowed.contains(p))
+                .map(|(p, n)| (p.clone(), n.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let total: u64 = mine.values().filter_map(Value::as_u64).sum();
+    let known = v["sessions_by_project"].is_object();
+    v["connections"] = if known { json!(total) } else { Value::Null };
+    v["sessions_by_project"] = if known {
+        Value::Object(mine)
+    } else {
+        Value::Null
+    };
+    v["anonymous"] = Value::Null;
+    v["shards"] = json!([]);
+    v["cluster"] = Value::Null;
+    v
+}
+
 fn sample(api: &Api, snap: &Snapshot, before: &Snapshot, dt: u64, watched: bool, t: u64) -> Value {
     let shards: Vec<Value> = snap
         .shards

@@ -100,13 +100,28 @@ impl Subscriptions {
         self.ids.len()
     }
 
-    /// Up to `limit` destinations whose key contains `filter` and sorts after `after`, the
-    /// smallest first, with their subscribers. A scan of the shard's destinations, keeping
-    /// only `limit` at a time: a page costs the scan, never a sort of everything.
-    pub fn page(&self, filter: &str, after: &str, limit: usize) -> Vec<(String, usize)> {
+    /// Up to `limit` destinations of `projects` (`None`: any) whose key contains `filter`
+    /// and sorts after `after`, the smallest first, with their subscribers. A scan of the
+    /// shard's destinations, keeping only `limit` at a time: a page costs the scan, never a
+    /// sort of everything. The projects are filtered before the page is cut, so a page (and
+    /// its cursor) never holds another project's names.
+    pub fn page(
+        &self,
+        projects: Option<&[String]>,
+        filter: &str,
+        after: &str,
+        limit: usize,
+    ) -> Vec<(String, usize)> {
         let mut best: std::collections::BinaryHeap<(&str, usize)> = Default::default();
+        let allowed = |key: &str| {
+            projects.is_none_or(|ps| {
+                let project = key.split('\0').nth(1).unwrap_or("");
+                ps.iter().any(|p| p == project)
+            })
+        };
         for (key, members) in &self.members {
-            if members.is_empty() || key.as_str() <= after || !key.contains(filter) {
+            if members.is_empty() || key.as_str() <= after || !key.contains(filter) || !allowed(key)
+            {
                 continue;
             }
             best.push((key, members.len()));

@@ -34,25 +34,27 @@ impl Core {
                 let _ = reply.send(self.disconnect(&project, &user));
             }
             Command::Sessions {
-                project,
+                projects,
                 user,
                 after,
                 limit,
                 reply,
             } => {
                 let page = (after, limit);
-                let _ = reply.send(self.sessions(project.as_deref(), user.as_deref(), page));
+                let _ = reply.send(self.sessions(projects.as_deref(), user.as_deref(), page));
             }
             Command::Census(reply) => {
                 let _ = reply.send(self.census());
             }
             Command::Destinations {
+                projects,
                 filter,
                 after,
                 limit,
                 reply,
             } => {
-                let _ = reply.send(self.subs.page(&filter, &after, limit));
+                let page = self.subs.page(projects.as_deref(), &filter, &after, limit);
+                let _ = reply.send(page);
             }
             Command::Barrier(reply) => {
                 let _ = reply.send(0);
@@ -112,7 +114,7 @@ impl Core {
 
     fn sessions(
         &self,
-        project: Option<&str>,
+        projects: Option<&[String]>,
         user: Option<&str>,
         (after, limit): (Option<(usize, u32)>, usize),
     ) -> Vec<SessionInfo> {
@@ -127,7 +129,9 @@ impl Core {
             .filter(|(k, _)| *k >= from)
             .filter_map(|(k, c)| {
                 let (p, u) = c.session.identity()?;
-                if project.is_some_and(|want| want != p) || (user.is_some() && u != user) {
+                if projects.is_some_and(|want| !want.iter().any(|w| w == p))
+                    || (user.is_some() && u != user)
+                {
                     return None;
                 }
                 let subscriptions = match c.session.mode() {

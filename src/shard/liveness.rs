@@ -2,7 +2,6 @@
 //! due (handshake and CONNECT deadlines, heart-beats, pings, unanswered closes), with the stall
 //! grace that keeps a shard that itself fell behind from blaming its clients.
 
-use std::cmp::Reverse;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::timer::Kind;
@@ -119,88 +118,6 @@ impl Core {
                 self.close_session(key, CloseError::GOING_AWAY, "ping timeout");
             }
         }
-    }
-}
-
-impl Core {
-    /// Files connection `key`'s token expiry, if it has one (again after a refresh: the older
-    /// entry is recognised as stale when it comes up).
-    pub(super) fn watch_expiry(&mut self, key: u32) {
-        let c = &self.conns[key as usize];
-        if let Some(exp) = c.session.expires_at() {
-            self.expiries.push(Reverse((exp, key, c.epoch)));
-        }
-    }
-
-    /// Closes the sessions whose token expired by `now_s` (Unix seconds).
-    fn expire_tokens(&mut self, now_s: u64) {
-        while let Some(&Reverse((exp, key, epoch))) = self.expiries.peek() {
-            if exp > now_s {
-                break;
-            }
-            self.expiries.pop();
-            let Some(c) = self.conns.get_mut(key as usize) else {
-                continue;
-            };
-            if c.epoch != epoch {
-                continue;
-            }
-            let mut out = std::mem::take(&mut self.out);
-            if c.session.expire(now_s, &mut out) {
-                self.stats.shards[self.id]
-                    .token_expired
-                    .fetch_add(1, Relaxed);
-            }
-            self.apply(key, &mut out);
-            self.out = out;
-        }
-    }
-
-    /// Connection `key` needs the project's backend to decide on `topic`.
-    pub(super) fn ask(&mut self, key: u32, act: crate::access::Act, topic: String) {
-        let c = &self.conns[key as usize];
-        let Some((project, Some(user))) = c.session.identity() else {
-            return;
-        };
-        let q = super::Question {
-            shard: self.id,
-            key,
-            epoch: c.epoch,
-            project: project.to_string(),
-            user: user.to_string(),
-            topic,
-            act,
-        };
-        self.ops.push(Op::Ask(q));
-    }
-
-    /// The backend's answer to a `Question` of this shard.
-    pub fn answer(&mut self, a: crate::hub::Answer) {
-        let Some(c) = self.conns.get_mut(a.key as usize) else {
-            return;
-        };
-        if c.epoch != a.epoch {
-            return;
-        }
-        let mut out = std::mem::take(&mut self.out);
-        c.session
-            .on_answer(a.act, &a.topic, a.allowed, &a.reason, &mut out);
-        self.apply(a.key, &mut out);
-        self.out = out;
-    }
-}
-
-impl Core {
-    /// The backend URL for a question (empty when the project has none: the question is then
-    /// refused by the proxy as unreachable).
-    pub fn backend_for(&self, q: &super::Question) -> String {
-        self.ctx
-            .cfg
-            .projects
-            .get(&q.project)
-            .and_then(|p| p.proxy_for(q.act))
-            .unwrap_or_default()
-            .to_string()
     }
 }
 

@@ -14,6 +14,7 @@ pub mod timer;
 
 pub mod sockjs;
 
+mod access;
 mod commands;
 mod liveness;
 mod recovery;
@@ -466,6 +467,18 @@ impl Core {
     }
 
     /// Frees a connection once it is shut and no operation references it.
+    /// Connection (or SockJS session) `key` is gone: its address's counts go back.
+    fn release_peer(&mut self, key: u32, pending: bool) {
+        if let Some(ip) = self.peers.remove(&key) {
+            if self.per_ip.enabled() {
+                self.per_ip.release(ip);
+            }
+            if pending {
+                self.pending_per_ip.release(ip);
+            }
+        }
+    }
+
     fn reap(&mut self, key: u32) {
         if !self.conns.get(key as usize).is_some_and(Conn::removable) {
             return;
@@ -482,14 +495,7 @@ impl Core {
         st.connections.fetch_sub(1, Relaxed);
         st.closed.fetch_add(1, Relaxed);
         self.stats.open.fetch_sub(1, Relaxed);
-        if let Some(ip) = self.peers.remove(&key) {
-            if self.per_ip.enabled() {
-                self.per_ip.release(ip);
-            }
-            if pending {
-                self.pending_per_ip.release(ip);
-            }
-        }
+        self.release_peer(key, pending);
         self.ops.push(Op::Free(key));
     }
 
@@ -522,6 +528,7 @@ impl Core {
                 Action::Exchange(req) => self.exchange(key, req),
                 Action::Ask(act, topic) => self.ask(key, act, topic),
                 Action::Refused(why) => self.log_refusal(key, &why),
+                Action::Regranted(grants) => self.regranted(key, grants.as_deref()),
                 Action::Close
                     if self.conns[key as usize].session.wrapping() == Wrapping::SockjsHttp =>
                 {

@@ -95,6 +95,15 @@ impl Core {
         let Some(history) = self.history.clone() else {
             return;
         };
+        let queued = self.conns.get(key as usize).map_or(0, |c| c.queue.len());
+        if queued >= self.ctx.cfg.limits.send_queue {
+            // A session that does not read what it has is given no replay on top: it hears
+            // that it cannot recover (and reloads), which costs neither memory nor encoding.
+            let replay = Replay::unavailable();
+            history.count_replay(&replay);
+            self.replay(key, r, replay, Vec::new());
+            return;
+        }
         if let Some(replay) = history.replay(&r.dest, &r.since) {
             self.replay(key, r, replay, Vec::new());
             return;
@@ -170,7 +179,8 @@ impl Core {
             for e in replay.entries {
                 let text =
                     ringcast_proto::history::envelope(&topic, Some((&epoch, e.offset)), &e.body);
-                self.send(key, raw_text(text, wrap.1, min), false);
+                // Replayed messages count against the send queue as live ones do.
+                self.send(key, raw_text(text, wrap.1, min), true);
             }
             self.recovering.0.entry(key).or_default().push(Pending {
                 id: r.id,
@@ -181,7 +191,7 @@ impl Core {
             // As fan-out frames them, skipping what the replay covered.
             for msg in held {
                 if let Some(f) = self.raw_positioned(key, &msg, positions, wrap.1) {
-                    self.send(key, f, false);
+                    self.send(key, f, true);
                 }
             }
             return;
@@ -201,7 +211,7 @@ impl Core {
             let msg = replayed(&r, e, &epoch);
             let extra = tell.take().map(|t| ("x-recovered", t.to_string()));
             let frame = message_frame(&msg, &r.id, &r.written, wrap, min, extra);
-            self.send(key, frame, false);
+            self.send(key, frame, true);
         }
         self.recovering.0.entry(key).or_default().push(Pending {
             id: r.id.clone(),
@@ -216,7 +226,7 @@ impl Core {
                 Live::Tell(t) => Some(("x-recovered", t.to_string())),
             };
             let frame = message_frame(&msg, &r.id, &r.written, wrap, min, extra);
-            self.send(key, frame, false);
+            self.send(key, frame, true);
         }
     }
 }

@@ -36,8 +36,13 @@ pub struct Peer {
 /// What shards tell each other about SockJS sessions.
 #[derive(Debug)]
 pub enum Message {
-    /// A session request read by `from`'s shard, for the session's owner.
-    Request { from: Peer, req: Box<HttpRequest> },
+    /// A session request read by `from`'s shard, for the session's owner; `ip` is the
+    /// requester's address, which a new session is counted against (the per-address limits).
+    Request {
+        from: Peer,
+        req: Box<HttpRequest>,
+        ip: Option<std::net::IpAddr>,
+    },
     /// Bytes of the answer for connection (`key`, `epoch`); `end`: the answer is complete, and
     /// the connection reads its next request (`keep_alive`) or closes.
     Reply {
@@ -98,6 +103,9 @@ pub fn owner(id: &str, shards: usize) -> usize {
 impl Core {
     /// Connection `key` read a session request: hand it to the session's owner.
     pub(super) fn exchange(&mut self, key: u32, req: Box<HttpRequest>) {
+        // The carrying connection stops counting as unauthenticated: the session it asks for
+        // is counted instead, by its owner, against the same address.
+        let ip = self.peers.get(&key).copied();
         self.authenticated(key);
         let from = Peer {
             shard: self.id,
@@ -109,7 +117,7 @@ impl Core {
             let id: Box<str> = req.session.as_str().into();
             self.polling.receiving.insert(key, (to, id));
         }
-        self.tell_shard(to, Message::Request { from, req });
+        self.tell_shard(to, Message::Request { from, req, ip });
     }
 
     fn tell_shard(&mut self, shard: usize, m: Message) {
@@ -123,7 +131,7 @@ impl Core {
     /// A message from a shard (this one included).
     pub(super) fn sockjs_message(&mut self, m: Message) {
         match m {
-            Message::Request { from, req } => self.sockjs_request(from, *req),
+            Message::Request { from, req, ip } => self.sockjs_request(from, *req, ip),
             Message::Reply {
                 key,
                 epoch,
@@ -145,7 +153,7 @@ impl Core {
     }
 
     /// The owner's side: a request for one of its sessions.
-    fn sockjs_request(&mut self, from: Peer, req: HttpRequest) {
+    fn sockjs_request(&mut self, from: Peer, req: HttpRequest, ip: Option<std::net::IpAddr>) {
         let ctx = self.ctx.clone();
         let cfg = &ctx.cfg.sockjs;
         let (origin, cookie) = (req.origin.as_deref(), req.cookie.as_deref());
@@ -167,7 +175,13 @@ impl Core {
         };
         let v = match existing {
             Some(v) => v,
-            None => self.open_session(&req),
+            None => match self.open_session(&req, ip) {
+                Ok(v) => v,
+                Err((status, why)) => {
+                    let answer = http::sent(status, why, origin, cookie, cfg, ka);
+                    return self.reply(from, answer, true, ka);
+                }
+            },
         };
         let state = &self.polling.state[&v];
         let unread = !self.conns[v as usize].queue.is_empty();
@@ -211,8 +225,14 @@ impl Core {
         }
     }
 
-    /// Creates session `req.session` (its `o` frame queued); returns its slab key.
-    fn open_session(&mut self, req: &HttpRequest) -> u32 {
+    /// Creates session `req.session` (its `o` frame queued); returns its slab key, or the
+    /// status and reason of a refusal. A session counts as a connection, as a WebSocket does:
+    /// against `max_connections` and its address's limits (unauthenticated until CONNECTED).
+    fn open_session(
+        &mut self,
+        req: &HttpRequest,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<u32, (u16, &'static str)> {
         let ctx = self.ctx.clone();
         let mode = match req.service {
             Service::Stomp => Mode::Stomp(Box::new(crate::stomp::session::Session::new(
@@ -229,7 +249,20 @@ impl Core {
         c.session = Session::over_http(mode);
         c.queue.push_back(Bytes::from_static(sockjs::OPEN));
         let stomp = c.session.stomp().is_some();
+        let open = self.stats.open.fetch_add(1, Relaxed) + 1;
+        if open > ctx.cfg.server.max_connections as u64 || self.conns.len() >= self.capacity {
+            self.stats.open.fetch_sub(1, Relaxed);
+            return Err((503, "server is at its connection limit"));
+        }
         let v = self.conns.insert(c) as u32;
+        if let Err(why) = self.admit_peer(v, ip) {
+            self.conns.remove(v as usize);
+            self.stats.open.fetch_sub(1, Relaxed);
+            return Err((429, why));
+        }
+        if !stomp {
+            self.authenticated(v);
+        }
         self.polling.by_id.insert(req.session.as_str().into(), v);
         self.polling.state.insert(
             v,
@@ -250,7 +283,7 @@ impl Core {
             let t = ticks(ctx.cfg.sockjs.heartbeat_ms);
             self.wheel.schedule(v, epoch, Kind::SockjsBeat, t);
         }
-        v
+        Ok(v)
     }
 
     /// `xhr_send`'s messages for session `v`.
@@ -390,11 +423,13 @@ impl Core {
             return;
         };
         self.polling.by_id.remove(&s.id);
-        let c = self.conns.remove(v as usize);
-        for id in c.subs {
+        let mut c = self.conns.remove(v as usize);
+        for id in std::mem::take(&mut c.subs) {
             self.subs.unsubscribe(id, v);
         }
         self.st().sockjs_sessions.fetch_sub(1, Relaxed);
+        self.stats.open.fetch_sub(1, Relaxed);
+        self.release_peer(v, c.take_pending());
     }
 
     /// Sends part of an answer to the connection that asked.

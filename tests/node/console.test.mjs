@@ -25,7 +25,7 @@ function config(apiPort) {
 [projects.fm]\njwt_alg = "HS256"\njwt_secret = "fm-console-secret"\n
 [limits]\nmax_pending_per_ip = 0\n
 [api]\nlisten = "127.0.0.1:${apiPort}"\nconsole = true\n
-[api.keys.ops]\nkey = "${ADMIN_KEY}"\nscopes = ["admin"]\n
+[api.keys.ops]\nkey = "${ADMIN_KEY}"\nscopes = ["admin", "publish"]\n
 [api.keys.backend]\nkey = "${PUBLISH_KEY}"\nscopes = ["publish"]\n`);
   return path;
 }
@@ -158,7 +158,7 @@ test('the console in Chromium: live overview, destinations, publish to Try it, d
 test('the console is off unless [api] console = true', { timeout: 30000 }, async () => {
   const apiPort = await freePort();
   const path = config(apiPort).replace(/ringcast\.toml$/, 'off.toml');
-  writeFileSync(path, `[api]\nlisten = "127.0.0.1:${apiPort}"\n[api.keys.ops]\nkey = "${ADMIN_KEY}"\nscopes = ["admin"]\n`);
+  writeFileSync(path, `[api]\nlisten = "127.0.0.1:${apiPort}"\n[api.keys.ops]\nkey = "${ADMIN_KEY}"\nscopes = ["admin", "publish"]\n`);
   const s = await startServer(['--config', path, '--no-auth']);
   try {
     const r = await fetch(`http://127.0.0.1:${apiPort}/console/`);

@@ -118,6 +118,14 @@ impl Response {
             self.body.len(),
             if keep_alive { "keep-alive" } else { "close" }
         );
+        if !self
+            .headers
+            .iter()
+            .any(|(k, _)| *k == "X-Content-Type-Options")
+        {
+            // Bodies can echo what the client sent (a path, a name): never sniffed as HTML.
+            head.push_str("X-Content-Type-Options: nosniff\r\n");
+        }
         for (k, v) in &self.headers {
             // Values are ours, never a client's; a line break would still end the header.
             head.push_str(&format!("{k}: {}\r\n", v.replace(['\r', '\n'], " ")));
@@ -151,13 +159,16 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parse, Response> {
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
     };
-    if header("transfer-encoding").is_some() {
-        return Err(Response::error(
-            411,
-            "chunked bodies are not supported: send Content-Length",
-        ));
-    }
-    let len = content_length(req.headers)?;
+    let len = match crate::http::body(req.headers) {
+        Ok(crate::http::Body::Length(n)) => n,
+        Ok(crate::http::Body::Chunked) => {
+            return Err(Response::error(
+                411,
+                "chunked bodies are not supported: send Content-Length",
+            ));
+        }
+        Err((status, why)) => return Err(Response::error(status, why)),
+    };
     if len > max_body {
         return Err(Response::error(
             413,
@@ -190,32 +201,6 @@ pub fn parse(buf: &[u8], max_body: usize) -> Result<Parse, Response> {
         keep_alive,
         len: head + len,
     }))
-}
-
-/// The body's length. Strict, because a length that two parsers read differently is how
-/// requests get smuggled: digits only (no sign, no spaces inside), and every Content-Length
-/// header must agree.
-fn content_length(headers: &[httparse::Header<'_>]) -> Result<usize, Response> {
-    let mut len = None;
-    for h in headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
-    {
-        let v = std::str::from_utf8(h.value).unwrap_or("").trim();
-        let n = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-            v.parse::<usize>().ok()
-        } else {
-            None
-        }
-        .ok_or_else(|| {
-            Response::error(400, format!("invalid Content-Length {v:?}: digits only"))
-        })?;
-        if len.is_some_and(|l| l != n) {
-            return Err(Response::error(400, "conflicting Content-Length headers"));
-        }
-        len = Some(n);
-    }
-    Ok(len.unwrap_or(0))
 }
 
 #[cfg(test)]

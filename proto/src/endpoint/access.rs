@@ -107,9 +107,19 @@ pub(super) fn raw_message(
     };
     let answer = match ctx.auth.verify(&id.project, &r.refresh) {
         Ok(v) if *v.user == *id.user => {
-            id.exp = u32::try_from(v.exp).unwrap_or(u32::MAX);
-            out.note(Event::Refreshed);
-            serde_json::json!({ "refreshed": v.exp })
+            let exp = u32::try_from(v.exp).unwrap_or(u32::MAX);
+            if id.exp > 0 && exp <= id.exp {
+                // As for STOMP: a refresh extends, so a repeated token costs nothing.
+                serde_json::json!({ "error": format!(
+                    "refresh refused: the new token must expire later than the session's (exp {})",
+                    id.exp
+                ) })
+            } else {
+                id.exp = exp;
+                out.note(Event::Refreshed);
+                out.act(Action::Regranted(v.grants.map(Box::new)));
+                serde_json::json!({ "refreshed": v.exp })
+            }
         }
         Ok(_) => {
             serde_json::json!({ "error": "refresh refused: the new token names another user" })

@@ -131,22 +131,10 @@ pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Parse, Reject> {
     if header("host").is_none() && req.version == Some(1) {
         return Err(Reject::new(400, "missing Host header"));
     }
-    let content_length = match header("content-length") {
-        None => 0,
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| Reject::new(400, format!("bad Content-Length {v:?}")))?,
-    };
-    let chunked = match header("transfer-encoding") {
-        None => false,
-        Some(v) if v.trim().eq_ignore_ascii_case("chunked") => true,
-        Some(v) => {
-            return Err(Reject::new(
-                501,
-                format!("Transfer-Encoding {v:?} is not supported: use chunked or Content-Length"),
-            ));
-        }
+    let (content_length, chunked) = match crate::http::body(req.headers) {
+        Ok(crate::http::Body::Length(n)) => (n, false),
+        Ok(crate::http::Body::Chunked) => (0, true),
+        Err((status, why)) => return Err(Reject::new(status, why)),
     };
     let connection = header("connection").unwrap_or("");
     let keep_alive = if req.version == Some(1) {
@@ -290,7 +278,7 @@ pub fn reject_response(r: &Reject) -> Vec<u8> {
         ""
     };
     format!(
-        "HTTP/1.1 {} {}\r\n{extra}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}\n",
+        "HTTP/1.1 {} {}\r\n{extra}Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}\n",
         r.status,
         status_text(r.status),
         r.reason.len() + 1,

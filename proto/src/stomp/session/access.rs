@@ -235,10 +235,50 @@ impl Session {
         if Some(v.user.as_str()) != self.user.as_deref() {
             return Err("refresh refused: the new token names another user".into());
         }
-        self.exp = u32::try_from(v.exp).unwrap_or(u32::MAX);
+        let exp = u32::try_from(v.exp).unwrap_or(u32::MAX);
+        if self.exp > 0 && exp <= self.exp {
+            // A refresh extends a session: repeating a token (or sending an older one) is
+            // refused, which also bounds refreshes to one per second of token lifetime.
+            return Err(format!(
+                "refresh refused: the new token must expire later than the session's (exp {})",
+                self.exp
+            ));
+        }
+        self.exp = exp;
         self.grants = v.grants.map(Box::new);
+        self.drop_ungranted(ctx, out);
         out.put(Output::Refreshed);
         Ok(())
+    }
+
+    /// After a refresh: the subscriptions the new token no longer grants end now (a narrowed
+    /// grant takes effect at once, not at the next SUBSCRIBE).
+    fn drop_ungranted(&mut self, ctx: &Context, out: &mut impl Sink) {
+        let mut gone = Vec::new();
+        let (mut kept, subs) = (Vec::new(), std::mem::take(&mut self.subs));
+        for sub in subs {
+            match self.resolve(sub.written(), true) {
+                Ok(dest)
+                    if matches!(
+                        self.permitted(Act::Subscribe, &dest, ctx),
+                        Err(Refusal::Forbidden(_))
+                    ) =>
+                {
+                    gone.push(dest)
+                }
+                _ => kept.push(sub),
+            }
+        }
+        self.subs = kept;
+        for dest in gone {
+            if !self
+                .subs
+                .iter()
+                .any(|o| self.resolves_to(o.written(), &dest))
+            {
+                out.put(Output::Unsubscribe(dest));
+            }
+        }
     }
 
     /// When the session's token expires (Unix seconds), if it does.
