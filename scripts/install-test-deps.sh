@@ -9,6 +9,7 @@ export DEBIAN_FRONTEND=noninteractive PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHE
 
 need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
+command -v objcopy >/dev/null || need_apt+=(binutils)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v redis-server >/dev/null || need_apt+=(redis-server)

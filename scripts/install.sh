@@ -11,8 +11,11 @@ action=${1:-install}
 PREFIX=${PREFIX:-/usr/local}
 DESTDIR=${DESTDIR:-}
 BIN=target/release/ringcast
+# Debug info kept apart from the stripped binary, where gdb looks for it (debuglink).
+DEBUG_FILE=/usr/lib/debug$PREFIX/bin/ringcast.debug
 files=(
   "$PREFIX/bin/ringcast"
+  "$DEBUG_FILE"
   /etc/systemd/system/ringcast.service
   /etc/sysctl.d/99-ringcast.conf
   /etc/security/limits.d/ringcast.conf
@@ -26,7 +29,14 @@ fi
 case "$action" in
   install)
     [ -x "$BIN" ] || { echo "no $BIN: run make build first" >&2; exit 2; }
-    install -D -m 0755 "$BIN" "$DESTDIR$PREFIX/bin/ringcast"
+    # Stripped (the release build carries debug info for profiles): the symbols go to
+    # DEBUG_FILE, linked from the binary, so a backtrace or perf report can still name them.
+    tmp=$(mktemp -d)
+    objcopy --only-keep-debug "$BIN" "$tmp/ringcast.debug"
+    objcopy --strip-debug --strip-unneeded --add-gnu-debuglink="$tmp/ringcast.debug" "$BIN" "$tmp/ringcast"
+    install -D -m 0755 "$tmp/ringcast" "$DESTDIR$PREFIX/bin/ringcast"
+    install -D -m 0644 "$tmp/ringcast.debug" "$DESTDIR$DEBUG_FILE"
+    rm -rf "$tmp"
     sed "s|/usr/local/bin/ringcast|$PREFIX/bin/ringcast|" tuning/ringcast.service |
       install -D -m 0644 /dev/stdin "$DESTDIR/etc/systemd/system/ringcast.service"
     install -D -m 0644 tuning/99-ringcast.conf "$DESTDIR/etc/sysctl.d/99-ringcast.conf"

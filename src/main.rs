@@ -245,6 +245,9 @@ fn run(cli: Cli) -> Result<(), String> {
             if s.check_config {
                 ringcast::auth::Auth::from_config(&cfg)?;
                 ringcast::tls::Tls::from_config(&cfg.tls)?;
+                for w in ringcast::auth::Auth::weak_secrets(&cfg) {
+                    eprintln!("warning: {w}");
+                }
                 let n = cfg.projects.len();
                 println!(
                     "configuration OK: {n} project(s), auth {}",

@@ -287,6 +287,12 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
                 ""
             }
         );
+        if cfg.api.console {
+            let scheme = if cfg.api.tls { "https" } else { "http" };
+            tracing::info!(
+                "web console at {scheme}://{bound}/console/ (log in with an API key of the admin scope)"
+            );
+        }
     }
     let auth = if cfg.auth.enabled {
         let names: Vec<&str> = cfg.projects.keys().map(String::as_str).collect();
@@ -340,6 +346,32 @@ fn start_ingest<S: crate::ingest::Source + Send + 'static>(
     Ok(())
 }
 
+/// The parts of a reloaded configuration that differ from the running one and that only a
+/// restart applies (they are read once, by threads or sockets set up at start).
+fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
+    // Debug, not Serialize: the serialized form masks secrets, and a new key is a change.
+    fn differ(a: &impl std::fmt::Debug, b: &impl std::fmt::Debug) -> bool {
+        format!("{a:?}") != format!("{b:?}")
+    }
+    let mut out = Vec::new();
+    if new.server.listen != running.server.listen || new.server.shards != running.server.shards {
+        out.push("[server] listen or shards");
+    }
+    if new.server.admin_socket != running.server.admin_socket {
+        out.push("[server] admin_socket");
+    }
+    if differ(&new.api, &running.api) {
+        out.push("[api] (listener, API keys, console)");
+    }
+    if differ(&new.cluster, &running.cluster) {
+        out.push("[cluster]");
+    }
+    if differ(&new.ingest, &running.ingest) {
+        out.push("[[ingest.*]]");
+    }
+    out
+}
+
 /// Serves signals until one asks to stop: SIGHUP reloads, SIGINT and SIGTERM return.
 fn wait_for_signals(
     running: &Running,
@@ -355,12 +387,8 @@ fn wait_for_signals(
                 Ok(Context::new(c, auth))
             }) {
                 Ok(new) => {
-                    if new.cfg.server.listen != cfg.server.listen
-                        || new.cfg.server.shards != cfg.server.shards
-                    {
-                        tracing::warn!(
-                            "SIGHUP: listen address and shard count need a restart; kept"
-                        );
+                    for what in needs_restart(cfg, &new.cfg) {
+                        tracing::warn!("SIGHUP: {what} changed, which needs a restart; kept");
                     }
                     if let Ok(mut p) = running.api.projects.write() {
                         *p = admin::api::Api::projects_of(&new.cfg);
@@ -376,7 +404,9 @@ fn wait_for_signals(
                         }
                     }
                     running.hub.reload(Arc::new(new));
-                    tracing::info!("SIGHUP: configuration reloaded (keys, limits, STOMP settings)");
+                    tracing::info!(
+                        "SIGHUP: configuration reloaded ([projects] keys and policies, [limits], [stomp], [sockjs], [compression], [tls] certificate)"
+                    );
                 }
                 Err(e) => {
                     tracing::error!("SIGHUP: reload failed, keeping the running configuration: {e}")
@@ -412,6 +442,9 @@ impl Running {
 /// Two projects with one key are one tenant as far as tokens go: a token minted for either
 /// opens both. Legal (a migration may want it), so a warning, not an error.
 fn warn_shared_keys(cfg: &crate::config::Config) {
+    for w in Auth::weak_secrets(cfg) {
+        tracing::warn!("{w}");
+    }
     for (a, b) in Auth::shared_keys(cfg) {
         tracing::warn!(
             "projects {a:?} and {b:?} share a JWT key: a token of one also opens the other; give each project its own key"

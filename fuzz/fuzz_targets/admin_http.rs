@@ -1,6 +1,7 @@
 //! The admin socket and the network API: arbitrary request bytes through the HTTP parser and
 //! every route, including the JSON bodies of /publish (single, array, NDJSON), /disconnect and
-//! msg-center's routes, as an unrestricted and as a project-restricted caller.
+//! msg-center's routes, as an unrestricted and as a project-restricted caller. Bodies are read
+//! with the framing rule every listener shares (`ringcast_proto::http`).
 #![no_main]
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ fuzz_target!(|data: &[u8]| {
         Ok(Parse::Done(req)) => {
             let r = api.handle(&req);
             assert!((200..600).contains(&r.status));
+            // A batch is capped: however many items the body holds, the answer stays small.
+            assert!(r.body.len() < 1 << 18, "an answer of {} bytes", r.body.len());
             let limited = Caller {
                 projects: Some(vec!["p".into()]),
             };

@@ -133,6 +133,35 @@ impl Auth {
         Ok(Verified { user, exp, grants })
     }
 
+    /// Warnings for HS256 secrets anyone could guess: a placeholder left in (`CHANGE-ME`, as
+    /// the installed sample has) or fewer than 32 bytes (RFC 7518 §3.2 wants at least the
+    /// hash's 256 bits). Empty with authentication off, where no token is checked.
+    pub fn weak_secrets(cfg: &Config) -> Vec<String> {
+        if !cfg.auth.enabled {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (name, p) in &cfg.projects {
+            let Some(secret) = p.jwt_secret.as_deref() else {
+                continue;
+            };
+            if p.jwt_alg.as_deref().unwrap_or("HS256") != "HS256" {
+                continue;
+            }
+            if secret.to_ascii_uppercase().contains("CHANGE-ME") {
+                out.push(format!(
+                    "projects.{name}.jwt_secret is still the placeholder: set a long random secret (e.g. `openssl rand -hex 32`)"
+                ));
+            } else if secret.len() < 32 {
+                out.push(format!(
+                    "projects.{name}.jwt_secret has {} bytes: an HS256 secret needs at least 32 to resist guessing",
+                    secret.len()
+                ));
+            }
+        }
+        out
+    }
+
     /// Pairs of projects that share a key: a token of one then opens the other.
     pub fn shared_keys(cfg: &Config) -> Vec<(String, String)> {
         let key_of = |p: &Project| -> Option<Vec<u8>> {
@@ -176,7 +205,14 @@ impl Auth {
         let keys = self
             .projects
             .get(project)
-            .ok_or_else(|| format!("project {project:?} has no key in the config"))?;
+            .ok_or_else(|| {
+                let mut known: Vec<&str> = self.projects.keys().map(|k| k.as_ref()).collect();
+                known.sort_unstable();
+                format!(
+                    "project {project:?} has no key in the config (configured: {}): pass --project NAME",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                )
+            })?;
         let enc = keys.encoding.as_ref().ok_or_else(|| {
             format!("project {project:?} has no jwt_private_key (or jwt_secret) to sign with")
         })?;
@@ -204,7 +240,11 @@ impl Auth {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// No `[projects.NAME]` with a key for this project.
-    #[error("unknown project {0:?}")]
+    // Clients see this: it names no configured project (tenants stay private), but says how
+    // a project is chosen, since the usual cause is a CONNECT without projectId.
+    #[error(
+        "unknown project {0:?}: name your project in the projectId header (STOMP) or ?project= (raw)"
+    )]
     UnknownProject(String),
     /// Past its `exp` (with the leeway).
     #[error("token expired")]

@@ -50,11 +50,16 @@ pub fn handle(api: &Api, req: &Request, caller: &Caller, legacy: bool) -> Option
     Some(answer.unwrap_or_else(|r| r))
 }
 
-/// The body subscribers get: a string as it is, anything else as its JSON text.
-fn body_of(v: Value) -> bytes::Bytes {
+/// The message subscribers get: a string as it is, anything else as its JSON text with
+/// `content-type: application/json` (as Spring's JSON message converter labels it).
+fn message(dest: Dest, v: Value) -> Publish {
     match v {
-        Value::String(s) => s.into(),
-        other => other.to_string().into(),
+        Value::String(s) => Publish::new(dest, s.into(), Vec::new()),
+        other => Publish::new(
+            dest,
+            other.to_string().into(),
+            vec![("content-type".into(), "application/json".into())],
+        ),
     }
 }
 
@@ -80,7 +85,7 @@ fn topic(api: &Api, body: &[u8], caller: &Caller, legacy: bool) -> Result<Respon
         format!("{}/{}", p.project_id, p.topic)
     };
     let dest = Dest::topic(&p.project_id, &name).map_err(|e| Response::error(400, e))?;
-    delivered(api, Publish::new(dest, body_of(p.play_load), Vec::new()))
+    delivered(api, message(dest, p.play_load))
 }
 
 /// To `user`'s sessions subscribed to `/user/queue/{projectId}`.
@@ -89,7 +94,7 @@ fn user(api: &Api, body: &[u8], caller: &Caller) -> Result<Response, Response> {
     caller.may(&p.project_id)?;
     let dest = Dest::user_queue(&p.project_id, &p.user, &p.project_id)
         .map_err(|e| Response::error(400, e))?;
-    delivered(api, Publish::new(dest, body_of(p.play_load), Vec::new()))
+    delivered(api, message(dest, p.play_load))
 }
 
 /// `[{projectId, wsUserSessionVos: [{userId, wsSessionVos: [{sessionId, remoteUrl,

@@ -252,7 +252,7 @@ impl Core {
                 "server is at its connection limit"
             };
             self.close_session(key, CloseError::GOING_AWAY, reason);
-        } else if let Err(reason) = self.admit_peer(key, peer) {
+        } else if let Err(reason) = self.admit_peer(key, peer, true) {
             self.refuse(key, 429, reason);
         } else {
             let t = ticks(self.ctx.cfg.limits.handshake_timeout_ms);
@@ -262,9 +262,15 @@ impl Core {
     }
 
     /// Counts connection `key` against its source address's limits (those that are on): open
-    /// connections, and connections not yet authenticated.
-    fn admit_peer(&mut self, key: u32, peer: Option<IpAddr>) -> Result<(), &'static str> {
-        let (open, pending) = (self.per_ip.enabled(), self.pending_per_ip.enabled());
+    /// connections, and (`unauthenticated`) connections not yet authenticated.
+    fn admit_peer(
+        &mut self,
+        key: u32,
+        peer: Option<IpAddr>,
+        unauthenticated: bool,
+    ) -> Result<(), &'static str> {
+        let open = self.per_ip.enabled();
+        let pending = unauthenticated && self.pending_per_ip.enabled();
         let Some(ip) = peer.filter(|_| open || pending) else {
             return Ok(());
         };

@@ -178,6 +178,7 @@ impl Core {
             None => match self.open_session(&req, ip) {
                 Ok(v) => v,
                 Err((status, why)) => {
+                    self.st().rejected.fetch_add(1, Relaxed);
                     let answer = http::sent(status, why, origin, cookie, cfg, ka);
                     return self.reply(from, answer, true, ka);
                 }
@@ -255,13 +256,11 @@ impl Core {
             return Err((503, "server is at its connection limit"));
         }
         let v = self.conns.insert(c) as u32;
-        if let Err(why) = self.admit_peer(v, ip) {
+        // Only a STOMP session has a CONNECT to wait for; an echo session is served at once.
+        if let Err(why) = self.admit_peer(v, ip, stomp) {
             self.conns.remove(v as usize);
             self.stats.open.fetch_sub(1, Relaxed);
             return Err((429, why));
-        }
-        if !stomp {
-            self.authenticated(v);
         }
         self.polling.by_id.insert(req.session.as_str().into(), v);
         self.polling.state.insert(

@@ -188,12 +188,14 @@ def test_msgcenter_routes_with_its_own_bodies(api_server):
         assert status == 200 and body["data"] is True and body["sessions"] == 1, body
         cmd, h, b = parse(await asyncio.wait_for(topic_sub.recv(), 5))
         assert cmd == "MESSAGE" and h["destination"] == "/topic/sec/news" and b == b'{"n":1}'
+        assert h["content-type"].startswith("text/plain"), h  # a string playLoad, as it is
         status, body = call(s, "POST", "/ws_message/user",
                             {"projectId": "sec", "user": "bob", "playLoad": {"n": 2},
                              "updateTime": 1764000000000}, key=PUBLISH_KEY)
         assert status == 200 and body["data"] is True and body["sessions"] == 1, body
         cmd, h, b = parse(await asyncio.wait_for(user_sub.recv(), 5))
         assert cmd == "MESSAGE" and json.loads(b) == {"n": 2}
+        assert h["content-type"] == "application/json", h  # an object, as Spring labels it
         status, body = call(s, "GET", "/ws_session/list", key=OPS_KEY)
         assert status == 200
         [project] = body["data"]

@@ -62,6 +62,37 @@ def test_check_config_fails_early_and_key_files_are_relative_to_it():
     assert "a-good-long-secret" not in r.stdout
 
 
+def test_guessable_secrets_are_warned_about_and_errors_point_the_right_way(make_server):
+    d = tempfile.mkdtemp()
+    cfg = os.path.join(d, "ringcast.toml")
+    for secret, words in [("x", "has 1 bytes"), ("CHANGE-ME: later", "still the placeholder")]:
+        with open(cfg, "w") as f:
+            f.write(f'[projects.p]\njwt_secret = "{secret}"\n')
+        r = run(BIN, "serve", "--config", cfg, "--check-config")
+        assert r.returncode == 0 and words in r.stderr, r.stderr
+    with open(cfg, "w") as f:
+        f.write('[projects.p]\njwt_secret = "a-good-long-secret-0123456789-abcdef"\n'
+                '[projects.q]\njwt_secret = "another-good-long-secret-0123456789"\n')
+    r = run(BIN, "serve", "--config", cfg, "--check-config")
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    # `ringcast token` without --project names the projects there are.
+    r = run(BIN, "token", "--config", cfg, "--user", "alice")
+    assert r.returncode != 0 and "configured: p, q" in r.stderr and "--project" in r.stderr, r.stderr
+    # A CONNECT without projectId is told how to name one.
+    s = make_server(config=open(cfg).read())
+    import asyncio
+    import websockets
+    from conftest import frame, parse
+
+    async def connect():
+        async with websockets.connect(f"{s.url}/ws", subprotocols=["v12.stomp"]) as ws:
+            await ws.send(frame("CONNECT", {"accept-version": "1.2", "host": "x", "token": "a.b.c"}))
+            return parse(await asyncio.wait_for(ws.recv(), 5))
+
+    cmd, _, body = asyncio.run(connect())
+    assert cmd == "ERROR" and b"projectId" in body, body
+
+
 def test_pushing_to_an_unconfigured_project_says_so(make_server):
     s = make_server(config='[projects.p]\njwt_secret = "a-good-long-secret-0123456789"\n')
     r = s.cli("push", "--project", "nope", "--topic", "t", "x", check=False)
@@ -78,9 +109,18 @@ def test_make_install_into_a_destdir_gives_a_unit_systemd_accepts():
               "etc/systemd/system/ringcast.service", "etc/sysctl.d/99-ringcast.conf",
               "etc/security/limits.d/ringcast.conf"]:
         assert os.path.isfile(os.path.join(dest, f)), f
-    # The example configuration starts as it is.
+    # Installed stripped, its debug info apart (and linked).
+    installed = os.path.join(dest, "usr/local/bin/ringcast")
+    debug = os.path.join(dest, "usr/lib/debug/usr/local/bin/ringcast.debug")
+    assert os.path.isfile(debug)
+    assert os.path.getsize(installed) < os.path.getsize(BIN) / 2, (os.path.getsize(installed), os.path.getsize(BIN))
+    sections = run("objdump", "-h", installed).stdout
+    assert ".debug_info" not in sections and ".gnu_debuglink" in sections
+    assert run(installed, "--version").returncode == 0
+    # The example configuration starts as it is, with a warning about its placeholder secret.
     r = run(BIN, "serve", "--config", os.path.join(dest, "etc/ringcast/ringcast.toml"), "--check-config")
     assert r.returncode == 0, r.stderr
+    assert "jwt_secret is still the placeholder" in r.stderr, r.stderr
     # systemd-analyze checks the unit, its binary included (pointed at the staged one).
     unit_dir = tempfile.mkdtemp()
     with open(os.path.join(dest, "etc/systemd/system/ringcast.service")) as f:

@@ -67,6 +67,20 @@ scrape_configs:
         # Every shard's series is there, and the publish histogram has its observation.
         assert len(query("ringcast_connections")) == server.stats()["shard_count"]
         assert query("ringcast_publish_seconds_count")[0]["value"][1] == "1"
+        # Every panel of the Grafana dashboard we ship is a query Prometheus answers with data
+        # (rates need two scrapes: wait for them).
+        with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs",
+                               "grafana-dashboard.json")) as f:
+            exprs = [t["expr"] for p in json.load(f)["panels"] for t in p["targets"]]
+        assert len(exprs) >= 10
+        for e in exprs:
+            got = None
+            deadline = time.time() + 20
+            while time.time() < deadline and not got:
+                got = query(e)
+                if not got:
+                    await asyncio.sleep(0.5)
+            assert got, f"no data for the dashboard's {e!r}"
         for c in clients:
             await c.close()
     try:
