@@ -97,9 +97,15 @@ pub struct Sockjs {
     pub disconnect_delay_ms: u64,
     /// What `/info` answers for `cookie_needed` (sticky load balancers want `JSESSIONID`).
     pub cookie_needed: bool,
-    /// The `sockjs-client` script `iframe.html` loads; empty: no iframe page (only the
-    /// iframe-based transports of very old browsers need one).
+    /// The `sockjs-client` script `iframe.html` loads (only the iframe-based transports of
+    /// very old browsers use the page); Spring's default.
     pub client_url: String,
+    /// Serve the `jsonp` and `jsonp_send` transports (off, as in Spring: JSONP answers are
+    /// scripts any page may load).
+    pub jsonp: bool,
+    /// A streaming response (`xhr_streaming`, `eventsource`, `htmlfile`) is ended once it
+    /// carried this many bytes, so the browser can free them; the client opens the next.
+    pub response_limit_bytes: usize,
 }
 
 impl Default for Sockjs {
@@ -110,7 +116,9 @@ impl Default for Sockjs {
             heartbeat_ms: 25_000,
             disconnect_delay_ms: 5_000,
             cookie_needed: false,
-            client_url: String::new(),
+            client_url: "https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js".into(),
+            jsonp: false,
+            response_limit_bytes: crate::sockjs::http::RESPONSE_LIMIT,
         }
     }
 }

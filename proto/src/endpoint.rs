@@ -777,8 +777,13 @@ fn on_sockjs_message(
         // An empty message is nothing to act on (what the SockJS suite expects).
         Err(sockjs::DecodeError::Empty) => return None,
         Err(sockjs::DecodeError::Broken) => {
-            sink.close = Some((CloseError::INVALID_DATA, "Broken JSON encoding."));
-            return None;
+            // The protocol wants the connection dropped at once: no `c[...]` frame, no wait for
+            // the peer's close.
+            sink.out.note(Event::ProtocolError);
+            let close = frame::encode_close(CloseError::INVALID_DATA, "Broken JSON encoding.");
+            sink.out.act(Action::Send(close));
+            sink.out.act(Action::Close);
+            return Some(Phase::Done);
         }
     };
     match mode {

@@ -23,7 +23,7 @@ use super::timer::Kind;
 use super::{Core, Op, ticks};
 use crate::endpoint::{HttpRequest, Mode, Service, Session};
 use crate::sockjs;
-use crate::sockjs::http::{self, END, Exchange, RESPONSE_LIMIT, Transport};
+use crate::sockjs::http::{self, END, Exchange, Stream, Transport};
 
 /// A request's connection: where an owner sends its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,9 +63,23 @@ struct Receiver {
     transport: Transport,
     keep_alive: bool,
     origin: Option<Box<str>>,
-    cookie: Option<Box<str>>,
-    /// Bytes written on this response so far (streaming ends it at `RESPONSE_LIMIT`).
+    set_cookie: Option<Box<str>>,
+    callback: Option<Box<str>>,
+    http10: bool,
+    /// Body bytes written on this response so far; a streaming one ends at `limit`.
     streamed: usize,
+    limit: usize,
+}
+
+impl Receiver {
+    fn stream(&self) -> Stream<'_> {
+        Stream {
+            origin: self.origin.as_deref(),
+            set_cookie: self.set_cookie.as_deref(),
+            callback: self.callback.as_deref().unwrap_or(""),
+            http10: self.http10,
+        }
+    }
 }
 
 /// A session's HTTP side, next to its slab entry.
@@ -87,7 +101,15 @@ pub struct Polling {
     /// Connections of this shard receiving for a session: (owner, session), to tell the owner
     /// when one closes.
     receiving: HashMap<u32, (usize, Box<str>)>,
+    /// Receiving requests that found another one attached, answered a tick later: a client
+    /// that aborted its request and sent the next one at once must find the session
+    /// interrupted (the shard that read the first one may not have seen it close yet), not
+    /// "another connection still open".
+    contested: Vec<(u64, Peer, Box<HttpRequest>, Option<std::net::IpAddr>)>,
 }
+
+/// Contested requests held at once; beyond, they are answered at once.
+const MAX_CONTESTED: usize = 1024;
 
 /// The shard that owns session `id`, among `shards`.
 pub fn owner(id: &str, shards: usize) -> usize {
@@ -131,7 +153,7 @@ impl Core {
     /// A message from a shard (this one included).
     pub(super) fn sockjs_message(&mut self, m: Message) {
         match m {
-            Message::Request { from, req, ip } => self.sockjs_request(from, *req, ip),
+            Message::Request { from, req, ip } => self.sockjs_request(from, *req, ip, false),
             Message::Reply {
                 key,
                 epoch,
@@ -146,27 +168,44 @@ impl Core {
                         .as_ref()
                         .is_some_and(|r| r.peer == from)
                 {
+                    // The receiving request was cut off, not ended by us: what it was sent
+                    // may be lost, so the session ends, as the protocol's servers do; the
+                    // client's next request hears why.
                     self.detach(v);
+                    if self.polling.state[&v].closed.is_none() {
+                        self.close_session(v, 1002, "Connection interrupted");
+                    }
                 }
             }
         }
     }
 
     /// The owner's side: a request for one of its sessions.
-    fn sockjs_request(&mut self, from: Peer, req: HttpRequest, ip: Option<std::net::IpAddr>) {
-        let ctx = self.ctx.clone();
-        let cfg = &ctx.cfg.sockjs;
-        let (origin, cookie) = (req.origin.as_deref(), req.cookie.as_deref());
+    fn sockjs_request(
+        &mut self,
+        from: Peer,
+        req: HttpRequest,
+        ip: Option<std::net::IpAddr>,
+        held: bool,
+    ) {
+        let (origin, set_cookie) = (req.origin.as_deref(), req.set_cookie.as_deref());
         let ka = req.keep_alive;
         let existing = self.polling.by_id.get(req.session.as_str()).copied();
         let transport = match req.exchange {
-            Exchange::Send => {
-                let answer = match (existing, sockjs::decode(&req.body)) {
-                    (None, _) => http::sent(404, "Session not found.", origin, cookie, cfg, ka),
-                    (Some(_), Err(e)) => http::sent(500, e.reason(), origin, cookie, cfg, ka),
+            Exchange::Send | Exchange::JsonpSend => {
+                let jsonp = req.exchange == Exchange::JsonpSend;
+                let msgs = if jsonp {
+                    http::jsonp_messages(&req.body, req.form)
+                } else {
+                    sockjs::decode(&req.body)
+                };
+                let answer = match (existing, msgs) {
+                    (None, _) => http::sent(404, "Session not found.", origin, set_cookie, ka),
+                    (Some(_), Err(e)) => http::sent(500, e.reason(), origin, set_cookie, ka),
                     (Some(v), Ok(msgs)) => {
                         self.sockjs_received(v, &msgs);
-                        http::sent(204, "", origin, cookie, cfg, ka)
+                        let (status, body) = if jsonp { (200, "ok") } else { (204, "") };
+                        http::sent(status, body, origin, set_cookie, ka)
                     }
                 };
                 return self.reply(from, answer, true, ka);
@@ -179,10 +218,21 @@ impl Core {
                 Ok(v) => v,
                 Err((status, why)) => {
                     self.st().rejected.fetch_add(1, Relaxed);
-                    let answer = http::sent(status, why, origin, cookie, cfg, ka);
+                    let answer = http::sent(status, why, origin, set_cookie, ka);
                     return self.reply(from, answer, true, ka);
                 }
             },
+        };
+        let receiver = Receiver {
+            peer: from,
+            transport,
+            keep_alive: ka && !(req.http10 && transport.streams()),
+            origin: req.origin.as_deref().map(Into::into),
+            set_cookie: req.set_cookie.as_deref().map(Into::into),
+            callback: req.callback.as_deref().map(Into::into),
+            http10: req.http10,
+            streamed: 0,
+            limit: req.response_limit,
         };
         let state = &self.polling.state[&v];
         let unread = !self.conns[v as usize].queue.is_empty();
@@ -190,6 +240,11 @@ impl Core {
             // A closed session still hands out what it queued (its close frame last).
             (Some(_), None) if unread => None,
             (Some(c), _) => Some(c.clone()),
+            (None, Some(_)) if !held && self.polling.contested.len() < MAX_CONTESTED => {
+                let due = self.wheel.now() + 1;
+                self.polling.contested.push((due, from, Box::new(req), ip));
+                return;
+            }
             (None, Some(_)) => Some(Bytes::from(sockjs::close(
                 2010,
                 "Another connection still open",
@@ -198,28 +253,19 @@ impl Core {
         };
         if let Some(frame) = refusal {
             let answer = if transport.streams() {
-                let mut b = transport.open(origin, cookie, cfg);
-                b.extend_from_slice(&transport.frame(&frame));
-                b.extend_from_slice(END);
-                Bytes::from(b)
+                transport.whole(&frame, receiver.stream())
             } else {
-                http::poll(&frame, origin, cookie, cfg, ka)
+                let jsonp = receiver.callback.as_deref();
+                http::poll(&frame, jsonp, origin, set_cookie, ka)
             };
-            return self.reply(from, answer, true, ka);
+            return self.reply(from, answer, true, receiver.keep_alive);
         }
         if transport.streams() {
-            let head = Bytes::from(transport.open(origin, cookie, cfg));
-            self.reply(from, head, false, ka);
+            let head = Bytes::from(transport.open(receiver.stream()));
+            self.reply(from, head, false, receiver.keep_alive);
         }
         let state = self.polling.state.get_mut(&v).expect("session state");
-        state.receiver = Some(Receiver {
-            peer: from,
-            transport,
-            keep_alive: ka,
-            origin: req.origin.map(Into::into),
-            cookie: req.cookie.map(Into::into),
-            streamed: 0,
-        });
+        state.receiver = Some(receiver);
         self.flush_session(v);
         if req.service == Service::Close && self.polling.state[&v].closed.is_none() {
             self.close_session(v, 3000, "Go away!");
@@ -327,29 +373,23 @@ impl Core {
         if c.queue.is_empty() {
             return;
         }
-        let cfg = &self.ctx.cfg.sockjs;
-        if r.transport == Transport::Xhr {
+        if !r.transport.streams() {
             let (frame, n) = http::merge(c.queue.make_contiguous());
             c.queue.drain(..n);
-            let answer = http::poll(
-                &frame,
-                r.origin.as_deref(),
-                r.cookie.as_deref(),
-                cfg,
-                r.keep_alive,
-            );
+            let (origin, cookie) = (r.origin.as_deref(), r.set_cookie.as_deref());
+            let answer = http::poll(&frame, r.callback.as_deref(), origin, cookie, r.keep_alive);
             self.reply(r.peer, answer, true, r.keep_alive);
             self.detach(v);
             return;
         }
         let mut out = Vec::new();
+        let mut streamed = r.streamed;
         for f in c.queue.drain(..) {
-            out.extend_from_slice(&r.transport.frame(&f));
+            streamed += r.transport.frame_into(&f, r.http10, &mut out);
         }
-        let streamed = r.streamed + out.len();
         let closed = self.polling.state[&v].closed.is_some();
-        let end = streamed >= RESPONSE_LIMIT || closed;
-        if end {
+        let end = streamed >= r.limit || closed;
+        if end && !r.http10 {
             out.extend_from_slice(END);
         }
         self.reply(r.peer, out.into(), end, r.keep_alive);
@@ -359,6 +399,21 @@ impl Core {
             && let Some(rr) = s.receiver.as_mut()
         {
             rr.streamed = streamed;
+        }
+    }
+
+    /// The tick: contested requests held since the last one are decided now.
+    pub(super) fn sockjs_contested(&mut self) {
+        if self.polling.contested.is_empty() {
+            return;
+        }
+        let now = self.wheel.now();
+        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.polling.contested)
+            .into_iter()
+            .partition(|(at, ..)| *at <= now);
+        self.polling.contested = keep;
+        for (_, from, req, ip) in due {
+            self.sockjs_request(from, *req, ip, true);
         }
     }
 

@@ -70,13 +70,48 @@ pub struct HttpRequest {
     pub token: Option<String>,
     /// For the answer's CORS headers.
     pub origin: Option<String>,
-    /// For `JSESSIONID`.
-    pub cookie: Option<String>,
+    /// The `JSESSIONID` the answers set, where the service asks for sticky sessions.
+    pub set_cookie: Option<String>,
+    /// `htmlfile`'s and `jsonp`'s callback (checked).
+    pub callback: Option<String>,
     /// Whether the connection is kept alive after the answer.
     pub keep_alive: bool,
+    /// An HTTP/1.0 client: streaming answers are not chunked and end with the connection.
+    pub http10: bool,
+    /// A form-encoded body (`jsonp_send`'s `d=`).
+    pub form: bool,
+    /// Bytes a streaming answer carries before it is ended.
+    pub response_limit: usize,
     /// The body (`xhr_send`'s messages).
     pub body: bytes::Bytes,
 }
+
+/// How one SockJS service answers: a STOMP endpoint by the configuration, the suite's
+/// services as the suite expects them.
+struct Settings<'a> {
+    service: Service,
+    websocket: bool,
+    cookie_needed: bool,
+    jsonp: bool,
+    response_limit: usize,
+    client_url: &'a str,
+}
+
+impl<'a> Settings<'a> {
+    fn of(cfg: &'a crate::config::Sockjs, service: Service) -> Settings<'a> {
+        Settings {
+            service,
+            websocket: true,
+            cookie_needed: cfg.cookie_needed,
+            jsonp: cfg.jsonp,
+            response_limit: cfg.response_limit_bytes,
+            client_url: &cfg.client_url,
+        }
+    }
+}
+
+/// The suite's services stream at most this much per response (what it sends to test it).
+const SUITE_RESPONSE_LIMIT: usize = 4096;
 
 /// The SockJS test suite's services, served with `--echo` (see `route`).
 const ECHO_SERVICES: [&str; 3] = ["/close", "/disabled_websocket_echo", "/cookie_needed_echo"];
@@ -111,13 +146,19 @@ pub fn route(req: &Request, ctx: &Context) -> Result<Route, Reject> {
         for prefix in prefixes {
             if let Some(p) = sockjs::match_path(prefix, &req.path) {
                 return match p {
-                    Ok(Path::RawWebSocket) => stomp_endpoint(req, ctx, false),
+                    Ok(Path::RawWebSocket) => {
+                        sockjs_upgrade(req)?;
+                        stomp_endpoint(req, ctx, false)
+                    }
                     Ok(Path::Greeting) if req.upgrade.is_ok() => stomp_endpoint(req, ctx, false),
                     Ok(Path::Session {
                         transport: "websocket",
                         ..
-                    }) => stomp_endpoint(req, ctx, true),
-                    p => http(p, req, ctx, true),
+                    }) => {
+                        sockjs_upgrade(req)?;
+                        stomp_endpoint(req, ctx, true)
+                    }
+                    p => http_with(p, req, &Settings::of(&cfg.sockjs, Service::Stomp)),
                 };
             }
         }
@@ -146,8 +187,30 @@ fn upgrade(
     })
 }
 
+/// A SockJS WebSocket URL's refusals, in the protocol's words: only GET (405 with `Allow`
+/// and no body), and only an upgrade to WebSocket (400).
+fn sockjs_upgrade(req: &Request) -> Result<(), Reject> {
+    if req.method != "GET" {
+        return Err(Reject::method_not_allowed("GET"));
+    }
+    match &req.upgrade {
+        Ok(_) => Ok(()),
+        Err(r)
+            if r.status == 426 && r.reason.starts_with("this endpoint speaks WebSocket only") =>
+        {
+            Err(Reject::new(400, "Can \"Upgrade\" only to \"WebSocket\"."))
+        }
+        Err(r) if r.reason == "missing Connection: Upgrade" => {
+            Err(Reject::new(400, "\"Connection\" must be \"Upgrade\"."))
+        }
+        Err(r) => Err(r.clone()),
+    }
+}
+
 /// The SockJS protocol suite's four services: `/echo` echoes, `/close` closes at once,
 /// `/disabled_websocket_echo` says it has no WebSocket, `/cookie_needed_echo` asks for one.
+/// All serve JSONP and end streaming responses after `SUITE_RESPONSE_LIMIT`, as the suite's
+/// reference server does.
 fn echo_service(
     prefix: &str,
     p: Result<Path<'_>, ()>,
@@ -163,7 +226,7 @@ fn echo_service(
         })
     );
     if websocket && (sockjs_ws || p == Ok(Path::RawWebSocket)) {
-        req.upgrade.as_ref().map_err(Clone::clone)?;
+        sockjs_upgrade(req)?;
         return Ok(Route::Upgrade {
             mode: Mode::Echo,
             protocol: None,
@@ -180,51 +243,36 @@ fn echo_service(
     } else {
         Service::Echo
     };
-    if prefix == "/cookie_needed_echo" {
-        let mut cfg = ctx.cfg.sockjs.clone();
-        cfg.cookie_needed = true;
-        return http_with(p, req, &cfg, websocket, service);
-    }
-    http_with(p, req, &ctx.cfg.sockjs, websocket, service)
+    let settings = Settings {
+        websocket,
+        cookie_needed: prefix == "/cookie_needed_echo",
+        jsonp: true,
+        response_limit: SUITE_RESPONSE_LIMIT,
+        ..Settings::of(&ctx.cfg.sockjs, service)
+    };
+    http_with(p, req, &settings)
 }
 
-/// A SockJS URL that is not a WebSocket: the plain-HTTP answers.
-fn http(
-    p: Result<Path<'_>, ()>,
-    req: &Request,
-    ctx: &Context,
-    websocket: bool,
-) -> Result<Route, Reject> {
-    http_with(p, req, &ctx.cfg.sockjs, websocket, Service::Stomp)
-}
-
-fn http_with(
-    p: Result<Path<'_>, ()>,
-    req: &Request,
-    cfg: &crate::config::Sockjs,
-    websocket: bool,
-    service: Service,
-) -> Result<Route, Reject> {
+/// A SockJS URL that is not a WebSocket: the plain-HTTP answers, or a session request.
+fn http_with(p: Result<Path<'_>, ()>, req: &Request, s: &Settings<'_>) -> Result<Route, Reject> {
     let origin = req.origin.as_deref();
     let ka = req.keep_alive;
     let method = req.method.as_str();
+    let cors = req.cors_headers.as_deref();
     match p {
-        Ok(Path::Greeting) if method == "GET" => answer(sockjs::greeting(cfg, ka), ka),
-        Ok(Path::Info) if method == "GET" => answer(sockjs::info(origin, cfg, websocket, ka), ka),
-        Ok(Path::Info) if method == "OPTIONS" => answer(
-            sockjs::preflight(origin, req.cors_headers.as_deref(), "OPTIONS, GET", cfg, ka),
-            ka,
-        ),
-        Ok(Path::Iframe) if method == "GET" => sockjs::iframe(cfg, ka)
-            .map(|bytes| Route::Answer {
-                bytes,
-                keep_alive: ka,
-            })
-            .ok_or_else(|| Reject::new(404, "no iframe page: set sockjs.client_url")),
-        Ok(Path::Greeting | Path::Info | Path::Iframe) => Err(Reject::new(
-            405,
-            format!("method {method} not allowed here"),
-        )),
+        Ok(Path::Greeting) if method == "GET" => answer(sockjs::greeting(ka), ka),
+        Ok(Path::Info) if method == "GET" => {
+            answer(sockjs::info(origin, s.cookie_needed, s.websocket, ka), ka)
+        }
+        Ok(Path::Info) if method == "OPTIONS" => {
+            answer(sockjs::preflight(origin, cors, "OPTIONS, GET", ka), ka)
+        }
+        Ok(Path::Iframe) if method == "GET" => {
+            let inm = req.if_none_match.as_deref();
+            answer(sockjs::iframe(s.client_url, inm, ka), ka)
+        }
+        Ok(Path::Greeting | Path::Iframe) => Err(Reject::method_not_allowed("GET")),
+        Ok(Path::Info) => Err(Reject::method_not_allowed("OPTIONS, GET")),
         Ok(Path::RawWebSocket)
         | Ok(Path::Session {
             transport: "websocket",
@@ -234,28 +282,41 @@ fn http_with(
             transport, session, ..
         }) => {
             if method == "OPTIONS" && transport.starts_with("xhr") {
-                let allow = "OPTIONS, POST";
-                let cors = req.cors_headers.as_deref();
-                return answer(sockjs::preflight(origin, cors, allow, cfg, ka), ka);
+                return answer(sockjs::preflight(origin, cors, "OPTIONS, POST", ka), ka);
             }
-            let Some(exchange) = Exchange::parse(transport, method) else {
+            let Some(exchange) = Exchange::parse(transport, method, s.jsonp) else {
                 return Err(Reject::new(
                     404,
                     format!(
-                        "no SockJS transport {transport:?} for {method}: websocket, xhr, xhr_streaming, eventsource and xhr_send are served"
+                        "no SockJS transport {transport:?} for {method}: websocket, xhr, xhr_streaming, eventsource, htmlfile and xhr_send are served{}",
+                        if s.jsonp {
+                            ", and jsonp"
+                        } else {
+                            " (jsonp is off: [sockjs] jsonp)"
+                        }
                     ),
                 ));
             };
+            let callback = if exchange.needs_callback() {
+                Some(sockjs::http::callback(req.query_first("c"))?)
+            } else {
+                None
+            };
             let (token, project) = credentials(req);
+            let set_cookie = sockjs::jsessionid(req.cookie.as_deref(), s.cookie_needed);
             Ok(Route::Sockjs(Box::new(HttpRequest {
                 session: session.to_string(),
                 exchange,
-                service,
+                service: s.service,
                 project: project.map(str::to_string),
                 token: token.map(str::to_string),
                 origin: req.origin.clone(),
-                cookie: req.cookie.clone(),
+                set_cookie: set_cookie.map(str::to_string),
+                callback,
                 keep_alive: ka,
+                http10: req.http10,
+                form: req.form,
+                response_limit: s.response_limit,
                 body: bytes::Bytes::new(),
             })))
         }

@@ -7,11 +7,12 @@
 //! `\uXXXX`: valid JSON for every transport, and it covers the characters the protocol says
 //! some browsers mangle (U+2028, combining marks, ...) without a table of them.
 
+mod answer;
 pub mod http;
 
-use std::hash::{BuildHasher, Hasher};
-
-use crate::config::Sockjs as Config;
+pub use answer::{
+    FAR_EXPIRES, Iframe, answer, greeting, head, iframe, info, jsessionid, preflight,
+};
 
 /// The open frame, sent first on every session.
 pub const OPEN: &[u8] = b"o";
@@ -51,7 +52,11 @@ pub fn match_path<'a>(prefix: &str, path: &'a str) -> Option<Result<Path<'a>, ()
         "" | "/" => Ok(Path::Greeting),
         "/info" => Ok(Path::Info),
         "/websocket" => Ok(Path::RawWebSocket),
-        r if r.starts_with("/iframe") && r.ends_with(".html") => Ok(Path::Iframe),
+        // `iframe.html`, or a versioned `iframe-VERSION.html` (no further path).
+        "/iframe.html" => Ok(Path::Iframe),
+        r if r.starts_with("/iframe-") && r.ends_with(".html") && !r[1..].contains('/') => {
+            Ok(Path::Iframe)
+        }
         r => {
             let mut parts = r[1..].split('/');
             match (parts.next(), parts.next(), parts.next(), parts.next()) {
@@ -84,6 +89,7 @@ pub fn push_json_string(out: &mut Vec<u8>, bytes: &[u8]) {
             '"' => out.extend_from_slice(b"\\\""),
             '\\' => out.extend_from_slice(b"\\\\"),
             '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
             ' '..='~' => out.push(c as u8),
             _ => {
                 let mut units = [0u16; 2];
@@ -149,137 +155,6 @@ pub fn decode(payload: &[u8]) -> Result<Vec<String>, DecodeError> {
     serde_json::from_slice::<String>(payload)
         .map(|s| vec![s])
         .map_err(|_| DecodeError::Broken)
-}
-
-/// The head of every SockJS HTTP answer: status, CORS for the caller's origin (credentials
-/// allowed, so a specific origin is echoed rather than `*`), no caching, and `JSESSIONID`
-/// when the configuration asks load balancers for stickiness.
-pub fn head(status: u16, origin: Option<&str>, cookie: Option<&str>, cfg: &Config) -> String {
-    let origin = match origin {
-        Some(o) if o != "null" && !o.is_empty() => o,
-        _ => "*",
-    };
-    let mut h = format!(
-        "HTTP/1.1 {status} {}\r\nAccess-Control-Allow-Origin: {origin}\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n",
-        crate::ws::handshake::status_text(status)
-    );
-    if cfg.cookie_needed {
-        let id = cookie
-            .into_iter()
-            .flat_map(|c| c.split(';'))
-            .filter_map(|kv| kv.trim().strip_prefix("JSESSIONID="))
-            .find(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && b != b';'))
-            .unwrap_or("dummy");
-        h.push_str(&format!("Set-Cookie: JSESSIONID={id}; path=/\r\n"));
-    }
-    h
-}
-
-const NO_CACHE: &str =
-    "Cache-Control: no-store, no-cache, no-transform, must-revalidate, max-age=0\r\n";
-
-/// A whole answer: `head` plus a body of `content_type`.
-pub fn answer(
-    status: u16,
-    origin: Option<&str>,
-    cookie: Option<&str>,
-    cfg: &Config,
-    content_type: &str,
-    body: &[u8],
-    keep_alive: bool,
-) -> Vec<u8> {
-    let mut out = head(status, origin, cookie, cfg);
-    if !content_type.is_empty() {
-        out.push_str(&format!("Content-Type: {content_type}\r\n"));
-    }
-    out.push_str(NO_CACHE);
-    out.push_str(&format!(
-        "Content-Length: {}\r\nConnection: {}\r\n\r\n",
-        body.len(),
-        if keep_alive { "keep-alive" } else { "close" }
-    ));
-    let mut out = out.into_bytes();
-    out.extend_from_slice(body);
-    out
-}
-
-/// `GET {prefix}/info`: whether WebSocket is on, whether a cookie is needed, and entropy for
-/// the client (a fresh random number each time).
-pub fn info(origin: Option<&str>, cfg: &Config, websocket: bool, keep_alive: bool) -> Vec<u8> {
-    let entropy = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish() as u32;
-    let body = format!(
-        r#"{{"websocket":{websocket},"cookie_needed":{},"origins":["*:*"],"entropy":{entropy}}}"#,
-        cfg.cookie_needed
-    );
-    answer(
-        200,
-        origin,
-        None,
-        cfg,
-        "application/json; charset=UTF-8",
-        body.as_bytes(),
-        keep_alive,
-    )
-}
-
-/// A CORS preflight (`OPTIONS`): 204, cacheable for a year, allowing `methods` and whatever
-/// headers the browser asked for.
-pub fn preflight(
-    origin: Option<&str>,
-    asked: Option<&str>,
-    methods: &str,
-    cfg: &Config,
-    keep_alive: bool,
-) -> Vec<u8> {
-    let mut out = head(204, origin, None, cfg);
-    out.push_str(&format!(
-        "Cache-Control: public, max-age=31536000\r\nAccess-Control-Max-Age: 31536000\r\nAccess-Control-Allow-Methods: {methods}\r\n"
-    ));
-    if let Some(h) = asked.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() || b == b' ')) {
-        out.push_str(&format!("Access-Control-Allow-Headers: {h}\r\n"));
-    }
-    out.push_str(&format!(
-        "Content-Length: 0\r\nConnection: {}\r\n\r\n",
-        if keep_alive { "keep-alive" } else { "close" }
-    ));
-    out.into_bytes()
-}
-
-/// `{prefix}` and `{prefix}/`.
-pub fn greeting(cfg: &Config, keep_alive: bool) -> Vec<u8> {
-    answer(
-        200,
-        None,
-        None,
-        cfg,
-        "text/plain; charset=UTF-8",
-        b"Welcome to SockJS!\n",
-        keep_alive,
-    )
-}
-
-/// `{prefix}/iframe.html`: loads the configured `sockjs-client` and hands over to it.
-pub fn iframe(cfg: &Config, keep_alive: bool) -> Option<Vec<u8>> {
-    if cfg.client_url.is_empty() {
-        return None;
-    }
-    let mut url = Vec::new();
-    push_json_string(&mut url, cfg.client_url.as_bytes());
-    let body = format!(
-        "<!DOCTYPE html>\n<html>\n<head>\n  <meta http-equiv=\"X-UA-Compatible\" content=\"IE=edge\" />\n  <meta http-equiv=\"Content-Type\" content=\"text/html; charset=UTF-8\" />\n  <script>\n    document.domain = document.domain;\n    _sockjs_onload = function(){{SockJS.bootstrap_iframe();}};\n  </script>\n  <script></script>\n</head>\n<body>\n  <h2>Don't panic!</h2>\n  <p>This is a SockJS hidden iframe. It's used for cross domain magic.</p>\n  <script>var s=document.createElement('script');s.src={};document.body.appendChild(s);</script>\n</body>\n</html>",
-        String::from_utf8_lossy(&url)
-    );
-    Some(answer(
-        200,
-        None,
-        None,
-        cfg,
-        "text/html; charset=UTF-8",
-        body.as_bytes(),
-        keep_alive,
-    ))
 }
 
 #[cfg(test)]
@@ -356,29 +231,5 @@ mod tests {
         assert_eq!(decode(b"").unwrap_err(), DecodeError::Empty);
         assert_eq!(decode(b"[\"x").unwrap_err(), DecodeError::Broken);
         assert_eq!(decode(b"[1]").unwrap_err(), DecodeError::Broken);
-    }
-
-    #[test]
-    fn http_answers() {
-        let cfg = Config::default();
-        let info = String::from_utf8(info(Some("http://a"), &cfg, true, false)).unwrap();
-        assert!(info.starts_with("HTTP/1.1 200 OK\r\n"));
-        assert!(info.contains("Access-Control-Allow-Origin: http://a\r\n"));
-        assert!(info.contains(r#""websocket":true,"cookie_needed":false,"origins":["*:*"]"#));
-        let pre =
-            String::from_utf8(preflight(None, Some("x-a"), "OPTIONS, GET", &cfg, true)).unwrap();
-        assert!(pre.starts_with("HTTP/1.1 204 No Content\r\n"));
-        assert!(pre.contains("Access-Control-Allow-Origin: *\r\n"));
-        assert!(pre.contains("Access-Control-Allow-Headers: x-a\r\n"));
-        let cookie = Config {
-            cookie_needed: true,
-            ..Config::default()
-        };
-        assert!(
-            head(200, None, Some("a=1; JSESSIONID=xyz"), &cookie)
-                .contains("Set-Cookie: JSESSIONID=xyz; path=/\r\n")
-        );
-        assert!(head(200, None, None, &cookie).contains("JSESSIONID=dummy"));
-        assert!(iframe(&cfg, false).is_none());
     }
 }

@@ -45,6 +45,12 @@ pub struct Request {
     pub chunked: bool,
     /// HTTP/1.1 with no `Connection: close` (HTTP/1.0: only with `Connection: keep-alive`).
     pub keep_alive: bool,
+    /// An HTTP/1.0 request (its streaming answers cannot be chunked).
+    pub http10: bool,
+    /// `If-None-Match`, for what is served with an `ETag`.
+    pub if_none_match: Option<String>,
+    /// The body is `application/x-www-form-urlencoded` (`jsonp_send`).
+    pub form: bool,
 }
 
 impl Request {
@@ -72,6 +78,8 @@ pub struct Reject {
     pub status: u16,
     /// Why, in words (the body of the answer).
     pub reason: String,
+    /// A 405's `Allow`: then the answer has no body, as SockJS wants it.
+    pub allow: Option<&'static str>,
 }
 
 impl Reject {
@@ -80,6 +88,16 @@ impl Reject {
         Reject {
             status,
             reason: reason.into(),
+            allow: None,
+        }
+    }
+
+    /// 405, only `allow` being allowed; an empty answer.
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        Reject {
+            status: 405,
+            reason: String::new(),
+            allow: Some(allow),
         }
     }
 }
@@ -179,6 +197,13 @@ pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Parse, Reject> {
             content_length,
             chunked,
             keep_alive,
+            http10: req.version == Some(0),
+            if_none_match: header("if-none-match").map(str::to_string),
+            form: header("content-type").is_some_and(|c| {
+                c.trim()
+                    .to_ascii_lowercase()
+                    .starts_with("application/x-www-form-urlencoded")
+            }),
         }),
         consumed,
     })
@@ -272,6 +297,14 @@ pub fn accept_response_with(
 
 /// A refusal with the reason as a plain-text body; the connection closes after it.
 pub fn reject_response(r: &Reject) -> Vec<u8> {
+    if let Some(allow) = r.allow {
+        return format!(
+            "HTTP/1.1 {} {}\r\nAllow: {allow}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            r.status,
+            status_text(r.status)
+        )
+        .into_bytes();
+    }
     let extra = if r.status == 426 {
         "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n"
     } else {

@@ -73,6 +73,9 @@ fn a_second_receiver_is_refused_and_the_session_expires_without_one() {
     assert!(text.ends_with("2\r\no\n\r\n"), "{text:?}");
     let b = net.connect("127.0.0.1");
     net.client_sends(b, stream.as_bytes());
+    // Held a tick (the first request might be closing), then refused.
+    assert!(!net.text(b).contains("2010"));
+    net.advance(200, false);
     assert!(
         net.text(b)
             .contains("c[2010,\"Another connection still open\"]\n"),
@@ -89,6 +92,26 @@ fn a_second_receiver_is_refused_and_the_session_expires_without_one() {
     let c = net.connect("127.0.0.1");
     net.client_sends(c, &post("/ws/1/s2/xhr_send", r#"["x"]"#));
     assert!(net.text(c).starts_with("HTTP/1.1 404 Not Found\r\n"));
+}
+
+#[test]
+fn a_receiver_cut_off_interrupts_its_session() {
+    let mut net = Net::new(config(|_| {}));
+    let a = net.connect("127.0.0.1");
+    let stream = "POST /ws/1/s9/xhr_streaming HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+    net.client_sends(a, stream.as_bytes());
+    assert!(net.text(a).ends_with("2\r\no\n\r\n"));
+    // Cut off (not ended by the server), and the next request comes at once: it hears why.
+    net.client_fin(a);
+    let b = net.connect("127.0.0.1");
+    net.client_sends(b, &post("/ws/1/s9/xhr", ""));
+    net.advance(200, false);
+    assert!(
+        net.text(b)
+            .ends_with("c[1002,\"Connection interrupted\"]\n"),
+        "{}",
+        net.text(b)
+    );
 }
 
 #[test]
