@@ -17,12 +17,17 @@ function adminPublish(s, body) {
     { encoding: 'utf8' }));
 }
 
-for (const [name, websocket, expected] of [['with WebSocket', true, 'websocket'], ['without WebSocket', false, 'xhr-streaming']]) {
+// htmlfile: the page is on another origin, so sockjs-client runs it inside ringcast's
+// iframe.html, which loads sockjs-client from [sockjs] client_url (here the page's server).
+for (const [name, websocket, expected, forced] of [['with WebSocket', true, 'websocket'], ['without WebSocket', false, 'xhr-streaming'],
+  ['with htmlfile forced', false, 'iframe-htmlfile', 'iframe-htmlfile'],
+  ['with jsonp forced', false, 'jsonp-polling', 'jsonp-polling']]) {
   test(`chromium ${name}: the seed's page connects over ${expected} and gets pushes`, { timeout: 60000 }, async () => {
     assert.ok(existsSync(CHROMIUM), `${CHROMIUM} missing: scripts/install-test-deps.sh installs Debian's chromium`);
-    const cfg = authConfig(LEGACY);
-    const s = await startServer(['--config', cfg, '--shards', '2']);
     const page_server = await serveDemo();
+    const client = `\nclient_url = "http://127.0.0.1:${page_server.address().port}/sockjs.min.js"\njsonp = true\n`;
+    const cfg = authConfig(LEGACY + client);
+    const s = await startServer(['--config', cfg, '--shards', '2']);
     const browser = await launch();
     try {
       const page = await browser.newPage();
@@ -31,6 +36,7 @@ for (const [name, websocket, expected] of [['with WebSocket', true, 'websocket']
         await page.evaluateOnNewDocument(() => { delete window.WebSocket; window.WebSocket = undefined; });
       }
       const q = new URLSearchParams({ server: `http://127.0.0.1:${s.port}`, project: 'fm', token: token(cfg, 'fm', 'dora') });
+      if (forced) q.set('transports', forced);
       await page.goto(`http://127.0.0.1:${page_server.address().port}/?${q}`);
       await page.waitForFunction(() => window.demo.connected || window.demo.error, { timeout: 15000 });
       const state = await page.evaluate(() => window.demo);
