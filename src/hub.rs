@@ -268,13 +268,24 @@ enum Sent {
 
 /// The sum of `asked` shards' counts on `rx`.
 pub fn collect(rx: &Receiver<usize>, asked: usize) -> Result<usize, String> {
-    let mut sessions = 0;
+    fan_in(rx, asked, 0, |sum, n| *sum += n)
+}
+
+/// Waits for `asked` answers on `rx`, folding each into `acc`: the one place that waits on
+/// shards, so a shard that does not answer in time is the same error everywhere.
+pub fn fan_in<T, A>(
+    rx: &Receiver<T>,
+    asked: usize,
+    mut acc: A,
+    mut fold: impl FnMut(&mut A, T),
+) -> Result<A, String> {
     for _ in 0..asked {
-        sessions += rx
+        let answer = rx
             .recv_timeout(REPLY_TIMEOUT)
             .map_err(|_| "a shard did not answer in time".to_string())?;
+        fold(&mut acc, answer);
     }
-    Ok(sessions)
+    Ok(acc)
 }
 
 impl Hub {
@@ -503,39 +514,36 @@ impl Hub {
     }
 
     /// Every shard's answer to `make`, concatenated.
-    fn gather<T>(&self, make: impl Fn(Sender<Vec<T>>) -> Command) -> Result<Vec<T>, String> {
-        let (tx, rx) = bounded(self.links.len());
-        for link in &self.links {
-            self.send(link, make(tx.clone()));
-        }
-        drop(tx);
-        let mut all = Vec::new();
-        for _ in 0..self.links.len() {
-            all.extend(
-                rx.recv_timeout(REPLY_TIMEOUT)
-                    .map_err(|_| "a shard did not answer in time".to_string())?,
-            );
-        }
-        Ok(all)
+    fn gather<T>(&self, make: impl FnMut(Sender<Vec<T>>) -> Command) -> Result<Vec<T>, String> {
+        let (rx, asked) = self.ask_each(|_| true, make);
+        fan_in(&rx, asked, Vec::new(), |all, part| all.extend(part))
     }
 
     /// Sessions per project over every shard.
     pub fn census(&self) -> Result<Census, String> {
-        let (tx, rx) = bounded(self.links.len());
-        for link in &self.links {
-            self.send(link, Command::Census(tx.clone()));
-        }
-        let mut total = Census::default();
-        for _ in 0..self.links.len() {
-            let c = rx
-                .recv_timeout(REPLY_TIMEOUT)
-                .map_err(|_| "a shard did not answer in time".to_string())?;
+        let (rx, asked) = self.ask_each(|_| true, Command::Census);
+        fan_in(&rx, asked, Census::default(), |total, c| {
             total.anonymous += c.anonymous;
             for (p, n) in c.projects {
                 *total.projects.entry(p).or_default() += n;
             }
+        })
+    }
+
+    /// Sends `make`'s command to each shard `visit` picks; the channel their answers come
+    /// back on, and how many were asked.
+    fn ask_each<T>(
+        &self,
+        visit: impl Fn(usize) -> bool,
+        mut make: impl FnMut(Sender<T>) -> Command,
+    ) -> (Receiver<T>, usize) {
+        let (tx, rx) = bounded(self.links.len());
+        let mut asked = 0;
+        for (_, link) in self.links.iter().enumerate().filter(|(i, _)| visit(*i)) {
+            self.send(link, make(tx.clone()));
+            asked += 1;
         }
-        Ok(total)
+        (rx, asked)
     }
 
     /// A page of destinations whose key contains `filter`, after `after`, with their
@@ -583,23 +591,10 @@ impl Hub {
     fn ask_some(
         &self,
         visit: impl Fn(usize) -> bool,
-        mut make: impl FnMut(Sender<usize>) -> Command,
+        make: impl FnMut(Sender<usize>) -> Command,
     ) -> Result<usize, String> {
-        let (tx, rx) = bounded(self.links.len());
-        let mut asked = 0;
-        for (_, link) in self.links.iter().enumerate().filter(|(i, _)| visit(*i)) {
-            self.send(link, make(tx.clone()));
-            asked += 1;
-        }
-        drop(tx);
-        let mut total = 0;
-        for _ in 0..asked {
-            match rx.recv_timeout(REPLY_TIMEOUT) {
-                Ok(n) => total += n,
-                Err(_) => return Err("a shard did not answer in time".into()),
-            }
-        }
-        Ok(total)
+        let (rx, asked) = self.ask_each(visit, make);
+        collect(&rx, asked)
     }
 
     pub fn reload(&self, ctx: Arc<crate::context::Context>) {

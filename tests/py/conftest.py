@@ -45,6 +45,19 @@ def admin(sock_path, method, path, body=None):
     return int(head.split()[1]), json.loads(body) if body else None
 
 
+def until(cond, timeout=10, what="the condition"):
+    """Polls `cond` until it returns something true (returned), or fails after `timeout` s:
+    how tests wait, instead of sleeping a guess."""
+    deadline = time.time() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.time() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
 def wait_port(port, timeout=5):
     """Waits until something accepts connections on 127.0.0.1:`port` (or the time runs out)."""
     deadline = time.time() + timeout

@@ -13,7 +13,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from conftest import BIN, ROOT, admin
+from conftest import BIN, ROOT, admin, until
 
 UPGRADE = ("GET /ws?topic={topic} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -81,7 +81,7 @@ def test_clients_that_never_read_stay_within_the_cap(make_server):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.sendall(UPGRADE.format(topic="firehose").encode())
         stuck.append(s)
-    time.sleep(0.5)
+    until(lambda: server.stats()["upgraded"] >= 200, 20, "the 200 upgrades")
     base = server.stats()["rss_bytes"]
     body = "y" * (64 * 1024 - 100)
     received = [0] * 20
@@ -168,8 +168,7 @@ print("ready", flush=True)
 time.sleep(60)
 """], stdout=subprocess.PIPE, text=True)
     assert client.stdout.readline().strip() == "ready"
-    time.sleep(0.3)
-    assert server.stats()["connections"] == 1
+    until(lambda: server.stats()["connections"] == 1, 5, "the client's session")
     client.send_signal(signal.SIGSTOP)    # alive at the TCP level, silent above it
     try:
         deadline = time.time() + 5
@@ -260,7 +259,7 @@ def test_connection_limits_answer_503_and_429(make_server):
     assert resp.startswith(b"HTTP/1.1 503") and b"connection limit" in resp, resp
     s.close()
     held.pop(0).close()                         # one closes: its address may connect again
-    time.sleep(0.3)
+    until(lambda: server.stats()["connections"] == len(held), 5, "the close to be seen")
     s, resp = upgrade("127.0.0.1")
     assert resp.startswith(b"HTTP/1.1 101"), resp
     for h in held:
@@ -280,8 +279,7 @@ def test_accept_recovers_when_the_process_hits_its_fd_limit(make_server):
         s = socket.create_connection(("127.0.0.1", server.port))
         s.sendall(UPGRADE.format(topic="t").encode())
         held.append(s)
-    time.sleep(1.0)
-    stats = server.stats()
+    stats = until(lambda: (st := server.stats())["accept_errors"] > 0 and st, 10, "accept errors")
     assert stats["accept_errors"] > 0
     assert stats["connections"] < 80
 
@@ -293,7 +291,7 @@ def test_accept_recovers_when_the_process_hits_its_fd_limit(make_server):
     assert cpu() - before < 30, "the accept loop is spinning"
     for s in held:
         s.close()
-    time.sleep(0.5)
+    until(lambda: server.stats()["connections"] == 0, 10, "every connection to close")
     ok = socket.create_connection(("127.0.0.1", server.port))
     ok.sendall(UPGRADE.format(topic="t").encode())
     ok.settimeout(5)

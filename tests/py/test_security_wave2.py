@@ -13,7 +13,7 @@ import time
 import jwt
 import websockets
 
-from conftest import admin, frame, free_port, parse, wait_port
+from conftest import admin, frame, free_port, parse, until, wait_port
 
 SECRET = "wave2-secret-0123456789abcdefghijk"
 OTHER = "wave2-other-0123456789abcdefghijkl"
@@ -34,16 +34,6 @@ def rss(server):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
-
-
-def until(cond, timeout=10, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def http_call(port, method, path, body=None, headers=None, source="127.0.0.1", conn=None):
