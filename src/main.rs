@@ -26,11 +26,13 @@ struct Common {
     /// TOML configuration file.
     #[arg(long, env = "RINGCAST_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// The admin Unix socket (default: from the config, else a per-user runtime dir).
+    /// The admin Unix socket a server listens on and `push`, `stats` talk to (default: from
+    /// the config, else a per-user runtime dir); accepted and unused by `token` and `doctor`.
     #[arg(long, env = "RINGCAST_ADMIN_SOCKET", global = true)]
     admin_socket: Option<PathBuf>,
-    /// Log lines as text (coloured on a terminal unless NO_COLOR is set) or as JSON objects,
-    /// one per line. What is logged: RINGCAST_LOG (e.g. `info`, `debug`, `ringcast=debug`).
+    /// `serve`'s log lines as text (coloured on a terminal unless NO_COLOR is set) or as JSON
+    /// objects, one per line. What is logged: RINGCAST_LOG
+    /// (e.g. `info`, `debug`, `ringcast=debug`).
     #[arg(
         long,
         env = "RINGCAST_LOG_FORMAT",

@@ -108,7 +108,7 @@ impl Dest {
     /// `/topic/{topic}` of `project`, names checked.
     pub fn topic(project: &str, topic: &str) -> Result<Dest, String> {
         crate::names::check("project", project)?;
-        crate::names::check("topic", topic)?;
+        crate::names::check_topic(topic)?;
         Ok(Dest::Topic {
             project: project.into(),
             topic: topic.into(),

@@ -22,6 +22,26 @@ pub fn check(what: &str, name: &str) -> Result<(), String> {
     }
 }
 
+/// `Ok`, or why `topic` cannot be a topic's name: a name (as above) that also has no white
+/// space and no empty `/` segment, so `/topic/news` given where `news` was meant, or a name
+/// with a stray space, is refused instead of creating a topic nobody subscribes to.
+pub fn check_topic(topic: &str) -> Result<(), String> {
+    check("topic", topic)?;
+    if topic.chars().any(char::is_whitespace) {
+        return Err(format!("invalid topic name {topic:?}: no white space"));
+    }
+    if topic.starts_with('/') || topic.ends_with('/') || topic.contains("//") {
+        let hint = match topic.strip_prefix("/topic/") {
+            Some(name) => format!(": give the name alone, {name:?}"),
+            None => String::new(),
+        };
+        return Err(format!(
+            "invalid topic name {topic:?}: no leading, trailing or doubled '/'{hint}"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -31,6 +51,15 @@ mod tests {
         for bad in ["", "a\0b", "a\nb", "a\rb", "\u{7f}", "\u{85}"] {
             assert!(!super::valid(bad), "{bad:?}");
         }
+        assert!(super::check_topic("news.eu/1:x").is_ok());
+        for bad in ["a b", "/topic/news", "news/", "a//b", "tab\tx"] {
+            assert!(super::check_topic(bad).is_err(), "{bad:?}");
+        }
+        assert!(
+            super::check_topic("/topic/news")
+                .unwrap_err()
+                .contains("\"news\"")
+        );
         assert!(super::valid(&"x".repeat(super::MAX)));
         assert!(!super::valid(&"x".repeat(super::MAX + 1)));
     }

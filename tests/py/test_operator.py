@@ -93,6 +93,27 @@ def test_guessable_secrets_are_warned_about_and_errors_point_the_right_way(make_
     assert cmd == "ERROR" and b"projectId" in body, body
 
 
+def test_topic_names_are_checked_everywhere_a_topic_is_named(make_server):
+    s = make_server("--no-auth")
+    r = s.cli("push", "--topic", "/topic/news", "x", check=False)
+    assert r.returncode != 0 and 'give the name alone, "news"' in r.stderr, r.stderr
+    r = s.cli("push", "--topic", "a b", "x", check=False)
+    assert r.returncode != 0 and "no white space" in r.stderr, r.stderr
+    import json as _json
+    import socket as _socket
+    body = b'{"destination": "/topic/ok", "body": "1"}\n{"destination": "/topic/a b", "body": "2"}\n'
+    k = _socket.socket(_socket.AF_UNIX)
+    k.connect(s.sock)
+    k.sendall(b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+              + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    out = b""
+    while chunk := k.recv(65536):
+        out += chunk
+    results = _json.loads(out.partition(b"\r\n\r\n")[2])["results"]
+    assert results[0] == {"sessions": 0} and results[1]["status"] == 400, results
+    assert "no white space" in results[1]["error"]
+
+
 def test_pushing_to_an_unconfigured_project_says_so(make_server):
     s = make_server(config='[projects.p]\njwt_secret = "a-good-long-secret-0123456789"\n')
     r = s.cli("push", "--project", "nope", "--topic", "t", "x", check=False)

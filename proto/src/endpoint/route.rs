@@ -426,7 +426,7 @@ fn stomp_endpoint(req: &Request, ctx: &Context, sockjs: bool) -> Result<Route, R
     let mut subscribe = Vec::new();
     let mut ask: Vec<String> = Vec::new();
     for topic in req.query_all("topic") {
-        check_name("topic", topic)?;
+        crate::names::check_topic(topic).map_err(|e| Reject::new(400, e))?;
         let grants = identity.as_ref().and_then(|(g, _)| g.as_ref());
         match access::decide(policy, Act::Subscribe, grants, topic) {
             Decision::Allow => {}
