@@ -102,7 +102,7 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
     let plan = Plan::new(&cfg)?;
     let running = start(cfg, plan)?;
     wait_for_signals(&running, &sigs, reload)?;
-    running.stop();
+    running.stop(&sigs);
     Ok(())
 }
 
@@ -413,7 +413,12 @@ fn wait_for_signals(
                 }
             },
             Ok(sig) => {
-                tracing::info!("{sig}: closing every session with 1001 and stopping");
+                match running.ctx.cfg.server.drain_ms {
+                    0 => tracing::info!("{sig}: closing every session with 1001 and stopping"),
+                    ms => tracing::info!(
+                        "{sig}: draining: closing the sessions over {ms} ms with 1012 (send it again to close the rest at once)"
+                    ),
+                }
                 return Ok(());
             }
             Err(e) => return Err(format!("waiting for signals: {e}")),
@@ -422,14 +427,30 @@ fn wait_for_signals(
 }
 
 impl Running {
-    /// Leaves the cluster, closes every session with 1001 and waits (the grace period and a
-    /// second) for the shards to finish.
-    fn stop(self) {
+    /// Leaves the cluster, closes every session (at once with 1001, or paced over `drain_ms`)
+    /// and waits (the drain, the grace period and a second) for the shards to finish. During a
+    /// drain a second SIGTERM or SIGINT closes the rest at once.
+    fn stop(self, sigs: &SigSet) {
         if let Some(c) = &self.cluster {
             c.leave();
         }
         self.hub.shutdown();
-        let grace = self.ctx.cfg.server.shutdown_grace_ms + 1000;
+        let drain = self.ctx.cfg.server.drain_ms;
+        if drain > 0 {
+            let (hub, sigs) = (self.hub.clone(), *sigs);
+            let _ = std::thread::Builder::new()
+                .name("drain-signals".into())
+                .spawn(move || {
+                    while let Ok(sig) = sigs.wait() {
+                        if matches!(sig, Signal::SIGTERM | Signal::SIGINT) {
+                            tracing::info!("{sig} again: closing the remaining sessions now");
+                            hub.shutdown();
+                            return;
+                        }
+                    }
+                });
+        }
+        let grace = drain + self.ctx.cfg.server.shutdown_grace_ms + 1000;
         let deadline = Instant::now() + Duration::from_millis(grace);
         while Instant::now() < deadline && !self.handles.iter().all(|h| h.is_finished()) {
             std::thread::sleep(Duration::from_millis(20));

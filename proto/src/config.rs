@@ -320,6 +320,10 @@ pub struct Server {
     pub allowed_origins: Vec<String>,
     /// On SIGTERM, how long sessions get to answer our close before the process exits.
     pub shutdown_grace_ms: u64,
+    /// On SIGTERM, close the sessions spread evenly over this window (WebSocket 1012, STOMP
+    /// `ERROR message:server restart`, each with a jittered `retry-after` hint), so that
+    /// their reconnects do not all land at once; 0 = close every session at once (1001).
+    pub drain_ms: u64,
     /// Unix users allowed on the admin socket besides the server's own user and root (checked
     /// with SO_PEERCRED on every connection, on top of the socket file's 0600 mode).
     pub admin_uids: Vec<u32>,
@@ -341,6 +345,7 @@ impl Default for Server {
             ring_entries: 4096,
             allowed_origins: Vec::new(),
             shutdown_grace_ms: 3000,
+            drain_ms: 0,
             admin_uids: Vec::new(),
         }
     }

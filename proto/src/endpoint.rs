@@ -412,6 +412,27 @@ impl Session {
         }
     }
 
+    /// The server is restarting (a paced drain): closes with 1012 and a reason carrying the
+    /// hint `retry-after=MS`; a connected STOMP session first gets `ERROR message:server
+    /// restart` with a `retry-after` header (what STOMP clients read; they see no close reason).
+    pub fn restart(&mut self, retry_ms: u64, out: &mut Outputs) {
+        if self.phase == Phase::Open
+            && let Mode::Stomp(s) = &self.mode
+            && s.is_connected()
+        {
+            let mut f = crate::stomp::frame::Frame::new(crate::stomp::frame::Command::Error)
+                .header("message", "server restart")
+                .header("retry-after", retry_ms.to_string())
+                .header("content-type", "text/plain");
+            f.body =
+                format!("the server is restarting: reconnect in about {retry_ms} ms").into_bytes();
+            let mut sink = Framing::new(out, self.wrapping);
+            sink.put(StompOutput::Frame(f.encode()));
+        }
+        let reason = format!("server restart retry-after={retry_ms}");
+        self.close(CloseError::SERVICE_RESTART, &reason, out);
+    }
+
     /// A server-initiated close (shutdown, disconnect, slow consumer).
     pub fn close(&mut self, code: u16, reason: &str, out: &mut Outputs) {
         match self.phase {

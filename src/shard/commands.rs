@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 
+use super::Core;
 use super::recovery::Live;
-use super::{Core, Op, ticks};
 use crate::endpoint::{Context, Mode, Wrapping};
 use crate::hub::{Command, Dest, Publish, SessionInfo, SubscriptionInfo};
 use crate::stomp::frame::{Command as StompCommand, Frame as StompFrame, SERVER_HEADERS};
@@ -175,21 +175,6 @@ impl Core {
             })
             .take(limit)
             .collect()
-    }
-
-    /// Stops accepting and closes every session with 1001; the shard is `finished` when they
-    /// are gone or the grace period is over.
-    fn shutdown(&mut self) {
-        if self.shutdown_at.is_some() {
-            return;
-        }
-        self.shutdown_at = Some(self.wheel.now() + ticks(self.ctx.cfg.server.shutdown_grace_ms));
-        self.listening = false;
-        self.ops.push(Op::CloseListener);
-        let keys: Vec<u32> = self.conns.iter().map(|(k, _)| k as u32).collect();
-        for key in keys {
-            self.close_session(key, CloseError::GOING_AWAY, "server shutting down");
-        }
     }
 
     /// Sends one publish to this shard's subscribers: raw sessions share `msg.raw`; STOMP

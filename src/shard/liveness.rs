@@ -27,6 +27,7 @@ impl Core {
         let stalled = target.saturating_sub(self.wheel.now()) > STALL_TICKS;
         self.expire_tokens(now.unix_ms / 1000);
         self.sockjs_contested();
+        self.drain_step();
         let mut due = Vec::new();
         while self.wheel.now() < target {
             self.wheel.advance(|e| due.push(e));

@@ -16,6 +16,7 @@ pub mod sockjs;
 
 mod access;
 mod commands;
+mod drain;
 mod liveness;
 mod recovery;
 
@@ -149,6 +150,8 @@ pub struct Core {
     history: Option<Arc<crate::history::History>>,
     /// Subscriptions between their replay and their first live message.
     recovering: recovery::Recovering,
+    /// A paced shutdown under way (`server.drain_ms`).
+    drain: Option<drain::Drain>,
     /// In a cluster: where recoveries the history cache cannot answer are asked.
     relay: Option<Arc<dyn Relay>>,
     /// Numbers this shard's questions to Redis about recoveries.
@@ -192,6 +195,7 @@ impl Core {
             frames: Vec::new(),
             history: cfg.history,
             recovering: recovery::Recovering::default(),
+            drain: None,
         };
         core.st()
             .last_turn_ms

@@ -465,7 +465,9 @@ impl Core {
             .state
             .get(&v)
             .is_some_and(|s| s.receiver.is_none());
-        if self.shutdown_at.is_some() {
+        // Stopping at once: nobody will come for the close frame. Draining: it waits for the
+        // session's next request, as any close frame does.
+        if self.shutdown_at.is_some() && !self.draining() {
             self.drop_session(v);
         } else if no_receiver {
             self.detach(v);

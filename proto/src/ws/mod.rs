@@ -33,6 +33,8 @@ impl CloseError {
     pub const TOO_BIG: u16 = 1009;
     /// 1011: an internal error.
     pub const INTERNAL: u16 = 1011;
+    /// 1012: the server is restarting; the client may reconnect (a paced drain).
+    pub const SERVICE_RESTART: u16 = 1012;
 
     /// A 1002 with `reason`.
     pub fn protocol(reason: &'static str) -> Self {

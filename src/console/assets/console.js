@@ -99,7 +99,7 @@ function draw() {
   });
   if (s.anonymous) {
     const tr = document.createElement("tr");
-    tr.append(cell("(not identified)"), cell(fmt(s.anonymous)));
+    tr.append(cell("(no user yet, or raw without auth)"), cell(fmt(s.anonymous)));
     rows.push(tr);
   }
   $("#ov-projects").replaceChildren(...rows);
