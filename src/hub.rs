@@ -3,8 +3,11 @@
 //! A publish is encoded once into a shared frame and handed to every shard over its
 //! `crossbeam-channel`, followed by a write to the shard's eventfd (a read of which the shard
 //! keeps pending in its ring: the wake-up needs no epoll). Each shard answers with how many of
-//! its sessions the message reached. Subscriptions are shard-local: no lock is ever shared
-//! between reactors, and subscribing or leaving touches only the destinations involved.
+//! its sessions the message reached. Subscriptions are shard-local: subscribing or leaving
+//! touches only that shard's destinations. Three locks are shared between reactors, each
+//! taken off the per-message path or briefly: the audience table (which shards listen to a
+//! destination, read under the history lock when a message is numbered), the history store,
+//! and the per-address counts (`PerIp`, on accept and close only when a limit is on).
 
 use std::collections::HashMap;
 use std::sync::Arc;
