@@ -19,9 +19,8 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 pub use crate::dest::Dest;
 
 mod index;
-mod publish;
 pub use index::{DestId, Subscriptions};
-pub use publish::Publish;
+pub use ringcast_proto::publish::Publish;
 
 /// One identified session, as `/sessions` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -100,7 +99,7 @@ pub enum Command {
     Shutdown,
     /// About a SockJS session over HTTP, between the shard that read a request and the shard
     /// that owns the session.
-    Sockjs(crate::shard::sockjs::Message),
+    Sockjs(crate::endpoint::relay::Message),
     /// A project's backend answered a shard's `Question`.
     Answer(Answer),
     /// Redis answered a recovering subscription the node's history cache could not

@@ -828,6 +828,7 @@ fn on_sockjs_message(
 }
 
 mod access;
+pub mod relay;
 mod route;
 pub use route::{HttpRequest, Route, Service, check_name, route};
 

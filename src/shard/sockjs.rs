@@ -21,40 +21,10 @@ use bytes::Bytes;
 use super::conn::Conn;
 use super::timer::Kind;
 use super::{Core, Op, ticks};
+pub use crate::endpoint::relay::{Message, Peer};
 use crate::endpoint::{HttpRequest, Mode, Service, Session};
 use crate::sockjs;
 use crate::sockjs::http::{self, END, Exchange, Stream, Transport};
-
-/// A request's connection: where an owner sends its answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
-    pub shard: usize,
-    pub key: u32,
-    pub epoch: u32,
-}
-
-/// What shards tell each other about SockJS sessions.
-#[derive(Debug)]
-pub enum Message {
-    /// A session request read by `from`'s shard, for the session's owner; `ip` is the
-    /// requester's address, which a new session is counted against (the per-address limits).
-    Request {
-        from: Peer,
-        req: Box<HttpRequest>,
-        ip: Option<std::net::IpAddr>,
-    },
-    /// Bytes of the answer for connection (`key`, `epoch`); `end`: the answer is complete, and
-    /// the connection reads its next request (`keep_alive`) or closes.
-    Reply {
-        key: u32,
-        epoch: u32,
-        bytes: Bytes,
-        end: bool,
-        keep_alive: bool,
-    },
-    /// A connection that was receiving for `session` closed.
-    Gone { session: Box<str>, from: Peer },
-}
 
 /// The request receiving for a session, and how to write to it.
 #[derive(Debug, Clone)]

@@ -1,17 +1,21 @@
 //! A publish as the shards receive it: the destination, the body and headers, and the raw-mode
 //! frame encoded once (compressed once too, for deflate subscribers) and shared by every shard.
+//! A value of the protocol layer (it needs destinations and frames only), so the history, the
+//! hub and the shards all take it from here.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use super::Dest;
+use crate::dest::Dest;
 
 /// One message on its way to every shard.
 #[derive(Debug)]
 pub struct Publish {
+    /// Where it goes.
     pub dest: Dest,
+    /// The body, shared by every recipient.
     pub body: Bytes,
     /// Extra STOMP headers (`content-type` among them) for STOMP recipients.
     pub headers: Vec<(String, String)>,
@@ -43,6 +47,7 @@ impl Publish {
         }
     }
 
+    /// A publish of `body` to `dest`, its raw-mode frame encoded now.
     pub fn new(dest: Dest, body: Bytes, headers: Vec<(String, String)>) -> Publish {
         let utf8 = simdutf8::basic::from_utf8(&body).is_ok();
         Publish {
