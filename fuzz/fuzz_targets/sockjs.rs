@@ -1,6 +1,7 @@
 //! SockJS's parsers on arbitrary bytes: the client's JSON messages (`xhr_send` bodies and
 //! SockJS-over-WebSocket messages), request bodies by length or in chunks, paths under a
-//! prefix; and what the server writes back must read as the same strings.
+//! prefix, `jsonp_send` bodies and callbacks; and what the server writes back must read as the
+//! same strings, with no message able to end htmlfile's script element.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use ringcast::sockjs::{self, http};
@@ -27,7 +28,21 @@ fuzz_target!(|data: &[u8]| {
             Err(r) => assert!(r.status == 400 || r.status == 413),
         }
     }
+    // jsonp_send bodies, form-encoded or plain, read as xhr_send's are.
+    for form in [false, true] {
+        if let Ok(msgs) = http::jsonp_messages(data, form) {
+            assert!(msgs.iter().map(String::len).sum::<usize>() <= data.len() * 4);
+        }
+    }
     if let Ok(path) = std::str::from_utf8(data) {
         let _ = sockjs::match_path("/ws", path);
+        // A callback that passes may only hold what cannot break out of a script.
+        if let Ok(c) = http::callback(Some(path)) {
+            assert!(c.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+        }
+        // Every frame written on every transport is one chunk, and htmlfile's cannot close
+        // its script element.
+        let t = http::Transport::HtmlFile.frame(path.as_bytes(), true);
+        assert_eq!(t.windows(9).filter(|w| w == b"</script>").count(), 1);
     }
 });
