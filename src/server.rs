@@ -200,12 +200,14 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
     let per_ip = Arc::new(PerIp::new(cfg.limits.max_connections_per_ip));
     let pending_per_ip = Arc::new(PerIp::new(cfg.limits.max_pending_per_ip));
+    let rate = Arc::new(crate::shard::admission::Rate::default());
     let mut handles = Vec::with_capacity(shards);
     for (id, inbox) in inboxes.into_iter().enumerate() {
         let spec = ShardSpec {
             id,
             per_ip: per_ip.clone(),
             pending_per_ip: pending_per_ip.clone(),
+            rate: rate.clone(),
             read_buffers: read_buffers(cfg.server.read_buffers, shards),
             ctx: ctx.clone(),
             hub: hub.clone(),

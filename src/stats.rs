@@ -86,6 +86,7 @@ counters! {
     protocol_errors: "connections closed for a protocol violation",
     stomp_errors: "STOMP sessions refused or closed with an ERROR frame (auth, limits, violations)",
     handshake_timeouts: "connections closed because the upgrade did not finish in time",
+    shed: "connections turned away at once with 503 and Retry-After (limits.max_handshakes_per_s, or the shard could not finish more handshakes in time)",
     connect_timeouts: "STOMP sessions closed because no CONNECT came in time after the upgrade",
     ping_timeouts: "raw sessions closed because they answered no ping",
     accept_errors: "accept failures (e.g. the fd table is full)",

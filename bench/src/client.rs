@@ -30,6 +30,10 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// Gaps longer than 1.5 heart-beat periods with nothing from the server (STOMP).
     pub missed_beats: AtomicU64,
+    /// Storm mode: connections lost or refused and tried again, and of those refusals the
+    /// 503s (with their `Retry-After` honoured).
+    pub retries: AtomicU64,
+    pub shed: AtomicU64,
     pub errors: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     pub latency: std::sync::Mutex<Option<Histogram<u64>>>,
 }
@@ -78,6 +82,10 @@ pub struct Plan {
     pub core: Option<core_affinity::CoreId>,
     /// Connect with TLS (`wss://`), trusting what this configuration trusts.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Storm mode: a connection that fails or is lost comes back, after the server's
+    /// `Retry-After` (plus up to a second of jitter), else after a jittered back-off from
+    /// 100 ms doubling to 2 s, for as long as the run lasts; nothing counts as failed.
+    pub storm: bool,
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -98,6 +106,8 @@ struct Client {
     buf: Vec<u8>,
     /// Tick (of `TICK`) of the last bytes from the server.
     last_rx: u32,
+    /// Storm mode: tries since the last success (the back-off grows with it).
+    tries: u8,
 }
 
 const TICK: Duration = Duration::from_millis(50);
@@ -143,6 +153,7 @@ fn run(plan: &Plan) -> std::io::Result<()> {
             phase: Phase::Idle,
             buf: Vec::new(),
             last_rx: 0,
+            tries: 0,
         })
         .collect();
     let mut st = State {
@@ -155,6 +166,9 @@ fn run(plan: &Plan) -> std::io::Result<()> {
         inflight_ops: 0,
         tick: 0,
         server_hb_ms: 0,
+        waiting: std::collections::BinaryHeap::new(),
+        hint_ms: None,
+        rng: 0x2545_f491_4f6c_dd1d ^ plan.id as u64,
     };
     ring.tick_after(TICK);
     let mut scratch = Vec::with_capacity(4096);
@@ -195,15 +209,30 @@ struct State {
     tick: u32,
     /// The server's heart-beat period as CONNECTED announced it (ms; 0 = not seen yet).
     server_hb_ms: u32,
+    /// Storm mode: connections to open again, soonest first: (tick, key).
+    waiting: std::collections::BinaryHeap<std::cmp::Reverse<(u32, u32)>>,
+    /// The server's hint (`Retry-After`, a `retry-after` header) for the failure at hand.
+    hint_ms: Option<u64>,
+    rng: u64,
 }
 
 impl State {
     /// Starts connects up to the concurrency limit.
     fn launch(&mut self, plan: &Plan, ring: &mut Ring, clients: &mut [Client]) {
-        while self.in_progress < plan.concurrency && self.next < clients.len() {
-            let key = self.next;
-            self.next += 1;
-            let src = plan.sources[(plan.id + key * 7919) % plan.sources.len()];
+        while self.in_progress < plan.concurrency {
+            let key = match self.waiting.peek() {
+                Some(&std::cmp::Reverse((at, key))) if at <= self.tick => {
+                    self.waiting.pop();
+                    key as usize
+                }
+                _ if self.next < clients.len() => {
+                    self.next += 1;
+                    self.next - 1
+                }
+                _ => break,
+            };
+            let turn = key * 7919 + usize::from(clients[key].tries);
+            let src = plan.sources[(plan.id + turn) % plan.sources.len()];
             match socket_from(src, plan.target) {
                 Ok(fd) => {
                     ring.connect(fd.as_raw_fd(), key as u32, plan.target);
@@ -217,20 +246,56 @@ impl State {
         }
     }
 
-    fn fail(&mut self, plan: &Plan, c: &mut Client, kind: String) {
+    fn fail(&mut self, plan: &Plan, key: u32, c: &mut Client, kind: String) {
+        let hint = self.hint_ms.take();
+        let was = c.phase;
         if matches!(
-            c.phase,
+            was,
             Phase::Connecting | Phase::Upgrading | Phase::Subscribing
         ) {
             self.in_progress -= 1;
-            plan.shared.error(kind);
-        } else if c.phase == Phase::Open {
+            if !plan.storm {
+                plan.shared.error(kind);
+            }
+        } else if was == Phase::Open {
             plan.shared.closed.fetch_add(1, Relaxed);
         }
         c.phase = Phase::Dead;
-        c.fd = None;
+        if let Some(fd) = c.fd.take()
+            && plan.storm
+        {
+            // A recv still armed holds the socket open past close(2), and its completion
+            // would reach the key's next connection: shutdown ends it now.
+            let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+        }
         c.tls = None;
         c.buf = Vec::new();
+        if plan.storm && was != Phase::Dead {
+            self.retry_later(plan, key, c, hint);
+        }
+    }
+
+    /// Storm mode: files client `c` to connect again, when the server said or after a
+    /// jittered, growing back-off.
+    fn retry_later(&mut self, plan: &Plan, key: u32, c: &mut Client, hint_ms: Option<u64>) {
+        plan.shared.retries.fetch_add(1, Relaxed);
+        // xorshift64: the jitter needs no quality, only spread.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let wait_ms = match hint_ms {
+            Some(ms) => {
+                plan.shared.shed.fetch_add(1, Relaxed);
+                ms + self.rng % 1000
+            }
+            None => {
+                let cap = (100u64 << c.tries.min(5)).min(2000);
+                cap / 2 + self.rng % (cap / 2 + 1)
+            }
+        };
+        c.tries = c.tries.saturating_add(1);
+        let at = self.tick + (wait_ms / TICK.as_millis() as u64) as u32;
+        self.waiting.push(std::cmp::Reverse((at, key)));
     }
 
     fn on_event(
@@ -264,25 +329,25 @@ impl State {
                                 .expect("a valid name");
                             match rustls::ClientConnection::new(cfg.clone(), name) {
                                 Ok(t) => c.tls = Some(Box::new(t)),
-                                Err(e) => return self.fail(plan, c, format!("tls: {e}")),
+                                Err(e) => return self.fail(plan, key, c, format!("tls: {e}")),
                             }
                         }
                         // On TLS rustls holds the request until the handshake is done.
                         send(ring, key, c, request);
                         ring.recv(fd, key);
                     }
-                    Err(e) => self.fail(plan, c, format!("connect: {e}")),
+                    Err(e) => self.fail(plan, key, c, format!("connect: {e}")),
                 }
             }
             Event::Received { key, res, more } => {
                 let c = &mut clients[key as usize];
                 match res {
-                    Ok(0) => self.fail(plan, c, "closed by server during upgrade".into()),
+                    Ok(0) => self.fail(plan, key, c, "closed by server during upgrade".into()),
                     Ok(n) => {
                         c.last_rx = self.tick;
                         let plain = match unseal(ring, key, c, &data[..n]) {
                             Ok(p) => p,
-                            Err(e) => return self.fail(plan, c, format!("tls: {e}")),
+                            Err(e) => return self.fail(plan, key, c, format!("tls: {e}")),
                         };
                         let bytes = plain.as_deref().unwrap_or(&data[..n]);
                         if let Some(out) = self.on_bytes(plan, key, c, bytes) {
@@ -300,14 +365,14 @@ impl State {
                             ring.recv(fd.as_raw_fd(), key);
                         }
                     }
-                    Err(e) => self.fail(plan, c, format!("recv: {e}")),
+                    Err(e) => self.fail(plan, key, c, format!("recv: {e}")),
                 }
             }
             Event::Sent {
                 key, res: Err(e), ..
             } => {
                 let c = &mut clients[key as usize];
-                self.fail(plan, c, format!("send: {e}"));
+                self.fail(plan, key, c, format!("send: {e}"));
             }
             Event::Tick => {
                 ring.tick_after(TICK);
@@ -361,9 +426,10 @@ impl State {
         if c.phase == Phase::Upgrading {
             let end = c.buf.windows(4).position(|w| w == b"\r\n\r\n")?;
             if !c.buf.starts_with(b"HTTP/1.1 101") {
+                self.hint_ms = header(&c.buf[..end], "retry-after").map(|s| s * 1000);
                 let line = String::from_utf8_lossy(&c.buf[..c.buf.len().min(40)]).into_owned();
                 let status = line.split_whitespace().nth(1).unwrap_or("?").to_string();
-                self.fail(plan, c, format!("upgrade refused: HTTP {status}"));
+                self.fail(plan, key, c, format!("upgrade refused: HTTP {status}"));
                 return None;
             }
             c.buf.drain(..end + 4);
@@ -372,13 +438,14 @@ impl State {
                 reply = Some(frames(plan.first + key as usize));
             } else {
                 c.phase = Phase::Open;
+                c.tries = 0;
                 self.in_progress -= 1;
                 plan.shared.connected.fetch_add(1, Relaxed);
             }
         }
         let now = plan.epoch.elapsed().as_nanos() as u64;
         if let Proto::Stomp { tcp: true, .. } = plan.proto {
-            self.on_tcp_frames(plan, c, now);
+            self.on_tcp_frames(plan, key, c, now);
             return reply;
         }
         let mut pos = 0;
@@ -417,7 +484,8 @@ impl State {
                         continue;
                     }
                     Stomp::Error(msg) => {
-                        self.fail(plan, c, format!("STOMP ERROR: {msg}"));
+                        self.hint_ms = header(p, "retry-after");
+                        self.fail(plan, key, c, format!("STOMP ERROR: {msg}"));
                         return None;
                     }
                     Stomp::Other => continue,
@@ -480,6 +548,7 @@ impl State {
     fn subscribed(&mut self, plan: &Plan, c: &mut Client) {
         if c.phase == Phase::Subscribing {
             c.phase = Phase::Open;
+            c.tries = 0;
             self.in_progress -= 1;
             plan.shared.connected.fetch_add(1, Relaxed);
         }
@@ -487,7 +556,7 @@ impl State {
 
     /// STOMP straight over TCP: every whole frame in the buffer (each ends at its NUL; the
     /// newlines between frames are heart-beats).
-    fn on_tcp_frames(&mut self, plan: &Plan, c: &mut Client, now: u64) {
+    fn on_tcp_frames(&mut self, plan: &Plan, key: u32, c: &mut Client, now: u64) {
         let mut pos = 0;
         while let Some(end) = c.buf[pos..].iter().position(|&b| b == 0) {
             let frame = c.buf[pos..pos + end].to_vec();
@@ -500,7 +569,7 @@ impl State {
                     self.subscribed(plan, c);
                     continue;
                 }
-                Stomp::Error(msg) => return self.fail(plan, c, format!("STOMP ERROR: {msg}")),
+                Stomp::Error(msg) => return self.fail(plan, key, c, format!("STOMP ERROR: {msg}")),
                 Stomp::Other => continue,
             }
             if let Some(sent) = timestamp(p) {
@@ -561,6 +630,17 @@ fn unseal(
     }
     flush_tls(ring, key, fd, t);
     Ok(Some(plain))
+}
+
+/// A numeric header's value in an HTTP head or a STOMP frame (names compared without case).
+fn header(head: &[u8], name: &str) -> Option<u64> {
+    head.split(|&b| b == b'\n').find_map(|l| {
+        let l = std::str::from_utf8(l).ok()?;
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().parse().ok())?
+    })
 }
 
 /// A masked empty pong (the answer to the server's pings).

@@ -35,66 +35,7 @@ pub(crate) fn ringcast_run(
     let target = &targets[0];
     let proto = match stomp {
         None => raw_proto(target, load),
-        Some(config) => {
-            let auth = match &config {
-                Some(path) => {
-                    let mut cfg = ringcast::config::Config::from_file(path)?;
-                    cfg.auth.enabled = false;
-                    Some(ringcast::auth::Auth::from_config(&cfg)?)
-                }
-                None => None,
-            };
-            let (project, topic, l) = (target.project.clone(), target.topic.clone(), load.clone());
-            let frames = move |i: usize| {
-                let user = format!("bench-{i}");
-                let who = match &auth {
-                    Some(a) => format!(
-                        "token:{}",
-                        a.mint(&project, &user, 86400).unwrap_or_default()
-                    ),
-                    None => format!("login:{user}"),
-                };
-                let connect = format!(
-                    "CONNECT\naccept-version:1.2\nhost:bench\n{who}\nprojectId:{project}\nheart-beat:{heartbeat_ms},{heartbeat_ms}\n\n\0"
-                );
-                let destination = if l.unicast {
-                    "/user/queue/bench".to_string()
-                } else {
-                    format!("/topic/{}", l.topic_of(&topic, i))
-                };
-                let subscribe =
-                    format!("SUBSCRIBE\nid:sub-0\ndestination:{destination}\nreceipt:s\n\n\0");
-                let wrap = |f: &str| {
-                    if sockjs {
-                        ringcast::sockjs::messages([f.as_bytes()])[1..].to_vec()
-                    } else {
-                        f.as_bytes().to_vec()
-                    }
-                };
-                let mut out = encode_masked(Opcode::Text, true, &wrap(&connect), [7, 7, 7, 7]);
-                out.extend(encode_masked(
-                    Opcode::Text,
-                    true,
-                    &wrap(&subscribe),
-                    [7, 7, 7, 7],
-                ));
-                Bytes::from(out)
-            };
-            let (path, protocol) = if sockjs {
-                // SockJS over WebSocket: one session id for all is fine (no session table).
-                let base = target.path.split('?').next().unwrap_or("/ws");
-                (format!("{base}/0/bench/websocket"), None)
-            } else {
-                (target.path.clone(), Some("v12.stomp"))
-            };
-            client::Proto::Stomp {
-                request: upgrade_request(target, &path, protocol),
-                frames: Arc::new(frames),
-                heartbeat_ms,
-                sockjs,
-                tcp: false,
-            }
-        }
+        Some(config) => stomp_proto(target, load, config.as_deref(), heartbeat_ms, sockjs)?,
     };
     let socks = server.admin_socket.clone();
     let rss = || {
@@ -247,6 +188,7 @@ pub(crate) fn drive(
                 epoch,
                 core: cores.get(id % cores.len().max(1)).copied(),
                 tls: tls.clone(),
+                storm: false,
             })
         })
         .collect();
@@ -673,5 +615,73 @@ pub(crate) fn process_cpu_s() -> f64 {
     r.map_or(0.0, |u| {
         let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
         t(u.user_time()) + t(u.system_time())
+    })
+}
+
+/// STOMP sessions: per connection (user `bench-I`, a token each when `config` names the
+/// project's key) CONNECT and SUBSCRIBE with a receipt, over WebSocket or SockJS.
+pub(crate) fn stomp_proto(
+    target: &Target,
+    load: &Load,
+    config: Option<&std::path::Path>,
+    heartbeat_ms: u32,
+    sockjs: bool,
+) -> Result<client::Proto, String> {
+    let auth = match config {
+        Some(path) => {
+            let mut cfg = ringcast::config::Config::from_file(path)?;
+            cfg.auth.enabled = false;
+            Some(ringcast::auth::Auth::from_config(&cfg)?)
+        }
+        None => None,
+    };
+    let (project, topic, l) = (target.project.clone(), target.topic.clone(), load.clone());
+    let frames = move |i: usize| {
+        let user = format!("bench-{i}");
+        let who = match &auth {
+            Some(a) => format!(
+                "token:{}",
+                a.mint(&project, &user, 86400).unwrap_or_default()
+            ),
+            None => format!("login:{user}"),
+        };
+        let connect = format!(
+            "CONNECT\naccept-version:1.2\nhost:bench\n{who}\nprojectId:{project}\nheart-beat:{heartbeat_ms},{heartbeat_ms}\n\n\0"
+        );
+        let destination = if l.unicast {
+            "/user/queue/bench".to_string()
+        } else {
+            format!("/topic/{}", l.topic_of(&topic, i))
+        };
+        let subscribe = format!("SUBSCRIBE\nid:sub-0\ndestination:{destination}\nreceipt:s\n\n\0");
+        let wrap = |f: &str| {
+            if sockjs {
+                ringcast::sockjs::messages([f.as_bytes()])[1..].to_vec()
+            } else {
+                f.as_bytes().to_vec()
+            }
+        };
+        let mut out = encode_masked(Opcode::Text, true, &wrap(&connect), [7, 7, 7, 7]);
+        out.extend(encode_masked(
+            Opcode::Text,
+            true,
+            &wrap(&subscribe),
+            [7, 7, 7, 7],
+        ));
+        Bytes::from(out)
+    };
+    let (path, protocol) = if sockjs {
+        // SockJS over WebSocket: one session id for all is fine (no session table).
+        let base = target.path.split('?').next().unwrap_or("/ws");
+        (format!("{base}/0/bench/websocket"), None)
+    } else {
+        (target.path.clone(), Some("v12.stomp"))
+    };
+    Ok(client::Proto::Stomp {
+        request: upgrade_request(target, &path, protocol),
+        frames: Arc::new(frames),
+        heartbeat_ms,
+        sockjs,
+        tcp: false,
     })
 }

@@ -9,8 +9,10 @@ mod client;
 mod compare;
 mod drive;
 mod floor;
+mod jwt;
 mod load;
 mod plot;
+mod storm;
 
 pub(crate) use admin::*;
 pub(crate) use drive::*;
@@ -73,6 +75,11 @@ enum Cmd {
     /// Publishes through the network API (keep-alive HTTP, single or batched) as fast as the
     /// server answers: publishes per second.
     Api(api::Args),
+    /// Tokens verified per second on one core: HS256, RS256 and ES256.
+    Jwt(jwt::Args),
+    /// A reconnect storm: N clients connected, the server SIGKILLed and started again, every
+    /// client back as fast as the server lets it; time until all are back, /healthz meanwhile.
+    Storm(storm::Args),
     /// PNG charts from result files (connections over time, latency CDF).
     Plot {
         /// Folder for the PNGs.
@@ -109,6 +116,8 @@ fn main() {
         Cmd::Floor { listen, load } => floor_measure(listen, &load).and_then(|v| finish(&load, v)),
         Cmd::Compare(args) => compare::run(&args),
         Cmd::Api(args) => api::run(&args),
+        Cmd::Jwt(args) => jwt::run(&args),
+        Cmd::Storm(args) => storm::run(&args),
         Cmd::Plot { out, files } => plot::run(&files, &out).map(|()| json!({"ok": true})),
     };
     match result {

@@ -394,6 +394,10 @@ pub struct Limits {
     /// Largest WebSocket message and STOMP frame a session may send before it is
     /// authenticated (a CONNECT is a few hundred bytes; a token a few KB at most).
     pub max_connect_bytes: usize,
+    /// New connections the node takes on per second; beyond it they are answered at once with
+    /// 503 and a `Retry-After`. 0 = automatic: a shard sheds while it holds more unfinished
+    /// handshakes than it can finish within `handshake_timeout_ms`.
+    pub max_handshakes_per_s: u64,
 }
 
 impl Default for Limits {
@@ -411,6 +415,7 @@ impl Default for Limits {
             connect_timeout_ms: 10_000,
             max_pending_per_ip: 1000,
             max_connect_bytes: 8192,
+            max_handshakes_per_s: 0,
         }
     }
 }

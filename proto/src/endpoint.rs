@@ -469,8 +469,13 @@ impl Session {
 
     /// Refuses the upgrade with an HTTP status before it is read (limits at accept).
     pub fn refuse(&mut self, status: u16, reason: &str, out: &mut Outputs) {
+        self.refuse_with(&Reject::new(status, reason), out);
+    }
+
+    /// Refuses the upgrade with `r` (a 503 with `Retry-After` when shedding load).
+    pub fn refuse_with(&mut self, r: &Reject, out: &mut Outputs) {
         if self.phase == Phase::Handshake {
-            self.reject(&Reject::new(status, reason), out);
+            self.reject(r, out);
         }
     }
 

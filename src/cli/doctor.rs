@@ -200,7 +200,31 @@ pub fn checks(cfg: &Config, host: &Host, n: u64, local_bench: bool, sources: u64
         },
         sources: local_bench.then_some(sources),
     };
-    WALLS.iter().filter_map(|wall| wall(host, &need)).collect()
+    let mut all: Vec<Check> = WALLS.iter().filter_map(|wall| wall(host, &need)).collect();
+    all.push(reconnect(cfg, n, shards.min(host.cores)));
+    all
+}
+
+/// Not a wall but the storm after one: how long this node's clients take to come back if it
+/// stops without a drain, at the measured connect rate.
+fn reconnect(cfg: &Config, n: u64, cores: usize) -> Check {
+    let (per_s, secs, basis) = super::reconnect::estimate(cfg, n, cores);
+    let detail = format!(
+        "{n} clients back in about {secs:.0} s at {per_s:.0}/s ({basis}; measured rates, BENCHMARKS.md)"
+    );
+    if secs <= 60.0 {
+        return check("reconnect storm", Ok, detail, None);
+    }
+    check(
+        "reconnect storm",
+        Warn,
+        detail,
+        Some(format!(
+            "more than a minute: set [server] drain_ms = {} so a restart spreads them, have \
+             clients back off with jitter (README \"Restarts and storms\"), or add nodes",
+            ((secs * 1000.0) as u64).div_ceil(1000) * 1000
+        )),
+    )
 }
 
 /// The server's own cap, when a configuration file sets it: below `n`, the server itself

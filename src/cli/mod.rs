@@ -2,6 +2,7 @@
 
 pub mod doctor;
 pub mod push;
+pub mod reconnect;
 pub mod stats;
 pub mod token;
 

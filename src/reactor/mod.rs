@@ -31,6 +31,8 @@ pub struct ShardSpec {
     pub per_ip: Arc<PerIp>,
     /// Unauthenticated connections per source address (`limits.max_pending_per_ip`).
     pub pending_per_ip: Arc<PerIp>,
+    /// The node's handshake rate, shared by its shards.
+    pub rate: Arc<shard::admission::Rate>,
     /// Read buffers in this shard's ring (a power of two).
     pub read_buffers: u16,
     pub ctx: Arc<Context>,
@@ -95,11 +97,33 @@ pub fn reserve_port(addr: SocketAddr) -> io::Result<(Socket, SocketAddr)> {
 /// second server on the same address would otherwise start beside the first and split its
 /// clients; a bind without it fails while anyone listens there (TIME_WAIT leftovers do not
 /// count, thanks to `SO_REUSEADDR`). The probe is closed before the shards bind.
+///
+/// A server that just died still holds its listeners for a moment: the kernel tears a dead
+/// process's io_uring down after the process is gone, closing its files last. A restart right
+/// after a crash (systemd's, a storm benchmark's) waits that out, up to `PROBE_WAIT`.
 pub fn probe_free(addr: SocketAddr) -> Result<(), String> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)
-        .map_err(|e| format!("socket for {addr}: {e}"))?;
+    let deadline = Instant::now() + PROBE_WAIT;
+    loop {
+        match probe_once(addr) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return probe_verdict(addr, r),
+        }
+    }
+}
+
+/// How long `probe_free` waits for a dead server's listeners to go.
+const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn probe_once(addr: SocketAddr) -> io::Result<()> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     let _ = s.set_reuse_address(true);
-    match s.bind(&addr.into()) {
+    s.bind(&addr.into())
+}
+
+fn probe_verdict(addr: SocketAddr, r: io::Result<()>) -> Result<(), String> {
+    match r {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(format!(
             "{addr} is already in use by another process (another ringcast?): stop it, or listen elsewhere with --listen or [server] listen"
@@ -152,6 +176,7 @@ fn run(spec: ShardSpec) -> io::Result<()> {
             stats: spec.stats,
             per_ip: spec.per_ip,
             pending_per_ip: spec.pending_per_ip,
+            rate: spec.rate,
             capacity: spec.capacity,
             watch: spec.hub.relay().cloned(),
             audience: Some(spec.hub.audience()),

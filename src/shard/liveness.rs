@@ -26,6 +26,7 @@ impl Core {
         // be waiting for it, so nobody is closed for silence in this pass (beats still go out).
         let stalled = target.saturating_sub(self.wheel.now()) > STALL_TICKS;
         self.expire_tokens(now.unix_ms / 1000);
+        self.backlog.tick(now.ms);
         self.sockjs_contested();
         self.drain_step();
         let mut due = Vec::new();

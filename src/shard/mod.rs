@@ -15,6 +15,7 @@ pub mod timer;
 pub mod sockjs;
 
 mod access;
+pub mod admission;
 mod commands;
 mod drain;
 mod liveness;
@@ -100,6 +101,8 @@ pub struct Config {
     pub per_ip: Arc<PerIp>,
     /// Unauthenticated connections per source address (`limits.max_pending_per_ip`).
     pub pending_per_ip: Arc<PerIp>,
+    /// The node's handshake rate (`limits.max_handshakes_per_s`), shared by its shards.
+    pub rate: Arc<admission::Rate>,
     /// Connections this shard's fd table holds; beyond it (or beyond the server-wide
     /// `max_connections`) new connections get 503.
     pub capacity: usize,
@@ -127,6 +130,9 @@ pub struct Core {
     stats: Arc<Stats>,
     per_ip: Arc<PerIp>,
     pending_per_ip: Arc<PerIp>,
+    rate: Arc<admission::Rate>,
+    /// Handshakes accepted and not finished (the automatic shedding rule).
+    backlog: admission::Backlog,
     /// Source address of each connection, kept only while a per-address limit needs it.
     peers: std::collections::HashMap<u32, IpAddr>,
     conns: Slab<Conn>,
@@ -176,6 +182,8 @@ impl Core {
             stats: cfg.stats,
             per_ip: cfg.per_ip,
             pending_per_ip: cfg.pending_per_ip,
+            rate: cfg.rate,
+            backlog: admission::Backlog::default(),
             peers: std::collections::HashMap::new(),
             conns: Slab::new(),
             relay: cfg.watch.clone(),
@@ -256,6 +264,13 @@ impl Core {
                 "server is at its connection limit"
             };
             self.close_session(key, CloseError::GOING_AWAY, reason);
+        } else if let Some(retry_s) = self.shed(key, epoch, unix_ms) {
+            self.st().shed.fetch_add(1, Relaxed);
+            let r = crate::ws::handshake::Reject::busy(retry_s);
+            let mut out = std::mem::take(&mut self.out);
+            self.conns[key as usize].session.refuse_with(&r, &mut out);
+            self.apply(key, &mut out);
+            self.out = out;
         } else if let Err(reason) = self.admit_peer(key, peer, true) {
             self.refuse(key, 429, reason);
         } else {
@@ -263,6 +278,22 @@ impl Core {
             self.wheel.schedule(key, epoch, Kind::Handshake, t);
         }
         key
+    }
+
+    /// Whether a new connection must be turned away at once, and in how many seconds it
+    /// should come back: beyond the node's handshake rate, or (rate 0) beyond what this shard
+    /// can finish in time.
+    fn shed(&self, key: u32, epoch: u32, unix_ms: u64) -> Option<u64> {
+        let limits = &self.ctx.cfg.limits;
+        let jitter = admission::jitter(key, epoch);
+        if limits.max_handshakes_per_s > 0 {
+            let now_us = unix_ms.saturating_mul(1000);
+            return self
+                .rate
+                .admit(limits.max_handshakes_per_s, now_us, jitter)
+                .err();
+        }
+        self.backlog.shed(limits.handshake_timeout_ms, jitter)
     }
 
     /// Counts connection `key` against its source address's limits (those that are on): open
@@ -275,22 +306,22 @@ impl Core {
     ) -> Result<(), &'static str> {
         let open = self.per_ip.enabled();
         let pending = unauthenticated && self.pending_per_ip.enabled();
-        let Some(ip) = peer.filter(|_| open || pending) else {
-            return Ok(());
-        };
-        if open && !self.per_ip.admit(ip) {
-            return Err("too many connections from this address");
-        }
-        if pending {
-            if !self.pending_per_ip.admit(ip) {
+        if let Some(ip) = peer.filter(|_| open || pending) {
+            if open && !self.per_ip.admit(ip) {
+                return Err("too many connections from this address");
+            }
+            if pending && !self.pending_per_ip.admit(ip) {
                 if open {
                     self.per_ip.release(ip);
                 }
                 return Err("too many connections from this address still authenticating");
             }
-            self.conns[key as usize].set_pending();
+            self.peers.insert(key, ip);
         }
-        self.peers.insert(key, ip);
+        if unauthenticated {
+            self.conns[key as usize].set_pending();
+            self.backlog.started();
+        }
         Ok(())
     }
 
@@ -298,6 +329,10 @@ impl Core {
     /// longer counts against its address's unauthenticated connections.
     fn authenticated(&mut self, key: u32) {
         if !self.conns[key as usize].take_pending() {
+            return;
+        }
+        self.backlog.ended(true);
+        if !self.pending_per_ip.enabled() {
             return;
         }
         if let Some(&ip) = self.peers.get(&key) {
@@ -476,19 +511,22 @@ impl Core {
         self.reap(key);
     }
 
-    /// Frees a connection once it is shut and no operation references it.
     /// Connection (or SockJS session) `key` is gone: its address's counts go back.
     fn release_peer(&mut self, key: u32, pending: bool) {
+        if pending {
+            self.backlog.ended(false);
+        }
         if let Some(ip) = self.peers.remove(&key) {
             if self.per_ip.enabled() {
                 self.per_ip.release(ip);
             }
-            if pending {
+            if pending && self.pending_per_ip.enabled() {
                 self.pending_per_ip.release(ip);
             }
         }
     }
 
+    /// Frees a connection once it is shut and no operation references it.
     fn reap(&mut self, key: u32) {
         if !self.conns.get(key as usize).is_some_and(Conn::removable) {
             return;

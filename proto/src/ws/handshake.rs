@@ -80,6 +80,8 @@ pub struct Reject {
     pub reason: String,
     /// A 405's `Allow`: then the answer has no body, as SockJS wants it.
     pub allow: Option<&'static str>,
+    /// Seconds for a `Retry-After` (a server too busy to take the connection now).
+    pub retry_after: Option<u64>,
 }
 
 impl Reject {
@@ -89,6 +91,15 @@ impl Reject {
             status,
             reason: reason.into(),
             allow: None,
+            retry_after: None,
+        }
+    }
+
+    /// 503 with `Retry-After`: the server sheds load and says when to come back.
+    pub fn busy(retry_after_s: u64) -> Self {
+        Reject {
+            retry_after: Some(retry_after_s),
+            ..Reject::new(503, format!("server busy: retry in {retry_after_s} s"))
         }
     }
 
@@ -98,6 +109,7 @@ impl Reject {
             status: 405,
             reason: String::new(),
             allow: Some(allow),
+            retry_after: None,
         }
     }
 }
@@ -305,10 +317,10 @@ pub fn reject_response(r: &Reject) -> Vec<u8> {
         )
         .into_bytes();
     }
-    let extra = if r.status == 426 {
-        "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n"
-    } else {
-        ""
+    let extra = match r.retry_after {
+        _ if r.status == 426 => "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n".into(),
+        Some(s) => format!("Retry-After: {s}\r\n"),
+        None => String::new(),
     };
     format!(
         "HTTP/1.1 {} {}\r\n{extra}Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}\n",

@@ -57,6 +57,7 @@ impl Net {
             shards: 1,
             per_ip: Arc::new(PerIp::new(limits.max_connections_per_ip)),
             pending_per_ip: Arc::new(PerIp::new(limits.max_pending_per_ip)),
+            rate: Arc::default(),
             ctx,
             stats: stats.clone(),
             capacity: 1000,
@@ -578,4 +579,5 @@ fn recv_without_buffers_is_rearmed_after_the_batch() {
 }
 
 mod access;
+mod admission;
 mod sockjs;
