@@ -137,7 +137,7 @@ impl Plan {
         // non-listening SO_REUSEPORT socket (which takes no connections) until the shards
         // listen on it.
         if addr.port() != 0 {
-            reactor::probe_free(addr)?;
+            reactor::probe_free(addr, &crate::admin::socket_path(cfg))?;
         }
         let (addr, reservation) = if addr.port() == 0 {
             let (s, bound) = reactor::reserve_port(addr)

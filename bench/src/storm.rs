@@ -54,8 +54,9 @@ struct Server {
 }
 
 impl Server {
+    /// Starts the server and waits until its admin socket answers. The socket file of a
+    /// server that was killed is left in place, as a crash leaves it.
     fn start(&mut self) -> Result<(), String> {
-        let _ = std::fs::remove_file(&self.sock);
         let child = Command::new(&self.cmd[0])
             .args(&self.cmd[1..])
             .stdout(Stdio::null())
@@ -64,9 +65,12 @@ impl Server {
             .map_err(|e| format!("starting {}: {e}", self.cmd[0]))?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.sock.exists() {
+        while ringcast::admin::request(&self.sock, "GET", "/healthz", None).is_err() {
             if Instant::now() > deadline {
-                return Err("the server did not open its admin socket in 30 s".into());
+                return Err("the server's admin socket did not answer within 30 s".into());
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                return Err(format!("the server exited: {status}"));
             }
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -98,15 +98,30 @@ pub fn reserve_port(addr: SocketAddr) -> io::Result<(Socket, SocketAddr)> {
 /// clients; a bind without it fails while anyone listens there (TIME_WAIT leftovers do not
 /// count, thanks to `SO_REUSEADDR`). The probe is closed before the shards bind.
 ///
-/// A server that just died still holds its listeners for a moment: the kernel tears a dead
-/// process's io_uring down after the process is gone, closing its files last. A restart right
-/// after a crash (systemd's, a storm benchmark's) waits that out, up to `PROBE_WAIT`.
-pub fn probe_free(addr: SocketAddr) -> Result<(), String> {
+/// A server that just died still holds its listeners for a while: the kernel tears a dead
+/// process's io_uring down after the process is gone, cancelling every pending receive before
+/// it lets go of the listening sockets (seconds with a million connections). A restart right
+/// after a crash (systemd's, a storm's) waits up to `PROBE_WAIT`; then, if `admin_socket` is
+/// a socket file nobody answers on, the holder is that dead predecessor and the new shards
+/// join its port (`SO_REUSEPORT`): connections that still land in its closing queues are
+/// reset and retried by their clients, and the rest reach the new server at once.
+pub fn probe_free(addr: SocketAddr, admin_socket: &std::path::Path) -> Result<(), String> {
     let deadline = Instant::now() + PROBE_WAIT;
     loop {
         match probe_once(addr) {
             Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse
+                    && admin_socket.exists()
+                    && std::os::unix::net::UnixStream::connect(admin_socket).is_err() =>
+            {
+                tracing::warn!(
+                    "{addr} is still held by a server that died (its admin socket {} does not answer): sharing the port while the kernel closes its listeners",
+                    admin_socket.display()
+                );
+                return Ok(());
             }
             r => return probe_verdict(addr, r),
         }
