@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/ringcast
 
-.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke c1m-netns cluster-demo cluster-bench spring-demo install uninstall deb autobahn-deflate peers compare compare-smoke compare-tls compare-stomp
+.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke c1m-netns cluster-demo cluster-bench spring-demo install uninstall deb autobahn-deflate peers compare compare-smoke compare-tls compare-stomp storm
 
 build:
 	$(CARGO) build --release --workspace
@@ -61,6 +61,11 @@ c1m: build
 ## The same inside a network namespace with a 2^21-bucket TCP established hash (root).
 c1m-netns: build
 	./scripts/c1m-netns.sh
+
+## Reconnect storms (issue #32): 1M raw connections and 100k RS256 STOMP sessions, the server
+## SIGKILLed and restarted under them (results into bench/results/storm-*).
+storm: build
+	./bench/storm.sh
 
 ## Peers for `compare` (tokio-tungstenite, Node ws, Netty); installs a JDK and libnetty-java if missing.
 peers: build
