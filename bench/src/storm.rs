@@ -161,13 +161,10 @@ pub(crate) fn run(a: &Args) -> Result<Value, String> {
     let target = parse_url(&url)?;
     let load = <Load as clap::Parser>::parse_from(["load"]);
     let proto = if a.stomp {
-        remembered(crate::drive::stomp_proto(
-            &target,
-            &load,
-            a.config.as_deref(),
-            0,
-            false,
-        )?, a.connections)
+        remembered(
+            crate::drive::stomp_proto(&target, &load, a.config.as_deref(), 0, false)?,
+            a.connections,
+        )
     } else {
         raw_proto(&target, &load)
     };
