@@ -79,6 +79,7 @@ def test_sessions_of_a_killed_node_recover_everything_on_the_others(make_server,
     sessions = 1000
     pub = Publisher(b.sock, 500)
     killed = asyncio.Event()
+    back = []  # sessions that reached their second node
 
     async def client(i):
         topic = f"live.{i % TOPICS}"
@@ -89,6 +90,7 @@ def test_sessions_of_a_killed_node_recover_everything_on_the_others(make_server,
                 ws = await websockets.connect(raw_url(node, topic, position), open_timeout=30,
                                               max_queue=None)
                 notices.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+                back.append(i)
             try:
                 while True:
                     m = json.loads(await asyncio.wait_for(ws.recv(), 3 if node is not a else 60))
@@ -107,12 +109,20 @@ def test_sessions_of_a_killed_node_recover_everything_on_the_others(make_server,
             await asyncio.sleep(0.2)
         assert a.stats()["connections"] == sessions
         pub.start()
-        await asyncio.sleep(2)
+        # Messages flow for a while (counted, not timed) before A dies.
+        deadline = time.time() + 30
+        while pub.sent < 1000 and time.time() < deadline:
+            await asyncio.sleep(0.05)
         a.proc.kill()
         a.proc.wait()
         killed.set()
-        # Publishing goes on while the sessions find the other nodes.
-        await asyncio.sleep(3)
+        # Publishing goes on while the sessions find the other nodes, and a while after.
+        deadline = time.time() + 60
+        while len(back) < sessions and time.time() < deadline:
+            await asyncio.sleep(0.05)
+        after = pub.sent + 500
+        while pub.sent < after and time.time() < deadline:
+            await asyncio.sleep(0.05)
         pub.stop.set()
         return await asyncio.gather(*tasks)
 

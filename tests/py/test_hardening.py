@@ -51,7 +51,10 @@ def test_slowloris_does_not_starve_normal_clients(make_server):
     async def main():
         slow_results, normal_times = [], []
         slow_tasks = [asyncio.create_task(slow(i, slow_results)) for i in range(2000)]
-        await asyncio.sleep(1.0)
+        # The slow clients are in before the normal ones come.
+        deadline = time.time() + 30
+        while server.stats()["accepted"] < 2000 and time.time() < deadline:
+            await asyncio.sleep(0.1)
         conns = []
         for batch in range(20):
             conns += await asyncio.gather(*[normal(normal_times) for _ in range(100)])
@@ -217,7 +220,9 @@ def test_sighup_reloads_keys_without_dropping_sessions(make_server):
         with open(os.path.join(server.dir, "ringcast.toml"), "w") as f:
             f.write(cfg.replace("old-secret", "new-secret"))
         server.proc.send_signal(signal.SIGHUP)
-        await asyncio.sleep(0.5)
+        deadline = time.time() + 10
+        while "SIGHUP: configuration reloaded" not in server.output() and time.time() < deadline:
+            await asyncio.sleep(0.05)
         _, reply = await stomp_connect("old-secret")
         assert reply == ["ERROR", "message:auth_fail"], reply
         fresh, reply = await stomp_connect("new-secret")

@@ -127,8 +127,8 @@ def test_a_user_queue_recovers_over_stomp(make_server):
         return ws
 
     async def main():
-        ws = await session({})
-        await asyncio.sleep(0.2)
+        ws = await session({"receipt": "in"})
+        assert parse(await asyncio.wait_for(ws.recv(), 5))[0] == "RECEIPT"
         push_user("first")
         _, h, body = parse(await asyncio.wait_for(ws.recv(), 5))
         assert body == b"first" and h["x-offset"] == "1"
@@ -157,7 +157,6 @@ def test_hostile_positions_get_clear_errors_and_harm_no_one(make_server):
 
     async def main():
         async with websockets.connect(f"{s.url}/ws?topic=news.eu&positions=1") as calm:
-            await asyncio.sleep(0.2)
             for bad, why in [
                 ("since=news.eu:zz", "EPOCH:OFFSET"),
                 ("since=news.eu:e:-4", "EPOCH:OFFSET"),
@@ -195,8 +194,9 @@ def test_hostile_positions_get_clear_errors_and_harm_no_one(make_server):
             ws = await websockets.connect(f"{s.url}/ws", subprotocols=["v12.stomp"])
             await ws.send(frame("CONNECT", {"accept-version": "1.2", "host": "x"}))
             await ws.recv()
-            await ws.send(frame("SUBSCRIBE", {"id": "1", "destination": "/topic/news.eu"}))
-            await asyncio.sleep(0.2)
+            await ws.send(frame("SUBSCRIBE", {"id": "1", "destination": "/topic/news.eu",
+                                              "receipt": "s"}))
+            assert parse(await asyncio.wait_for(ws.recv(), 5))[0] == "RECEIPT"
             status, _ = admin(s.sock, "POST", "/publish", {"destination": "/topic/news.eu", "body": "x",
                                                            "headers": {"x-offset": "999"}})
             assert status == 400

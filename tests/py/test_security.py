@@ -14,7 +14,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from conftest import BIN, admin, frame, parse
+from conftest import BIN, admin, frame, parse, until
 
 SECRET = "sec-secret"
 CONFIG = f"""
@@ -202,7 +202,7 @@ def test_unauthenticated_connections_are_capped_per_address(sec_server):
     # so many behind one address are fine.
     for c in [s, other] + [p for p, _, _ in pending[1:]]:
         c.close()
-    time.sleep(0.3)
+    until(lambda: server.stats()["connections"] == 1, 10, "the closed connections to go")
 
     async def main():
         sessions = [await stomp_session(server.url) for _ in range(20)]
@@ -385,5 +385,5 @@ def test_admin_refuses_ambiguous_content_length(sec_server):
 def test_projects_sharing_a_secret_are_warned_about(make_server):
     server = make_server("--shards", "1", config=CONFIG.format(connect_ms=1000, pending=5)
                          + '\n[projects.twin]\njwt_alg = "HS256"\njwt_secret = "sec-secret"\n')
-    time.sleep(0.3)
-    assert 'projects "sec" and "twin" share a JWT key' in server.output(), server.output()
+    until(lambda: 'projects "sec" and "twin" share a JWT key' in server.output(), 10,
+          "the warning about the shared key")

@@ -66,12 +66,21 @@ class Inbox(stomp.ConnectionListener):
     def __init__(self):
         self.frames = queue.Queue()
         self.errors = queue.Queue()
+        self.receipts = queue.Queue()
 
     def on_message(self, frame):
         self.frames.put(frame)
 
     def on_error(self, frame):
         self.errors.put(frame)
+
+    def on_receipt(self, frame):
+        self.receipts.put(frame.headers["receipt-id"])
+
+    def receipt(self, rid, timeout=5):
+        """Waits for RECEIPT `rid` (a SUBSCRIBE is in place once its receipt is in)."""
+        while self.receipts.get(timeout=timeout) != rid:
+            pass
 
 
 def stomp_py(server, user, path="/msg-center/dfocus/websocket"):
@@ -89,7 +98,8 @@ def test_stomp_py_without_subprotocol_gets_topic_and_user_pushes(spring):
     try:
         alice.subscribe("/topic/sec/news", id="t", receipt="r1")
         alice.subscribe("/user/queue/sec", id="u", receipt="r2")
-        time.sleep(0.3)
+        inbox.receipt("r1")
+        inbox.receipt("r2")
         status, body = rest(s, "/ws_message/topic",
                             {"projectId": "sec", "topic": "news", "playLoad": "{\"n\":1}"})
         assert status == 200 and body["sessions"] == 1, body
@@ -110,7 +120,7 @@ def test_stomp_py_on_the_plain_path_and_a_bad_token(spring):
     s = spring
     bob, inbox = stomp_py(s, "bob", path="/ws")
     bob.subscribe("/topic/news", id="t", receipt="r")
-    time.sleep(0.3)
+    inbox.receipt("r")
     assert s.push("news", "plain", project="sec") == 1
     assert inbox.frames.get(timeout=5).body == "plain"
     bob.disconnect()
