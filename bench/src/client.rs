@@ -34,6 +34,8 @@ pub struct Shared {
     /// 503s (with their `Retry-After` honoured).
     pub retries: AtomicU64,
     pub shed: AtomicU64,
+    /// Recovering SUBSCRIBEs answered with `x-recovered: true` (storm mode with `resume`).
+    pub recovered: AtomicU64,
     pub errors: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     pub latency: std::sync::Mutex<Option<Histogram<u64>>>,
 }
@@ -86,6 +88,13 @@ pub struct Plan {
     /// `Retry-After` (plus up to a second of jitter), else after a jittered back-off from
     /// 100 ms doubling to 2 s, for as long as the run lasts; nothing counts as failed.
     pub storm: bool,
+    /// Storm mode: where a lost connection goes next (a cluster's other nodes, round-robin);
+    /// empty = back to `target`.
+    pub fallbacks: Vec<SocketAddr>,
+    /// STOMP with history: each client keeps its position (`x-epoch:x-offset` of its last
+    /// MESSAGE) and comes back with `resume(i, "EPOCH:OFFSET")` (CONNECT, then SUBSCRIBE with
+    /// `x-recover-since`) instead of its first frames.
+    pub resume: Option<Arc<dyn Fn(usize, &str) -> Bytes + Send + Sync>>,
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -108,6 +117,8 @@ struct Client {
     last_rx: u32,
     /// Storm mode: tries since the last success (the back-off grows with it).
     tries: u8,
+    /// With `Plan::resume`: `EPOCH:OFFSET` of the last MESSAGE.
+    pos: Option<Box<str>>,
 }
 
 const TICK: Duration = Duration::from_millis(50);
@@ -154,6 +165,7 @@ fn run(plan: &Plan) -> std::io::Result<()> {
             buf: Vec::new(),
             last_rx: 0,
             tries: 0,
+            pos: None,
         })
         .collect();
     let mut st = State {
@@ -231,11 +243,16 @@ impl State {
                 }
                 _ => break,
             };
-            let turn = key * 7919 + usize::from(clients[key].tries);
+            let tries = usize::from(clients[key].tries);
+            let turn = key * 7919 + tries;
             let src = plan.sources[(plan.id + turn) % plan.sources.len()];
-            match socket_from(src, plan.target) {
+            let target = match plan.fallbacks.len() {
+                n if n > 0 && tries > 0 => plan.fallbacks[(key + tries) % n],
+                _ => plan.target,
+            };
+            match socket_from(src, target) {
                 Ok(fd) => {
-                    ring.connect(fd.as_raw_fd(), key as u32, plan.target);
+                    ring.connect(fd.as_raw_fd(), key as u32, target);
                     clients[key].fd = Some(fd);
                     clients[key].phase = Phase::Connecting;
                     self.in_progress += 1;
@@ -435,7 +452,11 @@ impl State {
             c.buf.drain(..end + 4);
             if let Proto::Stomp { frames, .. } = &plan.proto {
                 c.phase = Phase::Subscribing;
-                reply = Some(frames(plan.first + key as usize));
+                let i = plan.first + key as usize;
+                reply = Some(match (&plan.resume, &c.pos) {
+                    (Some(resume), Some(pos)) => resume(i, pos),
+                    _ => frames(i),
+                });
             } else {
                 c.phase = Phase::Open;
                 c.tries = 0;
@@ -478,8 +499,12 @@ impl State {
             }
             if stomp {
                 match self.classify(p) {
+                    Stomp::Message if plan.resume.is_some() => c.pos = position(p).or(c.pos.take()),
                     Stomp::Message => {}
                     Stomp::Receipt => {
+                        if plan.resume.is_some() && frame_header(p, "x-recovered") == Some("true") {
+                            plan.shared.recovered.fetch_add(1, Relaxed);
+                        }
                         self.subscribed(plan, c);
                         continue;
                     }
@@ -641,6 +666,24 @@ fn header(head: &[u8], name: &str) -> Option<u64> {
             .eq_ignore_ascii_case(name)
             .then(|| v.trim().parse().ok())?
     })
+}
+
+/// A header of a STOMP frame (its head only, up to the blank line).
+fn frame_header<'a>(frame: &'a [u8], name: &str) -> Option<&'a str> {
+    let head = frame.split(|&b| b == 0).next()?;
+    std::str::from_utf8(head)
+        .ok()?
+        .split("\n\n")
+        .next()?
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+}
+
+/// `EPOCH:OFFSET` of a MESSAGE with history headers.
+fn position(frame: &[u8]) -> Option<Box<str>> {
+    let epoch = frame_header(frame, "x-epoch")?;
+    let offset = frame_header(frame, "x-offset")?;
+    Some(format!("{epoch}:{offset}").into())
 }
 
 /// A masked empty pong (the answer to the server's pings).

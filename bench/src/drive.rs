@@ -189,6 +189,8 @@ pub(crate) fn drive(
                 core: cores.get(id % cores.len().max(1)).copied(),
                 tls: tls.clone(),
                 storm: false,
+                fallbacks: Vec::new(),
+                resume: None,
             })
         })
         .collect();
@@ -637,38 +639,14 @@ pub(crate) fn stomp_proto(
     };
     let (project, topic, l) = (target.project.clone(), target.topic.clone(), load.clone());
     let frames = move |i: usize| {
-        let user = format!("bench-{i}");
-        let who = match &auth {
-            Some(a) => format!(
-                "token:{}",
-                a.mint(&project, &user, 86400).unwrap_or_default()
-            ),
-            None => format!("login:{user}"),
-        };
-        let connect = format!(
-            "CONNECT\naccept-version:1.2\nhost:bench\n{who}\nprojectId:{project}\nheart-beat:{heartbeat_ms},{heartbeat_ms}\n\n\0"
-        );
+        let connect = stomp_connect(auth.as_ref(), &project, i, heartbeat_ms);
         let destination = if l.unicast {
             "/user/queue/bench".to_string()
         } else {
             format!("/topic/{}", l.topic_of(&topic, i))
         };
         let subscribe = format!("SUBSCRIBE\nid:sub-0\ndestination:{destination}\nreceipt:s\n\n\0");
-        let wrap = |f: &str| {
-            if sockjs {
-                ringcast::sockjs::messages([f.as_bytes()])[1..].to_vec()
-            } else {
-                f.as_bytes().to_vec()
-            }
-        };
-        let mut out = encode_masked(Opcode::Text, true, &wrap(&connect), [7, 7, 7, 7]);
-        out.extend(encode_masked(
-            Opcode::Text,
-            true,
-            &wrap(&subscribe),
-            [7, 7, 7, 7],
-        ));
-        Bytes::from(out)
+        masked_frames(&[&connect, &subscribe], sockjs)
     };
     let (path, protocol) = if sockjs {
         // SockJS over WebSocket: one session id for all is fine (no session table).
@@ -684,4 +662,39 @@ pub(crate) fn stomp_proto(
         sockjs,
         tcp: false,
     })
+}
+
+/// The CONNECT of session `i` (user `bench-I`): with a token minted by `auth`, else a login.
+pub(crate) fn stomp_connect(
+    auth: Option<&ringcast::auth::Auth>,
+    project: &str,
+    i: usize,
+    heartbeat_ms: u32,
+) -> String {
+    let user = format!("bench-{i}");
+    let who = match auth {
+        Some(a) => format!(
+            "token:{}",
+            a.mint(project, &user, 86400).unwrap_or_default()
+        ),
+        None => format!("login:{user}"),
+    };
+    format!(
+        "CONNECT\naccept-version:1.2\nhost:bench\n{who}\nprojectId:{project}\nheart-beat:{heartbeat_ms},{heartbeat_ms}\n\n\0"
+    )
+}
+
+/// STOMP frames as a client sends them: masked WebSocket text frames, each inside SockJS's
+/// `["..."]` when `sockjs`.
+pub(crate) fn masked_frames(frames: &[&str], sockjs: bool) -> Bytes {
+    let mut out = Vec::new();
+    for f in frames {
+        let payload = if sockjs {
+            ringcast::sockjs::messages([f.as_bytes()])[1..].to_vec()
+        } else {
+            f.as_bytes().to_vec()
+        };
+        out.extend(encode_masked(Opcode::Text, true, &payload, [7, 7, 7, 7]));
+    }
+    Bytes::from(out)
 }

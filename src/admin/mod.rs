@@ -22,6 +22,8 @@ use http::Parse;
 const MAX_BODY: usize = 1 << 20;
 /// A client that sends nothing for this long is dropped.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Threads kept waiting for admin requests.
+const WORKERS: usize = 2;
 
 /// Binds the socket (replacing a stale one), restricts it to its owner, and serves it on a
 /// thread. Connections from users other than the server's own, root and `allowed` are refused
@@ -48,6 +50,22 @@ pub fn serve(
     }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    // Idle workers wait on a rendezvous channel: a request reaches one that is already
+    // running. A thread spawned per request starts at the back of a loaded core's run queue
+    // (the scheduler charges new threads a slice), which under a storm cost `/healthz` over
+    // 100 ms; a waiting thread woken is run soon. When every worker is busy (a slow client
+    // holds one for up to IO_TIMEOUT), the request gets a thread of its own as before.
+    let (idle, work) = crossbeam_channel::bounded::<UnixStream>(0);
+    for i in 0..WORKERS {
+        let (work, api) = (work.clone(), api.clone());
+        std::thread::Builder::new()
+            .name(format!("admin-{i}"))
+            .spawn(move || {
+                for stream in work {
+                    serve_one(stream, &api);
+                }
+            })?;
+    }
     std::thread::Builder::new()
         .name("admin".into())
         .spawn(move || {
@@ -61,6 +79,10 @@ pub fn serve(
                     refuse(stream, uid.map_or(-1, i64::from), &uids);
                     continue;
                 }
+                use crossbeam_channel::TrySendError::{Disconnected, Full};
+                let (Err(Full(stream)) | Err(Disconnected(stream))) = idle.try_send(stream) else {
+                    continue;
+                };
                 let api = api.clone();
                 let _ = std::thread::Builder::new()
                     .name("admin-conn".into())
