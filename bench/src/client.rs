@@ -69,6 +69,9 @@ pub enum Proto {
     },
 }
 
+/// What a session coming back with a position sends: `resume(i, "EPOCH:OFFSET")`.
+pub type Resume = Arc<dyn Fn(usize, &str) -> Bytes + Send + Sync>;
+
 pub struct Plan {
     pub id: usize,
     /// Global index of this shard's first connection (tokens are per connection).
@@ -94,7 +97,7 @@ pub struct Plan {
     /// STOMP with history: each client keeps its position (`x-epoch:x-offset` of its last
     /// MESSAGE) and comes back with `resume(i, "EPOCH:OFFSET")` (CONNECT, then SUBSCRIBE with
     /// `x-recover-since`) instead of its first frames.
-    pub resume: Option<Arc<dyn Fn(usize, &str) -> Bytes + Send + Sync>>,
+    pub resume: Option<Resume>,
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]

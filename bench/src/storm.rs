@@ -401,7 +401,7 @@ pub(crate) fn run(a: &Args) -> Result<Value, String> {
     Ok(v)
 }
 
-type Resume = Arc<dyn Fn(usize, &str) -> bytes::Bytes + Send + Sync>;
+use client::Resume;
 
 /// STOMP sessions on `/topic/storm`: each CONNECTs (its token signed once, on first use, and
 /// sent again on every reconnect as a real client does; an RS256 signature costs the bench
