@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::client;
+use crate::client::{self, Resume};
 use crate::compare::{TempDir, free_port, root};
 use crate::load::{Load, parse_sources, parse_url, raw_proto};
 
@@ -400,8 +400,6 @@ pub(crate) fn run(a: &Args) -> Result<Value, String> {
     }
     Ok(v)
 }
-
-use client::Resume;
 
 /// STOMP sessions on `/topic/storm`: each CONNECTs (its token signed once, on first use, and
 /// sent again on every reconnect as a real client does; an RS256 signature costs the bench
