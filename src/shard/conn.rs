@@ -48,7 +48,8 @@ const HEARD: u8 = 16;
 const PINGED: u8 = 32;
 /// Our side is finished (write shut down); input is read and discarded until the peer's FIN.
 const LINGER: u8 = 64;
-/// Counted against its address's unauthenticated connections (`limits.max_pending_per_ip`).
+/// Not authenticated yet: counted in the shard's backlog of unfinished handshakes (and, when
+/// `limits.max_pending_per_ip` is on, against its address's unauthenticated connections).
 const PENDING: u8 = 128;
 
 impl Conn {
