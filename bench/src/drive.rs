@@ -171,14 +171,12 @@ pub(crate) fn drive(
     );
     let shared = Arc::new(client::Shared::default());
     let epoch = Instant::now();
-    let mut first = 0;
     let handles: Vec<_> = (0..shards)
         .map(|id| {
-            let count = a.connections / shards + usize::from(id < a.connections % shards);
-            first += count;
+            let (first, count) = share(a.connections, shards, id);
             client::spawn(client::Plan {
                 id,
-                first: first - count,
+                first,
                 count,
                 target: targets[id % targets.len()],
                 sources: sources.clone(),
@@ -629,14 +627,7 @@ pub(crate) fn stomp_proto(
     heartbeat_ms: u32,
     sockjs: bool,
 ) -> Result<client::Proto, String> {
-    let auth = match config {
-        Some(path) => {
-            let mut cfg = ringcast::config::Config::from_file(path)?;
-            cfg.auth.enabled = false;
-            Some(ringcast::auth::Auth::from_config(&cfg)?)
-        }
-        None => None,
-    };
+    let auth = minting(config)?;
     let (project, topic, l) = (target.project.clone(), target.topic.clone(), load.clone());
     let frames = move |i: usize| {
         let connect = stomp_connect(auth.as_ref(), &project, i, heartbeat_ms);
@@ -697,4 +688,38 @@ pub(crate) fn masked_frames(frames: &[&str], sockjs: bool) -> Bytes {
         out.extend(encode_masked(Opcode::Text, true, &payload, [7, 7, 7, 7]));
     }
     Bytes::from(out)
+}
+
+/// What mints the sessions' tokens: the keys of the server's configuration file, if given.
+pub(crate) fn minting(
+    config: Option<&std::path::Path>,
+) -> Result<Option<ringcast::auth::Auth>, String> {
+    let Some(path) = config else {
+        return Ok(None);
+    };
+    let mut cfg = ringcast::config::Config::from_file(path)?;
+    cfg.auth.enabled = false;
+    Ok(Some(ringcast::auth::Auth::from_config(&cfg)?))
+}
+
+/// Connection `id`'s share of `n` over `shards` client shards: (first index, count).
+pub(crate) fn share(n: usize, shards: usize, id: usize) -> (usize, usize) {
+    let (base, extra) = (n / shards, n % shards);
+    (id * base + id.min(extra), base + usize::from(id < extra))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shares_cover_every_connection_once() {
+        for (n, shards) in [(10, 3), (1_000_000, 56), (5, 5), (7, 2)] {
+            let mut next = 0;
+            for id in 0..shards {
+                let (first, count) = super::share(n, shards, id);
+                assert_eq!(first, next);
+                next += count;
+            }
+            assert_eq!(next, n);
+        }
+    }
 }

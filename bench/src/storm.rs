@@ -263,14 +263,12 @@ pub(crate) fn run(a: &Args) -> Result<Value, String> {
         .min(a.connections.max(1));
     let shared = Arc::new(client::Shared::default());
     let epoch = Instant::now();
-    let mut first = 0;
     let handles: Vec<_> = (0..shards)
         .map(|id| {
-            let count = a.connections / shards + usize::from(id < a.connections % shards);
-            first += count;
+            let (first, count) = crate::drive::share(a.connections, shards, id);
             client::spawn(client::Plan {
                 id,
-                first: first - count,
+                first,
                 count,
                 target: target.addr,
                 sources: sources.clone(),
@@ -411,14 +409,7 @@ fn stomp(
     n: usize,
     recover: bool,
 ) -> Result<(client::Proto, Option<Resume>), String> {
-    let auth = match config {
-        Some(path) => {
-            let mut cfg = ringcast::config::Config::from_file(path)?;
-            cfg.auth.enabled = false;
-            Some(ringcast::auth::Auth::from_config(&cfg)?)
-        }
-        None => None,
-    };
+    let auth = crate::drive::minting(config)?;
     let project = target.project.clone();
     let connects: Vec<std::sync::OnceLock<String>> =
         (0..n).map(|_| std::sync::OnceLock::new()).collect();
