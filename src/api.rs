@@ -321,7 +321,7 @@ fn msgcenter_route(shared: &Shared, req: &Request, caller: &Caller) -> Option<Re
 /// The scope a route needs; `None` for what anyone may call.
 fn required_scope(cfg: &config::Api, path: &str) -> Option<Scope> {
     match path {
-        "/healthz" => None,
+        "/healthz" | "/readyz" => None,
         "/metrics" if cfg.metrics_public => None,
         "/metrics" => Some(Scope::Metrics),
         "/publish" | "/ws_message/topic" | "/ws_message/user" => Some(Scope::Publish),
@@ -380,6 +380,7 @@ mod tests {
     fn routes_need_their_scope() {
         let mut cfg = config::Api::default();
         assert_eq!(required_scope(&cfg, "/healthz"), None);
+        assert_eq!(required_scope(&cfg, "/readyz"), None);
         assert_eq!(required_scope(&cfg, "/metrics"), Some(Scope::Metrics));
         assert_eq!(required_scope(&cfg, "/publish"), Some(Scope::Publish));
         assert_eq!(

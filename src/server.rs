@@ -433,6 +433,9 @@ impl Running {
     /// and waits (the drain, the grace period and a second) for the shards to finish. During a
     /// drain a second SIGTERM or SIGINT closes the rest at once.
     fn stop(self, sigs: &SigSet) {
+        // Not ready from now on: a balancer polling /readyz sends new clients elsewhere.
+        let stopping = &self.api.stats.stopping;
+        stopping.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(c) = &self.cluster {
             c.leave();
         }

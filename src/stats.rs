@@ -115,6 +115,10 @@ pub struct ClusterStats {
     pub channels: AtomicU64,
     pub presence_refreshed: AtomicU64,
     pub presence_failed: AtomicU64,
+    /// When Redis last answered this node (ms since the epoch), and how old that may be for
+    /// the node to count as ready (its presence TTL: the presence is rewritten every third).
+    pub answered_ms: AtomicU64,
+    pub fresh_ms: AtomicU64,
 }
 
 impl ClusterStats {
@@ -144,6 +148,8 @@ pub struct Stats {
     /// Ingest consumers (all of them together).
     pub ingest: IngestStats,
     pub history: HistoryStats,
+    /// Set when the server begins to stop (a drain included): it takes no new clients.
+    pub stopping: AtomicBool,
 }
 
 /// What the ingest consumers did.
@@ -256,6 +262,7 @@ impl Stats {
             publish_latency: Histogram::default(),
             ingest: IngestStats::default(),
             history: HistoryStats::default(),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -265,6 +272,24 @@ impl Stats {
         self.shards
             .iter()
             .all(|s| now.saturating_sub(s.last_turn_ms.load(Relaxed)) <= within_ms)
+    }
+
+    /// `GET /readyz`: whether this node should be sent new clients; why not otherwise.
+    pub fn ready(&self, within_ms: u64) -> Result<(), &'static str> {
+        if self.stopping.load(Relaxed) {
+            return Err("the server is stopping");
+        }
+        if !self.healthy(within_ms) {
+            return Err("a shard's reactor is stalled");
+        }
+        let c = &self.cluster;
+        if c.enabled.load(Relaxed) {
+            let age = now_ms().saturating_sub(c.answered_ms.load(Relaxed));
+            if c.redis_up.load(Relaxed) == 0 || age > c.fresh_ms.load(Relaxed) {
+                return Err("the round trip to Redis is not fresh");
+            }
+        }
+        Ok(())
     }
 
     /// The counters now, typed.
@@ -422,5 +447,26 @@ mod tests {
             s.to_prometheus()
                 .contains("ringcast_cluster_publish_failed_total 2\n")
         );
+    }
+
+    #[test]
+    fn ready_means_turning_not_stopping_and_redis_fresh() {
+        let s = Stats::new(2);
+        for sh in &s.shards {
+            sh.last_turn_ms.store(now_ms(), Relaxed);
+        }
+        assert_eq!(s.ready(2000), Ok(()));
+        let c = &s.cluster;
+        c.enabled.store(true, Relaxed);
+        c.fresh_ms.store(15_000, Relaxed);
+        assert!(s.ready(2000).unwrap_err().contains("Redis"));
+        c.redis_up.store(1, Relaxed);
+        c.answered_ms.store(now_ms(), Relaxed);
+        assert_eq!(s.ready(2000), Ok(()));
+        c.answered_ms.store(now_ms() - 20_000, Relaxed);
+        assert!(s.ready(2000).unwrap_err().contains("Redis"));
+        c.answered_ms.store(now_ms(), Relaxed);
+        s.stopping.store(true, Relaxed);
+        assert_eq!(s.ready(2000), Err("the server is stopping"));
     }
 }

@@ -120,17 +120,23 @@ impl Api {
                     )
                 }
             }
+            ("GET", "/readyz") => match self.stats.ready(HEALTH_WINDOW_MS) {
+                Ok(()) => Response::json(200, &json!({"ok": true})),
+                Err(why) => Response::json(503, &json!({"ok": false, "error": why})),
+            },
             ("GET", "/sessions") => self.sessions(req, caller),
-            (_, "/publish" | "/disconnect" | "/stats" | "/metrics" | "/healthz" | "/sessions") => {
-                Response::error(
-                    405,
-                    format!("{} is not allowed on {}", req.method, req.path),
-                )
-            }
+            (
+                _,
+                "/publish" | "/disconnect" | "/stats" | "/metrics" | "/healthz" | "/readyz"
+                | "/sessions",
+            ) => Response::error(
+                405,
+                format!("{} is not allowed on {}", req.method, req.path),
+            ),
             _ => Response::error(
                 404,
                 format!(
-                    "no route {}: try POST /publish, POST /disconnect, GET /stats, /metrics, /healthz",
+                    "no route {}: try POST /publish, POST /disconnect, GET /stats, /metrics, /healthz, /readyz",
                     req.path
                 ),
             ),

@@ -163,6 +163,10 @@ pub fn new(
     }
     let wake = Arc::new(wake);
     stats.cluster.enabled.store(true, Relaxed);
+    stats
+        .cluster
+        .fresh_ms
+        .store(cfg.cluster.presence_ttl_ms, Relaxed);
     let handle = Cluster {
         node: node.clone(),
         requests,

@@ -71,7 +71,10 @@ impl Presence {
     pub async fn refresh(self) {
         let c = &self.info.stats.cluster;
         match self.write().await {
-            Ok(()) => c.presence_refreshed.fetch_add(1, Relaxed),
+            Ok(()) => {
+                c.answered_ms.store(now_ms(), Relaxed);
+                c.presence_refreshed.fetch_add(1, Relaxed)
+            }
             Err(e) => {
                 tracing::debug!("cluster: presence refresh failed: {e}");
                 c.presence_failed.fetch_add(1, Relaxed)

@@ -188,7 +188,9 @@ impl Worker {
                         self.setup.url,
                         self.interest.len() + 1
                     );
-                    self.setup.info.stats.cluster.redis_up.store(1, Relaxed);
+                    let c = &self.setup.info.stats.cluster;
+                    c.answered_ms.store(crate::stats::now_ms(), Relaxed);
+                    c.redis_up.store(1, Relaxed);
                     let end = self.serve(&hub, &wake, link).await;
                     self.setup.info.stats.cluster.redis_up.store(0, Relaxed);
                     match end {

@@ -99,6 +99,7 @@ def test_keys_scopes_and_projects(api_server):
     # `apikey KEY` works too; health is public; metrics need their scope.
     assert call(s, "POST", "/publish", pub, headers={"Authorization": f"apikey {PUBLISH_KEY}"})[0] == 200
     assert call(s, "GET", "/healthz")[0] == 200
+    assert call(s, "GET", "/readyz")[0] == 200
     assert call(s, "GET", "/metrics", key=PUBLISH_KEY)[0] == 403
     status, text = call(s, "GET", "/metrics", key=OPS_KEY)
     assert status == 200 and "ringcast_connections" in text

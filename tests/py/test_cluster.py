@@ -205,6 +205,7 @@ def test_redis_outage_keeps_local_delivery_and_cross_node_delivery_resumes(nodes
     async def main():
         local, remote = await raw(nodes[0], "news"), await raw(nodes[1], "news")
         await wait_for_channels(nodes[1], 1)
+        assert admin(nodes[0].sock, "GET", "/readyz") == (200, {"ok": True})
         publish(nodes[0], "before", topic="news")
         assert await drain(remote) == ["before"] and await drain(local) == ["before"]
 
@@ -212,6 +213,10 @@ def test_redis_outage_keeps_local_delivery_and_cross_node_delivery_resumes(nodes
         deadline = time.time() + 10
         while nodes[0].stats()["cluster"]["redis_up"] and time.time() < deadline:
             await asyncio.sleep(0.05)
+        # Alive, but not ready: the balancer should send new clients to a node that has Redis.
+        status, ready = admin(nodes[0].sock, "GET", "/readyz")
+        assert status == 503 and "Redis" in ready["error"], ready
+        assert admin(nodes[0].sock, "GET", "/healthz")[0] == 200
         answer = publish(nodes[0], "during", topic="news")
         assert answer["sessions"] == 1 and "error" in answer["cluster"], answer
         assert await drain(local) == ["during"]
@@ -236,6 +241,7 @@ def test_redis_outage_keeps_local_delivery_and_cross_node_delivery_resumes(nodes
             assert time.monotonic() - restarted < 5, "cross-node delivery did not resume within 5 s"
         assert got == ["after"]
         assert admin(nodes[1].sock, "GET", "/stats")[1]["cluster"]["reconnects"] >= 1
+        assert admin(nodes[0].sock, "GET", "/readyz") == (200, {"ok": True})
 
     asyncio.run(main())
 

@@ -10,7 +10,7 @@ import uuid
 
 import websockets
 
-from conftest import frame, parse, until
+from conftest import admin, frame, parse, until
 
 CONFIG = """
 [server]
@@ -64,10 +64,15 @@ def test_sigterm_drains_sessions_over_the_window(make_server):
         t0 = [0.0]
         log = []
         watchers = [asyncio.create_task(watch(k, ws, t0, log)) for k, ws in sessions]
+        assert admin(s.sock, "GET", "/readyz") == (200, {"ok": True})
         t0[0] = time.monotonic()
         s.proc.send_signal(signal.SIGTERM)
         # A push a second into the drain reaches the sessions still open.
         await asyncio.sleep(1.0)
+        # Draining: alive, but no longer ready for new clients.
+        status, ready = admin(s.sock, "GET", "/readyz")
+        assert status == 503 and ready["error"] == "the server is stopping", ready
+        assert admin(s.sock, "GET", "/healthz")[0] == 200
         reached = s.push("t", "during the drain")
         pushed_at = time.monotonic() - t0[0]
         await asyncio.wait_for(asyncio.gather(*watchers), 60)
