@@ -52,6 +52,8 @@ pub struct Snapshot {
     #[serde(flatten)]
     pub total: Counters,
     pub uptime_s: u64,
+    /// When this process started serving, in Unix seconds.
+    pub started_at: u64,
     pub pid: u32,
     pub rss_bytes: u64,
     pub shard_count: usize,
@@ -311,6 +313,7 @@ impl Stats {
             publishes: self.publish_latency.count.load(Relaxed),
             total,
             uptime_s: now_ms().saturating_sub(self.started_ms) / 1000,
+            started_at: self.started_ms / 1000,
             pid: std::process::id(),
             rss_bytes: rss_bytes(),
             shard_count: self.shards.len(),
