@@ -467,13 +467,9 @@ impl Session {
         self.pending = Vec::new();
     }
 
-    /// Refuses the upgrade with an HTTP status before it is read (limits at accept).
-    pub fn refuse(&mut self, status: u16, reason: &str, out: &mut Outputs) {
-        self.refuse_with(&Reject::new(status, reason), out);
-    }
-
-    /// Refuses the upgrade with `r` (a 503 with `Retry-After` when shedding load).
-    pub fn refuse_with(&mut self, r: &Reject, out: &mut Outputs) {
+    /// Refuses the upgrade with `r` before it is read (limits at accept; a 503 with
+    /// `Retry-After` when shedding load).
+    pub fn refuse(&mut self, r: &Reject, out: &mut Outputs) {
         if self.phase == Phase::Handshake {
             self.reject(r, out);
         }

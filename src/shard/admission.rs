@@ -104,10 +104,6 @@ impl Backlog {
         }
     }
 
-    pub fn unfinished(&self) -> usize {
-        self.unfinished
-    }
-
     /// The tick: when the shard was busy since the last one, what it finished meanwhile
     /// updates its measured rate (a moving average over about eight ticks).
     pub fn tick(&mut self, now_ms: u64) {
@@ -134,7 +130,8 @@ impl Backlog {
     }
 }
 
-/// An even spread from a connection's identity, with no generator state (SplitMix64).
+/// An even spread from a connection's identity, with no generator state (SplitMix64): the
+/// jitter of shedding's hints and of the drain's.
 pub fn jitter(key: u32, epoch: u32) -> u64 {
     let mut z = (u64::from(key) << 32 | u64::from(epoch)).wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

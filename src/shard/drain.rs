@@ -21,12 +21,7 @@ pub(super) struct Drain {
 /// The hints are spread over the window too, from a second on: a client closed early comes
 /// back late, and one closed late need not wait long.
 fn retry_hint(key: u32, epoch: u32, drain_ms: u64) -> u64 {
-    // SplitMix64: an even spread from the session's identity, no generator state.
-    let mut z = (u64::from(key) << 32 | u64::from(epoch)).wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    1000 + z % drain_ms.max(1)
+    1000 + super::admission::jitter(key, epoch) % drain_ms.max(1)
 }
 
 impl Core {

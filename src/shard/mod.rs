@@ -35,6 +35,7 @@ use crate::endpoint::{Action, Context, Event, Outputs, Wrapping};
 use crate::hub::{Dest, Publish, Relay, Subscriptions};
 use crate::stats::{ShardStats, Stats};
 use crate::ws::CloseError;
+use crate::ws::handshake::Reject;
 use conn::Conn;
 use per_ip::PerIp;
 use timer::{Kind, Wheel};
@@ -266,13 +267,9 @@ impl Core {
             self.close_session(key, CloseError::GOING_AWAY, reason);
         } else if let Some(retry_s) = self.shed(key, epoch, unix_ms) {
             self.st().shed.fetch_add(1, Relaxed);
-            let r = crate::ws::handshake::Reject::busy(retry_s);
-            let mut out = std::mem::take(&mut self.out);
-            self.conns[key as usize].session.refuse_with(&r, &mut out);
-            self.apply(key, &mut out);
-            self.out = out;
+            self.refuse(key, &Reject::busy(retry_s));
         } else if let Err(reason) = self.admit_peer(key, peer, true) {
-            self.refuse(key, 429, reason);
+            self.refuse(key, &Reject::new(429, reason));
         } else {
             let t = ticks(self.ctx.cfg.limits.handshake_timeout_ms);
             self.wheel.schedule(key, epoch, Kind::Handshake, t);
@@ -724,11 +721,9 @@ impl Core {
         true
     }
 
-    fn refuse(&mut self, key: u32, status: u16, reason: &str) {
+    fn refuse(&mut self, key: u32, r: &Reject) {
         let mut out = std::mem::take(&mut self.out);
-        self.conns[key as usize]
-            .session
-            .refuse(status, reason, &mut out);
+        self.conns[key as usize].session.refuse(r, &mut out);
         self.apply(key, &mut out);
         self.out = out;
     }
