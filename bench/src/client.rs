@@ -446,7 +446,7 @@ impl State {
         if c.phase == Phase::Upgrading {
             let end = c.buf.windows(4).position(|w| w == b"\r\n\r\n")?;
             if !c.buf.starts_with(b"HTTP/1.1 101") {
-                self.hint_ms = header(&c.buf[..end], "retry-after").map(|s| s * 1000);
+                self.hint_ms = number(&c.buf[..end], "retry-after").map(|s| s * 1000);
                 let line = String::from_utf8_lossy(&c.buf[..c.buf.len().min(40)]).into_owned();
                 let status = line.split_whitespace().nth(1).unwrap_or("?").to_string();
                 self.fail(plan, key, c, format!("upgrade refused: HTTP {status}"));
@@ -505,14 +505,14 @@ impl State {
                     Stomp::Message if plan.resume.is_some() => c.pos = position(p).or(c.pos.take()),
                     Stomp::Message => {}
                     Stomp::Receipt => {
-                        if plan.resume.is_some() && frame_header(p, "x-recovered") == Some("true") {
+                        if plan.resume.is_some() && header(p, "x-recovered") == Some("true") {
                             plan.shared.recovered.fetch_add(1, Relaxed);
                         }
                         self.subscribed(plan, c);
                         continue;
                     }
                     Stomp::Error(msg) => {
-                        self.hint_ms = header(p, "retry-after");
+                        self.hint_ms = number(p, "retry-after");
                         self.fail(plan, key, c, format!("STOMP ERROR: {msg}"));
                         return None;
                     }
@@ -550,18 +550,10 @@ impl State {
             return Stomp::Receipt;
         }
         if p.starts_with(b"ERROR") {
-            let msg = p
-                .split(|&b| b == b'\n')
-                .find_map(|l| l.strip_prefix(b"message:"))
-                .map(|m| String::from_utf8_lossy(m).into_owned())
-                .unwrap_or_default();
-            return Stomp::Error(msg);
+            return Stomp::Error(header(p, "message").unwrap_or_default().to_string());
         }
         if p.starts_with(b"CONNECTED") && self.server_hb_ms == 0 {
-            self.server_hb_ms = p
-                .split(|&b| b == b'\n')
-                .find_map(|l| l.strip_prefix(b"heart-beat:"))
-                .and_then(|v| std::str::from_utf8(v).ok())
+            self.server_hb_ms = header(p, "heart-beat")
                 .and_then(|v| v.split(',').next()?.trim().parse().ok())
                 .unwrap_or(0);
         }
@@ -660,32 +652,28 @@ fn unseal(
     Ok(Some(plain))
 }
 
-/// A numeric header's value in an HTTP head or a STOMP frame (names compared without case).
-fn header(head: &[u8], name: &str) -> Option<u64> {
-    head.split(|&b| b == b'\n').find_map(|l| {
-        let l = std::str::from_utf8(l).ok()?;
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().parse().ok())?
-    })
+/// A header's value in an HTTP head or a STOMP frame: its head only, up to the blank line
+/// (names compared without case, as HTTP wants; STOMP's are lower case anyway).
+fn header<'a>(frame: &'a [u8], name: &str) -> Option<&'a str> {
+    frame
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            let (k, v) = std::str::from_utf8(l).ok()?.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
 }
 
-/// A header of a STOMP frame (its head only, up to the blank line).
-fn frame_header<'a>(frame: &'a [u8], name: &str) -> Option<&'a str> {
-    let head = frame.split(|&b| b == 0).next()?;
-    std::str::from_utf8(head)
-        .ok()?
-        .split("\n\n")
-        .next()?
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+/// A numeric header's value (`Retry-After`, `retry-after`).
+fn number(frame: &[u8], name: &str) -> Option<u64> {
+    header(frame, name)?.parse().ok()
 }
 
 /// `EPOCH:OFFSET` of a MESSAGE with history headers.
 fn position(frame: &[u8]) -> Option<Box<str>> {
-    let epoch = frame_header(frame, "x-epoch")?;
-    let offset = frame_header(frame, "x-offset")?;
+    let epoch = header(frame, "x-epoch")?;
+    let offset = header(frame, "x-offset")?;
     Some(format!("{epoch}:{offset}").into())
 }
 
@@ -721,4 +709,25 @@ fn socket_from(src: IpAddr, target: SocketAddr) -> std::io::Result<OwnedFd> {
         .map_err(std::io::Error::from)?;
     s.bind(&SocketAddr::new(src, 0).into())?;
     Ok(s.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{header, number};
+
+    #[test]
+    fn headers_come_from_the_head_of_http_and_stomp_alike() {
+        let http = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\n\r\nbody: 9\n";
+        assert_eq!(number(http, "retry-after"), Some(7));
+        assert_eq!(header(http, "body"), None);
+        let stomp = b"ERROR\nmessage:server restart\nretry-after:2500\n\nretry-after:1\0";
+        assert_eq!(header(stomp, "message"), Some("server restart"));
+        assert_eq!(number(stomp, "retry-after"), Some(2500));
+        let msg = b"MESSAGE\nx-epoch:ab\nx-offset:6\n\n\xff\xfe";
+        assert_eq!(super::position(msg).as_deref(), Some("ab:6"));
+        assert_eq!(
+            header(b"CONNECTED\nheart-beat:10000,0\n\n", "heart-beat"),
+            Some("10000,0")
+        );
+    }
 }

@@ -155,14 +155,8 @@ pub(crate) fn drive(
         false => None,
     };
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let per_table = ringcast::server::per_table(ringcast::server::raise_nofile()) as usize;
     // A multiple of the target count, so every server gets the same share.
-    let shards = a
-        .shards
-        .max(a.connections.div_ceil(per_table))
-        .max(cores.len().max(1))
-        .next_multiple_of(targets.len())
-        .min(a.connections.max(1));
+    let shards = client_shards(a.connections, a.shards, targets.len());
     let rss_before = server_rss();
     eprintln!(
         "opening {} connections to {targets:?} from {} source addresses over {shards} client shards",
@@ -702,6 +696,18 @@ pub(crate) fn minting(
     Ok(Some(ringcast::auth::Auth::from_config(&cfg)?))
 }
 
+/// Client shards for `n` connections: at least `asked`, one per core, and as many as the fd
+/// tables need; a multiple of `targets`; never more than the connections.
+pub(crate) fn client_shards(n: usize, asked: usize, targets: usize) -> usize {
+    let cores = core_affinity::get_core_ids().map_or(1, |c| c.len().max(1));
+    let per_table = ringcast::server::per_table(ringcast::server::raise_nofile()) as usize;
+    asked
+        .max(n.div_ceil(per_table))
+        .max(cores)
+        .next_multiple_of(targets.max(1))
+        .min(n.max(1))
+}
+
 /// Connection `id`'s share of `n` over `shards` client shards: (first index, count).
 pub(crate) fn share(n: usize, shards: usize, id: usize) -> (usize, usize) {
     let (base, extra) = (n / shards, n % shards);
@@ -721,5 +727,14 @@ mod tests {
             }
             assert_eq!(next, n);
         }
+    }
+
+    #[test]
+    fn client_shards_are_a_multiple_of_the_targets_and_never_more_than_the_connections() {
+        assert_eq!(super::client_shards(1, 8, 1), 1);
+        assert_eq!(super::client_shards(1000, 5, 3) % 3, 0);
+        // Enough fd tables for a million, whatever this host's nofile.
+        let per_table = ringcast::server::per_table(ringcast::server::raise_nofile()) as usize;
+        assert!(super::client_shards(1_000_000, 0, 1) * per_table >= 1_000_000);
     }
 }

@@ -159,18 +159,6 @@ fn open(shared: &client::Shared) -> u64 {
         .saturating_sub(shared.closed.load(Relaxed))
 }
 
-/// Waits until `n` clients are open; the seconds it took, or `None` at the deadline.
-fn until_open(shared: &client::Shared, n: u64, timeout: Duration) -> Option<f64> {
-    let t = Instant::now();
-    while open(shared) < n {
-        if t.elapsed() > timeout {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Some(t.elapsed().as_secs_f64())
-}
-
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     let i = ((sorted.len() as f64 * p).ceil() as usize).checked_sub(1)?;
     sorted.get(i.min(sorted.len() - 1)).copied()
@@ -255,12 +243,7 @@ pub(crate) fn run(a: &Args) -> Result<Value, String> {
     };
     let sources = parse_sources(&a.sources)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let per_table = ringcast::server::per_table(ringcast::server::raise_nofile()) as usize;
-    let shards = a
-        .connections
-        .div_ceil(per_table)
-        .max(cores.len().max(1))
-        .min(a.connections.max(1));
+    let shards = crate::drive::client_shards(a.connections, 0, 1);
     let shared = Arc::new(client::Shared::default());
     let epoch = Instant::now();
     let handles: Vec<_> = (0..shards)
@@ -287,7 +270,7 @@ pub(crate) fn run(a: &Args) -> Result<Value, String> {
     let n = a.connections as u64;
     let timeout = Duration::from_secs(a.timeout);
     let result = (|| {
-        let connect_s = until_open(&shared, n, timeout)
+        let connect_s = until(|| open(&shared) >= n, timeout)
             .ok_or_else(|| format!("only {} of {n} connected at first", open(&shared)))?;
         eprintln!(
             "storm: {n} connected in {connect_s:.2} s ({:.0}/s)",
