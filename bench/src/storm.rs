@@ -283,7 +283,8 @@ pub(crate) fn run(a: &Args) -> Result<Value, String> {
                 .ok_or("the messages before the kill did not reach every session")?;
         }
         let received_before = shared.received.load(Relaxed);
-        let first_tries = shared.retries.load(Relaxed);
+        // What the storm took, not the first connect: counted from the kill on.
+        let (first_tries, first_shed) = (shared.retries.load(Relaxed), shared.shed.load(Relaxed));
         let stop = Arc::new(AtomicBool::new(false));
         let probes: Probes = Arc::default();
         // The node the clients come back to answers the probes.
@@ -337,7 +338,7 @@ pub(crate) fn run(a: &Args) -> Result<Value, String> {
             if recover { " and recovered" } else { "" },
             back_s.map_or("not all".into(), |s| format!("in {s:.2} s")),
             shared.retries.load(Relaxed) - first_tries,
-            shared.shed.load(Relaxed),
+            shared.shed.load(Relaxed) - first_shed,
             shared.recovered.load(Relaxed),
             ms.len(),
             percentile(&ms, 0.5).unwrap_or(0.0),
@@ -354,7 +355,7 @@ pub(crate) fn run(a: &Args) -> Result<Value, String> {
             "back_after_start_s": back_at - started_at,
             "still_out": n.saturating_sub(open(&shared)),
             "tries": shared.retries.load(Relaxed) - first_tries,
-            "shed_seen": shared.shed.load(Relaxed),
+            "shed_seen": shared.shed.load(Relaxed) - first_shed,
             "server_shed": sum(&|v| v["shed"].as_u64()),
             "before": a.before,
             "missed": a.missed,
