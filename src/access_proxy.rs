@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::access::Act;
-use crate::hub::{Answer, Command, Hub};
+use crate::hub::Hub;
 use crate::shard::Question;
+use crate::shard::inbox::{Answer, Command};
 
 /// Questions waiting for a worker; beyond it a question is refused at once.
 const QUEUE: usize = 10_000;

@@ -24,7 +24,9 @@ use bytes::{Bytes, BytesMut};
 use ringcast_proto::history::{Config, Position};
 
 use crate::config;
-use crate::hub::{Dest, Publish};
+use ringcast_proto::publish::Publish;
+
+use crate::dest::Dest;
 
 /// One kept message.
 #[derive(Clone)]
@@ -135,12 +137,22 @@ impl Replay {
     }
 }
 
+/// Where the store reads the time: milliseconds from any fixed start.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Milliseconds since the store was made.
+fn monotonic() -> Clock {
+    let started = Instant::now();
+    Arc::new(move || started.elapsed().as_millis() as u64)
+}
+
 pub struct History {
     stats: Arc<crate::stats::Stats>,
     epoch: Arc<str>,
     /// Redis numbers the messages; this store caches (see the module doc).
     clustered: bool,
-    started: Instant,
+    /// Milliseconds on the node's clock; injected so tests run on virtual time.
+    clock: Clock,
     /// Each project's `[projects.P.history]` (reloaded with the configuration).
     configs: RwLock<BTreeMap<String, Config>>,
     streams: Mutex<HashMap<String, Stream>>,
@@ -156,7 +168,7 @@ impl History {
             stats,
             epoch: new_epoch().into(),
             clustered: cfg.cluster.redis.is_some(),
-            started: Instant::now(),
+            clock: monotonic(),
             configs: RwLock::new(configs_of(cfg)),
             streams: Mutex::new(HashMap::new()),
         }
@@ -192,8 +204,14 @@ impl History {
         self.bounds_for(dest).is_some()
     }
 
+    /// The same store on another clock (tests drive it by hand).
+    pub fn with_clock(mut self, clock: Clock) -> History {
+        self.clock = clock;
+        self
+    }
+
     fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        (self.clock)()
     }
 
     /// Numbers `msg` if its destination keeps history, keeps it, and hands it to `deliver`

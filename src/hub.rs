@@ -9,177 +9,17 @@
 //! destination, read under the history lock when a message is numbered), the history store,
 //! and the per-address counts (`PerIp`, on accept and close only when a limit is on).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-pub use crate::dest::Dest;
+use ringcast_proto::publish::Publish;
 
-mod index;
-pub use index::{DestId, Subscriptions};
-pub use ringcast_proto::publish::Publish;
-
-/// One identified session, as `/sessions` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SessionInfo {
-    /// The session's key in its shard.
-    pub id: u32,
-    pub shard: usize,
-    pub project: String,
-    pub user: Option<String>,
-    /// `stomp`, `sockjs` or `raw`.
-    pub protocol: &'static str,
-    /// The peer's IPv4 address (absent for IPv6 peers).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub remote: Option<String>,
-    /// Seconds since the Unix epoch.
-    pub connected_at: u32,
-    pub subscriptions: Vec<SubscriptionInfo>,
-}
-
-/// What a shard holds, per project (`Command::Census`).
-#[derive(Debug, Default, Clone)]
-pub struct Census {
-    pub projects: std::collections::BTreeMap<String, u64>,
-    /// Connections without an identity yet (handshaking, or raw without a token).
-    pub anonymous: u64,
-}
-
-/// One STOMP subscription: its id and the destination as the client wrote it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SubscriptionInfo {
-    pub id: String,
-    pub destination: String,
-}
-
-pub enum Command {
-    /// Fan out; `reply` (if any) gets how many sessions of this shard it reached.
-    Publish {
-        msg: Arc<Publish>,
-        reply: Option<Sender<usize>>,
-    },
-    /// Describe identified sessions of `project` (every project if `None`; optionally of one
-    /// `user`): at most `limit`, in (shard, id) order after `after`.
-    Sessions {
-        /// Only these projects' sessions (`None`: every project's).
-        projects: Option<Vec<String>>,
-        user: Option<String>,
-        after: Option<(usize, u32)>,
-        limit: usize,
-        reply: Sender<Vec<SessionInfo>>,
-    },
-    /// Identified sessions per project, and sessions not yet identified (the console's
-    /// overview).
-    Census(Sender<Census>),
-    /// Destinations whose key contains `filter`, with their subscribers here: at most `limit`,
-    /// the smallest keys after `after` (the console's destination list, a page at a time).
-    Destinations {
-        /// Only these projects' destinations (`None`: every project's).
-        projects: Option<Vec<String>>,
-        filter: String,
-        after: String,
-        limit: usize,
-        reply: Sender<Vec<(String, usize)>>,
-    },
-    /// Close every session of `user` in `project` (code 1008, "disconnected by the server").
-    Disconnect {
-        project: String,
-        user: String,
-        reply: Sender<usize>,
-    },
-    /// Answer once every command sent before this one is done (commands to a shard run in
-    /// order): how a batch of `publish_nowait`s learns it has been carried out.
-    Barrier(Sender<usize>),
-    /// Use this configuration (and keys) from now on.
-    Reload(Arc<crate::context::Context>),
-    /// Stop accepting, close every session with 1001, exit after the grace period.
-    Shutdown,
-    /// About a SockJS session over HTTP, between the shard that read a request and the shard
-    /// that owns the session.
-    Sockjs(crate::endpoint::relay::Message),
-    /// A project's backend answered a shard's `Question`.
-    Answer(Answer),
-    /// Redis answered a recovering subscription the node's history cache could not
-    /// (`Relay::fetch`); an error means the client is told it cannot recover.
-    Recovered {
-        key: u32,
-        serial: u64,
-        replay: Result<crate::history::Replay, String>,
-    },
-}
-
-/// Where Redis's answer to a recovering subscription goes: a shard, a connection, and the
-/// shard's serial for that recovery (a connection key is reused after a close).
-#[derive(Debug, Clone, Copy)]
-pub struct Ticket {
-    pub shard: usize,
-    pub key: u32,
-    pub serial: u64,
-}
-
-/// What a numbered publish reached: sessions of this node, other nodes.
-pub type Numbered = Result<(usize, u64), String>;
-
-/// A project backend's answer to `shard::Question` (for connection `key`, `epoch`).
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub key: u32,
-    pub epoch: u32,
-    pub act: crate::access::Act,
-    pub topic: String,
-    pub allowed: bool,
-    pub reason: String,
-}
-
-/// The other nodes, as the hub sees them: it hands them publishes and tells them where this
-/// node has an audience. The cluster implements it; the hub never names the cluster, so the
-/// dependency runs one way (cluster → hub).
-pub trait Relay: Send + Sync {
-    /// Hands `msg` to the other nodes; `Pending::wait` tells how many got it.
-    fn publish(&self, msg: &Publish) -> Pending;
-    /// Hands `msg` over without waiting for an answer (a client's SEND, from a shard).
-    fn forward(&self, msg: &Publish);
-    /// A destination (by index key) gained its first (`add`) or lost its last subscriber in a
-    /// shard of this node. Never blocks.
-    fn interest(&self, key: &str, add: bool);
-    /// For a destination with history: has the other side number `msg` and deliver it to
-    /// every node, this one included, so all see one order. `reply` hears what it reached.
-    /// False when it could not be taken (the queue is full).
-    fn number(
-        &self,
-        msg: &Publish,
-        bounds: &crate::history::Bounds,
-        reply: Option<Sender<Numbered>>,
-    ) -> bool;
-    /// Asks what a subscription at `since` missed on `dest`; the answer goes to `to` as a
-    /// `Command::Recovered`. Sent after the subscription joined, so the read follows it.
-    fn fetch(&self, dest: &Dest, since: &ringcast_proto::history::Position, to: Ticket);
-}
-
-/// A relay's answer to a publish, to wait for: a channel it answers on, or why it could not
-/// take the message at all.
-pub struct Pending<T = u64>(pub Result<Receiver<Result<T, String>>, String>);
-
-/// How long a publish waits for the relay's answer.
-const RELAY_TIMEOUT: Duration = Duration::from_secs(3);
-
-impl<T> Pending<T> {
-    /// How many other nodes the message was handed to, or why it was not.
-    pub fn wait(self) -> Result<T, String> {
-        let rx = self.0?;
-        rx.recv_timeout(RELAY_TIMEOUT)
-            .unwrap_or_else(|_| Err("the other nodes did not answer in time".into()))
-    }
-}
-
-/// What a shard keeps of the hub: its queue and its wake-up eventfd.
-pub struct Inbox {
-    pub rx: Receiver<Command>,
-    pub wake: Arc<EventFd>,
-}
+use crate::audience::Audience;
+use crate::relay::{Pending, Relay};
+use crate::shard::inbox::{Census, Command, Inbox, SessionInfo};
 
 struct Link {
     tx: Sender<Command>,
@@ -193,56 +33,6 @@ pub struct Hub {
     audience: Arc<Audience>,
     /// Numbers and keeps messages of destinations with history (see `History::record`).
     history: Option<Arc<crate::history::History>>,
-}
-
-/// Which shards hold at least one subscriber of each destination, so that a publish wakes only
-/// its audience: a push to one user visits the one shard that holds the user's session, not
-/// all of them. Shards report a destination's first and last local subscriber (rare events),
-/// publishers read. Tracked on nodes of up to 64 shards (a bitmask); beyond that every publish
-/// visits every shard, as before.
-pub struct Audience {
-    shards: usize,
-    map: std::sync::Mutex<HashMap<String, u64>>,
-}
-
-impl Audience {
-    fn new(shards: usize) -> Audience {
-        Audience {
-            shards,
-            map: std::sync::Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn tracked(&self) -> bool {
-        self.shards <= 64
-    }
-
-    /// Shard `shard` gained its first (`on`) or lost its last subscriber of `key`.
-    pub fn set(&self, key: &str, shard: usize, on: bool) {
-        if !self.tracked() {
-            return;
-        }
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if on {
-            *m.entry(key.to_string()).or_insert(0) |= 1 << shard;
-        } else if let Some(bits) = m.get_mut(key) {
-            *bits &= !(1 << shard);
-            if *bits == 0 {
-                m.remove(key);
-            }
-        }
-    }
-
-    /// Whether shard `i` is to be visited for destination `key`.
-    fn visits(&self, key: &str) -> impl Fn(usize) -> bool + use<> {
-        let bits = if self.tracked() {
-            let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            m.get(key).copied().unwrap_or(0)
-        } else {
-            u64::MAX
-        };
-        move |i| i >= 64 || bits & (1 << i) != 0
-    }
 }
 
 /// How far a publish went.
@@ -618,6 +408,8 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dest::Dest;
+    use crate::shard::index::Subscriptions;
     use bytes::Bytes;
 
     fn topic(p: &str, t: &str) -> Dest {

@@ -8,11 +8,14 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 // The sans-IO layers live in `ringcast-proto`; re-exported so every path stays one crate.
-pub use ringcast_proto::{access, auth, config, context, dest, endpoint, names, sockjs, stomp, ws};
+pub use ringcast_proto::{
+    access, auth, config, context, dest, endpoint, names, outbound, publish, sockjs, stomp, ws,
+};
 
 pub mod access_proxy;
 pub mod admin;
 pub mod api;
+pub mod audience;
 pub mod cli;
 pub mod cluster;
 pub mod console;
@@ -20,6 +23,7 @@ pub mod history;
 pub mod hub;
 pub mod ingest;
 pub mod reactor;
+pub mod relay;
 pub mod server;
 pub mod shard;
 pub mod stats;

@@ -87,8 +87,8 @@ pub(crate) fn floor_measure(listen: SocketAddr, load: &Load) -> Result<Value, St
     let (server, addr) = floor::FloorServer::start(listen, shards)?;
     eprintln!("floor server: {shards} shards on {addr}");
     let publish = |_topic: &str, body: &str| -> Result<(), String> {
-        let msg = ringcast::hub::Publish::new(
-            ringcast::hub::Dest::Topic {
+        let msg = ringcast::publish::Publish::new(
+            ringcast::dest::Dest::Topic {
                 project: "floor".into(),
                 topic: "floor".into(),
             },

@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Barrier};
 
-use ringcast::hub::{Command, Hub, Inbox};
+use ringcast::hub::Hub;
 use ringcast::reactor::ring::{BufferConfig, Event, Ring};
+use ringcast::shard::inbox::{Command, Inbox};
 
 pub struct FloorServer {
     pub hub: Hub,

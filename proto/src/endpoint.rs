@@ -9,6 +9,7 @@ use crate::access::Act;
 use crate::config::Config;
 pub use crate::context::Context;
 use crate::dest::Dest;
+use crate::outbound::Encoding;
 use crate::sockjs;
 use crate::stomp;
 use crate::stomp::session::{Output as StompOutput, Sink};
@@ -169,17 +170,7 @@ pub struct Session {
     positions: bool,
 }
 
-/// How a session's messages reach its client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wrapping {
-    /// One WebSocket message each.
-    WebSocket,
-    /// SockJS frames (`a["..."]`) inside WebSocket messages.
-    Sockjs,
-    /// SockJS frames, unwrapped: the session has no socket of its own; its frames go to
-    /// whichever HTTP request is receiving for it.
-    SockjsHttp,
-}
+pub use crate::outbound::Wrapping;
 
 impl Default for Session {
     fn default() -> Self {
@@ -242,6 +233,15 @@ impl Session {
     /// How messages reach the client.
     pub fn wrapping(&self) -> Wrapping {
         self.wrapping
+    }
+
+    /// How messages are framed for this session (`min_bytes`: `[compression] min_bytes`).
+    pub fn encoding(&self, min_bytes: usize) -> Encoding {
+        Encoding {
+            wrapping: self.wrapping,
+            deflate: self.deflate(),
+            min_bytes,
+        }
     }
 
     /// An HTTP request of this connection is being answered by a SockJS session.
@@ -671,11 +671,12 @@ impl<'a> Framing<'a> {
     /// One message for the client, as a WebSocket text frame (holding SockJS's `a[...]` on
     /// SockJS; just the `a[...]` on SockJS over HTTP).
     fn message(&self, payload: &[u8]) -> Bytes {
-        match self.wrapping {
-            Wrapping::WebSocket => frame::encode(Opcode::Text, payload),
-            Wrapping::Sockjs => frame::encode(Opcode::Text, &sockjs::messages([payload])),
-            Wrapping::SockjsHttp => sockjs::messages([payload]).into(),
-        }
+        let plain = Encoding {
+            wrapping: self.wrapping,
+            deflate: None,
+            min_bytes: 0,
+        };
+        plain.frame(payload, true)
     }
 }
 
@@ -767,13 +768,12 @@ fn on_message(
             match mode {
                 Mode::Echo => {
                     out.note(Event::Received);
-                    let min = ctx.cfg.compression.min_bytes;
-                    let f = if sink.deflate > 0 && data.len() >= min {
-                        frame::encode_deflated(op, &deflate::deflate(data, sink.deflate))
-                    } else {
-                        frame::encode(op, data)
+                    let enc = Encoding {
+                        wrapping: Wrapping::WebSocket,
+                        deflate: (sink.deflate > 0).then_some(sink.deflate),
+                        min_bytes: ctx.cfg.compression.min_bytes,
                     };
-                    out.act(Action::Send(f));
+                    out.act(Action::Send(enc.frame(data, op == Opcode::Text)));
                 }
                 Mode::Stomp(s) => s.on_bytes(data, now, ctx, sink),
                 Mode::Raw(id) => {

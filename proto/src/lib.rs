@@ -20,6 +20,7 @@ pub mod endpoint;
 pub mod history;
 pub mod http;
 pub mod names;
+pub mod outbound;
 pub mod publish;
 pub mod sockjs;
 pub mod stomp;

@@ -31,8 +31,9 @@ pub struct Publish {
     /// destination keeps history (see `history::History::record`).
     pub position: Option<(u64, Arc<str>)>,
     /// The raw-mode frame compressed (permessage-deflate, 15-bit window), made by the first
-    /// shard that needs it and shared by every deflate subscriber after it.
-    deflated: std::sync::OnceLock<Bytes>,
+    /// shard that needs it and shared by every deflate subscriber after it
+    /// (`outbound::Encoding::raw`).
+    pub(crate) deflated: std::sync::OnceLock<Bytes>,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(1);
@@ -59,28 +60,6 @@ impl Publish {
             seq: SEQ.fetch_add(1, Ordering::Relaxed),
             position: None,
             deflated: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// The raw-mode frame for a subscriber that negotiated permessage-deflate with
-    /// `window_bits`: compressed when the body is at least `min_bytes`, else the plain one.
-    pub fn raw_for(&self, window_bits: Option<u8>, min_bytes: usize) -> Bytes {
-        use crate::ws::{deflate, frame};
-        match window_bits {
-            Some(bits) if self.body.len() >= min_bytes => {
-                let make = || {
-                    frame::encode_deflated(
-                        Publish::opcode(self.utf8),
-                        &deflate::deflate(&self.body, bits),
-                    )
-                };
-                if bits == 15 {
-                    self.deflated.get_or_init(make).clone()
-                } else {
-                    make()
-                }
-            }
-            _ => self.raw.clone(),
         }
     }
 }

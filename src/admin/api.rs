@@ -10,9 +10,10 @@ use serde_json::json;
 use super::http::{Request, Response};
 use crate::cluster::Cluster;
 use crate::dest::{Dest, Written};
-use crate::hub::{Hub, Publish};
+use crate::hub::Hub;
 use crate::stats::Stats;
 use crate::stomp::frame::SERVER_HEADERS;
+use ringcast_proto::publish::Publish;
 
 /// A shard that has not turned its loop for this long is reported unhealthy.
 const HEALTH_WINDOW_MS: u64 = 2000;

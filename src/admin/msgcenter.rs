@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::api::{Api, Caller};
 use super::http::{Request, Response};
 use crate::dest::Dest;
-use crate::hub::Publish;
+use ringcast_proto::publish::Publish;
 
 /// `{"projectId","topic","playLoad","updateTime"}` (msg-center spells it `playLoad`).
 #[derive(Deserialize)]

@@ -26,8 +26,9 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 
 use crate::config::Config;
-use crate::hub::{Numbered, Pending, Publish, Relay, Ticket};
+use crate::relay::{Numbered, Pending, Relay, Ticket};
 use crate::stats::Stats;
+use ringcast_proto::publish::Publish;
 use wire::Names;
 pub use worker::Worker;
 
@@ -56,7 +57,7 @@ enum Request {
     Leave { reply: Sender<Result<(), String>> },
     /// A recovering subscription the history cache could not answer (`Relay::fetch`).
     Fetch {
-        dest: crate::hub::Dest,
+        dest: crate::dest::Dest,
         since: ringcast_proto::history::Position,
         to: Ticket,
     },
@@ -109,7 +110,7 @@ impl Kind {
 
 /// Hands Redis's answer to a recovering subscription to its shard.
 fn answer_fetch(hub: &crate::hub::Hub, to: Ticket, replay: Result<crate::history::Replay, String>) {
-    let cmd = crate::hub::Command::Recovered {
+    let cmd = crate::shard::inbox::Command::Recovered {
         key: to.key,
         serial: to.serial,
         replay,
@@ -294,7 +295,7 @@ impl Relay for Cluster {
 
     fn fetch(
         &self,
-        dest: &crate::hub::Dest,
+        dest: &crate::dest::Dest,
         since: &ringcast_proto::history::Position,
         to: Ticket,
     ) {

@@ -22,9 +22,12 @@ use super::wire::{self, Control};
 use super::{Kind, Outgoing, Request};
 
 mod history;
+use crate::dest::Dest;
 use crate::history::Snapshot;
-use crate::hub::{Dest, Hub, Numbered, Publish, Ticket};
+use crate::hub::Hub;
+use crate::relay::{Numbered, Ticket};
 use ringcast_proto::history::Position;
+use ringcast_proto::publish::Publish;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Kept short: after Redis returns, cross-node delivery resumes within about this long.

@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 
 use crate::admin::api::{Api, Caller};
 use crate::admin::http::{Request, Response};
+use crate::dest::Dest;
 use crate::endpoint::Context;
-use crate::hub::Dest;
 pub use login::Grant;
 use login::{COOKIE, LogGate, Logins, Throttle};
 pub use overview::Overview;

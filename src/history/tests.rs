@@ -1,13 +1,16 @@
 //! The store alone: numbering, bounds, and what a position recovers.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 use ringcast_proto::history::{Config as HistoryConfig, Position};
 
 use super::History;
 use crate::config::{Config, Project};
-use crate::hub::{Dest, Publish};
+use ringcast_proto::publish::Publish;
+
+use crate::dest::Dest;
 
 fn replay(h: &History, dest: &Dest, since: &Position) -> super::Replay {
     h.replay(dest, since)
@@ -114,9 +117,11 @@ fn too_old_another_epoch_or_a_future_offset_is_not_recovered() {
 
 #[test]
 fn messages_older_than_the_ttl_are_forgotten() {
-    let h = store(10, 1);
+    let now = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let clock = now.clone();
+    let h = store(10, 1).with_clock(Arc::new(move || clock.load(Relaxed)));
     publish(&h, "news", "old");
-    std::thread::sleep(std::time::Duration::from_millis(5));
+    now.store(5, Relaxed);
     publish(&h, "news", "new");
     let r = replay(&h, &topic("news"), &at(&h, 0));
     assert!(!r.recovered, "offset 1 expired");

@@ -19,7 +19,8 @@ use socket2::{Domain, SockRef, Socket, Type};
 
 use crate::access_proxy::{AccessProxy, Ask};
 use crate::endpoint::Context;
-use crate::hub::{Command, Hub, Inbox};
+use crate::hub::Hub;
+use crate::shard::inbox::{Command, Inbox};
 use crate::shard::per_ip::PerIp;
 use crate::shard::{self, Core, Now, Op, TICK};
 use crate::stats::{Stats, now_ms};

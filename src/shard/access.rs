@@ -96,7 +96,7 @@ impl Core {
     }
 
     /// The backend's answer to a `Question` of this shard.
-    pub fn answer(&mut self, a: crate::hub::Answer) {
+    pub fn answer(&mut self, a: super::inbox::Answer) {
         let Some(c) = self.conns.get_mut(a.key as usize) else {
             return;
         };

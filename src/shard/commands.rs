@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use bytes::Bytes;
-
 use super::Core;
+use super::inbox::{Census, Command, SessionInfo, SubscriptionInfo};
 use super::recovery::Live;
-use crate::endpoint::{Context, Mode, Wrapping};
-use crate::hub::{Command, Dest, Publish, SessionInfo, SubscriptionInfo};
-use crate::stomp::frame::{Command as StompCommand, Frame as StompFrame, SERVER_HEADERS};
+use crate::dest::Dest;
+use crate::endpoint::{Context, Mode};
+use crate::outbound::Messages;
 use crate::ws::CloseError;
+use ringcast_proto::publish::Publish;
 
 impl Core {
     /// A command from the hub.
@@ -96,8 +96,8 @@ impl Core {
     /// Identified sessions of `project` (every project if `None`; and of `user`, if given).
     /// Identified sessions per project, and the rest. A scan: the console asks once a second
     /// while someone watches its overview.
-    fn census(&self) -> crate::hub::Census {
-        let mut c = crate::hub::Census::default();
+    fn census(&self) -> Census {
+        let mut c = Census::default();
         for (_, conn) in self.conns.iter() {
             match conn.session.identity() {
                 Some((p, _)) => match c.projects.get_mut(p) {
@@ -182,7 +182,7 @@ impl Core {
     fn fan_out(&mut self, msg: &Arc<Publish>) -> usize {
         let mut keys = std::mem::take(&mut self.keys);
         let mut frames = std::mem::take(&mut self.frames);
-        let mut cache: Vec<(String, String, Encoding, Bytes)> = Vec::new();
+        let mut messages = Messages::default();
         let min = self.ctx.cfg.compression.min_bytes;
         self.subs.members_of(&msg.dest, &mut keys);
         // Slab order is roughly accept order: neighbouring sends then touch neighbouring slab
@@ -196,17 +196,15 @@ impl Core {
             if !c.session.is_open() {
                 continue;
             }
+            let enc = c.session.encoding(min);
             match c.session.mode() {
                 Mode::Raw(_) if c.session.positions() || !self.recovering.is_empty() => {
-                    if let Some(f) =
-                        self.raw_positioned(key, msg, c.session.positions(), c.session.deflate())
-                    {
+                    if let Some(f) = self.raw_positioned(key, msg, c.session.positions(), enc) {
                         frames.push(f);
                     }
                 }
-                Mode::Raw(_) => frames.push(msg.raw_for(c.session.deflate(), min)),
+                Mode::Raw(_) => frames.push(enc.raw(msg)),
                 Mode::Stomp(s) if s.is_connected() => {
-                    let wrap = (c.session.wrapping(), c.session.deflate());
                     for (id, written) in s.matching(&msg.dest) {
                         if msg.position.is_some() && !self.recovering.is_empty() {
                             match self.recovering.live(key, id, msg) {
@@ -214,23 +212,12 @@ impl Core {
                                 Live::Skip => continue,
                                 Live::Tell(t) => {
                                     let extra = Some(("x-recovered", t.to_string()));
-                                    frames.push(message_frame(msg, id, written, wrap, min, extra));
+                                    frames.push(enc.message(msg, id, written, extra));
                                     continue;
                                 }
                             }
                         }
-                        let hit = cache
-                            .iter()
-                            .find(|(i, w, j, _)| i == id && w == written && *j == wrap);
-                        let frame = match hit {
-                            Some((_, _, _, f)) => f.clone(),
-                            None => {
-                                let f = message_frame(msg, id, written, wrap, min, None);
-                                cache.push((id.into(), written.into(), wrap, f.clone()));
-                                f
-                            }
-                        };
-                        frames.push(frame);
+                        frames.push(messages.get(msg, id, written, enc));
                     }
                 }
                 _ => {}
@@ -245,107 +232,5 @@ impl Core {
         self.keys = keys;
         self.frames = frames;
         reached
-    }
-}
-
-impl Core {
-    /// A raw session's frame for `msg` when it wants positions or may be recovering: `None`
-    /// when its replay already carried the message.
-    pub(super) fn raw_positioned(
-        &mut self,
-        key: u32,
-        msg: &Arc<Publish>,
-        positions: bool,
-        deflate: Option<u8>,
-    ) -> Option<Bytes> {
-        let min = self.ctx.cfg.compression.min_bytes;
-        let Dest::Topic { topic, .. } = &msg.dest else {
-            return Some(msg.raw_for(deflate, min));
-        };
-        let position = msg.position.as_ref().map(|(o, e)| (&**e, *o));
-        if position.is_some()
-            && !self.recovering.is_empty()
-            && matches!(
-                self.recovering.live(key, &format!("topic={topic}"), msg),
-                Live::Skip
-            )
-        {
-            return None;
-        }
-        if !positions {
-            return Some(msg.raw_for(deflate, min));
-        }
-        let text = ringcast_proto::history::envelope(topic, position, &msg.body);
-        Some(super::recovery::raw_text(text, deflate, min))
-    }
-}
-
-/// A STOMP MESSAGE frame for one (subscription, destination), as a WebSocket text frame (a
-/// binary one when the body is not UTF-8; on SockJS, always text: `a["..."]`, with what is not
-/// UTF-8 replaced). The server's own headers come first and cannot be repeated by the
-/// publisher's: every path that builds a `Publish` filters them, and this skips them again for
-/// whatever arrives from another node.
-/// How a session wants its frames: SockJS or not, and compressed with which window.
-type Encoding = (Wrapping, Option<u8>);
-
-pub(super) fn message_frame(
-    msg: &Publish,
-    sub: &str,
-    destination: &str,
-    encoding: Encoding,
-    min_bytes: usize,
-    extra: Option<(&str, String)>,
-) -> Bytes {
-    let mut f = StompFrame::new(StompCommand::Message)
-        .header("destination", destination)
-        .header("message-id", msg.seq.to_string())
-        .header("subscription", sub);
-    if let Some((offset, epoch)) = &msg.position {
-        f = f
-            .header("x-offset", offset.to_string())
-            .header("x-epoch", &**epoch);
-    }
-    if let Some((k, v)) = extra {
-        f = f.header(k, v);
-    }
-    if !msg.headers.iter().any(|(k, _)| k == "content-type") {
-        let content_type = if msg.utf8 {
-            "text/plain;charset=UTF-8"
-        } else {
-            "application/octet-stream"
-        };
-        f = f.header("content-type", content_type);
-    }
-    f.headers.extend(
-        msg.headers
-            .iter()
-            .filter(|(k, _)| !SERVER_HEADERS.contains(&k.as_str()))
-            .cloned(),
-    );
-    f = f.header("content-length", msg.body.len().to_string());
-    f.body = msg.body.to_vec();
-    wrap_frame(f.encode(), msg.utf8, encoding, min_bytes)
-}
-
-/// An encoded STOMP frame as the session's transport carries it: a WebSocket frame (text, or
-/// binary when `utf8` is false; compressed when the session negotiated it), SockJS's
-/// `a["..."]` inside one, or that alone for SockJS over HTTP.
-pub(super) fn wrap_frame(
-    payload: Vec<u8>,
-    utf8: bool,
-    (wrap, deflate): Encoding,
-    min_bytes: usize,
-) -> Bytes {
-    use crate::ws::frame::{Opcode, encode, encode_deflated};
-    let (opcode, payload) = match wrap {
-        Wrapping::WebSocket => (Publish::opcode(utf8), payload),
-        Wrapping::Sockjs => (Opcode::Text, crate::sockjs::messages([&payload[..]])),
-        Wrapping::SockjsHttp => return crate::sockjs::messages([&payload[..]]).into(),
-    };
-    match deflate {
-        Some(bits) if payload.len() >= min_bytes => {
-            encode_deflated(opcode, &crate::ws::deflate::deflate(&payload, bits))
-        }
-        _ => encode(opcode, &payload),
     }
 }

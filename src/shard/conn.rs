@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use super::index::DestId;
 use crate::endpoint::Session;
-use crate::hub::DestId;
 
 /// The outcome of a ping check.
 #[derive(Debug, PartialEq, Eq)]

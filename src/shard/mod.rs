@@ -9,6 +9,8 @@
 //! therefore testable on virtual time, without a socket (see `tests.rs`).
 
 pub mod conn;
+pub mod inbox;
+pub mod index;
 pub mod per_ip;
 pub mod timer;
 
@@ -31,13 +33,16 @@ use bytes::Bytes;
 use slab::Slab;
 
 use crate::config::SlowPolicy;
+use crate::dest::Dest;
 use crate::endpoint::{Action, Context, Event, Outputs, Wrapping};
-use crate::hub::{Dest, Publish, Relay, Subscriptions};
+use crate::relay::Relay;
 use crate::stats::{ShardStats, Stats};
 use crate::ws::CloseError;
 use crate::ws::handshake::Reject;
 use conn::Conn;
+use index::Subscriptions;
 use per_ip::PerIp;
+use ringcast_proto::publish::Publish;
 use timer::{Kind, Wheel};
 
 /// The wheel's resolution: deadlines (handshake, close, heart-beats) are this precise.
@@ -110,7 +115,7 @@ pub struct Config {
     /// In a cluster: told of a destination's first and last local subscriber.
     pub watch: Option<Arc<dyn Relay>>,
     /// The node's table of which shards have an audience for what (told of the same edges).
-    pub audience: Option<Arc<crate::hub::Audience>>,
+    pub audience: Option<Arc<crate::audience::Audience>>,
     /// The node's history store (recovering subscriptions read it).
     pub history: Option<Arc<crate::history::History>>,
 }

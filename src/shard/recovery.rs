@@ -13,11 +13,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Core;
-use super::commands::message_frame;
+use crate::dest::Dest;
 use crate::history::{Entry, Replay};
-use crate::hub::{Publish, Ticket};
+use crate::outbound::Encoding;
+use crate::relay::Ticket;
 use crate::stomp::frame::{Command as StompCommand, Frame as StompFrame};
+use bytes::Bytes;
 use ringcast_proto::history::Recover;
+use ringcast_proto::publish::Publish;
 
 /// One recovering subscription of a connection.
 struct Pending {
@@ -164,10 +167,9 @@ impl Core {
         let Some(c) = self.conns.get(key as usize) else {
             return;
         };
-        let wrap = (c.session.wrapping(), c.session.deflate());
+        let enc = c.session.encoding(self.ctx.cfg.compression.min_bytes);
         let raw = matches!(c.session.mode(), crate::endpoint::Mode::Raw(_));
         let positions = c.session.positions();
-        let min = self.ctx.cfg.compression.min_bytes;
         let epoch = replay.epoch.clone();
         let id = r.id.clone();
         if raw {
@@ -175,12 +177,12 @@ impl Core {
             let topic = r.id.strip_prefix("topic=").unwrap_or(&r.id).to_string();
             let notice =
                 ringcast_proto::history::recovered_notice(&topic, &epoch, replay.recovered);
-            self.send(key, raw_text(notice, wrap.1, min), false);
+            self.send(key, enc.frame(notice.as_bytes(), true), false);
             for e in replay.entries {
                 let text =
                     ringcast_proto::history::envelope(&topic, Some((&epoch, e.offset)), &e.body);
                 // Replayed messages count against the send queue as live ones do.
-                self.send(key, raw_text(text, wrap.1, min), true);
+                self.send(key, enc.frame(text.as_bytes(), true), true);
             }
             self.recovering.0.entry(key).or_default().push(Pending {
                 id: r.id,
@@ -190,7 +192,7 @@ impl Core {
             });
             // As fan-out frames them, skipping what the replay covered.
             for msg in held {
-                if let Some(f) = self.raw_positioned(key, &msg, positions, wrap.1) {
+                if let Some(f) = self.raw_positioned(key, &msg, positions, enc) {
                     self.send(key, f, true);
                 }
             }
@@ -203,15 +205,13 @@ impl Core {
                 .header("x-recovered", replay.recovered.to_string())
                 .header("x-epoch", &*epoch)
                 .header("x-offset", replay.through.to_string());
-            let bytes = super::commands::wrap_frame(f.encode(), true, wrap, min);
-            self.send(key, bytes, false);
+            self.send(key, enc.frame(&f.encode(), true), false);
             tell = None;
         }
         for e in replay.entries {
             let msg = replayed(&r, e, &epoch);
             let extra = tell.take().map(|t| ("x-recovered", t.to_string()));
-            let frame = message_frame(&msg, &r.id, &r.written, wrap, min, extra);
-            self.send(key, frame, true);
+            self.send(key, enc.message(&msg, &r.id, &r.written, extra), true);
         }
         self.recovering.0.entry(key).or_default().push(Pending {
             id: r.id.clone(),
@@ -225,21 +225,8 @@ impl Core {
                 Live::Deliver => None,
                 Live::Tell(t) => Some(("x-recovered", t.to_string())),
             };
-            let frame = message_frame(&msg, &r.id, &r.written, wrap, min, extra);
-            self.send(key, frame, true);
+            self.send(key, enc.message(&msg, &r.id, &r.written, extra), true);
         }
-    }
-}
-
-/// A raw-mode text message (compressed when the session negotiated it).
-pub(super) fn raw_text(text: String, deflate: Option<u8>, min_bytes: usize) -> bytes::Bytes {
-    use crate::ws::frame::{Opcode, encode, encode_deflated};
-    match deflate {
-        Some(bits) if text.len() >= min_bytes => encode_deflated(
-            Opcode::Text,
-            &crate::ws::deflate::deflate(text.as_bytes(), bits),
-        ),
-        _ => encode(Opcode::Text, text.as_bytes()),
     }
 }
 
@@ -249,4 +236,35 @@ fn replayed(r: &Recover, e: Entry, epoch: &Arc<str>) -> Publish {
     let mut p = Publish::new(r.dest.clone(), e.body.clone(), e.into_headers());
     p.position = Some((offset, epoch.clone()));
     p
+}
+
+impl Core {
+    /// A raw session's frame for `msg` when it wants positions or may be recovering: `None`
+    /// when its replay already carried the message.
+    pub(super) fn raw_positioned(
+        &mut self,
+        key: u32,
+        msg: &Arc<Publish>,
+        positions: bool,
+        enc: Encoding,
+    ) -> Option<Bytes> {
+        let Dest::Topic { topic, .. } = &msg.dest else {
+            return Some(enc.raw(msg));
+        };
+        let position = msg.position.as_ref().map(|(o, e)| (&**e, *o));
+        if position.is_some()
+            && !self.recovering.is_empty()
+            && matches!(
+                self.recovering.live(key, &format!("topic={topic}"), msg),
+                Live::Skip
+            )
+        {
+            return None;
+        }
+        if !positions {
+            return Some(enc.raw(msg));
+        }
+        let text = ringcast_proto::history::envelope(topic, position, &msg.body);
+        Some(enc.frame(text.as_bytes(), true))
+    }
 }

@@ -10,8 +10,11 @@ use tokio::time::timeout;
 
 use super::{OP_TIMEOUT, ReadDone, Worker, script};
 use crate::cluster::{answer_fetch, wire};
-use crate::hub::{Dest, Hub, Publish, Ticket};
+use crate::dest::Dest;
+use crate::hub::Hub;
+use crate::relay::Ticket;
 use ringcast_proto::history::Position;
+use ringcast_proto::publish::Publish;
 
 impl Worker {
     pub(super) fn listen(&mut self, key: &str) {

@@ -6,7 +6,7 @@
 use super::*;
 use crate::access::{Act, Policy};
 use crate::config::Project;
-use crate::hub::Answer;
+use crate::shard::inbox::Answer;
 
 const SECRET: &str = "access-test-secret-0123456789abcdef";
 /// The virtual clock's Unix seconds at the start of a test.

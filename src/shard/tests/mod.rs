@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::auth::Auth;
-use crate::hub::Command;
+use crate::shard::inbox::Command;
 use crate::ws::frame::{Opcode, decode_from_server, encode_masked};
 
 const RAW: &str = "GET /ws?topic=t HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";

@@ -5,7 +5,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::{Audience, Dest, Relay};
+use crate::audience::Audience;
+use crate::dest::Dest;
+use crate::relay::Relay;
 
 /// One shard's index: destination → the slab keys of its local subscribers.
 #[derive(Default)]
