@@ -18,7 +18,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use ringcast_proto::publish::Publish;
 
 use crate::audience::Audience;
-use crate::relay::{Pending, Relay};
+use crate::relay::{Pending, Relay, RelayError};
 use crate::shard::inbox::{Census, Command, Inbox, SessionInfo};
 
 struct Link {
@@ -35,6 +35,38 @@ pub struct Hub {
     history: Option<Arc<crate::history::History>>,
 }
 
+/// Why the hub could not carry out a publish or a question to the shards.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    /// A shard did not answer within `REPLY_TIMEOUT` (it is stalled or overloaded).
+    #[error("a shard did not answer in time")]
+    ShardTimedOut,
+    /// The message is for Redis to number and deliver, and Redis could not.
+    #[error(transparent)]
+    Relay(#[from] RelayError),
+}
+
+impl HubError {
+    /// The HTTP status an API answers with: 504 when something did not answer in time, 503
+    /// when it could not be asked.
+    pub fn status(&self) -> u16 {
+        match self {
+            HubError::ShardTimedOut | HubError::Relay(RelayError::TimedOut(_)) => 504,
+            HubError::Relay(_) => 503,
+        }
+    }
+}
+
+/// What a relay reports when it asked this node's shards on another node's behalf.
+impl From<HubError> for RelayError {
+    fn from(e: HubError) -> RelayError {
+        match e {
+            HubError::Relay(r) => r,
+            HubError::ShardTimedOut => RelayError::TimedOut("a shard did not answer in time"),
+        }
+    }
+}
+
 /// How far a publish went.
 #[derive(Debug)]
 pub struct Reach {
@@ -42,7 +74,7 @@ pub struct Reach {
     pub sessions: usize,
     /// With a cluster: how many other nodes Redis handed it to (those with an audience for
     /// it), or why it could not be handed over.
-    pub cluster: Option<Result<u64, String>>,
+    pub cluster: Option<Result<u64, RelayError>>,
     /// From the call to every local shard's answer (each answers once its sends are queued).
     pub local: Duration,
 }
@@ -59,7 +91,7 @@ enum Sent {
 }
 
 /// The sum of `asked` shards' counts on `rx`.
-pub fn collect(rx: &Receiver<usize>, asked: usize) -> Result<usize, String> {
+pub fn collect(rx: &Receiver<usize>, asked: usize) -> Result<usize, HubError> {
     fan_in(rx, asked, 0, |sum, n| *sum += n)
 }
 
@@ -70,11 +102,11 @@ pub fn fan_in<T, A>(
     asked: usize,
     mut acc: A,
     mut fold: impl FnMut(&mut A, T),
-) -> Result<A, String> {
+) -> Result<A, HubError> {
     for _ in 0..asked {
         let answer = rx
             .recv_timeout(REPLY_TIMEOUT)
-            .map_err(|_| "a shard did not answer in time".to_string())?;
+            .map_err(|_| HubError::ShardTimedOut)?;
         fold(&mut acc, answer);
     }
     Ok(acc)
@@ -169,16 +201,16 @@ impl Hub {
 
     /// Fans `msg` out to every shard (and, in a cluster, to the other nodes); returns how far
     /// it went, or an error if a shard did not answer in time.
-    pub fn publish(&self, msg: Publish) -> Result<Reach, String> {
+    pub fn publish(&self, msg: Publish) -> Result<Reach, HubError> {
         self.publish_many(vec![msg])
             .pop()
-            .unwrap_or_else(|| Err("lost in the hub".into()))
+            .unwrap_or(Err(HubError::ShardTimedOut))
     }
 
     /// Publishes a batch: every message is handed to its shards before any answer is awaited,
     /// so a batch of N costs the shards one wake-up each rather than N round trips. Answers
     /// come back in order.
-    pub fn publish_many(&self, msgs: Vec<Publish>) -> Vec<Result<Reach, String>> {
+    pub fn publish_many(&self, msgs: Vec<Publish>) -> Vec<Result<Reach, HubError>> {
         let start = std::time::Instant::now();
         let sent: Vec<_> = msgs
             .into_iter()
@@ -227,7 +259,7 @@ impl Hub {
         Some(Pending(if taken {
             Ok(rx)
         } else {
-            Err("the queue to Redis is full: the message was not numbered".into())
+            Err(RelayError::Full("the message was not numbered"))
         }))
     }
 
@@ -276,13 +308,9 @@ impl Hub {
         &self,
         project: Option<&str>,
         user: Option<&str>,
-    ) -> Result<Vec<serde_json::Value>, String> {
+    ) -> Result<Vec<SessionInfo>, HubError> {
         let projects = project.map(|p| vec![p.to_string()]);
-        let all = self.sessions_page(projects.as_deref(), user, None, usize::MAX)?;
-        Ok(all
-            .iter()
-            .filter_map(|s| serde_json::to_value(s).ok())
-            .collect())
+        self.sessions_page(projects.as_deref(), user, None, usize::MAX)
     }
 
     /// A page of identified sessions: at most `limit`, in (shard, id) order after `after`.
@@ -292,7 +320,7 @@ impl Hub {
         user: Option<&str>,
         after: Option<(usize, u32)>,
         limit: usize,
-    ) -> Result<Vec<SessionInfo>, String> {
+    ) -> Result<Vec<SessionInfo>, HubError> {
         let mut all = self.gather(|reply| Command::Sessions {
             projects: projects.map(<[String]>::to_vec),
             user: user.map(str::to_string),
@@ -306,13 +334,13 @@ impl Hub {
     }
 
     /// Every shard's answer to `make`, concatenated.
-    fn gather<T>(&self, make: impl FnMut(Sender<Vec<T>>) -> Command) -> Result<Vec<T>, String> {
+    fn gather<T>(&self, make: impl FnMut(Sender<Vec<T>>) -> Command) -> Result<Vec<T>, HubError> {
         let (rx, asked) = self.ask_each(|_| true, make);
         fan_in(&rx, asked, Vec::new(), |all, part| all.extend(part))
     }
 
     /// Sessions per project over every shard.
-    pub fn census(&self) -> Result<Census, String> {
+    pub fn census(&self) -> Result<Census, HubError> {
         let (rx, asked) = self.ask_each(|_| true, Command::Census);
         fan_in(&rx, asked, Census::default(), |total, c| {
             total.anonymous += c.anonymous;
@@ -346,7 +374,7 @@ impl Hub {
         filter: &str,
         after: &str,
         limit: usize,
-    ) -> Result<Vec<(String, usize)>, String> {
+    ) -> Result<Vec<(String, usize)>, HubError> {
         let all = self.gather(|reply| Command::Destinations {
             projects: projects.map(<[String]>::to_vec),
             filter: filter.to_string(),
@@ -363,11 +391,11 @@ impl Hub {
 
     /// Returns once every shard has carried out what was sent to it before (publishes
     /// included), or an error if one did not answer in time.
-    pub fn barrier(&self) -> Result<(), String> {
+    pub fn barrier(&self) -> Result<(), HubError> {
         self.ask(Command::Barrier).map(|_| ())
     }
 
-    pub fn disconnect(&self, project: &str, user: &str) -> Result<usize, String> {
+    pub fn disconnect(&self, project: &str, user: &str) -> Result<usize, HubError> {
         self.ask(|reply| Command::Disconnect {
             project: project.to_string(),
             user: user.to_string(),
@@ -375,7 +403,7 @@ impl Hub {
         })
     }
 
-    fn ask(&self, make: impl FnMut(Sender<usize>) -> Command) -> Result<usize, String> {
+    fn ask(&self, make: impl FnMut(Sender<usize>) -> Command) -> Result<usize, HubError> {
         self.ask_some(|_| true, make)
     }
 
@@ -384,7 +412,7 @@ impl Hub {
         &self,
         visit: impl Fn(usize) -> bool,
         make: impl FnMut(Sender<usize>) -> Command,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, HubError> {
         let (rx, asked) = self.ask_each(visit, make);
         collect(&rx, asked)
     }

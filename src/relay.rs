@@ -19,7 +19,7 @@ pub struct Ticket {
 }
 
 /// What a numbered publish reached: sessions of this node, other nodes.
-pub type Numbered = Result<(usize, u64), String>;
+pub type Numbered = Result<(usize, u64), RelayError>;
 
 /// The other nodes: the hub and the shards hand them publishes and tell them where this node
 /// has an audience. The cluster implements it; nothing below it names the cluster.
@@ -47,16 +47,36 @@ pub trait Relay: Send + Sync {
 
 /// A relay's answer to a publish, to wait for: a channel it answers on, or why it could not
 /// take the message at all.
-pub struct Pending<T = u64>(pub Result<Receiver<Result<T, String>>, String>);
+pub struct Pending<T = u64>(pub Result<Receiver<Result<T, RelayError>>, RelayError>);
+
+/// Why the other nodes did not get a message, or why Redis did not answer: what an HTTP edge
+/// turns into 504 (`TimedOut`) or 503 (the rest).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    /// Redis, or the other nodes through it, did not answer within the wait.
+    #[error("{0}")]
+    TimedOut(&'static str),
+    /// The queue to the cluster thread is full: the message was not handed over.
+    #[error("the queue to Redis is full: {0}")]
+    Full(&'static str),
+    /// The cluster thread is gone (the node is stopping).
+    #[error("the cluster link has stopped")]
+    Stopped,
+    /// Redis refused a command, or its connection went away.
+    #[error("{0}")]
+    Redis(String),
+}
 
 /// How long a publish waits for the relay's answer.
 const RELAY_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl<T> Pending<T> {
     /// How many other nodes the message was handed to, or why it was not.
-    pub fn wait(self) -> Result<T, String> {
+    pub fn wait(self) -> Result<T, RelayError> {
         let rx = self.0?;
         rx.recv_timeout(RELAY_TIMEOUT)
-            .unwrap_or_else(|_| Err("the other nodes did not answer in time".into()))
+            .unwrap_or(Err(RelayError::TimedOut(
+                "the other nodes did not answer in time",
+            )))
     }
 }

@@ -95,7 +95,7 @@ pub(crate) fn floor_measure(listen: SocketAddr, load: &Load) -> Result<Value, St
             Bytes::from(body.to_string()),
             vec![],
         );
-        server.hub.publish(msg).map(drop)
+        server.hub.publish(msg).map(drop).map_err(|e| e.to_string())
     };
     if load.topics > 1 {
         return Err("the floor has one topic: run it without --topics".into());

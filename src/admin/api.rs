@@ -10,7 +10,8 @@ use serde_json::json;
 use super::http::{Request, Response};
 use crate::cluster::Cluster;
 use crate::dest::{Dest, Written};
-use crate::hub::Hub;
+use crate::hub::{Hub, HubError};
+use crate::shard::inbox::SessionInfo;
 use crate::stats::Stats;
 use crate::stomp::frame::SERVER_HEADERS;
 use ringcast_proto::publish::Publish;
@@ -104,7 +105,7 @@ impl Api {
                 Ok(None) => Response::json(200, &self.stats.to_json()),
                 Ok(Some(c)) => match c.stats() {
                     Ok(v) => Response::json(200, &v),
-                    Err(e) => Response::error(503, e),
+                    Err(e) => crate::admin::failed(e),
                 },
                 Err(r) => r,
             },
@@ -196,8 +197,8 @@ impl Api {
                         self.stats.publish_latency.observe(reach.local);
                         answer_of(reach)
                     }
-                    Some(Err(e)) => error(Response::error(503, e)),
-                    None => error(Response::error(503, "lost in the hub")),
+                    Some(Err(e)) => error(crate::admin::failed(e)),
+                    None => error(crate::admin::failed(crate::hub::HubError::ShardTimedOut)),
                 },
             })
             .collect();
@@ -260,7 +261,7 @@ impl Api {
 
     /// Hands a publish to the hub; the answer says how far it went.
     pub(crate) fn deliver(&self, msg: Publish) -> Result<serde_json::Value, Response> {
-        let reach = self.hub.publish(msg).map_err(|e| Response::error(503, e))?;
+        let reach = self.hub.publish(msg).map_err(crate::admin::failed)?;
         self.stats.publish_latency.observe(reach.local);
         Ok(answer_of(reach))
     }
@@ -302,20 +303,15 @@ impl Api {
         let user = req.query_first("user");
         let found = match self.scope(req) {
             Ok(None) => self.hub.sessions(Some(project), user),
-            Ok(Some(c)) => c.sessions(project, user),
+            Ok(Some(c)) => c.sessions(project, user).map_err(HubError::from),
             Err(r) => return r,
         };
         match found {
             Ok(mut all) => {
-                let order = |s: &serde_json::Value| {
-                    (
-                        s["connected_at"].as_u64(),
-                        s["node"].as_str().map(str::to_string),
-                        s["shard"].as_u64(),
-                        s["id"].as_u64(),
-                    )
-                };
-                all.sort_by_key(order);
+                all.sort_by(|a, b| {
+                    let order = |s: &SessionInfo| (s.connected_at, s.node.clone(), s.shard, s.id);
+                    order(a).cmp(&order(b))
+                });
                 let total = all.len();
                 let page: Vec<_> = all.into_iter().skip(offset).take(limit).collect();
                 Response::json(
@@ -323,7 +319,7 @@ impl Api {
                     &json!({"total": total, "offset": offset, "limit": limit, "sessions": page}),
                 )
             }
-            Err(e) => Response::error(503, e),
+            Err(e) => crate::admin::failed(e),
         }
     }
 
@@ -337,7 +333,7 @@ impl Api {
         }
         let local = match self.hub.disconnect(&d.project, &d.user) {
             Ok(n) => n,
-            Err(e) => return Response::error(503, e),
+            Err(e) => return crate::admin::failed(e),
         };
         match self
             .cluster
@@ -351,7 +347,7 @@ impl Api {
             ),
             Some(Err(e)) => Response::json(
                 200,
-                &json!({ "sessions": local, "cluster": {"local": local, "error": e} }),
+                &json!({ "sessions": local, "cluster": {"local": local, "error": e.to_string()} }),
             ),
         }
     }
@@ -377,7 +373,7 @@ fn answer_of(reach: crate::hub::Reach) -> serde_json::Value {
     let mut answer = json!({ "sessions": reach.sessions });
     match reach.cluster {
         Some(Ok(nodes)) => answer["cluster"] = json!({ "nodes": nodes }),
-        Some(Err(e)) => answer["cluster"] = json!({ "error": e }),
+        Some(Err(e)) => answer["cluster"] = json!({ "error": e.to_string() }),
         None => {}
     }
     answer

@@ -7,6 +7,13 @@ pub mod batch;
 pub mod msgcenter;
 pub use ringcast_proto::admin::http;
 
+/// The answer to a request the hub or the cluster could not carry out: 504 when something did
+/// not answer in time, 503 otherwise, with the reason (the one place errors become statuses).
+pub fn failed(e: impl Into<crate::hub::HubError>) -> http::Response {
+    let e = e.into();
+    http::Response::error(e.status(), e.to_string())
+}
+
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};

@@ -101,31 +101,29 @@ fn user(api: &Api, body: &[u8], caller: &Caller) -> Result<Response, Response> {
 /// subscriptions}]}]}]` under `data`: identified sessions grouped by project and user.
 /// `remoteUrl` is null: the server does not keep peers' addresses.
 fn list(api: &Api, caller: &Caller) -> Result<Response, Response> {
-    let all = api
-        .hub
-        .sessions(None, None)
-        .map_err(|e| Response::error(503, e))?;
+    let all = api.hub.sessions(None, None).map_err(crate::admin::failed)?;
     let mut by_project: std::collections::BTreeMap<
         String,
         std::collections::BTreeMap<String, Vec<Value>>,
     > = Default::default();
     for s in all {
-        let project = s["project"].as_str().unwrap_or_default().to_string();
-        if caller.may(&project).is_err() {
+        if caller.may(&s.project).is_err() {
             continue;
         }
-        let user = s["user"].as_str().unwrap_or_default().to_string();
-        let subscriptions: Vec<Value> = s["subscriptions"]
-            .as_array()
-            .map(|a| a.iter().map(|x| x["destination"].clone()).collect())
-            .unwrap_or_default();
+        let user = s.user.clone().unwrap_or_default();
+        let subscriptions: Vec<Value> = s
+            .subscriptions
+            .iter()
+            .map(|x| Value::from(x.destination.as_str()))
+            .collect();
+        let project = s.project;
         by_project
             .entry(project)
             .or_default()
             .entry(user)
             .or_default()
             .push(json!({
-                "sessionId": format!("{}-{}", s["shard"], s["id"]),
+                "sessionId": format!("{}-{}", s.shard, s.id),
                 "remoteUrl": Value::Null,
                 "subscriptions": subscriptions,
             }));

@@ -26,7 +26,7 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 
 use crate::config::Config;
-use crate::relay::{Numbered, Pending, Relay, Ticket};
+use crate::relay::{Numbered, Pending, Relay, RelayError, Ticket};
 use crate::stats::Stats;
 use ringcast_proto::publish::Publish;
 use wire::Names;
@@ -42,19 +42,21 @@ enum Request {
     Sessions {
         project: String,
         user: Option<String>,
-        reply: Sender<Result<Vec<serde_json::Value>, String>>,
+        reply: Sender<Result<Vec<crate::shard::inbox::SessionInfo>, RelayError>>,
     },
     Stats {
-        reply: Sender<Result<serde_json::Value, String>>,
+        reply: Sender<Result<serde_json::Value, RelayError>>,
     },
     /// Asks the other nodes to close `user`'s sessions; answers how many presence lists there.
     Disconnect {
         project: String,
         user: String,
-        reply: Sender<Result<usize, String>>,
+        reply: Sender<Result<usize, RelayError>>,
     },
     /// The node is stopping: take its presence out of Redis now rather than at TTL.
-    Leave { reply: Sender<Result<(), String>> },
+    Leave {
+        reply: Sender<Result<(), RelayError>>,
+    },
     /// A recovering subscription the history cache could not answer (`Relay::fetch`).
     Fetch {
         dest: crate::dest::Dest,
@@ -65,8 +67,7 @@ enum Request {
 
 impl Request {
     /// Answers a waiting caller with `why` (what the cluster thread does while Redis is down).
-    fn fail(self, why: &str, hub: &crate::hub::Hub) {
-        let why = why.to_string();
+    fn fail(self, why: RelayError, hub: &crate::hub::Hub) {
         // A caller that gave up waiting has dropped its receiver: nothing to tell it.
         match self {
             Request::Interest { .. } => {}
@@ -89,7 +90,7 @@ struct Outgoing {
 
 enum Kind {
     /// PUBLISH; the caller may wait for how many other nodes got it.
-    Plain(Option<Sender<Result<u64, String>>>),
+    Plain(Option<Sender<Result<u64, RelayError>>>),
     /// Numbered by the history script and delivered from Redis to every node, this one too.
     Numbered {
         size: usize,
@@ -99,17 +100,21 @@ enum Kind {
 }
 
 impl Kind {
-    fn fail(self, why: &str) {
+    fn fail(self, why: RelayError) {
         match self {
-            Kind::Plain(Some(r)) => drop(r.send(Err(why.into()))),
-            Kind::Numbered { reply: Some(r), .. } => drop(r.send(Err(why.into()))),
+            Kind::Plain(Some(r)) => drop(r.send(Err(why))),
+            Kind::Numbered { reply: Some(r), .. } => drop(r.send(Err(why))),
             _ => {}
         }
     }
 }
 
 /// Hands Redis's answer to a recovering subscription to its shard.
-fn answer_fetch(hub: &crate::hub::Hub, to: Ticket, replay: Result<crate::history::Replay, String>) {
+fn answer_fetch(
+    hub: &crate::hub::Hub,
+    to: Ticket,
+    replay: Result<crate::history::Replay, RelayError>,
+) {
     let cmd = crate::shard::inbox::Command::Recovered {
         key: to.key,
         serial: to.serial,
@@ -221,13 +226,16 @@ impl Cluster {
         queued
     }
 
-    fn ask<T>(&self, make: impl FnOnce(Sender<Result<T, String>>) -> Request) -> Result<T, String> {
+    fn ask<T>(
+        &self,
+        make: impl FnOnce(Sender<Result<T, RelayError>>) -> Request,
+    ) -> Result<T, RelayError> {
         let (tx, rx) = bounded(1);
         if !self.request(make(tx)) {
-            return Err("the cluster link has stopped".into());
+            return Err(RelayError::Stopped);
         }
         rx.recv_timeout(ANSWER_TIMEOUT)
-            .unwrap_or_else(|_| Err("Redis did not answer in time".into()))
+            .unwrap_or(Err(RelayError::TimedOut("Redis did not answer in time")))
     }
 
     /// Identified sessions of `project` (and `user`) on every live node.
@@ -235,7 +243,7 @@ impl Cluster {
         &self,
         project: &str,
         user: Option<&str>,
-    ) -> Result<Vec<serde_json::Value>, String> {
+    ) -> Result<Vec<crate::shard::inbox::SessionInfo>, RelayError> {
         self.ask(|reply| Request::Sessions {
             project: project.into(),
             user: user.map(str::to_string),
@@ -244,12 +252,12 @@ impl Cluster {
     }
 
     /// Every live node's counters (this node's live, the others' as of their last heart-beat).
-    pub fn stats(&self) -> Result<serde_json::Value, String> {
+    pub fn stats(&self) -> Result<serde_json::Value, RelayError> {
         self.ask(|reply| Request::Stats { reply })
     }
 
     /// Asks the other nodes to close `user`'s sessions; answers how many they had.
-    pub fn disconnect(&self, project: &str, user: &str) -> Result<usize, String> {
+    pub fn disconnect(&self, project: &str, user: &str) -> Result<usize, RelayError> {
         self.ask(|reply| Request::Disconnect {
             project: project.into(),
             user: user.into(),
@@ -269,9 +277,7 @@ impl Relay for Cluster {
         if self.enqueue(msg, Kind::Plain(Some(tx))) {
             Pending(Ok(rx))
         } else {
-            Pending(Err(
-                "the queue to Redis is full: cross-node delivery failed".into(),
-            ))
+            Pending(Err(RelayError::Full("cross-node delivery failed")))
         }
     }
 

@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 use super::wire::{Control, Names};
 use crate::hub::Hub;
+use crate::relay::RelayError;
+use crate::shard::inbox::SessionInfo;
 use crate::stats::{Stats, now_ms};
 
 /// Sessions per HSET when rewriting a node's hash.
@@ -35,8 +37,8 @@ pub(super) struct Presence {
     pub info: Arc<NodeInfo>,
 }
 
-fn redis_err(e: redis::RedisError) -> String {
-    format!("Redis: {e}")
+fn redis_err(e: redis::RedisError) -> RelayError {
+    RelayError::Redis(format!("Redis: {e}"))
 }
 
 impl Presence {
@@ -45,16 +47,16 @@ impl Presence {
         &self,
         project: Option<&str>,
         user: Option<&str>,
-    ) -> Result<Vec<Value>, String> {
+    ) -> Result<Vec<SessionInfo>, RelayError> {
         let hub = self.hub.clone();
         let (project, user) = (project.map(str::to_string), user.map(str::to_string));
         // The hub waits for every shard's answer: not on the runtime's thread.
         let mut list =
             tokio::task::spawn_blocking(move || hub.sessions(project.as_deref(), user.as_deref()))
                 .await
-                .map_err(|e| e.to_string())??;
+                .map_err(|_| RelayError::Stopped)??;
         for s in &mut list {
-            s["node"] = json!(self.info.name.as_str());
+            s.node = Some(self.info.name.to_string());
         }
         Ok(list)
     }
@@ -82,7 +84,7 @@ impl Presence {
         };
     }
 
-    async fn write(&self) -> Result<(), String> {
+    async fn write(&self) -> Result<(), RelayError> {
         let sessions = self.local_sessions(None, None).await?;
         let ttl_ms = self.info.ttl.as_millis() as u64;
         let now = now_ms();
@@ -92,8 +94,8 @@ impl Presence {
         for chunk in sessions.chunks(HSET_CHUNK) {
             let cmd = pipe.cmd("HSET").arg(&key);
             for s in chunk {
-                cmd.arg(format!("{}:{}", s["shard"], s["id"]))
-                    .arg(s.to_string());
+                let value = serde_json::to_string(s).unwrap_or_default();
+                cmd.arg(format!("{}:{}", s.shard, s.id)).arg(value);
             }
             cmd.ignore();
         }
@@ -121,7 +123,7 @@ impl Presence {
     }
 
     /// The other nodes that refreshed their presence within the TTL.
-    async fn others(&self) -> Result<Vec<String>, String> {
+    async fn others(&self) -> Result<Vec<String>, RelayError> {
         let since = now_ms().saturating_sub(self.info.ttl.as_millis() as u64);
         let mut conn = self.conn.clone();
         let nodes: Vec<String> = redis::cmd("ZRANGEBYSCORE")
@@ -142,7 +144,7 @@ impl Presence {
         &self,
         project: &str,
         user: Option<&str>,
-    ) -> Result<Vec<Value>, String> {
+    ) -> Result<Vec<SessionInfo>, RelayError> {
         let mut out = Vec::new();
         let mut conn = self.conn.clone();
         for node in self.others().await? {
@@ -154,10 +156,12 @@ impl Presence {
             out.extend(
                 values
                     .iter()
-                    .filter_map(|v| serde_json::from_str::<Value>(v).ok())
-                    .filter(|s| s["project"] == project && user.is_none_or(|u| s["user"] == u))
+                    .filter_map(|v| serde_json::from_str::<SessionInfo>(v).ok())
+                    .filter(|s| {
+                        s.project == project && user.is_none_or(|u| s.user.as_deref() == Some(u))
+                    })
                     .map(|mut s| {
-                        s["node"] = json!(node);
+                        s.node = Some(node.clone());
                         s
                     }),
             );
@@ -165,13 +169,17 @@ impl Presence {
         Ok(out)
     }
 
-    pub async fn sessions(&self, project: &str, user: Option<&str>) -> Result<Vec<Value>, String> {
+    pub async fn sessions(
+        &self,
+        project: &str,
+        user: Option<&str>,
+    ) -> Result<Vec<SessionInfo>, RelayError> {
         let mut all = self.local_sessions(Some(project), user).await?;
         all.extend(self.remote_sessions(project, user).await?);
         Ok(all)
     }
 
-    pub async fn stats(&self) -> Result<Value, String> {
+    pub async fn stats(&self) -> Result<Value, RelayError> {
         let mut nodes = vec![self.describe()];
         let mut conn = self.conn.clone();
         for node in self.others().await? {
@@ -201,7 +209,11 @@ impl Presence {
 
     /// Asks the other nodes, on the control channel, to close `user`'s sessions; answers how
     /// many of them they listed in presence.
-    pub async fn disconnect_others(&self, project: String, user: String) -> Result<usize, String> {
+    pub async fn disconnect_others(
+        &self,
+        project: String,
+        user: String,
+    ) -> Result<usize, RelayError> {
         let listed = self.remote_sessions(&project, Some(&user)).await?.len();
         let ask = Control::Disconnect {
             from: self.info.name.clone(),
@@ -219,7 +231,7 @@ impl Presence {
     }
 
     /// Takes this node out of presence.
-    pub async fn leave(&self) -> Result<(), String> {
+    pub async fn leave(&self) -> Result<(), RelayError> {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("DEL")

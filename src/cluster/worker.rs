@@ -25,7 +25,7 @@ mod history;
 use crate::dest::Dest;
 use crate::history::Snapshot;
 use crate::hub::Hub;
-use crate::relay::{Numbered, Ticket};
+use crate::relay::{Numbered, RelayError, Ticket};
 use ringcast_proto::history::Position;
 use ringcast_proto::publish::Publish;
 
@@ -47,12 +47,13 @@ pub(super) struct Setup {
 
 /// Runs `work` off the loop (bounded by `OP_TIMEOUT`) and hands its outcome to `reply`.
 fn answer<T: Send + 'static>(
-    reply: crossbeam_channel::Sender<Result<T, String>>,
-    work: impl Future<Output = Result<T, String>> + Send + 'static,
+    reply: crossbeam_channel::Sender<Result<T, RelayError>>,
+    work: impl Future<Output = Result<T, RelayError>> + Send + 'static,
 ) {
     tokio::spawn(async move {
         let r = timeout(OP_TIMEOUT, work).await;
-        let _ = reply.send(r.unwrap_or_else(|_| Err("Redis timed out".into())));
+        let _ = reply
+            .send(r.unwrap_or_else(|_| Err(RelayError::TimedOut("Redis did not answer in time"))));
     });
 }
 
@@ -98,7 +99,7 @@ pub struct Worker {
 struct ReadDone {
     dest: Dest,
     generation: Option<u64>,
-    result: Result<Snapshot, String>,
+    result: Result<Snapshot, RelayError>,
 }
 
 /// Why a connected spell ended.
@@ -280,7 +281,7 @@ impl Worker {
                             break;
                         }
                         if let Err(why) = self.send(&mut link.conn, &mut batch).await {
-                            return End::Lost(why);
+                            return End::Lost(why.to_string());
                         }
                     }
                 }
@@ -304,7 +305,7 @@ impl Worker {
         &mut self,
         conn: &mut MultiplexedConnection,
         batch: &mut Vec<Outgoing>,
-    ) -> Result<(), String> {
+    ) -> Result<(), RelayError> {
         let names = &self.setup.info.names;
         let mut pipe = redis::pipe();
         for o in batch.iter() {
@@ -330,8 +331,8 @@ impl Worker {
         }
         let result = match timeout(OP_TIMEOUT, pipe.query_async::<Vec<redis::Value>>(conn)).await {
             Ok(Ok(answers)) => Ok(answers),
-            Ok(Err(e)) => Err(format!("PUBLISH failed: {e}")),
-            Err(_) => Err("PUBLISH timed out".to_string()),
+            Ok(Err(e)) => Err(RelayError::Redis(format!("PUBLISH failed: {e}"))),
+            Err(_) => Err(RelayError::TimedOut("PUBLISH timed out")),
         };
         let c = &self.setup.info.stats.cluster;
         match &result {
@@ -342,7 +343,7 @@ impl Worker {
             let answer = match &result {
                 Ok(answers) => answers.get(i),
                 Err(e) => {
-                    o.kind.fail(e);
+                    o.kind.fail(e.clone());
                     continue;
                 }
             };
@@ -357,7 +358,7 @@ impl Worker {
                 }
                 Kind::Numbered { reply, .. } => {
                     let Some((offset, subscribers)) = answer.and_then(script::numbered) else {
-                        let why = "Redis did not number the message";
+                        let why = RelayError::Redis("Redis did not number the message".into());
                         Kind::Numbered {
                             size: 0,
                             ttl_ms: 0,
@@ -462,7 +463,8 @@ impl Worker {
             Request::Leave { reply } => {
                 let p = self.presence(hub, &link.conn);
                 let r = timeout(OP_TIMEOUT, p.leave()).await;
-                let _ = reply.send(r.unwrap_or_else(|_| Err("Redis timed out".into())));
+                let _ = reply
+                    .send(r.unwrap_or(Err(RelayError::TimedOut("Redis did not answer in time"))));
                 return Err(End::Stop);
             }
         }
@@ -508,7 +510,7 @@ impl Worker {
     /// Disconnected for `wait`: answers every request at once with a failure, and keeps the
     /// audience count current for the next connection.
     async fn idle(&mut self, hub: &Hub, wake: &Wake, wait: Duration) -> End {
-        let down = "Redis is unavailable: cross-node delivery failed".to_string();
+        let down = RelayError::Redis("Redis is unavailable: cross-node delivery failed".into());
         let sleep = tokio::time::sleep(wait);
         tokio::pin!(sleep);
         loop {
@@ -521,15 +523,15 @@ impl Worker {
                                 self.count_interest(&key, add);
                             }
                             leave @ Request::Leave { .. } => {
-                                leave.fail(&down, hub);
+                                leave.fail(down.clone(), hub);
                                 return End::Stop;
                             }
-                            other => other.fail(&down, hub),
+                            other => other.fail(down.clone(), hub),
                         }
                     }
                     for o in self.outgoing.try_iter() {
                         self.setup.info.stats.cluster.publish_failed.fetch_add(1, Relaxed);
-                        o.kind.fail(&down);
+                        o.kind.fail(down.clone());
                     }
                 }
             }

@@ -295,7 +295,7 @@ impl Console {
                     .collect();
                 Response::json(200, &json!({"items": items, "next": next}))
             }
-            Err(e) => Response::error(503, e),
+            Err(e) => crate::admin::failed(e),
         }
     }
 
@@ -323,7 +323,7 @@ impl Console {
                     .flatten();
                 Response::json(200, &json!({"items": rows, "next": next}))
             }
-            Err(e) => Response::error(503, e),
+            Err(e) => crate::admin::failed(e),
         }
     }
 

@@ -166,11 +166,13 @@ impl Core {
                         "stomp"
                     } else {
                         "raw"
-                    },
+                    }
+                    .into(),
                     connected_at: c.connected_at,
                     remote: (c.peer != [0; 4])
                         .then(|| std::net::Ipv4Addr::from(c.peer).to_string()),
                     subscriptions,
+                    node: None,
                 })
             })
             .take(limit)

@@ -8,8 +8,8 @@ use crossbeam_channel::{Receiver, Sender};
 use nix::sys::eventfd::EventFd;
 use ringcast_proto::publish::Publish;
 
-/// One identified session, as `/sessions` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// One identified session, as `/sessions` lists it (and a cluster node registers it in Redis).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionInfo {
     /// The session's key in its shard.
     pub id: u32,
@@ -17,13 +17,16 @@ pub struct SessionInfo {
     pub project: String,
     pub user: Option<String>,
     /// `stomp`, `sockjs` or `raw`.
-    pub protocol: &'static str,
+    pub protocol: String,
     /// The peer's IPv4 address (absent for IPv6 peers).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote: Option<String>,
     /// Seconds since the Unix epoch.
     pub connected_at: u32,
     pub subscriptions: Vec<SubscriptionInfo>,
+    /// In a cluster's listings: the node that holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// What a shard holds, per project (`Command::Census`).
@@ -35,7 +38,7 @@ pub struct Census {
 }
 
 /// One STOMP subscription: its id and the destination as the client wrote it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SubscriptionInfo {
     pub id: String,
     pub destination: String,
@@ -93,7 +96,7 @@ pub enum Command {
     Recovered {
         key: u32,
         serial: u64,
-        replay: Result<crate::history::Replay, String>,
+        replay: Result<crate::history::Replay, crate::relay::RelayError>,
     },
 }
 

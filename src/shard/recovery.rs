@@ -137,7 +137,12 @@ impl Core {
     }
 
     /// Redis answered recovery `serial` of connection `key` (an error: it cannot recover).
-    pub(super) fn recovered(&mut self, key: u32, serial: u64, answer: Result<Replay, String>) {
+    pub(super) fn recovered(
+        &mut self,
+        key: u32,
+        serial: u64,
+        answer: Result<Replay, crate::relay::RelayError>,
+    ) {
         let Some(subs) = self.recovering.0.get_mut(&key) else {
             return;
         };

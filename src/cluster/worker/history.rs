@@ -12,7 +12,7 @@ use super::{OP_TIMEOUT, ReadDone, Worker, script};
 use crate::cluster::{answer_fetch, wire};
 use crate::dest::Dest;
 use crate::hub::Hub;
-use crate::relay::Ticket;
+use crate::relay::{RelayError, Ticket};
 use ringcast_proto::history::Position;
 use ringcast_proto::publish::Publish;
 
@@ -47,7 +47,9 @@ impl Worker {
                 answer_fetch(
                     hub,
                     to,
-                    Err("Redis went away during the history read".into()),
+                    Err(RelayError::Redis(
+                        "Redis went away during the history read".into(),
+                    )),
                 );
             }
         }
@@ -81,7 +83,11 @@ impl Worker {
         let asked = hub.deliver_counted(msg, &tx);
         // The shards answer soon, but this thread never waits on them.
         tokio::task::spawn_blocking(move || {
-            let _ = reply.send(crate::hub::collect(&rx, asked).map(|s| (s, others)));
+            let _ = reply.send(
+                crate::hub::collect(&rx, asked)
+                    .map(|s| (s, others))
+                    .map_err(RelayError::from),
+            );
         });
     }
 
@@ -126,9 +132,9 @@ impl Worker {
                 .arg(script::META_TTL_MS);
             let result =
                 match timeout(OP_TIMEOUT, call.invoke_async::<redis::Value>(&mut conn)).await {
-                    Ok(Ok(v)) => script::snapshot(&v),
-                    Ok(Err(e)) => Err(format!("the history read failed: {e}")),
-                    Err(_) => Err("the history read timed out".into()),
+                    Ok(Ok(v)) => script::snapshot(&v).map_err(RelayError::Redis),
+                    Ok(Err(e)) => Err(RelayError::Redis(format!("the history read failed: {e}"))),
+                    Err(_) => Err(RelayError::TimedOut("the history read timed out")),
                 };
             let _ = done.send(ReadDone {
                 dest,
@@ -163,7 +169,9 @@ impl Worker {
                 answer_fetch(
                     hub,
                     to,
-                    Err("the node stopped listening during the read".into()),
+                    Err(RelayError::Redis(
+                        "the node stopped listening during the read".into(),
+                    )),
                 );
             }
             return;
@@ -179,7 +187,7 @@ impl Worker {
             answer_fetch(
                 hub,
                 to,
-                r.ok_or_else(|| "the destination keeps no history".into()),
+                r.ok_or_else(|| RelayError::Redis("the destination keeps no history".into())),
             );
         }
     }
