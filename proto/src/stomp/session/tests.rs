@@ -1,3 +1,4 @@
+use super::connect::negotiate_version;
 use super::*;
 use crate::auth::Auth;
 use crate::config::{Config, Project};
