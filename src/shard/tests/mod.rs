@@ -38,6 +38,8 @@ struct Net {
     published: Vec<Publish>,
     /// Questions for projects' backends, for the test to answer.
     asked: Vec<Question>,
+    /// Messages for the node's other shards (`node::Node` carries them).
+    to_shard: Vec<(usize, crate::endpoint::relay::Message)>,
 }
 
 fn config(edit: impl FnOnce(&mut crate::config::Config)) -> Arc<Context> {
@@ -52,19 +54,25 @@ impl Net {
     fn new(ctx: Arc<Context>) -> Net {
         let stats = Arc::new(Stats::new(1));
         let limits = &ctx.cfg.limits;
-        let core = Core::new(super::Config {
+        Net::shard(super::Config {
             id: 0,
             shards: 1,
             per_ip: Arc::new(PerIp::new(limits.max_connections_per_ip)),
             pending_per_ip: Arc::new(PerIp::new(limits.max_pending_per_ip)),
             rate: Arc::default(),
             ctx,
-            stats: stats.clone(),
+            stats,
             capacity: 1000,
             watch: None,
             audience: None,
             history: None,
-        });
+        })
+    }
+
+    /// One shard of a node (`node::Node` makes several, sharing the node's tables).
+    fn shard(cfg: super::Config) -> Net {
+        let stats = cfg.stats.clone();
+        let core = Core::new(cfg);
         let mut net = Net {
             core,
             stats,
@@ -80,6 +88,7 @@ impl Net {
             listener_closed: false,
             published: Vec::new(),
             asked: Vec::new(),
+            to_shard: Vec::new(),
         };
         net.pump();
         net
@@ -89,7 +98,7 @@ impl Net {
         &self,
         f: impl Fn(&crate::stats::ShardStats) -> &std::sync::atomic::AtomicU64,
     ) -> u64 {
-        f(&self.stats.shards[0]).load(Relaxed)
+        f(&self.stats.shards[self.core.id]).load(Relaxed)
     }
 
     /// Carries out every queued operation, completing sends to clients that read.
@@ -131,7 +140,7 @@ impl Net {
                     Op::Accept => self.accepts_armed += 1,
                     Op::CloseListener => self.listener_closed = true,
                     Op::Publish(p) => self.published.push(p),
-                    Op::ToShard(..) => panic!("one shard owns every SockJS session"),
+                    Op::ToShard(to, m) => self.to_shard.push((to, m)),
                     Op::Ask(q) => self.asked.push(q),
                 }
             }
@@ -580,4 +589,5 @@ fn recv_without_buffers_is_rearmed_after_the_batch() {
 
 mod access;
 mod admission;
+mod node;
 mod sockjs;
