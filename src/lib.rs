@@ -17,6 +17,7 @@ pub mod admin;
 pub mod api;
 pub mod audience;
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod console;
 pub mod history;

@@ -245,7 +245,7 @@ fn run(cli: Cli) -> Result<(), String> {
             };
             let cfg = Config::load(common.config.as_deref(), &o)?;
             if s.check_config {
-                ringcast::auth::Auth::from_config(&cfg)?;
+                ringcast::auth::Auth::from_config(&cfg, ringcast::clock::unix_s())?;
                 ringcast::tls::Tls::from_config(&cfg.tls)?;
                 for w in ringcast::auth::Auth::weak_secrets(&cfg) {
                     eprintln!("warning: {w}");

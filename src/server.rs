@@ -176,7 +176,7 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
         nofile,
         shards,
     } = plan;
-    let auth = Auth::from_config(&cfg)?;
+    let auth = Auth::from_config(&cfg, crate::clock::unix_s())?;
     let tls = crate::tls::Tls::from_config(&cfg.tls)?;
     warn_shared_keys(&cfg);
     let ctx = Arc::new(Context::new(cfg, auth));
@@ -384,7 +384,7 @@ fn wait_for_signals(
     loop {
         match sigs.wait() {
             Ok(Signal::SIGHUP) => match reload().and_then(|c| {
-                let auth = Auth::from_config(&c)?;
+                let auth = Auth::from_config(&c, crate::clock::unix_s())?;
                 warn_shared_keys(&c);
                 Ok(Context::new(c, auth))
             }) {

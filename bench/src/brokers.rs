@@ -235,7 +235,7 @@ fn start(kind: Kind, sessions: usize) -> Result<Running, String> {
             let path = dir.0.join("ringcast.toml");
             let mut cfg = ringcast::config::Config::from_file(&path)?;
             cfg.auth.enabled = false;
-            let auth = ringcast::auth::Auth::from_config(&cfg)?;
+            let auth = ringcast::auth::Auth::from_config(&cfg, ringcast::clock::unix_s())?;
             Ok((
                 Publisher::Admin(dir.0.join("admin.sock")),
                 Some(Arc::new(auth)),

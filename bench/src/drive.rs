@@ -693,7 +693,10 @@ pub(crate) fn minting(
     };
     let mut cfg = ringcast::config::Config::from_file(path)?;
     cfg.auth.enabled = false;
-    Ok(Some(ringcast::auth::Auth::from_config(&cfg)?))
+    Ok(Some(ringcast::auth::Auth::from_config(
+        &cfg,
+        ringcast::clock::unix_s(),
+    )?))
 }
 
 /// Client shards for `n` connections: at least `asked`, one per core, and as many as the fd

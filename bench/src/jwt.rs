@@ -85,7 +85,7 @@ pub(crate) fn run(a: &Args) -> Result<Value, String> {
         let mut cfg = Config::embedded();
         cfg.auth.enabled = true;
         cfg.projects.insert("p".into(), project(alg, &dir)?);
-        let auth = Auth::from_config(&cfg)?;
+        let auth = Auth::from_config(&cfg, ringcast::clock::unix_s())?;
         let tokens: Vec<String> = (0..a.tokens.max(1))
             .map(|i| auth.mint("p", &format!("user-{i}"), 3600))
             .collect::<Result<_, _>>()?;

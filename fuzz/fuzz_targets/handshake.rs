@@ -37,6 +37,6 @@ fn ringcast_fuzz_ctx() -> ringcast::endpoint::Context {
             ..Default::default()
         },
     );
-    let auth = ringcast::auth::Auth::from_config(&cfg).expect("auth off needs no keys");
+    let auth = ringcast::auth::Auth::from_config(&cfg, std::sync::Arc::new(|| 1_800_000_000)).expect("auth off needs no keys");
     ringcast::endpoint::Context::new(cfg, auth)
 }

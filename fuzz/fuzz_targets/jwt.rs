@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
             ..Default::default()
         },
     );
-    let auth = ringcast::auth::Auth::from_config(&cfg).unwrap();
+    let auth = ringcast::auth::Auth::from_config(&cfg, std::sync::Arc::new(|| 1_800_000_000)).unwrap();
     if let Ok(user) = auth.verify("p", token) {
         // Only a correctly signed token can get here; the fuzzer cannot forge HMAC.
         panic!("accepted a forged token for {user:?}: {token}");

@@ -76,7 +76,7 @@ fuzz_target!(|events: Vec<Event>| {
     );
     cfg.stomp.max_frame_bytes = 2048;
     cfg.limits.max_message_bytes = 4096;
-    let auth = ringcast::auth::Auth::from_config(&cfg).unwrap();
+    let auth = ringcast::auth::Auth::from_config(&cfg, std::sync::Arc::new(|| 1_800_000_000)).unwrap();
     let ctx = Context::new(cfg, auth);
     let mut s = Session::default();
     let mut out = Outputs::default();

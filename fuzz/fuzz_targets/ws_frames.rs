@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let mut cfg = ringcast::config::Config::embedded();
     cfg.server.echo = true;
     cfg.limits.max_message_bytes = 4096;
-    let auth = ringcast::auth::Auth::from_config(&cfg).unwrap();
+    let auth = ringcast::auth::Auth::from_config(&cfg, std::sync::Arc::new(|| 1_800_000_000)).unwrap();
     let ctx = Context::new(cfg, auth);
     let mut s = Session::default();
     let mut out = Outputs::default();

@@ -2,10 +2,11 @@
 //! and `nbf` checked with a small leeway, the user taken from a configurable claim.
 //!
 //! Keys are loaded once (PEM files read at start-up and on reload) and shared read-only by every
-//! shard, so verifying a token is a pure function of the token and the project.
+//! shard, so verifying a token is a pure function of the token, the project and the time, which
+//! the caller's `Clock` gives: this layer reads no clock of its own.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -38,12 +39,17 @@ pub struct Verified {
     pub grants: Option<Grants>,
 }
 
+/// Where tokens' times are judged (`exp`, `nbf`, a minted token's `iat`): seconds since the
+/// Unix epoch. The server passes the system clock; tests and fuzzers pass a fixed one.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// Every project's keys, and how a token is read.
 pub struct Auth {
     /// Tokens are required.
     pub enabled: bool,
     user_claim: String,
     projects: HashMap<String, ProjectKeys>,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Auth {
@@ -59,7 +65,8 @@ impl std::fmt::Debug for Auth {
 
 impl Auth {
     /// Loads every project's keys; a project whose key cannot be read is a start-up error.
-    pub fn from_config(cfg: &Config) -> Result<Auth, String> {
+    /// Token times are judged on `clock`.
+    pub fn from_config(cfg: &Config, clock: Clock) -> Result<Auth, String> {
         let mut projects = HashMap::new();
         for (name, p) in &cfg.projects {
             if let Some(keys) = load_keys(p).map_err(|e| format!("project {name}: {e}"))? {
@@ -76,6 +83,7 @@ impl Auth {
             enabled: cfg.auth.enabled,
             user_claim: cfg.auth.user_claim.clone(),
             projects,
+            clock,
         })
     }
 
@@ -94,12 +102,14 @@ impl Auth {
             return Err(TokenError::Critical(crit));
         }
         let mut v = Validation::new(keys.alg);
-        v.leeway = LEEWAY_S;
-        v.validate_nbf = true;
+        // The times are checked below, on the injected clock.
+        v.validate_exp = false;
+        v.validate_nbf = false;
         v.validate_aud = false;
         v.required_spec_claims = ["exp".to_string()].into();
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &keys.decoding, &v)
             .map_err(|e| refusal(e.kind()))?;
+        let exp = self.check_times(&data.claims)?;
         let user = match data.claims.get(&self.user_claim) {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
@@ -129,8 +139,28 @@ impl Auth {
                 Some(_) => return Err(TokenError::ClaimType(claim.clone())),
             }),
         };
-        let exp = data.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
         Ok(Verified { user, exp, grants })
+    }
+
+    /// `exp` passed or `nbf` not reached (each with `LEEWAY_S` of skew) refuses the token;
+    /// returns `exp`.
+    fn check_times(&self, claims: &Map<String, Value>) -> Result<u64, TokenError> {
+        let time = |name: &str| match claims.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| TokenError::ClaimType(name.to_string())),
+        };
+        let now = (self.clock)();
+        let exp = time("exp")?.ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
+        if exp.saturating_add(LEEWAY_S) < now {
+            return Err(TokenError::Expired);
+        }
+        if time("nbf")?.is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_S)) {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(exp)
     }
 
     /// Warnings for HS256 secrets anyone could guess: a placeholder left in (`CHANGE-ME`, as
@@ -216,10 +246,7 @@ impl Auth {
         let enc = keys.encoding.as_ref().ok_or_else(|| {
             format!("project {project:?} has no jwt_private_key (or jwt_secret) to sign with")
         })?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = (self.clock)();
         let mut claims = Map::new();
         claims.insert(self.user_claim.clone(), Value::String(user.into()));
         claims.insert("iat".into(), now.into());
@@ -359,9 +386,20 @@ fn load_keys(p: &Project) -> Result<Option<ProjectKeys>, String> {
     }))
 }
 
+/// The real time, for this crate's tests (which mint tokens against it with `jsonwebtoken`).
+#[cfg(test)]
+pub(crate) fn test_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
 
     fn auth(claim: &str) -> Auth {
         let mut c = Config::default();
@@ -380,7 +418,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        Auth::from_config(&c).unwrap()
+        Auth::from_config(&c, test_clock()).unwrap()
     }
 
     #[test]
@@ -486,7 +524,11 @@ mod tests {
     #[test]
     fn auth_on_without_keys_is_a_startup_error() {
         let c = Config::default();
-        assert!(Auth::from_config(&c).unwrap_err().contains("--no-auth"));
+        assert!(
+            Auth::from_config(&c, test_clock())
+                .unwrap_err()
+                .contains("--no-auth")
+        );
     }
 
     #[test]
@@ -503,7 +545,7 @@ mod tests {
                 },
             );
         }
-        let auth = Auth::from_config(&c).unwrap();
+        let auth = Auth::from_config(&c, test_clock()).unwrap();
         let grants = ["news.*".to_string()];
         let t = auth.mint_granting("a", "u", 60, Some(&grants)).unwrap();
         let v = auth.verify("a", &t).unwrap();
@@ -528,5 +570,42 @@ mod tests {
             auth.verify("a", &bad).unwrap_err(),
             TokenError::ClaimType("channels".into())
         );
+    }
+
+    #[test]
+    fn times_are_judged_on_the_injected_clock() {
+        let now = Arc::new(std::sync::atomic::AtomicU64::new(1_000_000));
+        let clock = now.clone();
+        let mut c = Config::default();
+        c.projects.insert(
+            "demo".into(),
+            Project {
+                jwt_secret: Some("s3cret".into()),
+                ..Default::default()
+            },
+        );
+        let a = Auth::from_config(&c, Arc::new(move || clock.load(Relaxed))).unwrap();
+        let t = a.mint("demo", "alice", 60).unwrap();
+        let at = |s: u64| {
+            now.store(s, Relaxed);
+            a.verify("demo", &t)
+        };
+        assert_eq!(at(1_000_060).unwrap().exp, 1_000_060);
+        assert!(at(1_000_065).is_ok(), "within the leeway");
+        assert_eq!(at(1_000_066).unwrap_err(), TokenError::Expired);
+        let nbf = {
+            let mut claims = Map::new();
+            claims.insert("sub".into(), "bob".into());
+            claims.insert("exp".into(), 2_000_000.into());
+            claims.insert("nbf".into(), 1_500_000.into());
+            let key = EncodingKey::from_secret(b"s3cret");
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+        };
+        let b = |s: u64| {
+            now.store(s, Relaxed);
+            a.verify("demo", &nbf)
+        };
+        assert_eq!(b(1_499_990).unwrap_err(), TokenError::NotYetValid);
+        assert!(b(1_499_996).is_ok(), "within the leeway");
     }
 }

@@ -35,7 +35,12 @@ pub fn run(
     if cfg.projects.is_empty() {
         return Err("no [projects.NAME] with a key in the config: pass --config FILE".into());
     }
-    Auth::from_config(&cfg)?.mint_granting(project, user, parse_ttl(ttl)?, channels)
+    Auth::from_config(&cfg, crate::clock::unix_s())?.mint_granting(
+        project,
+        user,
+        parse_ttl(ttl)?,
+        channels,
+    )
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ const UPGRADE: &str = "GET /ws?topic=a&topic=b&project=P HTTP/1.1\r\nHost: x\r\n
 fn ctx() -> Context {
     let mut cfg = Config::embedded();
     cfg.server.echo = true;
-    let auth = Auth::from_config(&cfg).unwrap();
+    let auth = Auth::from_config(&cfg, crate::auth::test_clock()).unwrap();
     Context::new(cfg, auth)
 }
 

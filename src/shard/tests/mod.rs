@@ -46,7 +46,7 @@ fn config(edit: impl FnOnce(&mut crate::config::Config)) -> Arc<Context> {
     let mut cfg = crate::config::Config::embedded();
     cfg.limits.max_pending_per_ip = 0;
     edit(&mut cfg);
-    let auth = Auth::from_config(&cfg).unwrap();
+    let auth = Auth::from_config(&cfg, crate::clock::unix_s()).unwrap();
     Arc::new(Context::new(cfg, auth))
 }
 

@@ -24,7 +24,7 @@ fn ctx(auth: bool) -> Context {
     );
     cfg.stomp.heartbeat_send_ms = 1000;
     cfg.stomp.heartbeat_receive_ms = 1000;
-    let auth = Auth::from_config(&cfg).unwrap();
+    let auth = Auth::from_config(&cfg, crate::auth::test_clock()).unwrap();
     Context::new(cfg, auth)
 }
 
