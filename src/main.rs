@@ -246,7 +246,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let cfg = Config::load(common.config.as_deref(), &o)?;
             if s.check_config {
                 ringcast::auth::Auth::from_config(&cfg, ringcast::clock::unix_s())?;
-                ringcast::tls::Tls::from_config(&cfg.tls)?;
+                ringcast::tls::Tls::from_config(&cfg.tls).map_err(|e| e.to_string())?;
                 for w in ringcast::auth::Auth::weak_secrets(&cfg) {
                     eprintln!("warning: {w}");
                 }

@@ -177,7 +177,7 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
         shards,
     } = plan;
     let auth = Auth::from_config(&cfg, crate::clock::unix_s())?;
-    let tls = crate::tls::Tls::from_config(&cfg.tls)?;
+    let tls = crate::tls::Tls::from_config(&cfg.tls).map_err(|e| e.to_string())?;
     warn_shared_keys(&cfg);
     let ctx = Arc::new(Context::new(cfg, auth));
     let cfg = &ctx.cfg;

@@ -25,20 +25,44 @@ pub struct Delivery {
     pub data: Option<Vec<u8>>,
 }
 
+/// Why a step of the loop failed; every kind is retried with back-off after reconnecting
+/// (the unacknowledged messages come again).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Not connected yet, or no longer.
+    #[error("not connected")]
+    NotConnected,
+    /// The broker failed `op` (connecting, reading, acknowledging, dead-lettering).
+    #[error("{op}: {reason}")]
+    Broker { op: String, reason: String },
+    /// The shards did not carry a batch out in time.
+    #[error("hub: {0}")]
+    Hub(#[from] crate::hub::HubError),
+}
+
+/// A broker's failure of `op`, for `map_err`.
+fn broker<E: std::fmt::Display>(op: impl Into<String>) -> impl FnOnce(E) -> IngestError {
+    let op = op.into();
+    move |e| IngestError::Broker {
+        op,
+        reason: e.to_string(),
+    }
+}
+
 /// What a broker must offer the shared loop.
 #[allow(async_fn_in_trait)]
 pub trait Source {
     /// For logs: which broker, which stream or subject.
     fn name(&self) -> String;
     /// (Re)connects, setting up what the broker needs (a consumer group, ...).
-    async fn connect(&mut self) -> Result<(), String>;
+    async fn connect(&mut self) -> Result<(), IngestError>;
     /// The next messages: first any left unacknowledged by an earlier run, then new ones
     /// (waiting a little for them).
-    async fn fetch(&mut self) -> Result<Vec<Delivery>, String>;
+    async fn fetch(&mut self) -> Result<Vec<Delivery>, IngestError>;
     /// The messages were handed to the hub (or set aside): never deliver them again.
-    async fn ack(&mut self, ids: &[String]) -> Result<(), String>;
+    async fn ack(&mut self, ids: &[String]) -> Result<(), IngestError>;
     /// Keeps a message that does not parse, with the reason, where an operator can see it.
-    async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), String>;
+    async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), IngestError>;
 }
 
 /// Runs `source` forever on a thread of its own.
@@ -108,7 +132,7 @@ async fn handle<S: Source>(
     api: &Api,
     stats: &Stats,
     batch: Vec<Delivery>,
-) -> Result<(), String> {
+) -> Result<(), IngestError> {
     let mut done = Vec::with_capacity(batch.len());
     for d in &batch {
         stats.ingest.received.fetch_add(1, Relaxed);
@@ -130,6 +154,6 @@ async fn handle<S: Source>(
     if done.is_empty() {
         return Ok(());
     }
-    api.hub.barrier().map_err(|e| format!("hub: {e}"))?;
+    api.hub.barrier()?;
     source.ack(&done).await
 }

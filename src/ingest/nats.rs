@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures_util::StreamExt;
 
-use super::{Delivery, Source};
+use super::{Delivery, IngestError, Source, broker};
 use crate::config::Nats as Config;
 
 /// How long one fetch waits for messages.
@@ -52,10 +52,10 @@ impl Source for Nats {
         )
     }
 
-    async fn connect(&mut self) -> Result<(), String> {
+    async fn connect(&mut self) -> Result<(), IngestError> {
         let client = async_nats::connect(self.cfg.url.as_str())
             .await
-            .map_err(|e| format!("connect {}: {e}", self.cfg.url))?;
+            .map_err(broker(format!("connect {}", self.cfg.url)))?;
         let js = jetstream::new(client);
         let stream = js
             .get_or_create_stream(jetstream::stream::Config {
@@ -64,7 +64,7 @@ impl Source for Nats {
                 ..Default::default()
             })
             .await
-            .map_err(|e| format!("stream {}: {e}", self.cfg.stream))?;
+            .map_err(broker(format!("stream {}", self.cfg.stream)))?;
         let consumer: PullConsumer = stream
             .get_or_create_consumer(
                 &self.cfg.consumer,
@@ -77,7 +77,7 @@ impl Source for Nats {
                 },
             )
             .await
-            .map_err(|e| format!("consumer {}: {e}", self.cfg.consumer))?;
+            .map_err(broker(format!("consumer {}", self.cfg.consumer)))?;
         self.js = Some(js);
         self.consumer = Some(consumer);
         // Unacknowledged messages of a broken connection come back after the ack wait.
@@ -85,21 +85,21 @@ impl Source for Nats {
         Ok(())
     }
 
-    async fn fetch(&mut self) -> Result<Vec<Delivery>, String> {
+    async fn fetch(&mut self) -> Result<Vec<Delivery>, IngestError> {
         if self.consumer.is_none() {
             self.connect().await?;
         }
-        let consumer = self.consumer.as_ref().ok_or("not connected")?;
+        let consumer = self.consumer.as_ref().ok_or(IngestError::NotConnected)?;
         let mut batch = consumer
             .fetch()
             .max_messages(self.cfg.batch)
             .expires(FETCH_WAIT)
             .messages()
             .await
-            .map_err(|e| format!("fetch: {e}"))?;
+            .map_err(broker("fetch"))?;
         let mut out = Vec::new();
         while let Some(m) = batch.next().await {
-            let m = m.map_err(|e| format!("fetch: {e}"))?;
+            let m = m.map_err(broker("fetch"))?;
             self.next_id += 1;
             let id = self.next_id.to_string();
             out.push(Delivery {
@@ -111,17 +111,17 @@ impl Source for Nats {
         Ok(out)
     }
 
-    async fn ack(&mut self, ids: &[String]) -> Result<(), String> {
+    async fn ack(&mut self, ids: &[String]) -> Result<(), IngestError> {
         for id in ids {
             if let Some(m) = self.unacked.remove(id) {
-                m.ack().await.map_err(|e| format!("ack: {e}"))?;
+                m.ack().await.map_err(broker("ack"))?;
             }
         }
         Ok(())
     }
 
-    async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), String> {
-        let js = self.js.as_ref().ok_or("not connected")?;
+    async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), IngestError> {
+        let js = self.js.as_ref().ok_or(IngestError::NotConnected)?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("reason", reason.replace(['\r', '\n'], " ").as_str());
         js.publish_with_headers(
@@ -130,9 +130,9 @@ impl Source for Nats {
             d.data.clone().unwrap_or_default().into(),
         )
         .await
-        .map_err(|e| format!("dead letter: {e}"))?
+        .map_err(broker("dead letter"))?
         .await
-        .map_err(|e| format!("dead letter: {e}"))?;
+        .map_err(broker("dead letter"))?;
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
-use super::{Delivery, Source};
+use super::{Delivery, IngestError, Source, broker};
 use crate::config::RedisStream as Config;
 
 /// How long one XREADGROUP waits for new entries.
@@ -37,10 +37,8 @@ impl RedisStream {
         }
     }
 
-    fn conn(&mut self) -> Result<&mut MultiplexedConnection, String> {
-        self.conn
-            .as_mut()
-            .ok_or_else(|| "not connected".to_string())
+    fn conn(&mut self) -> Result<&mut MultiplexedConnection, IngestError> {
+        self.conn.as_mut().ok_or(IngestError::NotConnected)
     }
 
     /// XREADGROUP from `id` (`0`: this consumer's pending entries; `>`: new ones, waiting up
@@ -49,7 +47,7 @@ impl RedisStream {
         &mut self,
         id: &str,
         block_ms: Option<usize>,
-    ) -> Result<Vec<Delivery>, String> {
+    ) -> Result<Vec<Delivery>, IngestError> {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&self.cfg.group)
@@ -63,7 +61,7 @@ impl RedisStream {
         let v: Value = cmd
             .query_async(self.conn()?)
             .await
-            .map_err(|e| format!("XREADGROUP: {e}"))?;
+            .map_err(broker("XREADGROUP"))?;
         Ok(read_reply(&v))
     }
 
@@ -124,8 +122,8 @@ impl Source for RedisStream {
         )
     }
 
-    async fn connect(&mut self) -> Result<(), String> {
-        let client = redis::Client::open(self.cfg.url.as_str()).map_err(|e| e.to_string())?;
+    async fn connect(&mut self) -> Result<(), IngestError> {
+        let client = redis::Client::open(self.cfg.url.as_str()).map_err(broker("open"))?;
         // The client's default answer timeout (500 ms) is shorter than a blocking read waits.
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -133,7 +131,7 @@ impl Source for RedisStream {
         let mut conn = client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(broker("connect"))?;
         let created: redis::RedisResult<Value> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(&self.cfg.stream)
@@ -145,14 +143,14 @@ impl Source for RedisStream {
         if let Err(e) = created
             && e.code() != Some("BUSYGROUP")
         {
-            return Err(format!("XGROUP CREATE: {e}"));
+            return Err(broker("XGROUP CREATE")(e));
         }
         self.conn = Some(conn);
         self.own_pending = true;
         Ok(())
     }
 
-    async fn fetch(&mut self) -> Result<Vec<Delivery>, String> {
+    async fn fetch(&mut self) -> Result<Vec<Delivery>, IngestError> {
         if self.conn.is_none() {
             self.connect().await?;
         }
@@ -181,7 +179,7 @@ impl Source for RedisStream {
                 .arg(self.cfg.batch)
                 .query_async(self.conn()?)
                 .await
-                .map_err(|e| format!("XAUTOCLAIM: {e}"))?;
+                .map_err(broker("XAUTOCLAIM"))?;
             if let Value::Array(parts) = &v
                 && let Some(claimed) = parts.get(1)
             {
@@ -194,7 +192,7 @@ impl Source for RedisStream {
         self.read_group(">", Some(BLOCK_MS)).await
     }
 
-    async fn ack(&mut self, ids: &[String]) -> Result<(), String> {
+    async fn ack(&mut self, ids: &[String]) -> Result<(), IngestError> {
         let (stream, group) = (self.cfg.stream.clone(), self.cfg.group.clone());
         let _: i64 = redis::cmd("XACK")
             .arg(&stream)
@@ -202,11 +200,11 @@ impl Source for RedisStream {
             .arg(ids)
             .query_async(self.conn()?)
             .await
-            .map_err(|e| format!("XACK: {e}"))?;
+            .map_err(broker("XACK"))?;
         Ok(())
     }
 
-    async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), String> {
+    async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), IngestError> {
         let dead = self.dead_stream();
         let data = d.data.clone().unwrap_or_default();
         let _: String = redis::cmd("XADD")
@@ -220,7 +218,7 @@ impl Source for RedisStream {
             .arg(&d.id)
             .query_async(self.conn()?)
             .await
-            .map_err(|e| format!("XADD {dead}: {e}"))?;
+            .map_err(broker(format!("XADD {dead}")))?;
         Ok(())
     }
 }

@@ -268,7 +268,7 @@ impl Driver {
         };
         let installed = match (self.sockets[key as usize].as_ref(), t.session.into_rustls()) {
             (Some(fd), Some(conn)) => ktls::install(fd, conn),
-            _ => Err("session or socket gone".into()),
+            _ => Err(crate::tls::TlsError::Keys("session or socket gone".into())),
         };
         if let Err(e) = installed {
             tracing::warn!("kTLS: {e}; closing the connection");

@@ -11,6 +11,8 @@ use nix::sys::socket::{setsockopt, sockopt};
 use rustls::server::UnbufferedServerConnection;
 use rustls::{ConnectionTrafficSecrets, ProtocolVersion};
 
+use super::TlsError;
+
 /// Whether this kernel has the TLS upper-layer protocol. The option is refused with ENOENT
 /// when the module is absent; with it, an unconnected socket answers ENOTCONN instead.
 pub fn available() -> bool {
@@ -29,11 +31,11 @@ pub fn crypto_info(
     version: ProtocolVersion,
     seq: u64,
     secrets: &ConnectionTrafficSecrets,
-) -> Result<sockopt::TlsCryptoInfo, String> {
+) -> Result<sockopt::TlsCryptoInfo, TlsError> {
     let version = match version {
         ProtocolVersion::TLSv1_2 => libc::TLS_1_2_VERSION,
         ProtocolVersion::TLSv1_3 => libc::TLS_1_3_VERSION,
-        v => return Err(format!("kTLS: no kernel support for {v:?}")),
+        v => return Err(TlsError::Keys(format!("kTLS: no kernel support for {v:?}"))),
     };
     let rec_seq = seq.to_be_bytes();
     // rustls gives the 12-byte nonce base; GCM splits it into a 4-byte salt and an 8-byte IV.
@@ -76,13 +78,21 @@ pub fn crypto_info(
                 rec_seq,
             })
         }
-        _ => return Err("kTLS: cipher suite without kernel support".into()),
+        _ => {
+            return Err(TlsError::Keys(
+                "kTLS: cipher suite without kernel support".into(),
+            ));
+        }
     })
 }
 
-fn array<const N: usize>(b: &[u8]) -> Result<[u8; N], String> {
-    b.try_into()
-        .map_err(|_| format!("kTLS: key material of {} bytes, wanted {N}", b.len()))
+fn array<const N: usize>(b: &[u8]) -> Result<[u8; N], TlsError> {
+    b.try_into().map_err(|_| {
+        TlsError::Keys(format!(
+            "kTLS: key material of {} bytes, wanted {N}",
+            b.len()
+        ))
+    })
 }
 
 /// Both directions' kernel records for an established, idle session. rustls' own handle for
@@ -90,13 +100,11 @@ fn array<const N: usize>(b: &[u8]) -> Result<[u8; N], String> {
 /// the kernel (`EKEYEXPIRED`), which browsers do not provoke.
 pub fn export(
     conn: UnbufferedServerConnection,
-) -> Result<(sockopt::TlsCryptoInfo, sockopt::TlsCryptoInfo), String> {
+) -> Result<(sockopt::TlsCryptoInfo, sockopt::TlsCryptoInfo), TlsError> {
     let version = conn
         .protocol_version()
-        .ok_or("kTLS: handshake not complete")?;
-    let (secrets, _kernel) = conn
-        .dangerous_into_kernel_connection()
-        .map_err(|e| format!("kTLS: {e}"))?;
+        .ok_or_else(|| TlsError::Keys("kTLS: handshake not complete".into()))?;
+    let (secrets, _kernel) = conn.dangerous_into_kernel_connection()?;
     Ok((
         crypto_info(version, secrets.tx.0, &secrets.tx.1)?,
         crypto_info(version, secrets.rx.0, &secrets.rx.1)?,
@@ -105,10 +113,11 @@ pub fn export(
 
 /// Moves an established, idle session into the kernel. On error the socket is unusable for
 /// TLS (the secrets are gone) and must be closed.
-pub fn install(fd: &impl AsFd, conn: UnbufferedServerConnection) -> Result<(), String> {
+pub fn install(fd: &impl AsFd, conn: UnbufferedServerConnection) -> Result<(), TlsError> {
     let (tx, rx) = export(conn)?;
-    setsockopt(fd, sockopt::TcpUlp::default(), b"tls").map_err(|e| format!("TCP_ULP: {e}"))?;
-    setsockopt(fd, sockopt::TcpTlsTx, &tx).map_err(|e| format!("TLS_TX: {e}"))?;
-    setsockopt(fd, sockopt::TcpTlsRx, &rx).map_err(|e| format!("TLS_RX: {e}"))?;
+    setsockopt(fd, sockopt::TcpUlp::default(), b"tls")
+        .map_err(|e| TlsError::Keys(format!("TCP_ULP: {e}")))?;
+    setsockopt(fd, sockopt::TcpTlsTx, &tx).map_err(|e| TlsError::Keys(format!("TLS_TX: {e}")))?;
+    setsockopt(fd, sockopt::TcpTlsRx, &rx).map_err(|e| TlsError::Keys(format!("TLS_RX: {e}")))?;
     Ok(())
 }

@@ -15,6 +15,8 @@ use ring::aead::{
 };
 use rustls::ConnectionTrafficSecrets;
 
+use super::TlsError;
+
 /// Payload per record (RFC 8446 §5.1).
 const MAX_FRAGMENT: usize = 16 * 1024;
 /// A protected record's body may exceed its payload by the content type, padding and tag:
@@ -69,15 +71,14 @@ impl Records {
     pub fn new(
         tx: (u64, ConnectionTrafficSecrets),
         rx: (u64, ConnectionTrafficSecrets),
-    ) -> Result<Records, String> {
+    ) -> Result<Records, TlsError> {
         let (alg, tx_key, tx_iv) = parts(&tx.1)?;
         let (rx_alg, rx_key_bytes, rx_iv) = parts(&rx.1)?;
         if !std::ptr::eq(alg, rx_alg) {
-            return Err("TLS: the two directions use different ciphers".into());
+            return Err(keys("the two directions use different ciphers"));
         }
-        let seal = LessSafeKey::new(
-            UnboundKey::new(alg, tx_key).map_err(|_| "TLS: bad sealing key".to_string())?,
-        );
+        let seal =
+            LessSafeKey::new(UnboundKey::new(alg, tx_key).map_err(|_| keys("bad sealing key"))?);
         let mut rx_key = [0; 32];
         rx_key[..rx_key_bytes.len()].copy_from_slice(rx_key_bytes);
         Ok(Records {
@@ -199,25 +200,29 @@ impl Records {
     }
 }
 
+fn keys(why: &str) -> TlsError {
+    TlsError::Keys(why.into())
+}
+
 fn failed(reason: &'static str, alert: u8) -> Ended {
     Ended::Failed { reason, alert }
 }
 
 fn parts(
     s: &ConnectionTrafficSecrets,
-) -> Result<(&'static Algorithm, &[u8], [u8; NONCE_LEN]), String> {
+) -> Result<(&'static Algorithm, &[u8], [u8; NONCE_LEN]), TlsError> {
     let (alg, key, iv) = match s {
         ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&AES_128_GCM, key, iv),
         ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&AES_256_GCM, key, iv),
         ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (&CHACHA20_POLY1305, key, iv),
-        _ => return Err("TLS: a cipher this record layer does not seal".into()),
+        _ => return Err(keys("a cipher this record layer does not seal")),
     };
     let iv: [u8; NONCE_LEN] = iv
         .as_ref()
         .try_into()
-        .map_err(|_| "TLS: a nonce base of the wrong size".to_string())?;
+        .map_err(|_| keys("a nonce base of the wrong size"))?;
     if key.as_ref().len() != alg.key_len() {
-        return Err("TLS: a key of the wrong size".into());
+        return Err(keys("a key of the wrong size"));
     }
     Ok((alg, key.as_ref(), iv))
 }

@@ -215,8 +215,10 @@ impl Session {
             let (secrets, _updates) = conn
                 .dangerous_into_kernel_connection()
                 .map_err(|e| Failure::internal(format!("TLS key hand-over: {e}")))?;
-            self.engine =
-                Engine::Records(Records::new(secrets.tx, secrets.rx).map_err(Failure::internal)?);
+            self.engine = Engine::Records(
+                Records::new(secrets.tx, secrets.rx)
+                    .map_err(|e| Failure::internal(e.to_string()))?,
+            );
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! The TLS session against a real rustls client, in memory: no socket, no ring. The test
 //! certificate and CA are in `tests/tls` (see `gen.sh` there).
 
+use crate::tls::TlsError;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -277,11 +278,14 @@ fn kernel_tls_is_probed_without_failing() {
 #[test]
 fn bad_files_are_named_in_the_error() {
     let e = server_config(&fixture("missing.pem"), &fixture("server.key")).unwrap_err();
-    assert!(e.contains("missing.pem"), "{e}");
+    assert!(matches!(e, TlsError::File { what: "cert", .. }), "{e}");
+    assert!(e.to_string().contains("missing.pem"), "{e}");
     let e = server_config(&fixture("server.pem"), &fixture("gen.sh")).unwrap_err();
-    assert!(e.contains("gen.sh"), "{e}");
+    assert!(matches!(e, TlsError::File { what: "key", .. }), "{e}");
+    assert!(e.to_string().contains("gen.sh"), "{e}");
     let e = server_config(&fixture("server.pem"), &fixture("other.key")).unwrap_err();
-    assert!(e.contains("does not fit"), "{e}");
+    assert!(matches!(e, TlsError::Mismatch { .. }), "{e}");
+    assert!(e.to_string().contains("does not fit"), "{e}");
 }
 
 #[test]

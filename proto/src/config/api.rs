@@ -1,5 +1,6 @@
 //! `[api]`: the network API's listener, bounds and keys.
 
+use super::ConfigError;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -78,25 +79,26 @@ pub enum Scope {
 }
 
 impl Api {
-    pub(super) fn validate(&self) -> Result<(), String> {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if let Some(l) = &self.listen {
             super::server::check_addr("api.listen (--api)", l)?;
         }
         for (name, k) in &self.keys {
             if k.key.is_some() == k.key_file.is_some() {
-                return Err(format!(
-                    "api.keys.{name}: give exactly one of key and key_file"
-                ));
+                return Err(
+                    format!("api.keys.{name}: give exactly one of key and key_file").into(),
+                );
             }
             if k.key.as_deref().is_some_and(|v| v.len() < 16) {
-                return Err(format!(
-                    "api.keys.{name}: a key must be at least 16 characters"
-                ));
+                return Err(
+                    format!("api.keys.{name}: a key must be at least 16 characters").into(),
+                );
             }
             if k.scopes.is_empty() {
                 return Err(format!(
                     "api.keys.{name}: scopes is empty: give publish, admin and/or metrics"
-                ));
+                )
+                .into());
             }
         }
         Ok(())

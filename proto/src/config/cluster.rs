@@ -1,5 +1,6 @@
 //! `[cluster]`: the Redis this node shares with the others, and presence.
 
+use super::ConfigError;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,7 +33,7 @@ impl Default for Cluster {
 }
 
 impl Cluster {
-    pub(super) fn validate(&self) -> Result<(), String> {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.redis
             && !(url.starts_with("redis://")
                 || url.starts_with("rediss://")
@@ -41,7 +42,8 @@ impl Cluster {
         {
             return Err(format!(
                 "cluster.redis {url:?}: expected redis://HOST:PORT[/DB] (or rediss://, unix://)"
-            ));
+            )
+            .into());
         }
         if self.presence_ttl_ms < 1000 || self.publish_queue == 0 {
             return Err(

@@ -1,5 +1,6 @@
 //! `[[ingest.*]]`: the brokers publishes are taken from.
 
+use super::ConfigError;
 use serde::{Deserialize, Serialize};
 
 /// `[[ingest.redis_stream]]`, ...: consumers that take publishes (in the `/publish` JSON shape)
@@ -84,12 +85,12 @@ impl Default for RedisStream {
 }
 
 impl Ingest {
-    pub(super) fn validate(&self) -> Result<(), String> {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
         for (i, r) in self.redis_stream.iter().enumerate() {
             if r.stream.is_empty() || r.group.is_empty() || r.consumer.is_empty() || r.batch == 0 {
                 return Err(format!(
                     "ingest.redis_stream[{i}]: stream, group and consumer must be set and batch at least 1"
-                ));
+                ).into());
             }
             if !(r.url.starts_with("redis://")
                 || r.url.starts_with("rediss://")
@@ -98,7 +99,8 @@ impl Ingest {
                 return Err(format!(
                     "ingest.redis_stream[{i}].url {:?}: expected redis://HOST:PORT",
                     r.url
-                ));
+                )
+                .into());
             }
         }
         for (i, n) in self.nats.iter().enumerate() {
@@ -106,7 +108,7 @@ impl Ingest {
             {
                 return Err(format!(
                     "ingest.nats[{i}]: stream, subject and consumer must be set and batch at least 1"
-                ));
+                ).into());
             }
         }
         Ok(())

@@ -1,5 +1,6 @@
 //! `[limits]`: every bound on what a connection may cost or do.
 
+use super::ConfigError;
 use serde::{Deserialize, Serialize};
 
 /// What to do with a session whose send queue is full (it is not reading).
@@ -72,7 +73,7 @@ impl Default for Limits {
 }
 
 impl Limits {
-    pub(super) fn validate(&self) -> Result<(), String> {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.max_connect_bytes < 512 {
             return Err("limits.max_connect_bytes must be at least 512".into());
         }

@@ -86,6 +86,18 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+impl From<String> for ConfigError {
+    fn from(message: String) -> ConfigError {
+        ConfigError::Invalid(message)
+    }
+}
+
+impl From<&str> for ConfigError {
+    fn from(message: &str) -> ConfigError {
+        ConfigError::Invalid(message.into())
+    }
+}
+
 impl From<ConfigError> for String {
     fn from(e: ConfigError) -> String {
         e.to_string()
@@ -176,7 +188,7 @@ impl Config {
             None => Config::embedded(),
         };
         c.merge(o);
-        c.validate().map_err(ConfigError::Invalid)?;
+        c.validate()?;
         Ok(c)
     }
 
@@ -217,7 +229,7 @@ impl Config {
     }
 
     /// Each section checks its own values; what spans sections is checked here.
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         for (name, p) in &self.projects {
             p.validate(name)?;

@@ -1,5 +1,6 @@
 //! `[projects.NAME]`: one tenant: its key, its topic policies, its history.
 
+use super::ConfigError;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -69,7 +70,7 @@ impl Project {
 }
 
 impl Project {
-    pub(super) fn validate(&self, name: &str) -> Result<(), String> {
+    pub(super) fn validate(&self, name: &str) -> Result<(), ConfigError> {
         for (act, policy) in [
             (Act::Subscribe, self.subscribe),
             (Act::Publish, self.publish_policy()),
@@ -80,7 +81,8 @@ impl Project {
                     "projects.{name}: {} = \"proxy\" needs {}_proxy = \"http://…\"",
                     act.as_str(),
                     act.as_str()
-                ));
+                )
+                .into());
             }
             if let Some(u) = url
                 && !u.starts_with("http://")
@@ -88,15 +90,15 @@ impl Project {
                 return Err(format!(
                     "projects.{name}.{}_proxy {u:?}: only http:// backends are supported (keep them on the same host or network)",
                     act.as_str()
-                ));
+                ).into());
             }
         }
         if let Some(h) = &self.history
             && (h.size == 0 || h.ttl_ms == 0)
         {
-            return Err(format!(
-                "projects.{name}.history: size and ttl_ms must be at least 1"
-            ));
+            return Err(
+                format!("projects.{name}.history: size and ttl_ms must be at least 1").into(),
+            );
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! `[server]`: the listener, shards, io_uring and the admin socket.
 
+use super::ConfigError;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -67,20 +68,20 @@ impl Default for Server {
 }
 
 /// An `IP:PORT` to listen on; a bare port gets the address it probably meant.
-pub(super) fn check_addr(what: &str, v: &str) -> Result<(), String> {
+pub(super) fn check_addr(what: &str, v: &str) -> Result<(), ConfigError> {
     match v.parse::<std::net::SocketAddr>() {
         Ok(_) => Ok(()),
         Err(_) if v.parse::<u16>().is_ok() => Err(format!(
             "{what} {v:?} is a port without an address: use 127.0.0.1:{v} (this host only) or 0.0.0.0:{v} (every interface)"
-        )),
+        ).into()),
         Err(e) => Err(format!(
             "{what} {v:?}: {e}: use IP:PORT, e.g. 127.0.0.1:8080"
-        )),
+        ).into()),
     }
 }
 
 impl Server {
-    pub(super) fn validate(&self) -> Result<(), String> {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
         check_addr("server.listen (--listen)", &self.listen)?;
         let rb = self.read_buffers;
         if rb != 0 && (!rb.is_power_of_two() || rb > 32768) {

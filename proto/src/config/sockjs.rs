@@ -1,5 +1,6 @@
 //! `[sockjs]`: the SockJS protocol's endpoints, transports and timings.
 
+use super::ConfigError;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,12 +45,13 @@ impl Default for Sockjs {
 }
 
 impl Sockjs {
-    pub(super) fn validate(&self) -> Result<(), String> {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
         for e in &self.endpoints {
             if !e.starts_with('/') || e.ends_with('/') || e.len() < 2 {
                 return Err(format!(
                     "sockjs.endpoints: {e:?} must start with / and not end with one"
-                ));
+                )
+                .into());
             }
         }
         Ok(())

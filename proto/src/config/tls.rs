@@ -1,5 +1,6 @@
 //! `[tls]`: the certificate and key of `wss://` (and, with `api.tls`, `https://`).
 
+use super::ConfigError;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -27,7 +28,7 @@ impl Default for Tls {
 }
 
 impl Tls {
-    pub(super) fn validate(&self) -> Result<(), String> {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.cert.is_some() != self.key.is_some() {
             return Err(
                 "tls: give both cert and key (--tls-cert and --tls-key), or neither".into(),
