@@ -196,6 +196,69 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
     // Started whatever the policies say, so a reload that turns one to `proxy` finds it.
     let proxy = crate::access_proxy::AccessProxy::start(&cfg.auth, hub.clone())
         .map_err(|e| format!("starting the authorization proxy threads: {e}"))?;
+    let shared = Shared {
+        ctx: ctx.clone(),
+        hub: hub.clone(),
+        proxy,
+        tls: tls.clone(),
+        stats: stats.clone(),
+    };
+    let (handles, io_path) = spawn_shards(shared, inboxes, addr, &cores, nofile)?;
+    drop(reservation);
+    if let Some(worker) = worker {
+        worker
+            .start(hub.clone())
+            .map_err(|e| format!("spawning the cluster thread: {e}"))?;
+    }
+    let socket = admin::socket_path(cfg);
+    let api = Arc::new(admin::api::Api {
+        hub: hub.clone(),
+        stats,
+        cluster: cluster.clone(),
+        projects: std::sync::RwLock::new(admin::api::Api::projects_of(cfg)),
+    });
+    admin::serve(&socket, api.clone(), &cfg.server.admin_uids)
+        .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
+    start_edges(&api, tls.as_ref(), &ctx)?;
+    announce(cfg, addr, shards, &io_path, tls.as_deref(), &socket);
+    Ok(Running {
+        ctx: ctx.clone(),
+        tls,
+        api,
+        hub,
+        cluster,
+        handles,
+        socket,
+    })
+}
+
+/// What every shard shares with the node.
+struct Shared {
+    ctx: Arc<Context>,
+    hub: Arc<Hub>,
+    proxy: Arc<crate::access_proxy::AccessProxy>,
+    tls: Option<Arc<crate::tls::Tls>>,
+    stats: Arc<Stats>,
+}
+
+/// Spawns one reactor per inbox and waits until each has its fd table and listener; returns
+/// their threads and the io path they run on.
+fn spawn_shards(
+    shared: Shared,
+    inboxes: Vec<crate::shard::inbox::Inbox>,
+    addr: SocketAddr,
+    cores: &[core_affinity::CoreId],
+    nofile: u64,
+) -> Result<(Vec<std::thread::JoinHandle<()>>, String), String> {
+    let shards = inboxes.len();
+    let Shared {
+        ctx,
+        hub,
+        proxy,
+        tls,
+        stats,
+    } = shared;
+    let cfg = &ctx.cfg;
     let tables_ready = Arc::new(Barrier::new(shards + 1));
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
     let per_ip = Arc::new(PerIp::new(cfg.limits.max_connections_per_ip));
@@ -238,21 +301,16 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
             }
         }
     }
-    drop(reservation);
-    if let Some(worker) = worker {
-        worker
-            .start(hub.clone())
-            .map_err(|e| format!("spawning the cluster thread: {e}"))?;
-    }
-    let socket = admin::socket_path(cfg);
-    let api = Arc::new(admin::api::Api {
-        hub: hub.clone(),
-        stats,
-        cluster: cluster.clone(),
-        projects: std::sync::RwLock::new(admin::api::Api::projects_of(cfg)),
-    });
-    admin::serve(&socket, api.clone(), &cfg.server.admin_uids)
-        .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
+    Ok((handles, io_path))
+}
+
+/// The slow paths that feed the hub from outside: ingest consumers and the network API.
+fn start_edges(
+    api: &Arc<admin::api::Api>,
+    tls: Option<&Arc<crate::tls::Tls>>,
+    ctx: &Arc<Context>,
+) -> Result<(), String> {
+    let cfg = &ctx.cfg;
     for r in &cfg.ingest.redis_stream {
         let what = format!(
             "redis stream {} (group {}, consumer {})",
@@ -260,7 +318,7 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
         );
         start_ingest(
             crate::ingest::redis_stream::RedisStream::new(r.clone()),
-            &api,
+            api,
             &what,
         )?;
     }
@@ -269,14 +327,14 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
             "nats stream {} (subject {}, consumer {})",
             n.stream, n.subject, n.consumer
         );
-        start_ingest(crate::ingest::nats::Nats::new(n.clone()), &api, &what)?;
+        start_ingest(crate::ingest::nats::Nats::new(n.clone()), api, &what)?;
     }
     if cfg.api.listen.is_some() {
         let (bound, _) = crate::api::serve(
             &cfg.api,
             api.clone(),
             cfg.stomp.legacy_destinations,
-            tls.clone(),
+            tls.cloned(),
             ctx.clone(),
         )?;
         tracing::info!(
@@ -296,6 +354,18 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
             );
         }
     }
+    Ok(())
+}
+
+/// The start-up lines: where it listens, with what, and what is off.
+fn announce(
+    cfg: &Config,
+    addr: SocketAddr,
+    shards: usize,
+    io_path: &str,
+    tls: Option<&crate::tls::Tls>,
+    socket: &std::path::Path,
+) {
     let auth = if cfg.auth.enabled {
         let names: Vec<&str> = cfg.projects.keys().map(String::as_str).collect();
         format!("auth on, {} project(s): {}", names.len(), names.join(", "))
@@ -321,15 +391,6 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
     if cfg.server.echo {
         tracing::info!("echo endpoint on {scheme}://{addr}{}", cfg.server.echo_path);
     }
-    Ok(Running {
-        ctx: ctx.clone(),
-        tls,
-        api,
-        hub,
-        cluster,
-        handles,
-        socket,
-    })
 }
 
 /// Starts one ingest consumer on its own thread.

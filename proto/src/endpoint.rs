@@ -172,6 +172,14 @@ pub struct Session {
 
 pub use crate::outbound::Wrapping;
 
+/// What reading a request head left for `consume`.
+enum Head {
+    /// Done for now: this many bytes were used.
+    Stop(usize),
+    /// Upgraded after this many bytes: frames may follow.
+    Open(usize),
+}
+
 impl Default for Session {
     fn default() -> Self {
         Session {
@@ -497,97 +505,132 @@ impl Session {
 
     /// Consumes what it can of `buf`; returns how many bytes it used.
     fn consume(&mut self, buf: &mut [u8], now: u64, ctx: &Context, out: &mut Outputs) -> usize {
-        let cfg = &ctx.cfg;
         let mut pos = 0;
         if self.phase == Phase::Handshake {
-            match handshake::parse(buf, cfg.limits.max_header_bytes) {
-                Ok(handshake::Parse::Partial) => return 0,
-                Err(r) => {
-                    self.reject(&r, out);
-                    return buf.len();
-                }
-                Ok(handshake::Parse::Done { request, consumed }) => {
-                    match route(&request, ctx) {
-                        Ok(Route::Upgrade {
-                            mode,
-                            protocol,
-                            subscribe,
-                            ask,
-                            sockjs,
-                            go_away,
-                            recover,
-                            positions,
-                        }) => {
-                            let accept = request.upgrade.as_deref().unwrap_or_default();
-                            let deflate = cfg
-                                .compression
-                                .enabled
-                                .then(|| deflate::negotiate(&request.extensions))
-                                .flatten();
-                            self.deflate = deflate.map_or(0, |d| d.window_bits);
-                            let ext = deflate.map(|d| d.header());
-                            out.act(Action::Send(
-                                handshake::accept_response_with(accept, protocol, ext.as_deref())
-                                    .into(),
-                            ));
-                            out.note(Event::Upgraded);
-                            out.actions
-                                .extend(subscribe.into_iter().map(Action::Subscribe));
-                            out.actions
-                                .extend(ask.into_iter().map(|t| Action::Ask(Act::Subscribe, t)));
-                            out.actions.extend(recover.into_iter().map(Action::Recover));
-                            self.positions = positions;
-                            self.mode = mode;
-                            self.phase = Phase::Open;
-                            if sockjs {
-                                self.wrapping = Wrapping::Sockjs;
-                                out.act(Action::Send(Bytes::from_static(SOCKJS_OPEN)));
-                            }
-                            if go_away {
-                                self.close(3000, "Go away!", out);
-                            }
-                        }
-                        Ok(Route::Answer { bytes, keep_alive }) => {
-                            // Plain HTTP (SockJS `/info` and friends).
-                            out.act(Action::Send(bytes.into()));
-                            if keep_alive {
-                                out.note(Event::Idle);
-                                return consumed;
-                            }
-                            out.act(Action::Close);
-                            self.phase = Phase::Done;
-                            return buf.len();
-                        }
-                        Ok(Route::Sockjs(mut req)) => {
-                            let body = sockjs::http::read_body(
-                                &buf[consumed..],
-                                request.content_length,
-                                request.chunked,
-                                cfg.limits.max_message_bytes,
-                            );
-                            return match body {
-                                Ok(None) => 0,
-                                Ok(Some((body, len))) => {
-                                    req.body = body;
-                                    out.act(Action::Exchange(req));
-                                    self.phase = Phase::Exchange;
-                                    consumed + len
-                                }
-                                Err(r) => {
-                                    self.reject(&r, out);
-                                    buf.len()
-                                }
-                            };
-                        }
-                        Err(r) => {
-                            self.reject(&r, out);
-                            return buf.len();
-                        }
+            match self.on_head(buf, ctx, out) {
+                Head::Stop(n) => return n,
+                Head::Open(consumed) => pos = consumed,
+            }
+        }
+        self.on_frames(buf, pos, now, ctx, out)
+    }
+
+    /// The request head: an upgrade opens the connection (frames may follow in `buf`), a
+    /// plain answer or a SockJS exchange takes the request, a refusal ends it.
+    fn on_head(&mut self, buf: &mut [u8], ctx: &Context, out: &mut Outputs) -> Head {
+        let cfg = &ctx.cfg;
+        match handshake::parse(buf, cfg.limits.max_header_bytes) {
+            Ok(handshake::Parse::Partial) => Head::Stop(0),
+            Err(r) => {
+                self.reject(&r, out);
+                Head::Stop(buf.len())
+            }
+            Ok(handshake::Parse::Done { request, consumed }) => {
+                match route(&request, ctx) {
+                    Ok(Route::Upgrade(up)) => {
+                        self.upgrade(&request, *up, cfg, out);
+                        Head::Open(consumed)
                     }
-                    pos = consumed;
+                    Ok(Route::Answer { bytes, keep_alive }) => {
+                        // Plain HTTP (SockJS `/info` and friends).
+                        out.act(Action::Send(bytes.into()));
+                        if keep_alive {
+                            out.note(Event::Idle);
+                            return Head::Stop(consumed);
+                        }
+                        out.act(Action::Close);
+                        self.phase = Phase::Done;
+                        Head::Stop(buf.len())
+                    }
+                    Ok(Route::Sockjs(mut req)) => {
+                        let body = sockjs::http::read_body(
+                            &buf[consumed..],
+                            request.content_length,
+                            request.chunked,
+                            cfg.limits.max_message_bytes,
+                        );
+                        Head::Stop(match body {
+                            Ok(None) => 0,
+                            Ok(Some((body, len))) => {
+                                req.body = body;
+                                out.act(Action::Exchange(req));
+                                self.phase = Phase::Exchange;
+                                consumed + len
+                            }
+                            Err(r) => {
+                                self.reject(&r, out);
+                                buf.len()
+                            }
+                        })
+                    }
+                    Err(r) => {
+                        self.reject(&r, out);
+                        Head::Stop(buf.len())
+                    }
                 }
             }
         }
+    }
+
+    /// The 101 with what was negotiated (subprotocol, permessage-deflate), and what the
+    /// upgrade asked for (subscriptions, recoveries, SockJS's open frame).
+    fn upgrade(
+        &mut self,
+        request: &handshake::Request,
+        up: Upgrade,
+        cfg: &Config,
+        out: &mut Outputs,
+    ) {
+        let Upgrade {
+            mode,
+            protocol,
+            subscribe,
+            ask,
+            sockjs,
+            go_away,
+            recover,
+            positions,
+        } = up;
+        let accept = request.upgrade.as_deref().unwrap_or_default();
+        let deflate = cfg
+            .compression
+            .enabled
+            .then(|| deflate::negotiate(&request.extensions))
+            .flatten();
+        self.deflate = deflate.map_or(0, |d| d.window_bits);
+        let ext = deflate.map(|d| d.header());
+        out.act(Action::Send(
+            handshake::accept_response_with(accept, protocol, ext.as_deref()).into(),
+        ));
+        out.note(Event::Upgraded);
+        out.actions
+            .extend(subscribe.into_iter().map(Action::Subscribe));
+        out.actions
+            .extend(ask.into_iter().map(|t| Action::Ask(Act::Subscribe, t)));
+        out.actions.extend(recover.into_iter().map(Action::Recover));
+        self.positions = positions;
+        self.mode = mode;
+        self.phase = Phase::Open;
+        if sockjs {
+            self.wrapping = Wrapping::Sockjs;
+            out.act(Action::Send(Bytes::from_static(SOCKJS_OPEN)));
+        }
+        if go_away {
+            self.close(3000, "Go away!", out);
+        }
+    }
+
+    /// The frames after the upgrade, each message handed to its mode; returns how many bytes
+    /// were used (the rest is an incomplete frame).
+    fn on_frames(
+        &mut self,
+        buf: &mut [u8],
+        mut pos: usize,
+        now: u64,
+        ctx: &Context,
+        out: &mut Outputs,
+    ) -> usize {
+        let cfg = &ctx.cfg;
         while matches!(self.phase, Phase::Open | Phase::Closing) {
             let max = self.message_limit(cfg);
             let rest = &mut buf[pos..];
@@ -654,7 +697,7 @@ pub mod relay;
 mod route;
 pub use messages::SOCKJS_BEAT;
 use messages::{Framing, SOCKJS_OPEN, on_message};
-pub use route::{HttpRequest, Route, Service, check_name, route};
+pub use route::{HttpRequest, Route, Service, Upgrade, check_name, route};
 
 #[cfg(test)]
 mod tests;

@@ -15,24 +15,7 @@ use crate::ws::handshake::{Reject, Request};
 #[derive(Debug)]
 pub enum Route {
     /// A WebSocket.
-    Upgrade {
-        /// What the connection will speak.
-        mode: Mode,
-        /// The subprotocol to answer with (`v12.stomp`, ...).
-        protocol: Option<&'static str>,
-        /// What a raw connection subscribes to at the upgrade.
-        subscribe: Vec<Dest>,
-        /// Topics of a raw upgrade the project's backend must allow first.
-        ask: Vec<String>,
-        /// SockJS framing (`o`, `a[...]`, `c[...]`) inside the WebSocket.
-        sockjs: bool,
-        /// The SockJS test suite's `/close` service: open, then close at once.
-        go_away: bool,
-        /// Raw topics that replay what they missed (`since=TOPIC:EPOCH:OFFSET`).
-        recover: Vec<crate::history::Recover>,
-        /// Raw messages travel in the positions envelope (`positions=1`, or any `since`).
-        positions: bool,
-    },
+    Upgrade(Box<Upgrade>),
     /// A plain HTTP answer (SockJS `/info`, greeting, preflight).
     Answer {
         /// The whole answer.
@@ -42,6 +25,27 @@ pub enum Route {
     },
     /// A request for a SockJS session over HTTP (its body still to be read).
     Sockjs(Box<HttpRequest>),
+}
+
+/// What an upgraded connection starts with.
+#[derive(Debug)]
+pub struct Upgrade {
+    /// What the connection will speak.
+    pub mode: Mode,
+    /// The subprotocol to answer with (`v12.stomp`, ...).
+    pub protocol: Option<&'static str>,
+    /// What a raw connection subscribes to at the upgrade.
+    pub subscribe: Vec<Dest>,
+    /// Topics of a raw upgrade the project's backend must allow first.
+    pub ask: Vec<String>,
+    /// SockJS framing (`o`, `a[...]`, `c[...]`) inside the WebSocket.
+    pub sockjs: bool,
+    /// The SockJS test suite's `/close` service: open, then close at once.
+    pub go_away: bool,
+    /// Raw topics that replay what they missed (`since=TOPIC:EPOCH:OFFSET`).
+    pub recover: Vec<crate::history::Recover>,
+    /// Raw messages travel in the positions envelope (`positions=1`, or any `since`).
+    pub positions: bool,
 }
 
 /// What a SockJS session speaks.
@@ -175,7 +179,7 @@ fn upgrade(
     subscribe: Vec<Dest>,
     sockjs: bool,
 ) -> Result<Route, Reject> {
-    Ok(Route::Upgrade {
+    Ok(Route::Upgrade(Box::new(Upgrade {
         mode,
         protocol,
         subscribe,
@@ -184,7 +188,7 @@ fn upgrade(
         go_away: false,
         recover: Vec::new(),
         positions: false,
-    })
+    })))
 }
 
 /// A SockJS WebSocket URL's refusals, in the protocol's words: only GET (405 with `Allow`
@@ -227,7 +231,7 @@ fn echo_service(
     );
     if websocket && (sockjs_ws || p == Ok(Path::RawWebSocket)) {
         sockjs_upgrade(req)?;
-        return Ok(Route::Upgrade {
+        return Ok(Route::Upgrade(Box::new(Upgrade {
             mode: Mode::Echo,
             protocol: None,
             subscribe: Vec::new(),
@@ -236,7 +240,7 @@ fn echo_service(
             go_away: prefix == "/close",
             recover: Vec::new(),
             positions: false,
-        });
+        })));
     }
     let service = if prefix == "/close" {
         Service::Close
@@ -471,7 +475,7 @@ fn stomp_endpoint(req: &Request, ctx: &Context, sockjs: bool) -> Result<Route, R
             ),
         ));
     }
-    Ok(Route::Upgrade {
+    Ok(Route::Upgrade(Box::new(Upgrade {
         mode: Mode::Raw(identity),
         protocol: None,
         subscribe,
@@ -480,7 +484,7 @@ fn stomp_endpoint(req: &Request, ctx: &Context, sockjs: bool) -> Result<Route, R
         go_away: false,
         recover,
         positions,
-    })
+    })))
 }
 
 /// A raw URL's `since=TOPIC:EPOCH:OFFSET` parameters: each names a topic of the URL whose
