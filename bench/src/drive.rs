@@ -154,7 +154,6 @@ pub(crate) fn drive(
         true => Some(crate::load::tls_client(&a.tls_ca)?),
         false => None,
     };
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
     // A multiple of the target count, so every server gets the same share.
     let shards = client_shards(a.connections, a.shards, targets.len());
     let rss_before = server_rss();
@@ -163,63 +162,9 @@ pub(crate) fn drive(
         a.connections,
         sources.len()
     );
-    let shared = Arc::new(client::Shared::default());
-    let epoch = Instant::now();
-    let handles: Vec<_> = (0..shards)
-        .map(|id| {
-            let (first, count) = share(a.connections, shards, id);
-            client::spawn(client::Plan {
-                id,
-                first,
-                count,
-                target: targets[id % targets.len()],
-                sources: sources.clone(),
-                proto: proto.clone(),
-                concurrency: a.concurrency,
-                shared: shared.clone(),
-                epoch,
-                core: cores.get(id % cores.len().max(1)).copied(),
-                tls: tls.clone(),
-                storm: false,
-                fallbacks: Vec::new(),
-                resume: None,
-            })
-        })
-        .collect();
-
-    let bar = indicatif::ProgressBar::new(a.connections as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} {bar:40} {pos}/{len} connected {per_sec} {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let deadline = epoch + Duration::from_secs(a.timeout);
-    let mut timeline = Vec::new();
-    let mut last_sample = Instant::now();
-    loop {
-        let ok = shared.connected.load(Relaxed);
-        let failed = shared.failed.load(Relaxed);
-        bar.set_position(ok);
-        bar.set_message(format!("{failed} failed"));
-        if last_sample.elapsed() >= Duration::from_secs(1) {
-            last_sample = Instant::now();
-            timeline.push(json!([epoch.elapsed().as_secs_f64(), ok]));
-        }
-        if ok + failed >= a.connections as u64 || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let connect_s = epoch.elapsed().as_secs_f64();
-    bar.finish_and_clear();
-    let connected = shared.connected.load(Relaxed);
-    let failed = shared.failed.load(Relaxed);
-    timeline.push(json!([connect_s, connected]));
-    eprintln!(
-        "connected {connected}, failed {failed} in {connect_s:.2} s ({:.0}/s)",
-        connected as f64 / connect_s
-    );
+    let opened = open(a, targets, proto, shards, &sources, tls);
+    let (shared, epoch, handles) = (opened.shared, opened.epoch, opened.handles);
+    let (connected, failed, connect_s, timeline) = wait_connected(a, &shared, epoch);
     // Let the server settle (freed handshake buffers, allocator) before reading its memory.
     std::thread::sleep(Duration::from_secs(1));
     let rss_after = server_rss();
@@ -236,36 +181,9 @@ pub(crate) fn drive(
         _ => None,
     };
 
-    let mut deliveries = Vec::new();
-    let mut all_delivered = true;
     let push_start = (Instant::now(), server_cpu());
-    for i in 0..a.messages {
-        let expect = connected * (i as u64 + 1);
-        let sent_ns = epoch.elapsed().as_nanos() as u64;
-        let body = stamp(sent_ns, a.size, a.json_body);
-        publish(topic, &body)?;
-        let answered_ns = epoch.elapsed().as_nanos() as u64;
-        let deadline = Instant::now() + Duration::from_secs(a.timeout);
-        while shared.received.load(Relaxed) < expect && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let got = shared.received.load(Relaxed) - connected * i as u64;
-        let last = shared.last_recv_ns.load(Relaxed).saturating_sub(sent_ns);
-        all_delivered &= got == connected;
-        eprintln!(
-            "message {}: delivered to {got}/{connected}, publish answered after {:.3} s, last delivery after {:.3} s",
-            i + 1,
-            (answered_ns - sent_ns) as f64 / 1e9,
-            last as f64 / 1e9
-        );
-        deliveries.push(
-            json!({"delivered": got, "last_delivery_s": last as f64 / 1e9,
-            "publish_answer_s": (answered_ns - sent_ns) as f64 / 1e9}),
-        );
-        if i + 1 < a.messages {
-            std::thread::sleep(Duration::from_millis(a.interval_ms));
-        }
-    }
+    let (deliveries, mut all_delivered) =
+        broadcasts(a, topic, connected, (&shared, epoch), publish)?;
     let share = |since: (Instant, Option<f64>)| {
         let now = server_cpu()?;
         Some((now - since.1?) / since.0.elapsed().as_secs_f64())
@@ -367,6 +285,138 @@ pub(crate) fn drive(
         "closed_by_server": shared.closed.load(Relaxed),
         "sustained": sustained,
     }))
+}
+
+/// The client shards, started.
+struct Opened {
+    shared: Arc<client::Shared>,
+    epoch: Instant,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Starts `shards` client shards, each opening its share of the connections.
+fn open(
+    a: &Load,
+    targets: &[SocketAddr],
+    proto: client::Proto,
+    shards: usize,
+    sources: &[std::net::IpAddr],
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Opened {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let shared = Arc::new(client::Shared::default());
+    let epoch = Instant::now();
+    let handles: Vec<_> = (0..shards)
+        .map(|id| {
+            let (first, count) = share(a.connections, shards, id);
+            client::spawn(client::Plan {
+                id,
+                first,
+                count,
+                target: targets[id % targets.len()],
+                sources: sources.to_vec(),
+                proto: proto.clone(),
+                concurrency: a.concurrency,
+                shared: shared.clone(),
+                epoch,
+                core: cores.get(id % cores.len().max(1)).copied(),
+                tls: tls.clone(),
+                storm: false,
+                fallbacks: Vec::new(),
+                resume: None,
+            })
+        })
+        .collect();
+
+    Opened {
+        shared,
+        epoch,
+        handles,
+    }
+}
+
+/// Waits until every connection is up or failed (or the timeout), with a progress bar;
+/// returns (connected, failed, seconds, the connected count per second).
+fn wait_connected(
+    a: &Load,
+    shared: &client::Shared,
+    epoch: Instant,
+) -> (u64, u64, f64, Vec<Value>) {
+    let bar = indicatif::ProgressBar::new(a.connections as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} {bar:40} {pos}/{len} connected {per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let deadline = epoch + Duration::from_secs(a.timeout);
+    let mut timeline = Vec::new();
+    let mut last_sample = Instant::now();
+    loop {
+        let ok = shared.connected.load(Relaxed);
+        let failed = shared.failed.load(Relaxed);
+        bar.set_position(ok);
+        bar.set_message(format!("{failed} failed"));
+        if last_sample.elapsed() >= Duration::from_secs(1) {
+            last_sample = Instant::now();
+            timeline.push(json!([epoch.elapsed().as_secs_f64(), ok]));
+        }
+        if ok + failed >= a.connections as u64 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let connect_s = epoch.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let connected = shared.connected.load(Relaxed);
+    let failed = shared.failed.load(Relaxed);
+    timeline.push(json!([connect_s, connected]));
+    eprintln!(
+        "connected {connected}, failed {failed} in {connect_s:.2} s ({:.0}/s)",
+        connected as f64 / connect_s
+    );
+    (connected, failed, connect_s, timeline)
+}
+
+/// `--messages` broadcasts, one at a time: each waits until every connection got it (or the
+/// timeout); returns each one's figures and whether all were delivered everywhere.
+fn broadcasts(
+    a: &Load,
+    topic: &str,
+    connected: u64,
+    (shared, epoch): (&client::Shared, Instant),
+    publish: &PublishFn<'_>,
+) -> Result<(Vec<Value>, bool), String> {
+    let mut deliveries = Vec::new();
+    let mut all_delivered = true;
+    for i in 0..a.messages {
+        let expect = connected * (i as u64 + 1);
+        let sent_ns = epoch.elapsed().as_nanos() as u64;
+        let body = stamp(sent_ns, a.size, a.json_body);
+        publish(topic, &body)?;
+        let answered_ns = epoch.elapsed().as_nanos() as u64;
+        let deadline = Instant::now() + Duration::from_secs(a.timeout);
+        while shared.received.load(Relaxed) < expect && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let got = shared.received.load(Relaxed) - connected * i as u64;
+        let last = shared.last_recv_ns.load(Relaxed).saturating_sub(sent_ns);
+        all_delivered &= got == connected;
+        eprintln!(
+            "message {}: delivered to {got}/{connected}, publish answered after {:.3} s, last delivery after {:.3} s",
+            i + 1,
+            (answered_ns - sent_ns) as f64 / 1e9,
+            last as f64 / 1e9
+        );
+        deliveries.push(
+            json!({"delivered": got, "last_delivery_s": last as f64 / 1e9,
+            "publish_answer_s": (answered_ns - sent_ns) as f64 / 1e9}),
+        );
+        if i + 1 < a.messages {
+            std::thread::sleep(Duration::from_millis(a.interval_ms));
+        }
+    }
+    Ok((deliveries, all_delivered))
 }
 
 /// A bench body: its send time (ns since the run's epoch), padded to `size` bytes.
