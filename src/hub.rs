@@ -1,10 +1,11 @@
-//! The hub: how a publish reaches every shard, and each shard's index of who listens to what.
+//! The hub: how a publish reaches the shards that listen to it, and how the node asks every
+//! shard a question and gathers the answers (`fan_in`).
 //!
 //! A publish is encoded once into a shared frame and handed to every shard over its
 //! `crossbeam-channel`, followed by a write to the shard's eventfd (a read of which the shard
 //! keeps pending in its ring: the wake-up needs no epoll). Each shard answers with how many of
-//! its sessions the message reached. Subscriptions are shard-local: subscribing or leaving
-//! touches only that shard's destinations. Three locks are shared between reactors, each
+//! its sessions the message reached. Subscriptions are shard-local (`shard::index`):
+//! subscribing or leaving touches only that shard's destinations. Three locks are shared between reactors, each
 //! taken off the per-message path or briefly: the audience table (which shards listen to a
 //! destination, read under the history lock when a message is numbered), the history store,
 //! and the per-address counts (`PerIp`, on accept and close only when a limit is on).
