@@ -61,6 +61,11 @@ impl Grants {
         Grants(patterns.into_iter().map(Into::into).collect())
     }
 
+    /// The patterns, as the claim listed them.
+    pub fn patterns(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|p| &**p)
+    }
+
     /// Whether some pattern covers `topic`.
     pub fn covers(&self, topic: &str) -> bool {
         self.0.iter().any(|p| matches(p, topic))

@@ -692,6 +692,7 @@ impl Session {
 }
 
 mod access;
+mod handover;
 mod messages;
 pub mod relay;
 mod route;

@@ -17,6 +17,7 @@ pub mod config;
 pub mod context;
 pub mod dest;
 pub mod endpoint;
+pub mod handover;
 pub mod history;
 pub mod http;
 pub mod names;

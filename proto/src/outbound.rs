@@ -13,7 +13,7 @@ use crate::stomp::frame::{Command, Frame, SERVER_HEADERS};
 use crate::ws::{deflate, frame};
 
 /// How a session's messages reach its client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Wrapping {
     /// One WebSocket message each.
     WebSocket,

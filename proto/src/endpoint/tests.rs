@@ -166,3 +166,61 @@ fn stomp_subprotocol_selects_stomp_mode() {
     assert_eq!(frames[1][0], 0x88);
     assert!(out.actions.contains(&Action::AwaitClose));
 }
+
+#[test]
+fn a_stomp_session_moves_as_plain_data_mid_message_and_goes_on() {
+    let mut s = Session::default();
+    let req = UPGRADE.replace(
+        "Host: x\r\n",
+        "Host: x\r\nSec-WebSocket-Protocol: v12.stomp\r\n",
+    );
+    feed(&mut s, req.as_bytes());
+    let connect = b"CONNECT\naccept-version:1.2\nlogin:alice\nheart-beat:1000,2000\n\n\0";
+    feed(&mut s, &encode_masked(Opcode::Text, true, connect, [3; 4]));
+    let sub = b"SUBSCRIBE\nid:s1\ndestination:/topic/news\nreceipt:r1\n\n\0";
+    feed(&mut s, &encode_masked(Opcode::Text, true, sub, [3; 4]));
+    // Half a fragmented SUBSCRIBE, and part of its last fragment, are in flight.
+    let first = b"SUBSCRIBE\nid:s2\ndestination:/topic/x\n";
+    feed(&mut s, &encode_masked(Opcode::Text, false, first, [1; 4]));
+    let rest = encode_masked(Opcode::Continuation, true, b"receipt:r2\n\n\0", [2; 4]);
+    feed(&mut s, &rest[..3]);
+
+    let state = s.export(5).unwrap();
+    let crate::handover::Mode::Stomp(stomp) = &state.mode else {
+        panic!("{state:?}")
+    };
+    assert!(stomp.connected);
+    assert_eq!(stomp.subs, [("s1".to_string(), "/topic/news".to_string())]);
+    assert_ne!(stomp.heartbeat, (0, 0), "negotiated beats travel");
+    assert!(state.fragment.is_some() && state.pending.len() == 3);
+    let json = serde_json::to_string(&state).unwrap();
+    let back: crate::handover::Connection = serde_json::from_str(&json).unwrap();
+    let mut moved = Session::import(back, 5, &ctx()).unwrap();
+    assert_eq!(
+        moved.export(5).unwrap(),
+        state,
+        "a round trip changes nothing"
+    );
+
+    // Both go on the same way with the rest of the frame.
+    let (a, b) = (feed(&mut s, &rest[3..]), feed(&mut moved, &rest[3..]));
+    assert_eq!(a.actions, b.actions);
+    assert_eq!(a.events, b.events);
+    assert!(String::from_utf8_lossy(&sent(&b)[0]).contains("receipt-id:r2"));
+    let crate::handover::Mode::Stomp(after) = moved.export(6).unwrap().mode else {
+        panic!()
+    };
+    assert_eq!(after.subs.len(), 2);
+}
+
+#[test]
+fn what_cannot_move_says_why() {
+    use crate::handover::NotMovable;
+    let mut s = Session::default();
+    assert_eq!(s.export(0).unwrap_err(), NotMovable::Handshake);
+    feed(&mut s, UPGRADE.as_bytes());
+    assert!(s.export(0).is_ok());
+    let mut out = Outputs::default();
+    s.close(1000, "bye", &mut out);
+    assert_eq!(s.export(0).unwrap_err(), NotMovable::Closing);
+}

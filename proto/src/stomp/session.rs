@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 mod access;
 mod connect;
+mod handover;
 
 use super::frame::{self, Command, Frame, Parsed};
 use crate::access::{Act, Grants};

@@ -41,6 +41,32 @@ struct Fragmented {
 }
 
 impl Reader {
+    /// The message being reassembled, as plain data (`None` between messages).
+    pub fn export(&self) -> Option<crate::handover::Fragment> {
+        let f = self.frag.as_ref().filter(|f| !f.done)?;
+        Some(crate::handover::Fragment {
+            text: f.text,
+            compressed: f.compressed,
+            data: f.data.clone(),
+            checked: f.checked,
+        })
+    }
+
+    /// A reader that goes on with `fragment`.
+    pub fn import(fragment: Option<crate::handover::Fragment>) -> Reader {
+        Reader {
+            frag: fragment.map(|f| {
+                Box::new(Fragmented {
+                    text: f.text,
+                    compressed: f.compressed,
+                    data: f.data,
+                    checked: f.checked,
+                    done: false,
+                })
+            }),
+        }
+    }
+
     /// Consumes one complete frame. `max_message` bounds the reassembled message.
     pub fn on_frame<'a>(
         &'a mut self,
