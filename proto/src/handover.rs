@@ -110,6 +110,9 @@ pub enum NotMovable {
     /// Its shard has a send in flight on it (the driver moves it once that completes).
     #[error("a send is in flight")]
     Sending,
+    /// A subscription of it is still being replayed what it missed.
+    #[error("a recovery is under way")]
+    Recovering,
 }
 
 /// Why a connection's state could not be taken in.

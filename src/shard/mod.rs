@@ -21,6 +21,7 @@ mod access;
 pub mod admission;
 mod commands;
 mod drain;
+pub mod handover;
 mod liveness;
 mod recovery;
 

@@ -86,6 +86,11 @@ impl Recovering {
     }
 
     /// Connection `key` is gone.
+    /// Whether connection `key` has a recovery under way.
+    pub fn holds(&self, key: u32) -> bool {
+        self.0.contains_key(&key)
+    }
+
     pub fn forget(&mut self, key: u32) {
         self.0.remove(&key);
     }

@@ -589,5 +589,6 @@ fn recv_without_buffers_is_rearmed_after_the_batch() {
 
 mod access;
 mod admission;
+mod handover;
 mod node;
 mod sockjs;
