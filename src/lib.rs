@@ -23,6 +23,7 @@ pub mod console;
 pub mod history;
 pub mod hub;
 pub mod ingest;
+pub mod jwks;
 pub mod reactor;
 pub mod relay;
 pub mod server;

@@ -158,6 +158,7 @@ impl Plan {
 
 /// A started server: what stopping it needs.
 struct Running {
+    jwks: Arc<crate::jwks::Jwks>,
     ctx: Arc<Context>,
     tls: Option<Arc<crate::tls::Tls>>,
     api: Arc<admin::api::Api>,
@@ -176,12 +177,12 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
         nofile,
         shards,
     } = plan;
-    let auth = Auth::from_config(&cfg, crate::clock::unix_s())?;
     let tls = crate::tls::Tls::from_config(&cfg.tls).map_err(|e| e.to_string())?;
     warn_shared_keys(&cfg);
-    let ctx = Arc::new(Context::new(cfg, auth));
-    let cfg = &ctx.cfg;
     let stats = Arc::new(Stats::new(shards));
+    let (jwks, unknown_kids) = crate::jwks::Jwks::start(&cfg, stats.clone());
+    let ctx = Arc::new(jwks.context(cfg)?);
+    let cfg = &ctx.cfg;
     let (hub, inboxes) = Hub::new(shards).map_err(|e| format!("eventfd: {e}"))?;
     let hub = hub.with_history(Arc::new(crate::history::History::new(cfg, stats.clone())));
     let (hub, cluster, worker) = match crate::cluster::new(cfg, addr, stats.clone())? {
@@ -193,6 +194,8 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
         None => (hub, None, None),
     };
     let hub = Arc::new(hub);
+    jwks.spawn(unknown_kids, hub.clone())
+        .map_err(|e| format!("spawning the key-set thread: {e}"))?;
     // Started whatever the policies say, so a reload that turns one to `proxy` finds it.
     let proxy = crate::access_proxy::AccessProxy::start(&cfg.auth, hub.clone())
         .map_err(|e| format!("starting the authorization proxy threads: {e}"))?;
@@ -222,6 +225,7 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
     start_edges(&api, tls.as_ref(), &ctx)?;
     announce(cfg, addr, shards, &io_path, tls.as_deref(), &socket);
     Ok(Running {
+        jwks,
         ctx: ctx.clone(),
         tls,
         api,
@@ -445,9 +449,8 @@ fn wait_for_signals(
     loop {
         match sigs.wait() {
             Ok(Signal::SIGHUP) => match reload().and_then(|c| {
-                let auth = Auth::from_config(&c, crate::clock::unix_s())?;
                 warn_shared_keys(&c);
-                Ok(Context::new(c, auth))
+                running.jwks.context(c)
             }) {
                 Ok(new) => {
                     for what in needs_restart(cfg, &new.cfg) {

@@ -64,6 +64,8 @@ pub struct Snapshot {
     pub ingest: Option<std::collections::BTreeMap<&'static str, u64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<std::collections::BTreeMap<&'static str, u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 /// One shard's counters in `GET /stats`.
@@ -150,6 +152,7 @@ pub struct Stats {
     /// Ingest consumers (all of them together).
     pub ingest: IngestStats,
     pub history: HistoryStats,
+    pub jwks: JwksStats,
     /// Set when the server begins to stop (a drain included): it takes no new clients.
     pub stopping: AtomicBool,
 }
@@ -173,6 +176,28 @@ impl IngestStats {
             ("received", self.received.load(Relaxed)),
             ("rejected", self.rejected.load(Relaxed)),
             ("errors", self.errors.load(Relaxed)),
+        ]
+    }
+}
+
+/// What fetching projects' key sets did (shown when a project has a `jwks_url`).
+#[derive(Default)]
+pub struct JwksStats {
+    pub enabled: AtomicBool,
+    /// Fetches that brought a set.
+    pub fetches: AtomicU64,
+    /// Fetches that failed (the last good set stays in use).
+    pub fetch_failed: AtomicU64,
+    /// Tokens naming a `kid` their project's set lacked.
+    pub unknown_kid: AtomicU64,
+}
+
+impl JwksStats {
+    fn fields(&self) -> [(&'static str, u64); 3] {
+        [
+            ("fetches", self.fetches.load(Relaxed)),
+            ("fetch_failed", self.fetch_failed.load(Relaxed)),
+            ("unknown_kid", self.unknown_kid.load(Relaxed)),
         ]
     }
 }
@@ -264,6 +289,7 @@ impl Stats {
             publish_latency: Histogram::default(),
             ingest: IngestStats::default(),
             history: HistoryStats::default(),
+            jwks: JwksStats::default(),
             stopping: AtomicBool::new(false),
         }
     }
@@ -333,6 +359,11 @@ impl Stats {
                 .enabled
                 .load(Relaxed)
                 .then(|| self.history.fields().into_iter().collect()),
+            jwks: self
+                .jwks
+                .enabled
+                .load(Relaxed)
+                .then(|| self.jwks.fields().into_iter().collect()),
         }
     }
 
@@ -379,6 +410,14 @@ impl Stats {
                 };
                 out.push_str(&format!(
                     "# HELP {metric} history: {name}\n# TYPE {metric} {kind}\n{metric} {v}\n"
+                ));
+            }
+        }
+        if self.jwks.enabled.load(Relaxed) {
+            for (name, v) in self.jwks.fields() {
+                let metric = format!("ringcast_jwks_{name}_total");
+                out.push_str(&format!(
+                    "# HELP {metric} projects' key sets: {name}\n# TYPE {metric} counter\n{metric} {v}\n"
                 ));
             }
         }

@@ -18,9 +18,21 @@ use crate::config::{Config, Project};
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_S: u64 = 5;
 
+pub mod jwks;
+
+/// What tells a project's tokens from forgeries: a key pinned in the config, a published key
+/// set (JWKS), or both (a token naming a `kid` is checked against the set).
 struct ProjectKeys {
     alg: Algorithm,
-    decoding: DecodingKey,
+    /// The key of the configuration, when it has one.
+    decoding: Option<DecodingKey>,
+    /// The project reads its keys from a JWKS (`jwks_url`, `jwks_file`).
+    uses_jwks: bool,
+    /// The set as last fetched (none before the first fetch succeeds).
+    jwks: Option<Arc<jwks::KeySet>>,
+    /// `iss` and `aud` a token must carry, when configured.
+    issuer: Option<String>,
+    audience: Option<String>,
     encoding: Option<EncodingKey>,
     /// The claim listing the topics a token grants, read when a policy is `claim`.
     channels_claim: Option<String>,
@@ -43,6 +55,9 @@ pub struct Verified {
 /// Unix epoch. The server passes the system clock; tests and fuzzers pass a fixed one.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
+/// Called with a project's name when one of its tokens names a key its set lacks.
+pub type KidHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Every project's keys, and how a token is read.
 pub struct Auth {
     /// Tokens are required.
@@ -50,6 +65,9 @@ pub struct Auth {
     user_claim: String,
     projects: HashMap<String, ProjectKeys>,
     clock: Clock,
+    /// Told the project whenever a token names a `kid` its set lacks (the set may have
+    /// rotated: the server refetches it, at a bounded rate).
+    unknown_kid: Option<KidHook>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -84,7 +102,28 @@ impl Auth {
             user_claim: cfg.auth.user_claim.clone(),
             projects,
             clock,
+            unknown_kid: None,
         })
+    }
+
+    /// Projects whose keys come from a JWKS.
+    pub fn jwks_projects(&self) -> impl Iterator<Item = &str> {
+        self.projects
+            .iter()
+            .filter(|(_, k)| k.uses_jwks)
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Uses `set` for `project`'s tokens from now on (a project without `jwks_*` ignores it).
+    pub fn set_jwks(&mut self, project: &str, set: Arc<jwks::KeySet>) {
+        if let Some(k) = self.projects.get_mut(project).filter(|k| k.uses_jwks) {
+            k.jwks = Some(set);
+        }
+    }
+
+    /// Calls `hook` with the project when a token names a key its set does not hold.
+    pub fn on_unknown_kid(&mut self, hook: KidHook) {
+        self.unknown_kid = Some(hook);
     }
 
     /// Verifies `token` for `project`; returns what it says, or why it was refused. The
@@ -101,13 +140,21 @@ impl Auth {
         if let Some(crit) = header.crit {
             return Err(TokenError::Critical(crit));
         }
-        let mut v = Validation::new(keys.alg);
+        let (alg, decoding) = self.key_for(project, keys, &header)?;
+        let mut v = Validation::new(alg);
         // The times are checked below, on the injected clock.
         v.validate_exp = false;
         v.validate_nbf = false;
         v.validate_aud = false;
+        if let Some(iss) = &keys.issuer {
+            v.set_issuer(&[iss]);
+        }
+        if let Some(aud) = &keys.audience {
+            v.set_audience(&[aud]);
+            v.validate_aud = true;
+        }
         v.required_spec_claims = ["exp".to_string()].into();
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &keys.decoding, &v)
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, decoding, &v)
             .map_err(|e| refusal(e.kind()))?;
         let exp = self.check_times(&data.claims)?;
         let user = match data.claims.get(&self.user_claim) {
@@ -140,6 +187,34 @@ impl Auth {
             }),
         };
         Ok(Verified { user, exp, grants })
+    }
+
+    /// The key and algorithm a token is checked with: from the project's set when the token
+    /// names a `kid` or the project has no pinned key, else the pinned one.
+    fn key_for<'a>(
+        &self,
+        project: &str,
+        keys: &'a ProjectKeys,
+        header: &Header,
+    ) -> Result<(Algorithm, &'a DecodingKey), TokenError> {
+        let pinned = keys.decoding.as_ref();
+        if keys.uses_jwks && (header.kid.is_some() || pinned.is_none()) {
+            let set = keys.jwks.as_ref().ok_or(TokenError::NoKeySet)?;
+            return match set.select(header.kid.as_deref(), header.alg) {
+                Some(k) => Ok((header.alg, k.decoding())),
+                None => {
+                    if let (Some(kid), Some(hook)) = (&header.kid, &self.unknown_kid)
+                        && !set.kids().contains(&kid.as_str())
+                    {
+                        hook(project);
+                    }
+                    Err(TokenError::UnknownKey(
+                        header.kid.clone().unwrap_or_default(),
+                    ))
+                }
+            };
+        }
+        pinned.map(|d| (keys.alg, d)).ok_or(TokenError::NoKeySet)
     }
 
     /// `exp` passed or `nbf` not reached (each with `LEEWAY_S` of skew) refuses the token;
@@ -302,6 +377,15 @@ pub enum TokenError {
     /// Not a signed JWT at all.
     #[error("malformed token: not a signed JWT (header.payload.signature, base64url JSON)")]
     Malformed,
+    /// A JWKS project: the token's `kid` (and algorithm) matches no key of the set.
+    #[error("token key {0:?} is not in the project's key set")]
+    UnknownKey(String),
+    /// A JWKS project whose set has not been fetched yet.
+    #[error("the project's key set is not available yet")]
+    NoKeySet,
+    /// `iss` or `aud` is not the project's.
+    #[error("token issuer or audience is not this project's")]
+    WrongIssuer,
     /// The project binds tokens to itself and this one names another (or none).
     #[error("the token's {0:?} claim does not name project {1:?}")]
     OtherProject(String, String),
@@ -312,6 +396,8 @@ fn refusal(kind: &ErrorKind) -> TokenError {
         ErrorKind::ExpiredSignature => TokenError::Expired,
         ErrorKind::ImmatureSignature => TokenError::NotYetValid,
         ErrorKind::InvalidSignature => TokenError::BadSignature,
+        ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => TokenError::WrongIssuer,
+        ErrorKind::MissingRequiredClaim(c) if c == "iss" || c == "aud" => TokenError::WrongIssuer,
         ErrorKind::InvalidAlgorithm
         | ErrorKind::InvalidAlgorithmName
         | ErrorKind::UnsupportedAlgorithm => TokenError::WrongAlgorithm,
@@ -334,19 +420,18 @@ fn load_keys(p: &Project) -> Result<Option<ProjectKeys>, String> {
     let keys = match alg {
         Algorithm::HS256 => {
             let Some(secret) = &p.jwt_secret else {
-                return Ok(None);
+                return Ok(jwks_only(p, alg));
             };
             ProjectKeys {
                 alg,
-                decoding: DecodingKey::from_secret(secret.as_bytes()),
+                decoding: Some(DecodingKey::from_secret(secret.as_bytes())),
                 encoding: Some(EncodingKey::from_secret(secret.as_bytes())),
-                channels_claim: None,
-                project_claim: None,
+                ..ProjectKeys::none(alg)
             }
         }
         _ => {
             let Some(public) = &p.jwt_public_key else {
-                return Ok(None);
+                return Ok(jwks_only(p, alg));
             };
             let pem = read(public)?;
             let decoding = if alg == Algorithm::RS256 {
@@ -371,19 +456,48 @@ fn load_keys(p: &Project) -> Result<Option<ProjectKeys>, String> {
             };
             ProjectKeys {
                 alg,
-                decoding,
+                decoding: Some(decoding),
                 encoding,
-                channels_claim: None,
-                project_claim: None,
+                ..ProjectKeys::none(alg)
             }
         }
     };
+    Ok(Some(with_claims(p, keys)))
+}
+
+/// A project whose keys all come from its JWKS, or `None` if it has no key at all.
+fn jwks_only(p: &Project, alg: Algorithm) -> Option<ProjectKeys> {
+    p.uses_jwks()
+        .then(|| with_claims(p, ProjectKeys::none(alg)))
+}
+
+/// The claims and checks every kind of key shares.
+fn with_claims(p: &Project, keys: ProjectKeys) -> ProjectKeys {
     let reads_claim = p.subscribe == Policy::Claim || p.publish_policy() == Policy::Claim;
-    Ok(Some(ProjectKeys {
+    ProjectKeys {
         channels_claim: reads_claim.then(|| p.channels_claim().to_string()),
         project_claim: p.project_claim.clone(),
+        uses_jwks: p.uses_jwks(),
+        issuer: p.issuer.clone(),
+        audience: p.audience.clone(),
         ..keys
-    }))
+    }
+}
+
+impl ProjectKeys {
+    fn none(alg: Algorithm) -> ProjectKeys {
+        ProjectKeys {
+            alg,
+            decoding: None,
+            uses_jwks: false,
+            jwks: None,
+            issuer: None,
+            audience: None,
+            encoding: None,
+            channels_claim: None,
+            project_claim: None,
+        }
+    }
 }
 
 /// The real time, for this crate's tests (which mint tokens against it with `jsonwebtoken`).

@@ -19,6 +19,15 @@ pub struct Project {
     pub jwt_public_key: Option<PathBuf>,
     /// PEM private key file: lets `ringcast token` mint tokens for RS256 / ES256 projects.
     pub jwt_private_key: Option<PathBuf>,
+    /// An identity provider's published key set (`https://idp/…/certs`): a token's `kid`
+    /// picks the key; fetched at start, refreshed on its max-age and on an unknown `kid`.
+    pub jwks_url: Option<String>,
+    /// The same set read from a file (read at start and on SIGHUP).
+    pub jwks_file: Option<PathBuf>,
+    /// The `iss` a token must carry.
+    pub issuer: Option<String>,
+    /// An `aud` a token must carry.
+    pub audience: Option<String>,
     /// Clients may publish with STOMP SEND (`publish = "any"`; kept for older files).
     pub client_publish: bool,
     /// Who may subscribe to which topics: `any` (default), `none`, `claim`, `proxy`.
@@ -50,6 +59,11 @@ impl Project {
         })
     }
 
+    /// Its tokens are checked against a published key set.
+    pub fn uses_jwks(&self) -> bool {
+        self.jwks_url.is_some() || self.jwks_file.is_some()
+    }
+
     /// The claim naming the topics a token grants.
     pub fn channels_claim(&self) -> &str {
         self.channels_claim.as_deref().unwrap_or("channels")
@@ -71,6 +85,16 @@ impl Project {
 
 impl Project {
     pub(super) fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        if self.jwks_url.is_some() && self.jwks_file.is_some() {
+            return Err(format!("projects.{name}: give jwks_url or jwks_file, not both").into());
+        }
+        if let Some(u) = &self.jwks_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            return Err(
+                format!("projects.{name}.jwks_url {u:?}: an http:// or https:// URL").into(),
+            );
+        }
         for (act, policy) in [
             (Act::Subscribe, self.subscribe),
             (Act::Publish, self.publish_policy()),
