@@ -136,6 +136,25 @@ impl Jwks {
         Ok(Context::new(cfg, auth))
     }
 
+    /// One line per URL project: how many keys its set holds, or that none could be fetched.
+    pub fn describe(&self) -> Vec<String> {
+        let st = self.lock();
+        let mut lines: Vec<String> = st
+            .urls
+            .iter()
+            .map(|(name, f)| match &f.set {
+                Some(set) => format!(
+                    "projects.{name}: key set with {} keys ({})",
+                    set.len(),
+                    set.kids().join(", ")
+                ),
+                None => format!("projects.{name}: key set could not be fetched"),
+            })
+            .collect();
+        lines.sort();
+        lines
+    }
+
     /// URL projects whose set is due.
     fn due(&self, now: Instant) -> Vec<String> {
         let st = self.lock();

@@ -245,7 +245,12 @@ fn run(cli: Cli) -> Result<(), String> {
             };
             let cfg = Config::load(common.config.as_deref(), &o)?;
             if s.check_config {
-                ringcast::auth::Auth::from_config(&cfg, ringcast::clock::unix_s())?;
+                let stats = std::sync::Arc::new(ringcast::stats::Stats::new(1));
+                let (jwks, _) = ringcast::jwks::Jwks::start(&cfg, stats);
+                jwks.context(cfg.clone())?;
+                for line in jwks.describe() {
+                    println!("{line}");
+                }
                 ringcast::tls::Tls::from_config(&cfg.tls).map_err(|e| e.to_string())?;
                 for w in ringcast::auth::Auth::weak_secrets(&cfg) {
                     eprintln!("warning: {w}");

@@ -179,3 +179,20 @@ jwks_file = "{path}"
         assert cmd == "ERROR", frame
     finally:
         idp.close()
+
+
+def test_check_config_fetches_the_set_and_counts_its_keys(tmp_path):
+    import subprocess
+    from conftest import BIN
+    idp = Idp()
+    idp.add_key("c1")
+    idp.add_key("c2")
+    path = tmp_path / "ringcast.toml"
+    path.write_text(config(idp))
+    try:
+        r = subprocess.run([BIN, "serve", "--config", str(path), "--check-config"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert "projects.acme: key set with 2 keys (c1, c2)" in r.stdout, r.stdout
+    finally:
+        idp.close()
