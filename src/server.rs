@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::endpoint::Context;
 use crate::hub::Hub;
 use crate::reactor::{self, ShardSpec};
-use crate::shard::per_ip::PerIp;
+use crate::shard::counts::PerIp;
 use crate::stats::Stats;
 
 /// Descriptors per fd table kept for things other than connections (listener, ring, eventfd,
@@ -267,6 +267,9 @@ fn spawn_shards(
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
     let per_ip = Arc::new(PerIp::new(cfg.limits.max_connections_per_ip));
     let pending_per_ip = Arc::new(PerIp::new(cfg.limits.max_pending_per_ip));
+    let per_user = Arc::new(crate::shard::counts::PerUser::new(
+        cfg.limits.max_sessions_per_user,
+    ));
     let rate = Arc::new(crate::shard::admission::Rate::default());
     let mut handles = Vec::with_capacity(shards);
     for (id, inbox) in inboxes.into_iter().enumerate() {
@@ -274,6 +277,7 @@ fn spawn_shards(
             id,
             per_ip: per_ip.clone(),
             pending_per_ip: pending_per_ip.clone(),
+            per_user: per_user.clone(),
             rate: rate.clone(),
             read_buffers: read_buffers(cfg.server.read_buffers, shards),
             ctx: ctx.clone(),

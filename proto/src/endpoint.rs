@@ -424,21 +424,49 @@ impl Session {
     /// hint `retry-after=MS`; a connected STOMP session first gets `ERROR message:server
     /// restart` with a `retry-after` header (what STOMP clients read; they see no close reason).
     pub fn restart(&mut self, retry_ms: u64, out: &mut Outputs) {
+        let body = format!("the server is restarting: reconnect in about {retry_ms} ms");
+        let retry = ("retry-after", retry_ms.to_string());
+        self.stomp_error("server restart", Some(retry), body, out);
+        let reason = format!("server restart retry-after={retry_ms}");
+        self.close(CloseError::SERVICE_RESTART, &reason, out);
+    }
+
+    /// Refuses a session its user may not open (`limits.max_sessions_per_user`): a STOMP
+    /// session gets `ERROR message:too many sessions` and a close with 1008; a raw upgrade,
+    /// whose 101 has not gone out, gets 429.
+    pub fn refuse_user(&mut self, out: &mut Outputs) {
+        const WHY: &str = "too many sessions";
+        if self.stomp().is_none() {
+            return self.reject(&Reject::new(429, "too many sessions for this user"), out);
+        }
+        let body = "this user holds as many sessions as the server allows".to_string();
+        out.note(Event::StompError);
+        self.stomp_error(WHY, None, body, out);
+        self.close(CloseError::POLICY, WHY, out);
+    }
+
+    /// An ERROR frame for a connected STOMP session (nothing for any other).
+    fn stomp_error(
+        &mut self,
+        message: &str,
+        extra: Option<(&str, String)>,
+        body: String,
+        out: &mut Outputs,
+    ) {
         if self.phase == Phase::Open
             && let Mode::Stomp(s) = &self.mode
             && s.is_connected()
         {
             let mut f = crate::stomp::frame::Frame::new(crate::stomp::frame::Command::Error)
-                .header("message", "server restart")
-                .header("retry-after", retry_ms.to_string())
-                .header("content-type", "text/plain");
-            f.body =
-                format!("the server is restarting: reconnect in about {retry_ms} ms").into_bytes();
+                .header("message", message);
+            if let Some((k, v)) = extra {
+                f = f.header(k, v);
+            }
+            f = f.header("content-type", "text/plain");
+            f.body = body.into_bytes();
             let mut sink = Framing::new(out, self.wrapping);
             sink.put(StompOutput::Frame(f.encode()));
         }
-        let reason = format!("server restart retry-after={retry_ms}");
-        self.close(CloseError::SERVICE_RESTART, &reason, out);
     }
 
     /// A server-initiated close (shutdown, disconnect, slow consumer).

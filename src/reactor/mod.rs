@@ -20,8 +20,8 @@ use socket2::{Domain, SockRef, Socket, Type};
 use crate::access_proxy::{AccessProxy, Ask};
 use crate::endpoint::Context;
 use crate::hub::Hub;
+use crate::shard::counts::PerIp;
 use crate::shard::inbox::{Command, Inbox};
-use crate::shard::per_ip::PerIp;
 use crate::shard::{self, Core, Now, Op, TICK};
 use crate::stats::{Stats, now_ms};
 use ring::{BufferConfig, Event, Ring};
@@ -32,6 +32,8 @@ pub struct ShardSpec {
     pub per_ip: Arc<PerIp>,
     /// Unauthenticated connections per source address (`limits.max_pending_per_ip`).
     pub pending_per_ip: Arc<PerIp>,
+    /// Identified sessions per user (`limits.max_sessions_per_user`).
+    pub per_user: Arc<crate::shard::counts::PerUser>,
     /// The node's handshake rate, shared by its shards.
     pub rate: Arc<shard::admission::Rate>,
     /// Read buffers in this shard's ring (a power of two).
@@ -192,6 +194,7 @@ fn run(spec: ShardSpec) -> io::Result<()> {
             stats: spec.stats,
             per_ip: spec.per_ip,
             pending_per_ip: spec.pending_per_ip,
+            per_user: spec.per_user,
             rate: spec.rate,
             capacity: spec.capacity,
             watch: spec.hub.relay().cloned(),

@@ -81,7 +81,7 @@ impl Core {
             }
             if pending && !self.pending_per_ip.admit(ip) {
                 if open {
-                    self.per_ip.release(ip);
+                    self.per_ip.release(&ip);
                 }
                 return Err("too many connections from this address still authenticating");
             }
@@ -105,7 +105,7 @@ impl Core {
             return;
         }
         if let Some(&ip) = self.peers.get(&key) {
-            self.pending_per_ip.release(ip);
+            self.pending_per_ip.release(&ip);
             if !self.per_ip.enabled() {
                 self.peers.remove(&key);
             }
@@ -146,12 +146,29 @@ impl Core {
         }
         if let Some(ip) = self.peers.remove(&key) {
             if self.per_ip.enabled() {
-                self.per_ip.release(ip);
+                self.per_ip.release(&ip);
             }
             if pending && self.pending_per_ip.enabled() {
-                self.pending_per_ip.release(ip);
+                self.pending_per_ip.release(&ip);
             }
         }
+    }
+
+    /// Counts session `key` against its user's `max_sessions_per_user` once it has a user;
+    /// false when the user is at the limit (the session is then refused, see `apply`).
+    pub(super) fn admit_user(&mut self, key: u32) -> bool {
+        let c = &self.conns[key as usize];
+        if c.user_slot {
+            return true;
+        }
+        let Some((project, Some(user))) = c.session.identity() else {
+            return true;
+        };
+        if !self.per_user.admit((project.into(), user.into())) {
+            return false;
+        }
+        self.conns[key as usize].user_slot = true;
+        true
     }
 
     pub(super) fn refuse(&mut self, key: u32, r: &Reject) {

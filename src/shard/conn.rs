@@ -34,6 +34,8 @@ pub struct Conn {
     pub queue: VecDeque<Bytes>,
     pub subs: Vec<DestId>,
     pub session: Session,
+    /// Counted against its user's `max_sessions_per_user` (given back at the close).
+    pub user_slot: bool,
 }
 
 const RECV_ARMED: u8 = 1;
@@ -62,6 +64,7 @@ impl Conn {
             queue: VecDeque::new(),
             subs: Vec::new(),
             session: Session::default(),
+            user_slot: false,
         }
     }
 

@@ -9,9 +9,9 @@
 //! therefore testable on virtual time, without a socket (see `tests.rs`).
 
 pub mod conn;
+pub mod counts;
 pub mod inbox;
 pub mod index;
-pub mod per_ip;
 pub mod timer;
 
 pub mod sockjs;
@@ -41,8 +41,8 @@ use crate::relay::Relay;
 use crate::stats::{ShardStats, Stats};
 use crate::ws::CloseError;
 use conn::Conn;
+use counts::{PerIp, PerUser};
 use index::Subscriptions;
-use per_ip::PerIp;
 use ringcast_proto::publish::Publish;
 use timer::{Kind, Wheel};
 
@@ -108,6 +108,8 @@ pub struct Config {
     pub per_ip: Arc<PerIp>,
     /// Unauthenticated connections per source address (`limits.max_pending_per_ip`).
     pub pending_per_ip: Arc<PerIp>,
+    /// Identified sessions per user (`limits.max_sessions_per_user`).
+    pub per_user: Arc<PerUser>,
     /// The node's handshake rate (`limits.max_handshakes_per_s`), shared by its shards.
     pub rate: Arc<admission::Rate>,
     /// Connections this shard's fd table holds; beyond it (or beyond the server-wide
@@ -137,6 +139,7 @@ pub struct Core {
     stats: Arc<Stats>,
     per_ip: Arc<PerIp>,
     pending_per_ip: Arc<PerIp>,
+    per_user: Arc<PerUser>,
     rate: Arc<admission::Rate>,
     /// Handshakes accepted and not finished (the automatic shedding rule).
     backlog: admission::Backlog,
@@ -189,6 +192,7 @@ impl Core {
             stats: cfg.stats,
             per_ip: cfg.per_ip,
             pending_per_ip: cfg.pending_per_ip,
+            per_user: cfg.per_user,
             rate: cfg.rate,
             backlog: admission::Backlog::default(),
             peers: std::collections::HashMap::new(),
@@ -407,12 +411,28 @@ impl Core {
         st.closed.fetch_add(1, Relaxed);
         self.stats.open.fetch_sub(1, Relaxed);
         self.release_peer(key, pending);
+        if c.user_slot
+            && let Some((p, Some(u))) = c.session.identity()
+        {
+            self.per_user.release(&(p.into(), u.into()));
+        }
         self.ops.push(Op::Free(key));
     }
 
     /// Carries out what the endpoint asked for: its events first (counters, timers, the
     /// pending-per-address count), then its actions in order.
     fn apply(&mut self, key: u32, out: &mut Outputs) {
+        if self.per_user.enabled()
+            && out
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Connected | Event::Upgraded))
+            && !self.admit_user(key)
+        {
+            // Its CONNECTED (or 101) must not go out: the refusal goes instead.
+            out.clear();
+            self.conns[key as usize].session.refuse_user(out);
+        }
         for e in out.events.drain(..) {
             self.on_endpoint_event(key, e);
         }

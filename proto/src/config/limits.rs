@@ -43,6 +43,9 @@ pub struct Limits {
     /// Connections from one source address not yet authenticated (upgrades in progress and
     /// STOMP sessions before CONNECTED); beyond it, 429. 0 = no limit.
     pub max_pending_per_ip: usize,
+    /// Identified sessions one user may hold on this node (0: no limit); the one beyond is
+    /// refused (`ERROR message:too many sessions`, or close 1008 for raw).
+    pub max_sessions_per_user: usize,
     /// Largest WebSocket message and STOMP frame a session may send before it is
     /// authenticated (a CONNECT is a few hundred bytes; a token a few KB at most).
     pub max_connect_bytes: usize,
@@ -66,6 +69,7 @@ impl Default for Limits {
             max_connections_per_ip: 0,
             connect_timeout_ms: 10_000,
             max_pending_per_ip: 1000,
+            max_sessions_per_user: 0,
             max_connect_bytes: 8192,
             max_handshakes_per_s: 0,
         }

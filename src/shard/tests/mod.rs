@@ -59,6 +59,7 @@ impl Net {
             shards: 1,
             per_ip: Arc::new(PerIp::new(limits.max_connections_per_ip)),
             pending_per_ip: Arc::new(PerIp::new(limits.max_pending_per_ip)),
+            per_user: Arc::new(PerUser::new(limits.max_sessions_per_user)),
             rate: Arc::default(),
             ctx,
             stats,
@@ -592,3 +593,38 @@ mod admission;
 mod handover;
 mod node;
 mod sockjs;
+
+#[test]
+fn a_user_beyond_max_sessions_per_user_is_refused_until_one_closes() {
+    let mut net = Net::new(config(|c| c.limits.max_sessions_per_user = 2));
+    let connect = |net: &mut Net, user: &str| {
+        let k = net.connect("127.0.0.1");
+        net.client_sends(k, STOMP.as_bytes());
+        let f = format!("CONNECT\naccept-version:1.2\nlogin:{user}\nheart-beat:0,0\n\n\0");
+        net.client_sends_frame(k, Opcode::Text, f.as_bytes());
+        k
+    };
+    let a = connect(&mut net, "alice");
+    let b = connect(&mut net, "alice");
+    let c = connect(&mut net, "alice");
+    assert!(net.texts(a)[0].starts_with("CONNECTED\n"));
+    assert!(net.texts(b)[0].starts_with("CONNECTED\n"));
+    let refused = net.texts(c);
+    assert!(
+        refused[0].starts_with("ERROR\nmessage:too many sessions\n"),
+        "{refused:?}"
+    );
+    assert_eq!(refused.len(), 1, "no CONNECTED before or after it");
+    assert_eq!(net.close_of(c).unwrap().0, CloseError::POLICY);
+    // Another user is not affected; once one of alice's closes, she may connect again.
+    let d = connect(&mut net, "bob");
+    assert!(net.texts(d)[0].starts_with("CONNECTED\n"));
+    net.client_fin(a);
+    net.advance(6000, false);
+    let e = connect(&mut net, "alice");
+    assert!(
+        net.texts(e)[0].starts_with("CONNECTED\n"),
+        "{:?}",
+        net.texts(e)
+    );
+}

@@ -23,6 +23,7 @@ impl Node {
         let limits = &ctx.cfg.limits;
         let per_ip = Arc::new(PerIp::new(limits.max_connections_per_ip));
         let pending_per_ip = Arc::new(PerIp::new(limits.max_pending_per_ip));
+        let per_user = Arc::new(PerUser::new(limits.max_sessions_per_user));
         let rate: Arc<crate::shard::admission::Rate> = Arc::default();
         let nets = (0..shards)
             .map(|id| {
@@ -31,6 +32,7 @@ impl Node {
                     shards,
                     per_ip: per_ip.clone(),
                     pending_per_ip: pending_per_ip.clone(),
+                    per_user: per_user.clone(),
                     rate: rate.clone(),
                     ctx: ctx.clone(),
                     stats: stats.clone(),

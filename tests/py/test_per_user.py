@@ -1,0 +1,66 @@
+"""`[limits] max_sessions_per_user` (issue #36) with real clients: the third session of a user
+is refused (STOMP `ERROR message:too many sessions`, raw 429), another user is not, and a
+closed session gives its place back."""
+import asyncio
+import time
+
+import jwt
+import websockets
+
+
+SECRET = "per-user-secret-0123456789abcdef"
+CONFIG = f"""
+[auth]
+enabled = true
+
+[limits]
+max_sessions_per_user = 2
+
+[projects.p]
+jwt_secret = "{SECRET}"
+"""
+
+
+def token(user):
+    return jwt.encode({"sub": user, "exp": int(time.time()) + 300}, SECRET, algorithm="HS256")
+
+
+async def stomp(server, user):
+    ws = await websockets.connect(server.url + "/ws", subprotocols=["v12.stomp"])
+    await ws.send(f"CONNECT\naccept-version:1.2\nprojectId:p\ntoken:{token(user)}\n\n\0")
+    return ws, await asyncio.wait_for(ws.recv(), 10)
+
+
+def test_the_third_session_of_a_user_is_refused(make_server):
+    s = make_server(config=CONFIG)
+
+    async def run():
+        a, ra = await stomp(s, "alice")
+        b, rb = await stomp(s, "alice")
+        c, rc = await stomp(s, "alice")
+        assert ra.startswith("CONNECTED") and rb.startswith("CONNECTED")
+        assert rc.startswith("ERROR\nmessage:too many sessions\n"), rc
+        await asyncio.wait_for(c.wait_closed(), 10)
+        assert c.close_code == 1008
+        d, rd = await stomp(s, "bob")
+        assert rd.startswith("CONNECTED"), rd
+        # Raw sessions of the same user count too: refused before the upgrade.
+        uri = f"{s.url}/ws?topic=t&project=p&token={token('alice')}"
+        try:
+            async with websockets.connect(uri):
+                raise AssertionError("a third alice session was let in")
+        except websockets.exceptions.InvalidStatus as e:
+            assert e.response.status_code == 429
+        await a.close()
+
+        async def fourth_fits():
+            e, re = await stomp(s, "alice")
+            await e.close()
+            return re.startswith("CONNECTED")
+        deadline = time.time() + 10
+        while not await fourth_fits():
+            assert time.time() < deadline, "alice's closed session did not give its place back"
+            await asyncio.sleep(0.05)
+        for ws in (b, d):
+            await ws.close()
+    asyncio.run(run())
