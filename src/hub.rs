@@ -396,10 +396,13 @@ impl Hub {
         self.ask(Command::Barrier).map(|_| ())
     }
 
-    pub fn disconnect(&self, project: &str, user: &str) -> Result<usize, HubError> {
+    /// Closes every session of `user` in `project`; `revoked`: as a revocation (STOMP
+    /// `ERROR message:revoked`, close 4001) rather than a disconnect (1008).
+    pub fn disconnect(&self, project: &str, user: &str, revoked: bool) -> Result<usize, HubError> {
         self.ask(|reply| Command::Disconnect {
             project: project.to_string(),
             user: user.to_string(),
+            revoked,
             reply,
         })
     }

@@ -44,6 +44,8 @@ struct State {
 
 /// The node's key sets.
 pub struct Jwks {
+    /// The node's revocations, handed to every context built here.
+    pub revoked: Arc<crate::auth::revoked::Revoked>,
     state: Mutex<State>,
     unknown: Sender<String>,
     stats: Arc<Stats>,
@@ -61,6 +63,7 @@ impl Jwks {
             .build()
             .into();
         let jwks = Arc::new(Jwks {
+            revoked: Arc::default(),
             state: Mutex::new(State {
                 cfg: cfg.clone(),
                 urls: HashMap::new(),
@@ -108,6 +111,8 @@ impl Jwks {
     /// starts with, and what SIGHUP and every new set swap in. Reads `jwks_file`s.
     pub fn context(self: &Arc<Self>, cfg: Config) -> Result<Context, String> {
         let mut auth = Auth::from_config(&cfg, crate::clock::unix_s())?;
+        self.revoked.set_ttl(cfg.auth.revoke_ttl_s);
+        auth.with_revoked(self.revoked.clone());
         for (name, p) in &cfg.projects {
             if let Some(path) = &p.jwks_file {
                 let bytes = std::fs::read(path)

@@ -219,6 +219,7 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
         stats,
         cluster: cluster.clone(),
         projects: std::sync::RwLock::new(admin::api::Api::projects_of(cfg)),
+        revoked: jwks.revoked.clone(),
     });
     admin::serve(&socket, api.clone(), &cfg.server.admin_uids)
         .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;

@@ -19,6 +19,7 @@ use crate::config::{Config, Project};
 const LEEWAY_S: u64 = 5;
 
 pub mod jwks;
+pub mod revoked;
 
 /// What tells a project's tokens from forgeries: a key pinned in the config, a published key
 /// set (JWKS), or both (a token naming a `kid` is checked against the set).
@@ -68,6 +69,8 @@ pub struct Auth {
     /// Told the project whenever a token names a `kid` its set lacks (the set may have
     /// rotated: the server refetches it, at a bounded rate).
     unknown_kid: Option<KidHook>,
+    /// The node's revocations (`POST /revoke`), shared by every context.
+    revoked: Option<Arc<revoked::Revoked>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -103,6 +106,7 @@ impl Auth {
             projects,
             clock,
             unknown_kid: None,
+            revoked: None,
         })
     }
 
@@ -119,6 +123,11 @@ impl Auth {
         if let Some(k) = self.projects.get_mut(project).filter(|k| k.uses_jwks) {
             k.jwks = Some(set);
         }
+    }
+
+    /// Refuses the tokens `revoked` holds.
+    pub fn with_revoked(&mut self, revoked: Arc<revoked::Revoked>) {
+        self.revoked = Some(revoked);
     }
 
     /// Calls `hook` with the project when a token names a key its set does not hold.
@@ -166,6 +175,13 @@ impl Auth {
         // able to smuggle a line break (or any control character) into any of them.
         if !crate::names::valid(&user) {
             return Err(TokenError::InvalidUser(self.user_claim.clone()));
+        }
+        if let Some(r) = self.revoked.as_ref().filter(|r| !r.is_empty()) {
+            let iat = data.claims.get("iat").and_then(Value::as_u64);
+            let jti = data.claims.get("jti").and_then(Value::as_str);
+            if r.refuses(project, &user, iat, jti, (self.clock)()) {
+                return Err(TokenError::Revoked);
+            }
         }
         if let Some(claim) = &keys.project_claim
             && data.claims.get(claim).and_then(Value::as_str) != Some(project)
@@ -377,6 +393,9 @@ pub enum TokenError {
     /// Not a signed JWT at all.
     #[error("malformed token: not a signed JWT (header.payload.signature, base64url JSON)")]
     Malformed,
+    /// Revoked (`POST /revoke`): by its user and issue time, or by its id.
+    #[error("token revoked")]
+    Revoked,
     /// A JWKS project: the token's `kid` (and algorithm) matches no key of the set.
     #[error("token key {0:?} is not in the project's key set")]
     UnknownKey(String),

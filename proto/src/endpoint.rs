@@ -445,6 +445,14 @@ impl Session {
         self.close(CloseError::POLICY, WHY, out);
     }
 
+    /// Ends a session whose user's tokens were revoked: STOMP `ERROR message:revoked`, then
+    /// close 4001 (raw sessions get the close alone).
+    pub fn revoke(&mut self, out: &mut Outputs) {
+        let body = "the tokens of this session's user were revoked".to_string();
+        self.stomp_error("revoked", None, body, out);
+        self.close(4001, "revoked", out);
+    }
+
     /// An ERROR frame for a connected STOMP session (nothing for any other).
     fn stomp_error(
         &mut self,

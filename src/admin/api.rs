@@ -27,6 +27,8 @@ pub struct Api {
     /// With authentication on, the projects the configuration names (a publish to another
     /// reaches nobody, and says so); `None` with authentication off. Replaced on reload.
     pub projects: std::sync::RwLock<Option<Vec<String>>>,
+    /// The node's revocations (`POST /revoke`), read by every token check.
+    pub revoked: Arc<crate::auth::revoked::Revoked>,
 }
 
 impl Api {
@@ -86,6 +88,17 @@ struct DisconnectBody {
     user: String,
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    #[serde(default = "default_project")]
+    project: String,
+    user: Option<String>,
+    jti: Option<String>,
+    /// Unix seconds: tokens issued at or before are refused (default: now).
+    before: Option<u64>,
+}
+
 fn default_project() -> String {
     "default".into()
 }
@@ -101,6 +114,7 @@ impl Api {
         match (req.method.as_str(), req.path.as_str()) {
             ("POST", "/publish") => self.publish(req, caller),
             ("POST", "/disconnect") => self.disconnect(&req.body, caller),
+            ("POST", "/revoke") => self.revoke(&req.body, caller),
             ("GET", "/stats") => match self.scope(req) {
                 Ok(None) => Response::json(200, &self.stats.to_json()),
                 Ok(Some(c)) => match c.stats() {
@@ -129,8 +143,8 @@ impl Api {
             ("GET", "/sessions") => self.sessions(req, caller),
             (
                 _,
-                "/publish" | "/disconnect" | "/stats" | "/metrics" | "/healthz" | "/readyz"
-                | "/sessions",
+                "/publish" | "/disconnect" | "/revoke" | "/stats" | "/metrics" | "/healthz"
+                | "/readyz" | "/sessions",
             ) => Response::error(
                 405,
                 format!("{} is not allowed on {}", req.method, req.path),
@@ -138,7 +152,7 @@ impl Api {
             _ => Response::error(
                 404,
                 format!(
-                    "no route {}: try POST /publish, POST /disconnect, GET /stats, /metrics, /healthz, /readyz",
+                    "no route {}: try POST /publish, POST /disconnect, POST /revoke, GET /stats, /metrics, /healthz, /readyz",
                     req.path
                 ),
             ),
@@ -323,6 +337,42 @@ impl Api {
         }
     }
 
+    /// `POST /revoke`: `user`'s tokens issued at or before `before` (default: now) and the
+    /// token `jti` are refused from now on; the user's sessions here are closed (STOMP
+    /// `ERROR message:revoked`, close 4001).
+    fn revoke(&self, body: &[u8], caller: &Caller) -> Response {
+        let r: RevokeBody = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return Response::error(400, format!("invalid revoke body: {e}")),
+        };
+        if r.user.is_none() && r.jti.is_none() {
+            return Response::error(400, "revoke needs a \"user\" or a \"jti\"");
+        }
+        if let Err(r) = caller.may(&r.project) {
+            return r;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let before = r.before.unwrap_or(now);
+        self.revoked
+            .revoke(&r.project, r.user.as_deref(), r.jti.as_deref(), before, now);
+        let closed = match &r.user {
+            // Sessions opened after `before` hold newer tokens: only a revocation up to now
+            // closes the user's sessions.
+            Some(u) if before >= now => match self.hub.disconnect(&r.project, u, true) {
+                Ok(n) => n,
+                Err(e) => return crate::admin::failed(e),
+            },
+            _ => 0,
+        };
+        Response::json(
+            200,
+            &json!({"sessions": closed, "revoked": {"project": r.project, "user": r.user,
+                    "jti": r.jti, "before": before}}),
+        )
+    }
+
     fn disconnect(&self, body: &[u8], caller: &Caller) -> Response {
         let d: DisconnectBody = match serde_json::from_slice(body) {
             Ok(d) => d,
@@ -331,7 +381,7 @@ impl Api {
         if let Err(r) = caller.may(&d.project) {
             return r;
         }
-        let local = match self.hub.disconnect(&d.project, &d.user) {
+        let local = match self.hub.disconnect(&d.project, &d.user, false) {
             Ok(n) => n,
             Err(e) => return crate::admin::failed(e),
         };
@@ -414,6 +464,7 @@ mod tests {
             stats: Arc::new(Stats::new(1)),
             cluster: None,
             projects: std::sync::RwLock::new(None),
+            revoked: Arc::default(),
         };
         let req = |m: &str, p: &str, b: &str| Request {
             cookie: None,

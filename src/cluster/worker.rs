@@ -488,7 +488,7 @@ impl Worker {
             {
                 let hub = hub.clone();
                 // The hub waits for every shard's answer: not on this thread.
-                tokio::task::spawn_blocking(move || hub.disconnect(&project, &user));
+                tokio::task::spawn_blocking(move || hub.disconnect(&project, &user, false));
             }
             return;
         }

@@ -29,9 +29,10 @@ impl Core {
             Command::Disconnect {
                 project,
                 user,
+                revoked,
                 reply,
             } => {
-                let _ = reply.send(self.disconnect(&project, &user));
+                let _ = reply.send(self.disconnect(&project, &user, revoked));
             }
             Command::Sessions {
                 projects,
@@ -78,14 +79,21 @@ impl Core {
     /// Closes every session of `user` in `project` with 1008; returns how many. A scan of this
     /// shard's sessions: /disconnect is rare, and a per-user index would cost every session
     /// ~200 bytes.
-    fn disconnect(&mut self, project: &str, user: &str) -> usize {
+    fn disconnect(&mut self, project: &str, user: &str, revoked: bool) -> usize {
         let mut keys = std::mem::take(&mut self.keys);
         keys.extend(self.conns.iter().filter_map(|(k, c)| {
             let (p, u) = c.session.identity()?;
             (p == project && u == Some(user)).then_some(k as u32)
         }));
         for &key in &keys {
-            self.close_session(key, CloseError::POLICY, "disconnected by the server");
+            if revoked {
+                let mut out = std::mem::take(&mut self.out);
+                self.conns[key as usize].session.revoke(&mut out);
+                self.apply(key, &mut out);
+                self.out = out;
+            } else {
+                self.close_session(key, CloseError::POLICY, "disconnected by the server");
+            }
         }
         let n = keys.len();
         keys.clear();

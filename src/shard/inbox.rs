@@ -73,10 +73,12 @@ pub enum Command {
         limit: usize,
         reply: Sender<Vec<(String, usize)>>,
     },
-    /// Close every session of `user` in `project` (code 1008, "disconnected by the server").
+    /// Close every session of `user` in `project` (code 1008, "disconnected by the server";
+    /// when `revoked`, STOMP `ERROR message:revoked` and code 4001).
     Disconnect {
         project: String,
         user: String,
+        revoked: bool,
         reply: Sender<usize>,
     },
     /// Answer once every command sent before this one is done (commands to a shard run in

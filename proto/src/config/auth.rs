@@ -17,6 +17,9 @@ pub struct Auth {
     pub proxy_cache_ms: u64,
     /// Answers kept at most (the oldest go first).
     pub proxy_cache_size: usize,
+    /// How long a revocation (`POST /revoke`) is kept: at least the longest token lifetime
+    /// accepted, since a revoked token stays refused only as long as it is remembered.
+    pub revoke_ttl_s: u64,
 }
 
 impl Default for Auth {
@@ -27,6 +30,7 @@ impl Default for Auth {
             proxy_timeout_ms: 2000,
             proxy_cache_ms: 30_000,
             proxy_cache_size: 100_000,
+            revoke_ttl_s: 86_400,
         }
     }
 }
