@@ -11,8 +11,13 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "installing cargo-fuzz"
   cargo install --quiet --locked cargo-fuzz </dev/null
 fi
-# Builds every target at once (cargo-fuzz takes one name or none).
-cargo fuzz build --release 2>&1 | grep -vE "^\s+(Compiling|Downloaded|Downloading)" || true
+# Builds every target at once (cargo-fuzz takes one name or none). A target that does not
+# build fails the run: the old binaries left in target/ would otherwise be fuzzed instead.
+if ! cargo fuzz build --release >target/fuzz-build.log 2>&1; then
+  grep -vE "^\s+(Compiling|Downloaded|Downloading)" target/fuzz-build.log | tail -40
+  echo "fuzz: the targets do not build"
+  exit 1
+fi
 status=0
 summary=""
 for t in $TARGETS; do

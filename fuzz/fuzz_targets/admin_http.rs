@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
         stats: Arc::new(ringcast::stats::Stats::new(1)),
         cluster: None,
         projects: std::sync::RwLock::new(None),
+        revoked: Arc::default(),
     };
     match parse(data, 1 << 16) {
         Ok(Parse::Done(req)) => {
