@@ -13,6 +13,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 # Builds every target at once (cargo-fuzz takes one name or none). A target that does not
 # build fails the run: the old binaries left in target/ would otherwise be fuzzed instead.
+mkdir -p target
 if ! cargo fuzz build --release >target/fuzz-build.log 2>&1; then
   grep -vE "^\s+(Compiling|Downloaded|Downloading)" target/fuzz-build.log | tail -40
   echo "fuzz: the targets do not build"
