@@ -64,3 +64,24 @@ def test_the_third_session_of_a_user_is_refused(make_server):
         for ws in (b, d):
             await ws.close()
     asyncio.run(run())
+
+
+def test_a_session_subscribing_too_fast_is_closed(make_server):
+    s = make_server(config="""
+[auth]
+enabled = false
+
+[limits]
+max_subscribes_per_s = 3
+""")
+
+    async def run():
+        ws = await websockets.connect(s.url + "/ws", subprotocols=["v12.stomp"])
+        await ws.send("CONNECT\naccept-version:1.2\n\n\0")
+        assert (await asyncio.wait_for(ws.recv(), 10)).startswith("CONNECTED")
+        for i in range(10):
+            await ws.send(f"SUBSCRIBE\nid:{i}\ndestination:/topic/t{i}\n\n\0")
+        err = await asyncio.wait_for(ws.recv(), 10)
+        assert err.startswith("ERROR\nmessage:too many subscribes"), err
+        await asyncio.wait_for(ws.wait_closed(), 10)
+    asyncio.run(run())

@@ -46,6 +46,9 @@ pub struct Limits {
     /// Identified sessions one user may hold on this node (0: no limit); the one beyond is
     /// refused (`ERROR message:too many sessions`, or close 1008 for raw).
     pub max_sessions_per_user: usize,
+    /// SUBSCRIBEs one STOMP session may send in a second (0: no limit); the one beyond gets
+    /// `ERROR message:too many subscribes (…)` and the session is closed.
+    pub max_subscribes_per_s: usize,
     /// Largest WebSocket message and STOMP frame a session may send before it is
     /// authenticated (a CONNECT is a few hundred bytes; a token a few KB at most).
     pub max_connect_bytes: usize,
@@ -70,6 +73,7 @@ impl Default for Limits {
             connect_timeout_ms: 10_000,
             max_pending_per_ip: 1000,
             max_sessions_per_user: 0,
+            max_subscribes_per_s: 0,
             max_connect_bytes: 8192,
             max_handshakes_per_s: 0,
         }

@@ -128,6 +128,9 @@ pub struct Session {
     last_out: u32,
     /// When the token expires (Unix seconds; 0 = never, or no token).
     exp: u32,
+    /// SUBSCRIBEs in the current second (`limits.max_subscribes_per_s`): the second's number
+    /// (wrapping) in the high half, the count in the low.
+    sub_rate: u32,
     /// The topics the token grants, for projects whose policy is `claim`.
     grants: Option<Box<Grants>>,
     /// SUBSCRIBEs and SENDs waiting for the project's backend. Boxed: one pointer in every
@@ -153,6 +156,7 @@ impl Session {
             last_in: 0,
             last_out: 0,
             exp: 0,
+            sub_rate: 0,
             grants: None,
             asked: None,
         }
@@ -466,6 +470,19 @@ impl Session {
     }
 
     /// SUBSCRIBE: `Ok(true)` when done, `Ok(false)` when the backend was asked first.
+    /// Counts a SUBSCRIBE in the second it arrived in (`last_in`, a 100 ms tick); false
+    /// beyond `rate` in that second.
+    fn count_subscribe(&mut self, rate: usize) -> bool {
+        let second = (self.last_in / 10) & 0xffff;
+        let (at, n) = (self.sub_rate >> 16, self.sub_rate & 0xffff);
+        let n = if at == second { n } else { 0 };
+        if n as usize >= rate {
+            return false;
+        }
+        self.sub_rate = (second << 16) | (n + 1).min(0xffff);
+        true
+    }
+
     fn subscribe(
         &mut self,
         f: &Frame,
@@ -481,6 +498,10 @@ impl Session {
             .ok_or("SUBSCRIBE needs a destination header")?;
         if self.subs.iter().any(|s| s.id() == id) || self.is_asking(id) {
             return Err(format!("subscription id {id:?} is already in use").into());
+        }
+        let rate = ctx.cfg.limits.max_subscribes_per_s;
+        if rate > 0 && !self.count_subscribe(rate) {
+            return Err(format!("too many subscribes (at most {rate} a second)").into());
         }
         if self.subs.len() >= ctx.cfg.limits.max_topics_per_session {
             return Err(format!(

@@ -69,6 +69,7 @@ impl Session {
             last_in: at(s.idle.0),
             last_out: at(s.idle.1),
             exp: s.exp,
+            sub_rate: 0,
             grants: s.grants.map(|g| Box::new(Grants::new(g))),
             asked: None,
         })

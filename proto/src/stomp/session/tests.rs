@@ -373,3 +373,40 @@ fn connect_timeout_closes_with_an_error_only_before_connect() {
     assert!(!s.connect_timeout(10_000, &mut out));
     assert!(out.is_empty());
 }
+
+#[test]
+fn subscribes_beyond_the_rate_end_the_session() {
+    let mut cfg = Config::default();
+    cfg.auth.enabled = false;
+    cfg.limits.max_subscribes_per_s = 3;
+    let auth = Auth::from_config(&cfg, crate::auth::test_clock()).unwrap();
+    let c = Context::new(cfg, auth);
+    let mut s = Session::new("default".into(), None, false);
+    feed(&mut s, &c, b"CONNECT\naccept-version:1.2\n\n\0");
+    let at = |s: &mut Session, now: u64, id: u32| {
+        let mut out = Vec::new();
+        let f = format!("SUBSCRIBE\nid:{id}\ndestination:/topic/t{id}\n\n\0");
+        s.on_bytes(f.as_bytes(), now, &c, &mut out);
+        out
+    };
+    // Three in the second of tick 10..19, three more in the next: all fine.
+    let closes = |out: &[Output]| out.iter().any(|o| matches!(o, Output::Close(..)));
+    for id in 0..3 {
+        assert!(!closes(&at(&mut s, 12, id)));
+    }
+    for id in 3..6 {
+        assert!(!closes(&at(&mut s, 21, id)));
+    }
+    let out = at(&mut s, 25, 6);
+    let error = out.iter().find_map(|o| match o {
+        Output::Frame(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    });
+    assert!(
+        error.as_deref().is_some_and(
+            |e| e.starts_with("ERROR\nmessage:too many subscribes (at most 3 a second)")
+        ),
+        "{out:?}"
+    );
+    assert!(closes(&out), "{out:?}");
+}
