@@ -185,14 +185,15 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
     let cfg = &ctx.cfg;
     let (hub, inboxes) = Hub::new(shards).map_err(|e| format!("eventfd: {e}"))?;
     let hub = hub.with_history(Arc::new(crate::history::History::new(cfg, stats.clone())));
-    let (hub, cluster, worker) = match crate::cluster::new(cfg, addr, stats.clone())? {
-        Some((handle, worker)) => (
-            hub.with_relay(Arc::new(handle.clone())),
-            Some(handle),
-            Some(worker),
-        ),
-        None => (hub, None, None),
-    };
+    let (hub, cluster, worker) =
+        match crate::cluster::new(cfg, addr, stats.clone(), jwks.revoked.clone())? {
+            Some((handle, worker)) => (
+                hub.with_relay(Arc::new(handle.clone())),
+                Some(handle),
+                Some(worker),
+            ),
+            None => (hub, None, None),
+        };
     let hub = Arc::new(hub);
     jwks.spawn(unknown_kids, hub.clone())
         .map_err(|e| format!("spawning the key-set thread: {e}"))?;

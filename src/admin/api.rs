@@ -351,6 +351,11 @@ impl Api {
         if let Err(r) = caller.may(&r.project) {
             return r;
         }
+        for (what, name) in [("user", &r.user), ("jti", &r.jti)] {
+            if let Some(Err(e)) = name.as_deref().map(|n| crate::names::check(what, n)) {
+                return Response::error(400, e);
+            }
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -366,11 +371,22 @@ impl Api {
             },
             _ => 0,
         };
-        Response::json(
-            200,
-            &json!({"sessions": closed, "revoked": {"project": r.project, "user": r.user,
-                    "jti": r.jti, "before": before}}),
-        )
+        let mut answer = json!({"sessions": closed, "revoked": {"project": r.project,
+            "user": r.user, "jti": r.jti, "before": before}});
+        if let Some(c) = &self.cluster {
+            let close = r.user.is_some() && before >= now;
+            answer["cluster"] = match c.revoke(
+                &r.project,
+                r.user.as_deref(),
+                r.jti.as_deref(),
+                before,
+                close,
+            ) {
+                Ok(()) => json!({"ok": true}),
+                Err(e) => json!({"ok": false, "error": e.to_string()}),
+            };
+        }
+        Response::json(200, &answer)
     }
 
     fn disconnect(&self, body: &[u8], caller: &Caller) -> Response {

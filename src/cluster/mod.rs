@@ -14,6 +14,7 @@
 
 mod history;
 mod presence;
+mod revocations;
 pub use ringcast_proto::cluster::wire;
 mod worker;
 
@@ -53,6 +54,11 @@ enum Request {
         user: String,
         reply: Sender<Result<usize, RelayError>>,
     },
+    /// Writes a revocation to Redis and tells the other nodes (a `Control::Revoke`).
+    Revoke {
+        revoke: ringcast_proto::cluster::wire::Control,
+        reply: Sender<Result<(), RelayError>>,
+    },
     /// The node is stopping: take its presence out of Redis now rather than at TTL.
     Leave {
         reply: Sender<Result<(), RelayError>>,
@@ -75,6 +81,7 @@ impl Request {
             Request::Stats { reply } => drop(reply.send(Err(why))),
             Request::Disconnect { reply, .. } => drop(reply.send(Err(why))),
             Request::Leave { reply } => drop(reply.send(Err(why))),
+            Request::Revoke { reply, .. } => drop(reply.send(Err(why))),
             Request::Fetch { to, .. } => answer_fetch(hub, to, Err(why)),
         }
     }
@@ -147,6 +154,7 @@ pub fn new(
     cfg: &Config,
     listen: std::net::SocketAddr,
     stats: Arc<Stats>,
+    revoked: Arc<crate::auth::revoked::Revoked>,
 ) -> Result<Option<(Cluster, Worker)>, String> {
     let Some(url) = &cfg.cluster.redis else {
         return Ok(None);
@@ -190,6 +198,8 @@ pub fn new(
                 listen,
                 ttl: Duration::from_millis(cfg.cluster.presence_ttl_ms),
                 stats,
+                revoked,
+                revoke_ttl_s: cfg.auth.revoke_ttl_s,
             }),
         },
         req_rx,
@@ -263,6 +273,27 @@ impl Cluster {
             user: user.into(),
             reply,
         })
+    }
+
+    /// Makes a revocation the cluster's: kept in Redis (a restarted node reads it back) and
+    /// carried out by every other node.
+    pub fn revoke(
+        &self,
+        project: &str,
+        user: Option<&str>,
+        jti: Option<&str>,
+        before: u64,
+        close: bool,
+    ) -> Result<(), RelayError> {
+        let revoke = ringcast_proto::cluster::wire::Control::Revoke {
+            from: self.node.to_string(),
+            project: project.into(),
+            user: user.map(Into::into),
+            jti: jti.map(Into::into),
+            before,
+            close,
+        };
+        self.ask(|reply| Request::Revoke { revoke, reply })
     }
 
     /// Removes this node from presence (on a clean stop), waiting at most `ANSWER_TIMEOUT`.

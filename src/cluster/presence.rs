@@ -29,6 +29,10 @@ pub(super) struct NodeInfo {
     pub listen: std::net::SocketAddr,
     pub ttl: Duration,
     pub stats: Arc<Stats>,
+    /// The node's revocations, which the cluster's fill in.
+    pub revoked: Arc<crate::auth::revoked::Revoked>,
+    /// `[auth] revoke_ttl_s`: how long the revocations hash is kept.
+    pub revoke_ttl_s: u64,
 }
 
 pub(super) struct Presence {

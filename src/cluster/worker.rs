@@ -248,6 +248,10 @@ impl Worker {
             self.listen(&k);
         }
         self.count_channels();
+        // What was revoked while this node was away (or before it started).
+        if let Err(e) = super::revocations::load(conn.clone(), &self.setup.info).await {
+            tracing::warn!("cluster: reading the revocations failed: {e}");
+        }
         Ok(Connected { conn, sink, stream })
     }
 
@@ -460,6 +464,12 @@ impl Worker {
                     async move { p.disconnect_others(project, user).await },
                 );
             }
+            Request::Revoke { revoke, reply } => {
+                let (conn, info) = (link.conn.clone(), self.setup.info.clone());
+                answer(reply, async move {
+                    super::revocations::publish(conn, &info, &revoke).await
+                });
+            }
             Request::Leave { reply } => {
                 let p = self.presence(hub, &link.conn);
                 let r = timeout(OP_TIMEOUT, p.leave()).await;
@@ -489,6 +499,8 @@ impl Worker {
                 let hub = hub.clone();
                 // The hub waits for every shard's answer: not on this thread.
                 tokio::task::spawn_blocking(move || hub.disconnect(&project, &user, false));
+            } else if let Some(r @ Control::Revoke { .. }) = Control::decode(payload) {
+                super::revocations::carry_out(&self.setup.info, hub, r);
             }
             return;
         }

@@ -77,3 +77,52 @@ def test_a_revoke_without_user_or_jti_is_a_400(make_server):
     s = make_server(config=CONFIG)
     status, body = admin(s.sock, "POST", "/revoke", {"project": "p"})
     assert status == 400 and "user" in body["error"]
+
+
+def test_a_revocation_reaches_every_node_and_a_restarted_one_reads_it_back(make_server, tmp_path):
+    from test_cluster import Redis
+    redis = Redis(str(tmp_path))
+    cfg = CONFIG + f"""
+[cluster]
+redis = "{redis.url}"
+presence_ttl_ms = 3000
+"""
+    try:
+        nodes = [make_server("--shards", "2", config=cfg) for _ in range(3)]
+        issued = int(time.time()) - 10
+        old = token("alice", issued)
+
+        async def run():
+            sessions = []
+            for n in nodes:
+                ws, reply = await stomp(n, old)
+                assert reply.startswith("CONNECTED"), reply
+                sessions.append(ws)
+            status, body = await asyncio.to_thread(
+                admin, nodes[0].sock, "POST", "/revoke", {"project": "p", "user": "alice"})
+            assert status == 200 and body["cluster"]["ok"], body
+            for ws in sessions:
+                err = await asyncio.wait_for(ws.recv(), 10)
+                assert err.startswith("ERROR\nmessage:revoked\n"), err
+                await asyncio.wait_for(ws.wait_closed(), 10)
+                assert ws.close_code == 4001
+            for n in nodes:
+                _, reply = await stomp(n, old)
+                assert "token revoked" in reply, reply
+            _, reply = await stomp(nodes[2], token("alice", body["revoked"]["before"] + 1))
+            assert reply.startswith("CONNECTED"), reply
+        asyncio.run(run())
+
+        # A node that starts after the revocation reads it from Redis.
+        nodes[1].stop()
+        late = make_server("--shards", "2", config=cfg)
+
+        async def refused():
+            _, reply = await stomp(late, old)
+            return "token revoked" in reply
+        deadline = time.time() + 15
+        while not asyncio.run(refused()):
+            assert time.time() < deadline, "the new node did not read the revocation back"
+            time.sleep(0.1)
+    finally:
+        redis.stop()

@@ -55,6 +55,12 @@ impl Names {
         format!("{}:control", self.prefix)
     }
 
+    /// Hash of the cluster's revocations (`POST /revoke`): field `project\nuser\njti`, value
+    /// the moment (Unix seconds) its tokens were revoked up to; expires with the newest.
+    pub fn revoked(&self) -> String {
+        format!("{}:revoked", self.prefix)
+    }
+
     /// Sorted set of nodes, scored by their last heart-beat (ms since the epoch).
     pub fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)
@@ -195,6 +201,22 @@ pub enum Control {
         project: String,
         /// The user.
         user: String,
+    },
+    /// Refuse these tokens from now on, and close `user`'s sessions when `before` is now (the
+    /// sender has done both itself and written it to the revocations hash).
+    Revoke {
+        /// The node that asked.
+        from: String,
+        /// The tokens' project.
+        project: String,
+        /// The user whose tokens issued at or before `before` are refused.
+        user: Option<String>,
+        /// One token's id.
+        jti: Option<String>,
+        /// Unix seconds.
+        before: u64,
+        /// Whether the user's sessions are to be closed.
+        close: bool,
     },
 }
 
