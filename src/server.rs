@@ -185,15 +185,21 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
     let cfg = &ctx.cfg;
     let (hub, inboxes) = Hub::new(shards).map_err(|e| format!("eventfd: {e}"))?;
     let hub = hub.with_history(Arc::new(crate::history::History::new(cfg, stats.clone())));
-    let (hub, cluster, worker) =
-        match crate::cluster::new(cfg, addr, stats.clone(), jwks.revoked.clone())? {
-            Some((handle, worker)) => (
-                hub.with_relay(Arc::new(handle.clone())),
-                Some(handle),
-                Some(worker),
-            ),
-            None => (hub, None, None),
-        };
+    let per_user = Arc::new(crate::shard::counts::PerUser::new(
+        cfg.limits.max_sessions_per_user,
+    ));
+    let tables = crate::cluster::Tables {
+        revoked: jwks.revoked.clone(),
+        per_user: per_user.clone(),
+    };
+    let (hub, cluster, worker) = match crate::cluster::new(cfg, addr, stats.clone(), tables)? {
+        Some((handle, worker)) => (
+            hub.with_relay(Arc::new(handle.clone())),
+            Some(handle),
+            Some(worker),
+        ),
+        None => (hub, None, None),
+    };
     let hub = Arc::new(hub);
     jwks.spawn(unknown_kids, hub.clone())
         .map_err(|e| format!("spawning the key-set thread: {e}"))?;
@@ -203,6 +209,7 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
     let shared = Shared {
         ctx: ctx.clone(),
         hub: hub.clone(),
+        per_user,
         proxy,
         tls: tls.clone(),
         stats: stats.clone(),
@@ -242,6 +249,7 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
 struct Shared {
     ctx: Arc<Context>,
     hub: Arc<Hub>,
+    per_user: Arc<crate::shard::counts::PerUser>,
     proxy: Arc<crate::access_proxy::AccessProxy>,
     tls: Option<Arc<crate::tls::Tls>>,
     stats: Arc<Stats>,
@@ -260,6 +268,7 @@ fn spawn_shards(
     let Shared {
         ctx,
         hub,
+        per_user,
         proxy,
         tls,
         stats,
@@ -269,9 +278,6 @@ fn spawn_shards(
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
     let per_ip = Arc::new(PerIp::new(cfg.limits.max_connections_per_ip));
     let pending_per_ip = Arc::new(PerIp::new(cfg.limits.max_pending_per_ip));
-    let per_user = Arc::new(crate::shard::counts::PerUser::new(
-        cfg.limits.max_sessions_per_user,
-    ));
     let rate = Arc::new(crate::shard::admission::Rate::default());
     let mut handles = Vec::with_capacity(shards);
     for (id, inbox) in inboxes.into_iter().enumerate() {

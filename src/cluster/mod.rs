@@ -130,6 +130,14 @@ fn answer_fetch(
     hub.send_to(to.shard, cmd);
 }
 
+/// The node's tables the cluster fills in from the other nodes.
+pub struct Tables {
+    /// Revocations made anywhere in the cluster.
+    pub revoked: Arc<crate::auth::revoked::Revoked>,
+    /// Sessions per user, with the other nodes' added.
+    pub per_user: Arc<crate::shard::counts::PerUser>,
+}
+
 /// The handle shards and the admin API hold; cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
@@ -154,7 +162,7 @@ pub fn new(
     cfg: &Config,
     listen: std::net::SocketAddr,
     stats: Arc<Stats>,
-    revoked: Arc<crate::auth::revoked::Revoked>,
+    tables: Tables,
 ) -> Result<Option<(Cluster, Worker)>, String> {
     let Some(url) = &cfg.cluster.redis else {
         return Ok(None);
@@ -198,8 +206,9 @@ pub fn new(
                 listen,
                 ttl: Duration::from_millis(cfg.cluster.presence_ttl_ms),
                 stats,
-                revoked,
+                revoked: tables.revoked,
                 revoke_ttl_s: cfg.auth.revoke_ttl_s,
+                per_user: tables.per_user,
             }),
         },
         req_rx,

@@ -6,6 +6,7 @@
 //! within the TTL, with no other node having to notice. Cluster-wide answers read this node's
 //! state live and the others' from Redis.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -33,6 +34,9 @@ pub(super) struct NodeInfo {
     pub revoked: Arc<crate::auth::revoked::Revoked>,
     /// `[auth] revoke_ttl_s`: how long the revocations hash is kept.
     pub revoke_ttl_s: u64,
+    /// Sessions per user, told what the other nodes hold on every presence beat (when
+    /// `max_sessions_per_user` is on).
+    pub per_user: Arc<crate::shard::counts::PerUser>,
 }
 
 pub(super) struct Presence {
@@ -76,6 +80,11 @@ impl Presence {
     /// Rewrites this node's presence; failures are counted, the next beat tries again.
     pub async fn refresh(self) {
         let c = &self.info.stats.cluster;
+        if self.info.per_user.enabled()
+            && let Err(e) = self.count_users().await
+        {
+            tracing::debug!("cluster: counting the other nodes' users failed: {e}");
+        }
         match self.write().await {
             Ok(()) => {
                 c.answered_ms.store(now_ms(), Relaxed);
@@ -141,6 +150,30 @@ impl Presence {
             .into_iter()
             .filter(|n| *n != *self.info.name)
             .collect())
+    }
+
+    /// Counts the other live nodes' sessions per (project, user), for `max_sessions_per_user`
+    /// across the cluster (as fresh as their last beat).
+    async fn count_users(&self) -> Result<(), RelayError> {
+        let mut counts: HashMap<(Box<str>, Box<str>), u32> = HashMap::new();
+        let mut conn = self.conn.clone();
+        for node in self.others().await? {
+            let values: Vec<String> = redis::cmd("HVALS")
+                .arg(self.info.names.sessions(&node))
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            for s in values
+                .iter()
+                .filter_map(|v| serde_json::from_str::<SessionInfo>(v).ok())
+            {
+                if let Some(u) = s.user {
+                    *counts.entry((s.project.into(), u.into())).or_default() += 1;
+                }
+            }
+        }
+        self.info.per_user.set_others(counts);
+        Ok(())
     }
 
     /// Sessions of the other live nodes as they last registered them.

@@ -7,12 +7,14 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
-/// A count per key, refused beyond `limit`.
+/// A count per key, refused beyond `limit`; with what the cluster's other nodes hold added
+/// (`set_others`, from their presence) for the per-user count.
 pub struct Counts<K> {
     limit: usize,
     counts: Mutex<HashMap<K, u32>>,
+    others: RwLock<HashMap<K, u32>>,
 }
 
 /// Connections per source address.
@@ -26,6 +28,7 @@ impl<K: Hash + Eq> Counts<K> {
         Counts {
             limit,
             counts: Mutex::new(HashMap::new()),
+            others: RwLock::new(HashMap::new()),
         }
     }
 
@@ -35,13 +38,22 @@ impl<K: Hash + Eq> Counts<K> {
 
     /// Counts one more for `key`; false (and not counted) if `key` is at the limit.
     pub fn admit(&self, key: K) -> bool {
+        let elsewhere = {
+            let o = self.others.read().unwrap_or_else(|p| p.into_inner());
+            o.get(&key).copied().unwrap_or(0)
+        };
         let mut m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let n = m.entry(key).or_insert(0);
-        if *n as usize >= self.limit {
+        if (*n + elsewhere) as usize >= self.limit {
             return false;
         }
         *n += 1;
         true
+    }
+
+    /// What the other nodes hold now, replacing what they held.
+    pub fn set_others(&self, others: HashMap<K, u32>) {
+        *self.others.write().unwrap_or_else(|p| p.into_inner()) = others;
     }
 
     pub fn release(&self, key: &K) {

@@ -85,3 +85,34 @@ max_subscribes_per_s = 3
         assert err.startswith("ERROR\nmessage:too many subscribes"), err
         await asyncio.wait_for(ws.wait_closed(), 10)
     asyncio.run(run())
+
+
+def test_the_limit_counts_the_users_sessions_on_every_node(make_server, tmp_path):
+    from test_cluster import Redis
+    redis = Redis(str(tmp_path))
+    cfg = CONFIG + f"""
+[cluster]
+redis = "{redis.url}"
+presence_ttl_ms = 1500
+"""
+    try:
+        a, b = make_server(config=cfg), make_server(config=cfg)
+
+        async def run():
+            held = [(await stomp(a, "alice"))[0] for _ in range(2)]
+            # Once b has seen a's presence, alice's third session is refused there too.
+            deadline = time.time() + 15
+            while True:
+                ws, reply = await stomp(b, "alice")
+                if reply.startswith("ERROR\nmessage:too many sessions"):
+                    break
+                await ws.close()
+                assert time.time() < deadline, "b never counted alice's sessions on a"
+                await asyncio.sleep(0.2)
+            _, reply = await stomp(b, "bob")
+            assert reply.startswith("CONNECTED"), reply
+            for ws in held:
+                await ws.close()
+        asyncio.run(run())
+    finally:
+        redis.stop()
