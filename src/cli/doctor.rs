@@ -227,6 +227,28 @@ fn reconnect(cfg: &Config, n: u64, cores: usize) -> Check {
     )
 }
 
+/// Each `jwks_url` fetched now: how many keys its set holds, or why none could be had (its
+/// project's tokens would be refused until a fetch succeeds).
+fn key_sets(cfg: &Config) -> Vec<Check> {
+    if !cfg.projects.values().any(|p| p.jwks_url.is_some()) {
+        return Vec::new();
+    }
+    let stats = std::sync::Arc::new(crate::stats::Stats::new(1));
+    let (jwks, _) = crate::jwks::Jwks::start(cfg, stats);
+    jwks.describe()
+        .into_iter()
+        .map(|line| {
+            if line.contains("could not be fetched") {
+                let fix = "check the URL and that this host reaches the identity provider \
+                           (ringcast logs why at start)";
+                check("key set (JWKS)", Warn, line, Some(fix.into()))
+            } else {
+                check("key set (JWKS)", Ok, line, None)
+            }
+        })
+        .collect()
+}
+
 /// The server's own cap, when a configuration file sets it: below `n`, the server itself
 /// refuses connections (503) long before any kernel wall.
 pub fn configured_cap(cfg: &Config, n: u64) -> Check {
@@ -548,6 +570,7 @@ pub fn run(
     let mut all = checks(cfg, &host, n, local_bench, sources);
     if from_file {
         all.insert(0, configured_cap(cfg, n));
+        all.extend(key_sets(cfg));
     }
     let blocked = all.iter().filter(|c| c.verdict == Verdict::Fix).count();
     if json {

@@ -3,6 +3,7 @@ Keycloak-shaped key set; tokens signed with its keys (RS256, `kid`, `iss`, `aud`
 STOMP sessions; a rotated-in key works without a restart; made-up kids cost a fetch or two; the
 provider going down keeps the last set working."""
 import asyncio
+import base64
 import json
 import threading
 import time
@@ -128,21 +129,26 @@ def test_a_rotated_key_is_taken_without_a_restart_and_made_up_kids_cost_little(m
               what="the rotated-in key to be accepted")
         fetched = idp.requests
 
-        async def flood(n):
-            for _ in range(n):
-                kid = uuid.uuid4().hex
-                idp.keys[kid] = idp.keys["k1"]
-                token = idp.token(kid)
-                del idp.keys[kid]
-                uri = f"{s.url}/ws?topic=t&project=acme&token={token}"
-                try:
-                    async with websockets.connect(uri):
-                        pass
-                except websockets.exceptions.InvalidStatus as e:
-                    assert e.response.status_code == 401
-        asyncio.run(flood(500))
-        assert s.stats()["jwks"]["unknown_kid"] >= 500
-        assert idp.requests - fetched <= 3, f"{idp.requests - fetched} fetches for 500 kids"
+        # A made-up kid is refused before any signature is checked: forged tokens suffice.
+        def b64(d):
+            return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+        body = b64({"sub": "mallory", "exp": int(time.time()) + 300})
+
+        async def attempt(kid):
+            forged = f"{b64({'alg': 'RS256', 'typ': 'JWT', 'kid': kid})}.{body}.c2ln"
+            uri = f"{s.url}/ws?topic=t&project=acme&token={forged}"
+            try:
+                async with websockets.connect(uri):
+                    raise AssertionError("a made-up kid was let in")
+            except websockets.exceptions.InvalidStatus as e:
+                assert e.response.status_code == 401
+
+        async def flood(n, at_once=100):
+            for i in range(0, n, at_once):
+                await asyncio.gather(*(attempt(uuid.uuid4().hex) for _ in range(at_once)))
+        asyncio.run(flood(10_000))
+        assert s.stats()["jwks"]["unknown_kid"] >= 10_000
+        assert idp.requests - fetched <= 4, f"{idp.requests - fetched} fetches for 10,000 kids"
 
         # The provider goes down: a refetch fails, and the last good set keeps working.
         idp.up = False
@@ -194,5 +200,13 @@ def test_check_config_fetches_the_set_and_counts_its_keys(tmp_path):
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
         assert "projects.acme: key set with 2 keys (c1, c2)" in r.stdout, r.stdout
+        r = subprocess.run([BIN, "doctor", "--config", str(path), "--connections", "1000"],
+                           capture_output=True, text=True, timeout=30)
+        line = [l for l in r.stdout.splitlines() if "key set (JWKS)" in l]
+        assert line and "[ OK ]" in line[0] and "2 keys" in line[0], r.stdout
+        idp.up = False
+        r = subprocess.run([BIN, "doctor", "--config", str(path), "--connections", "1000"],
+                           capture_output=True, text=True, timeout=30)
+        assert "[WARN] key set (JWKS)" in r.stdout and "could not be fetched" in r.stdout, r.stdout
     finally:
         idp.close()
