@@ -13,10 +13,12 @@ mod jwt;
 mod load;
 mod plot;
 mod storm;
+mod sustained;
 
 pub(crate) use admin::*;
 pub(crate) use drive::*;
 pub(crate) use load::*;
+pub(crate) use sustained::*;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 use super::*;
 use crate::auth::Auth;
-use crate::ws::frame::encode_masked;
+use crate::ws::frame::{Opcode, encode_masked};
 
 const UPGRADE: &str = "GET /ws?topic=a&topic=b&project=P HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
