@@ -152,35 +152,11 @@ impl Presence {
             .collect())
     }
 
-    /// Counts the other live nodes' sessions per (project, user), for `max_sessions_per_user`
-    /// across the cluster (as fresh as their last beat).
-    async fn count_users(&self) -> Result<(), RelayError> {
-        let mut counts: HashMap<(Box<str>, Box<str>), u32> = HashMap::new();
-        let mut conn = self.conn.clone();
-        for node in self.others().await? {
-            let values: Vec<String> = redis::cmd("HVALS")
-                .arg(self.info.names.sessions(&node))
-                .query_async(&mut conn)
-                .await
-                .map_err(redis_err)?;
-            for s in values
-                .iter()
-                .filter_map(|v| serde_json::from_str::<SessionInfo>(v).ok())
-            {
-                if let Some(u) = s.user {
-                    *counts.entry((s.project.into(), u.into())).or_default() += 1;
-                }
-            }
-        }
-        self.info.per_user.set_others(counts);
-        Ok(())
-    }
-
-    /// Sessions of the other live nodes as they last registered them.
-    async fn remote_sessions(
+    /// Every session the other live nodes registered at their last beat, labelled with its
+    /// node; `keep` picks which.
+    async fn others_sessions(
         &self,
-        project: &str,
-        user: Option<&str>,
+        keep: impl Fn(&SessionInfo) -> bool,
     ) -> Result<Vec<SessionInfo>, RelayError> {
         let mut out = Vec::new();
         let mut conn = self.conn.clone();
@@ -194,9 +170,7 @@ impl Presence {
                 values
                     .iter()
                     .filter_map(|v| serde_json::from_str::<SessionInfo>(v).ok())
-                    .filter(|s| {
-                        s.project == project && user.is_none_or(|u| s.user.as_deref() == Some(u))
-                    })
+                    .filter(&keep)
                     .map(|mut s| {
                         s.node = Some(node.clone());
                         s
@@ -204,6 +178,31 @@ impl Presence {
             );
         }
         Ok(out)
+    }
+
+    /// Counts the other live nodes' sessions per (project, user), for `max_sessions_per_user`
+    /// across the cluster (as fresh as their last beat).
+    async fn count_users(&self) -> Result<(), RelayError> {
+        let mut counts: HashMap<(Box<str>, Box<str>), u32> = HashMap::new();
+        for s in self.others_sessions(|s| s.user.is_some()).await? {
+            if let Some(u) = s.user {
+                *counts.entry((s.project.into(), u.into())).or_default() += 1;
+            }
+        }
+        self.info.per_user.set_others(counts);
+        Ok(())
+    }
+
+    /// Sessions of `project` (and `user`) on the other live nodes, as they last registered them.
+    async fn remote_sessions(
+        &self,
+        project: &str,
+        user: Option<&str>,
+    ) -> Result<Vec<SessionInfo>, RelayError> {
+        self.others_sessions(|s| {
+            s.project == project && user.is_none_or(|u| s.user.as_deref() == Some(u))
+        })
+        .await
     }
 
     pub async fn sessions(
