@@ -6,11 +6,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::auth::Clock;
 
-/// Seconds since the Unix epoch, on the system clock.
+/// Seconds since the Unix epoch, on the system clock, as a `Clock` to hand over.
 pub fn unix_s() -> Clock {
-    Arc::new(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    })
+    Arc::new(now_s)
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

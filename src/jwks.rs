@@ -40,6 +40,8 @@ struct State {
     /// The configuration in force (the last one started or reloaded with).
     cfg: Config,
     urls: HashMap<String, Fetched>,
+    /// The `jwks_file` sets, as read at the last start or reload.
+    files: HashMap<String, Arc<KeySet>>,
 }
 
 /// The node's key sets.
@@ -67,6 +69,7 @@ impl Jwks {
             state: Mutex::new(State {
                 cfg: cfg.clone(),
                 urls: HashMap::new(),
+                files: HashMap::new(),
             }),
             unknown: tx,
             stats,
@@ -108,26 +111,36 @@ impl Jwks {
     }
 
     /// The keys and configuration `cfg` describes, with the sets known now: what the server
-    /// starts with, and what SIGHUP and every new set swap in. Reads `jwks_file`s.
+    /// starts with and what SIGHUP swaps in. Reads the `jwks_file`s (only here: a new URL set
+    /// reuses them, see `rebuild`).
     pub fn context(self: &Arc<Self>, cfg: Config) -> Result<Context, String> {
-        let mut auth = Auth::from_config(&cfg, crate::clock::unix_s())?;
-        self.revoked.set_ttl(cfg.auth.revoke_ttl_s);
-        auth.with_revoked(self.revoked.clone());
+        let mut files = HashMap::new();
         for (name, p) in &cfg.projects {
             if let Some(path) = &p.jwks_file {
-                let bytes = std::fs::read(path)
+                let read = std::fs::read(path).map_err(|e| e.to_string());
+                let set = read
+                    .and_then(|b| KeySet::parse(&b))
                     .map_err(|e| format!("projects.{name}.jwks_file {}: {e}", path.display()))?;
-                let set = KeySet::parse(&bytes)
-                    .map_err(|e| format!("projects.{name}.jwks_file {}: {e}", path.display()))?;
-                auth.set_jwks(name, Arc::new(set));
+                files.insert(name.clone(), Arc::new(set));
             }
         }
         self.track(&cfg);
+        self.lock().files = files;
+        self.rebuild(cfg)
+    }
+
+    /// `cfg`'s keys with every set known now (files as last read, URLs as last fetched).
+    fn rebuild(self: &Arc<Self>, cfg: Config) -> Result<Context, String> {
+        let mut auth = Auth::from_config(&cfg, crate::clock::unix_s())?;
+        self.revoked.set_ttl(cfg.auth.revoke_ttl_s);
+        auth.with_revoked(self.revoked.clone());
         let mut st = self.lock();
-        for (name, f) in &st.urls {
-            if let Some(set) = &f.set {
-                auth.set_jwks(name, set.clone());
-            }
+        let fetched = st
+            .urls
+            .iter()
+            .filter_map(|(n, f)| Some((n, f.set.as_ref()?)));
+        for (name, set) in st.files.iter().chain(fetched) {
+            auth.set_jwks(name, set.clone());
         }
         let tx = self.unknown.clone();
         let stats = self.stats.clone();
@@ -298,7 +311,7 @@ impl Jwks {
             }
             if changed {
                 let cfg = self.lock().cfg.clone();
-                match self.context(cfg) {
+                match self.rebuild(cfg) {
                     Ok(ctx) => hub.reload(Arc::new(ctx)),
                     Err(e) => tracing::error!("key sets: building the new keys failed: {e}"),
                 }

@@ -110,14 +110,6 @@ impl Auth {
         })
     }
 
-    /// Projects whose keys come from a JWKS.
-    pub fn jwks_projects(&self) -> impl Iterator<Item = &str> {
-        self.projects
-            .iter()
-            .filter(|(_, k)| k.uses_jwks)
-            .map(|(n, _)| n.as_str())
-    }
-
     /// Uses `set` for `project`'s tokens from now on (a project without `jwks_*` ignores it).
     pub fn set_jwks(&mut self, project: &str, set: Arc<jwks::KeySet>) {
         if let Some(k) = self.projects.get_mut(project).filter(|k| k.uses_jwks) {
@@ -220,7 +212,7 @@ impl Auth {
                 Some(k) => Ok((header.alg, k.decoding())),
                 None => {
                     if let (Some(kid), Some(hook)) = (&header.kid, &self.unknown_kid)
-                        && !set.kids().contains(&kid.as_str())
+                        && !set.holds(kid)
                     {
                         hook(project);
                     }

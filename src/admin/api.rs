@@ -356,16 +356,15 @@ impl Api {
                 return Response::error(400, e);
             }
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::clock::now_s();
         let before = r.before.unwrap_or(now);
+        // Sessions opened after `before` hold newer tokens: only a revocation up to now
+        // closes the user's sessions.
+        let close = r.user.is_some() && before >= now;
         self.revoked
             .revoke(&r.project, r.user.as_deref(), r.jti.as_deref(), before, now);
         let closed = match &r.user {
-            // Sessions opened after `before` hold newer tokens: only a revocation up to now
-            // closes the user's sessions.
-            Some(u) if before >= now => match self.hub.disconnect(&r.project, u, true) {
+            Some(u) if close => match self.hub.disconnect(&r.project, u, true) {
                 Ok(n) => n,
                 Err(e) => return crate::admin::failed(e),
             },
@@ -374,7 +373,6 @@ impl Api {
         let mut answer = json!({"sessions": closed, "revoked": {"project": r.project,
             "user": r.user, "jti": r.jti, "before": before}});
         if let Some(c) = &self.cluster {
-            let close = r.user.is_some() && before >= now;
             answer["cluster"] = match c.revoke(
                 &r.project,
                 r.user.as_deref(),

@@ -17,12 +17,6 @@ fn redis_err(e: redis::RedisError) -> RelayError {
     RelayError::Redis(format!("Redis: {e}"))
 }
 
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The hash field of a revocation: names hold no control characters, so `\n` cannot be part of
 /// one.
 fn field(project: &str, user: Option<&str>, jti: Option<&str>) -> String {
@@ -50,7 +44,11 @@ pub(super) async fn publish(
         return Ok(());
     };
     // A jti entry is judged from when it was made, a user entry from its moment.
-    let at = if user.is_some() { *before } else { now_s() };
+    let at = if user.is_some() {
+        *before
+    } else {
+        crate::clock::now_s()
+    };
     let key = info.names.revoked();
     redis::pipe()
         .atomic()
@@ -82,7 +80,7 @@ pub(super) async fn load(
         .query_async(&mut conn)
         .await
         .map_err(redis_err)?;
-    let now = now_s();
+    let now = crate::clock::now_s();
     for (f, at) in &all {
         let mut parts = f.splitn(3, '\n');
         let (Some(project), Some(user), Some(jti)) = (parts.next(), parts.next(), parts.next())
@@ -121,7 +119,7 @@ pub(super) fn carry_out(info: &Arc<NodeInfo>, hub: &Arc<Hub>, revoke: Control) {
     if from == info.name {
         return;
     }
-    let now = now_s();
+    let now = crate::clock::now_s();
     info.revoked
         .revoke(&project, user.as_deref(), jti.as_deref(), before, now);
     if let (Some(user), true) = (user, close) {

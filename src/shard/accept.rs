@@ -172,9 +172,6 @@ impl Core {
     }
 
     pub(super) fn refuse(&mut self, key: u32, r: &Reject) {
-        let mut out = std::mem::take(&mut self.out);
-        self.conns[key as usize].session.refuse(r, &mut out);
-        self.apply(key, &mut out);
-        self.out = out;
+        self.on_session(key, |s, out| s.refuse(r, out));
     }
 }

@@ -87,10 +87,7 @@ impl Core {
         }));
         for &key in &keys {
             if revoked {
-                let mut out = std::mem::take(&mut self.out);
-                self.conns[key as usize].session.revoke(&mut out);
-                self.apply(key, &mut out);
-                self.out = out;
+                self.on_session(key, |s, out| s.revoke(out));
             } else {
                 self.close_session(key, CloseError::POLICY, "disconnected by the server");
             }

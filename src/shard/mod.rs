@@ -36,7 +36,7 @@ use slab::Slab;
 
 use crate::config::SlowPolicy;
 use crate::dest::Dest;
-use crate::endpoint::{Action, Context, Event, Outputs, Wrapping};
+use crate::endpoint::{Action, Context, Event, Outputs, Session, Wrapping};
 use crate::relay::Relay;
 use crate::stats::{ShardStats, Stats};
 use crate::ws::CloseError;
@@ -608,9 +608,15 @@ impl Core {
     }
 
     fn close_session(&mut self, key: u32, code: u16, reason: &str) {
+        self.on_session(key, |s, out| s.close(code, reason, out));
+    }
+
+    /// Runs `f` on connection `key`'s endpoint (if it is still here) and carries out what it
+    /// asked for.
+    fn on_session(&mut self, key: u32, f: impl FnOnce(&mut Session, &mut Outputs)) {
         let mut out = std::mem::take(&mut self.out);
         if let Some(c) = self.conns.get_mut(key as usize) {
-            c.session.close(code, reason, &mut out);
+            f(&mut c.session, &mut out);
         }
         self.apply(key, &mut out);
         self.out = out;

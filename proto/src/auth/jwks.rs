@@ -82,6 +82,11 @@ impl KeySet {
         self.keys.iter().filter_map(|k| k.kid.as_deref()).collect()
     }
 
+    /// Whether some key has id `kid` (whatever it may verify).
+    pub fn holds(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
     /// The key for a token signed with `alg` under `kid`: the one with that id, or without an
     /// id in the token, the only key that may check `alg`.
     pub fn select(&self, kid: Option<&str>, alg: Algorithm) -> Option<&Key> {
