@@ -45,6 +45,16 @@ def admin(sock_path, method, path, body=None):
     return int(head.split()[1]), json.loads(body) if body else None
 
 
+async def stomp_connect(server, project, token):
+    """A STOMP session over a WebSocket, CONNECTed with `token` in `project`: the socket and
+    the server's first frame (CONNECTED or ERROR)."""
+    import asyncio
+    import websockets
+    ws = await websockets.connect(server.url + "/ws", subprotocols=["v12.stomp"])
+    await ws.send(f"CONNECT\naccept-version:1.2\nprojectId:{project}\ntoken:{token}\n\n\0")
+    return ws, await asyncio.wait_for(ws.recv(), 10)
+
+
 def until(cond, timeout=10, what="the condition"):
     """Polls `cond` until it returns something true (returned), or fails after `timeout` s:
     how tests wait, instead of sleeping a guess."""

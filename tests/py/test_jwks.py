@@ -15,7 +15,7 @@ import websockets
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from conftest import free_port, until
+from conftest import free_port, stomp_connect, until
 
 ISSUER = "http://127.0.0.1/realms/acme"
 AUDIENCE = "ringcast"
@@ -86,10 +86,9 @@ audience = "{AUDIENCE}"
 
 async def connect(server, token):
     """A STOMP CONNECT with `token`; the first frame's command line and the frame."""
-    async with websockets.connect(server.url + "/ws", subprotocols=["v12.stomp"]) as ws:
-        await ws.send(f"CONNECT\naccept-version:1.2\nprojectId:acme\ntoken:{token}\n\n\0")
-        reply = await asyncio.wait_for(ws.recv(), 10)
-        return reply.split("\n", 1)[0], reply
+    ws, reply = await stomp_connect(server, "acme", token)
+    await ws.close()
+    return reply.split("\n", 1)[0], reply
 
 
 def test_tokens_of_a_published_key_set_open_sessions(make_server):

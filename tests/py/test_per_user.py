@@ -7,6 +7,8 @@ import time
 import jwt
 import websockets
 
+from conftest import stomp_connect
+
 
 SECRET = "per-user-secret-0123456789abcdef"
 CONFIG = f"""
@@ -26,9 +28,7 @@ def token(user):
 
 
 async def stomp(server, user):
-    ws = await websockets.connect(server.url + "/ws", subprotocols=["v12.stomp"])
-    await ws.send(f"CONNECT\naccept-version:1.2\nprojectId:p\ntoken:{token(user)}\n\n\0")
-    return ws, await asyncio.wait_for(ws.recv(), 10)
+    return await stomp_connect(server, "p", token(user))
 
 
 def test_the_third_session_of_a_user_is_refused(make_server):

@@ -7,7 +7,7 @@ import time
 import jwt
 import websockets
 
-from conftest import admin
+from conftest import admin, stomp_connect
 
 SECRET = "revoke-secret-0123456789abcdef012"
 CONFIG = f"""
@@ -27,9 +27,7 @@ def token(user, iat, jti=None):
 
 
 async def stomp(server, tok):
-    ws = await websockets.connect(server.url + "/ws", subprotocols=["v12.stomp"])
-    await ws.send(f"CONNECT\naccept-version:1.2\nprojectId:p\ntoken:{tok}\n\n\0")
-    return ws, await asyncio.wait_for(ws.recv(), 10)
+    return await stomp_connect(server, "p", tok)
 
 
 def test_revoking_a_user_ends_its_sessions_and_refuses_its_older_tokens(make_server):
