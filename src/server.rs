@@ -345,6 +345,30 @@ fn start_edges(
         );
         start_ingest(crate::ingest::nats::Nats::new(n.clone()), api, &what)?;
     }
+    for k in &cfg.ingest.kafka {
+        let parts = match &k.partitions {
+            Some(p) => format!("partitions {p:?}"),
+            None => "every partition".into(),
+        };
+        let what = format!(
+            "kafka topic {} ({parts}, group {}, brokers {})",
+            k.topic,
+            k.group,
+            k.brokers.join(",")
+        );
+        start_ingest(crate::ingest::kafka::Kafka::new(k.clone()), api, &what)?;
+    }
+    for p in &cfg.ingest.postgres {
+        let what = format!(
+            "postgres outbox {}{}",
+            p.table,
+            p.notify_channel
+                .as_ref()
+                .map(|c| format!(" (LISTEN {c})"))
+                .unwrap_or_default()
+        );
+        start_ingest(crate::ingest::postgres::Postgres::new(p.clone()), api, &what)?;
+    }
     if cfg.api.listen.is_some() {
         let (bound, _) = crate::api::serve(
             &cfg.api,

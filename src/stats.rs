@@ -61,7 +61,7 @@ pub struct Snapshot {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<std::collections::BTreeMap<&'static str, u64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ingest: Option<std::collections::BTreeMap<&'static str, u64>>,
+    pub ingest: Option<IngestView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<std::collections::BTreeMap<&'static str, u64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -168,9 +168,110 @@ pub struct IngestStats {
     pub rejected: AtomicU64,
     /// Failed broker operations (each retried with back-off).
     pub errors: AtomicU64,
+    /// Each consumer's own counts, in the order they started.
+    sources: std::sync::Mutex<Vec<std::sync::Arc<SourceStats>>>,
+}
+
+/// One consumer's counts (`/stats` `ingest.sources`, `/metrics` with a `source` label).
+#[derive(Default)]
+pub struct SourceStats {
+    /// The consumer's name (broker kind and stream, topic or table).
+    pub name: String,
+    /// Messages taken from the broker.
+    pub read: AtomicU64,
+    /// Handed to the shards.
+    pub published: AtomicU64,
+    /// Set aside in the dead letter.
+    pub rejected: AtomicU64,
+    /// Failed broker operations.
+    pub errors: AtomicU64,
+    /// Messages behind the broker's end where the broker says (Kafka's high watermark); -1:
+    /// not known.
+    pub lag: std::sync::atomic::AtomicI64,
+}
+
+/// `/stats` `ingest`: the totals and each consumer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IngestView {
+    #[serde(flatten)]
+    pub totals: std::collections::BTreeMap<&'static str, u64>,
+    pub sources: Vec<SourceView>,
+}
+
+/// One consumer in `/stats`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceView {
+    pub name: String,
+    pub read: u64,
+    pub published: u64,
+    pub rejected: u64,
+    pub errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag: Option<i64>,
 }
 
 impl IngestStats {
+    /// Registers a consumer; its counts show from now on.
+    pub fn source(&self, name: String) -> std::sync::Arc<SourceStats> {
+        self.enabled.store(true, Relaxed);
+        let s = std::sync::Arc::new(SourceStats {
+            name,
+            lag: std::sync::atomic::AtomicI64::new(-1),
+            ..SourceStats::default()
+        });
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(s.clone());
+        s
+    }
+
+    fn sources(&self) -> Vec<SourceView> {
+        let list = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        list.iter()
+            .map(|s| SourceView {
+                name: s.name.clone(),
+                read: s.read.load(Relaxed),
+                published: s.published.load(Relaxed),
+                rejected: s.rejected.load(Relaxed),
+                errors: s.errors.load(Relaxed),
+                lag: Some(s.lag.load(Relaxed)).filter(|&l| l >= 0),
+            })
+            .collect()
+    }
+
+    /// Each consumer's counts for `/metrics`, labelled by its name.
+    fn metrics(&self, out: &mut String) {
+        let sources = self.sources();
+        let label = |s: &SourceView| s.name.replace('\\', "\\\\").replace('"', "\\\"");
+        type Field = fn(&SourceView) -> Option<i64>;
+        let families: [(&str, &str, Field); 5] = [
+            ("read_total", "counter", |s| Some(s.read as i64)),
+            ("published_total", "counter", |s| Some(s.published as i64)),
+            ("rejected_total", "counter", |s| Some(s.rejected as i64)),
+            ("errors_total", "counter", |s| Some(s.errors as i64)),
+            ("lag", "gauge", |s| s.lag),
+        ];
+        for (name, kind, get) in families {
+            let metric = format!("ringcast_ingest_source_{name}");
+            out.push_str(&format!(
+                "# HELP {metric} one ingest consumer's {name}\n# TYPE {metric} {kind}\n"
+            ));
+            for s in &sources {
+                if let Some(v) = get(s) {
+                    out.push_str(&format!("{metric}{{source=\"{}\"}} {v}\n", label(s)));
+                }
+            }
+        }
+    }
+
+    fn view(&self) -> IngestView {
+        IngestView {
+            totals: self.fields().into_iter().collect(),
+            sources: self.sources(),
+        }
+    }
+
     fn fields(&self) -> [(&'static str, u64); 3] {
         [
             ("received", self.received.load(Relaxed)),
@@ -353,7 +454,7 @@ impl Stats {
                 .ingest
                 .enabled
                 .load(Relaxed)
-                .then(|| self.ingest.fields().into_iter().collect()),
+                .then(|| self.ingest.view()),
             history: self
                 .history
                 .enabled
@@ -428,6 +529,7 @@ impl Stats {
                     "# HELP {metric} ingest consumers: messages {name}\n# TYPE {metric} counter\n{metric} {v}\n"
                 ));
             }
+            self.ingest.metrics(&mut out);
         }
         if self.cluster.enabled.load(Relaxed) {
             for (name, v) in self.cluster.fields() {

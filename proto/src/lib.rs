@@ -20,6 +20,7 @@ pub mod endpoint;
 pub mod handover;
 pub mod history;
 pub mod http;
+pub mod kafka;
 pub mod names;
 pub mod outbound;
 pub mod publish;

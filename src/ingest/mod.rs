@@ -4,10 +4,13 @@
 //! `/publish` body.
 //!
 //! The loop is shared; what differs per broker is a `Source`: fetch a batch, acknowledge what
-//! was handed over, set aside (dead-letter) what does not parse. A Kafka consumer fits beside
-//! Redis Streams and NATS JetStream as one more `Source` (commit offsets as its `ack`).
+//! was handed over, set aside (dead-letter) what does not parse. Redis Streams, NATS JetStream,
+//! Kafka (commit offsets as its `ack`) and a PostgreSQL outbox (delete the claimed rows and
+//! commit) are the four.
 
+pub mod kafka;
 pub mod nats;
+pub mod postgres;
 pub mod redis_stream;
 
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::admin::api::{Api, Caller};
-use crate::stats::Stats;
+use crate::stats::{SourceStats, Stats};
 
 /// One message from a broker.
 pub struct Delivery {
@@ -63,6 +66,10 @@ pub trait Source {
     async fn ack(&mut self, ids: &[String]) -> Result<(), IngestError>;
     /// Keeps a message that does not parse, with the reason, where an operator can see it.
     async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), IngestError>;
+    /// Messages behind the broker's end, where the broker tells it.
+    fn lag(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// Runs `source` forever on a thread of its own.
@@ -71,6 +78,11 @@ pub fn spawn<S: Source + Send + 'static>(
     api: Arc<Api>,
     stats: Arc<Stats>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let own = stats.ingest.source(source.name());
+    let counts = Counts {
+        all: stats,
+        own,
+    };
     std::thread::Builder::new()
         .name("ingest".into())
         .spawn(move || {
@@ -84,14 +96,35 @@ pub fn spawn<S: Source + Send + 'static>(
                     return;
                 }
             };
-            rt.block_on(run(&mut source, &api, &stats));
+            rt.block_on(run(&mut source, &api, &counts));
         })
+}
+
+/// The node's totals and this consumer's own.
+struct Counts {
+    all: Arc<Stats>,
+    own: Arc<SourceStats>,
+}
+
+impl Counts {
+    fn read(&self) {
+        self.all.ingest.received.fetch_add(1, Relaxed);
+        self.own.read.fetch_add(1, Relaxed);
+    }
+    fn rejected(&self) {
+        self.all.ingest.rejected.fetch_add(1, Relaxed);
+        self.own.rejected.fetch_add(1, Relaxed);
+    }
+    fn error(&self) {
+        self.all.ingest.errors.fetch_add(1, Relaxed);
+        self.own.errors.fetch_add(1, Relaxed);
+    }
 }
 
 /// Back-off between failed attempts: 0.1 s doubling to 2 s.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 
-async fn run<S: Source>(source: &mut S, api: &Api, stats: &Stats) {
+async fn run<S: Source>(source: &mut S, api: &Api, stats: &Counts) {
     let mut backoff = BACKOFF.0;
     let mut down = false;
     loop {
@@ -100,6 +133,9 @@ async fn run<S: Source>(source: &mut S, api: &Api, stats: &Stats) {
                 source.connect().await?;
             }
             let batch = source.fetch().await?;
+            if let Some(lag) = source.lag() {
+                stats.own.lag.store(lag, Relaxed);
+            }
             handle(source, api, stats, batch).await
         };
         match step.await {
@@ -111,7 +147,7 @@ async fn run<S: Source>(source: &mut S, api: &Api, stats: &Stats) {
                 backoff = BACKOFF.0;
             }
             Err(e) => {
-                stats.ingest.errors.fetch_add(1, Relaxed);
+                stats.error();
                 if !down {
                     // Once per outage, not once per retry.
                     tracing::warn!("ingest {}: {e}; retrying with back-off", source.name());
@@ -130,22 +166,26 @@ async fn run<S: Source>(source: &mut S, api: &Api, stats: &Stats) {
 async fn handle<S: Source>(
     source: &mut S,
     api: &Api,
-    stats: &Stats,
+    stats: &Counts,
     batch: Vec<Delivery>,
 ) -> Result<(), IngestError> {
     let mut done = Vec::with_capacity(batch.len());
+    let mut published = 0;
     for d in &batch {
-        stats.ingest.received.fetch_add(1, Relaxed);
+        stats.read();
         let prepared = match &d.data {
-            None => Err("no field `data` with the /publish JSON".to_string()),
+            None => Err("no /publish JSON in the message (a Redis entry: no field `data`)".to_string()),
             Some(body) => api
                 .prepare(body, &Caller::local())
                 .map_err(|r| String::from_utf8_lossy(&r.body).into_owned()),
         };
         match prepared {
-            Ok(msg) => api.hub.publish_nowait(msg),
+            Ok(msg) => {
+                api.hub.publish_nowait(msg);
+                published += 1;
+            }
             Err(reason) => {
-                stats.ingest.rejected.fetch_add(1, Relaxed);
+                stats.rejected();
                 source.dead_letter(d, &reason).await?;
             }
         }
@@ -155,5 +195,6 @@ async fn handle<S: Source>(
         return Ok(());
     }
     api.hub.barrier()?;
+    stats.own.published.fetch_add(published, Relaxed);
     source.ack(&done).await
 }

@@ -25,7 +25,7 @@ pub use api::{Api, ApiKey, Scope};
 pub use auth::Auth;
 pub use cluster::Cluster;
 pub use compression::Compression;
-pub use ingest::{Ingest, Nats, RedisStream};
+pub use ingest::{Ingest, Kafka, Nats, Postgres, RedisStream, Start};
 pub use limits::{Limits, SlowPolicy};
 pub use project::Project;
 pub use server::Server;
@@ -260,6 +260,14 @@ impl Config {
         }
         for r in &mut shown.ingest.redis_stream {
             r.url = mask_password(&r.url);
+        }
+        for p in &mut shown.ingest.postgres {
+            p.url = mask_password(&p.url);
+        }
+        for k in &mut shown.ingest.kafka {
+            if k.sasl_password.is_some() {
+                k.sasl_password = Some(MASK.into());
+            }
         }
         for k in shown.api.keys.values_mut() {
             if k.key.is_some() {

@@ -1,0 +1,165 @@
+//! A PostgreSQL outbox: the backend inserts a row in the transaction of its business change;
+//! ringcast claims rows in id order (`FOR UPDATE SKIP LOCKED`, so several nodes share one
+//! table without taking a row twice), hands them to the shards, and deletes them in the same
+//! transaction. Rows that do not parse move to `{table}_dead` with the reason. With a
+//! `notify_channel`, a `NOTIFY` ends the wait of an empty poll at once.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+use super::{Delivery, IngestError, Source, broker};
+use crate::config::Postgres as Config;
+
+/// One outbox table.
+pub struct Postgres {
+    cfg: Config,
+    client: Option<Client>,
+    /// A message per `NOTIFY` on the channel; closed when the connection ends.
+    wake: Option<mpsc::UnboundedReceiver<()>>,
+}
+
+impl Postgres {
+    /// A consumer for `cfg` (it connects on first use).
+    pub fn new(cfg: Config) -> Postgres {
+        Postgres {
+            cfg,
+            client: None,
+            wake: None,
+        }
+    }
+
+    fn client(&self) -> Result<&Client, IngestError> {
+        self.client.as_ref().ok_or(IngestError::NotConnected)
+    }
+
+    fn dead_table(&self) -> String {
+        format!("{}_dead", self.cfg.table)
+    }
+
+    /// Waits up to `poll_ms` for a wake-up (or, without a channel, simply that long).
+    async fn wait(&mut self) -> Result<(), IngestError> {
+        let poll = Duration::from_millis(self.cfg.poll_ms);
+        let Some(wake) = self.wake.as_mut() else {
+            tokio::time::sleep(poll).await;
+            return Ok(());
+        };
+        match tokio::time::timeout(poll, wake.recv()).await {
+            Ok(None) => {
+                self.client = None;
+                Err(IngestError::NotConnected)
+            }
+            Ok(Some(())) | Err(_) => Ok(()),
+        }
+    }
+}
+
+impl Source for Postgres {
+    fn name(&self) -> String {
+        format!("postgres outbox {}", self.cfg.table)
+    }
+
+    async fn connect(&mut self) -> Result<(), IngestError> {
+        self.client = None;
+        let (client, mut connection) = tokio_postgres::connect(&self.cfg.url, NoTls)
+            .await
+            .map_err(broker("connect"))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        // The connection's own task: it carries every query and passes on notifications; when
+        // it ends, `rx` closes and the next wait reconnects.
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(m)) = messages.next().await {
+                if let AsyncMessage::Notification(_) = m
+                    && tx.send(()).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let (table, dead) = (&self.cfg.table, self.dead_table());
+        // Table names are checked at config load (letters, digits, _ and one dot).
+        let mut setup = format!(
+            "CREATE TABLE IF NOT EXISTS {table} (id bigserial PRIMARY KEY, payload jsonb NOT NULL, \
+             created_at timestamptz NOT NULL DEFAULT now());
+             CREATE TABLE IF NOT EXISTS {dead} (id bigint PRIMARY KEY, payload jsonb, \
+             created_at timestamptz, failed_at timestamptz NOT NULL DEFAULT now(), reason text NOT NULL);"
+        );
+        if let Some(c) = &self.cfg.notify_channel {
+            setup.push_str(&format!("LISTEN {c};"));
+        }
+        client
+            .batch_execute(&setup)
+            .await
+            .map_err(broker("set up the outbox"))?;
+        self.wake = self.cfg.notify_channel.is_some().then_some(rx);
+        self.client = Some(client);
+        Ok(())
+    }
+
+    async fn fetch(&mut self) -> Result<Vec<Delivery>, IngestError> {
+        if self.client.is_none() {
+            self.connect().await?;
+        }
+        if let Some(w) = self.wake.as_mut() {
+            // Wake-ups sent before this claim are answered by it.
+            while w.try_recv().is_ok() {}
+        }
+        let claim = format!(
+            "SELECT id, payload::text FROM {} ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            self.cfg.table
+        );
+        let limit = self.cfg.batch as i64;
+        let client = self.client()?;
+        client.batch_execute("BEGIN").await.map_err(broker("BEGIN"))?;
+        let rows = client
+            .query(&claim, &[&limit])
+            .await
+            .map_err(broker("claim rows"))?;
+        if rows.is_empty() {
+            client.batch_execute("COMMIT").await.map_err(broker("COMMIT"))?;
+            self.wait().await?;
+            return Ok(Vec::new());
+        }
+        // The transaction stays open until `ack`: the claimed rows stay locked meanwhile.
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: i64 = row.try_get(0).map_err(broker("read id"))?;
+            let payload: String = row.try_get(1).map_err(broker("read payload"))?;
+            out.push(Delivery {
+                id: id.to_string(),
+                data: Some(payload.into_bytes()),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn ack(&mut self, ids: &[String]) -> Result<(), IngestError> {
+        let ids: Vec<i64> = ids.iter().filter_map(|i| i.parse().ok()).collect();
+        let delete = format!("DELETE FROM {} WHERE id = ANY($1)", self.cfg.table);
+        let client = self.client()?;
+        client
+            .execute(&delete, &[&ids])
+            .await
+            .map_err(broker("delete rows"))?;
+        client.batch_execute("COMMIT").await.map_err(broker("COMMIT"))?;
+        Ok(())
+    }
+
+    async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), IngestError> {
+        let id: i64 = d.id.parse().map_err(broker("row id"))?;
+        let keep = format!(
+            "INSERT INTO {} (id, payload, created_at, reason) SELECT id, payload, created_at, $2 \
+             FROM {} WHERE id = $1 ON CONFLICT (id) DO NOTHING",
+            self.dead_table(),
+            self.cfg.table
+        );
+        self.client()?
+            .execute(&keep, &[&id, &reason])
+            .await
+            .map_err(broker("dead letter"))?;
+        Ok(())
+    }
+}
