@@ -49,6 +49,9 @@ pub struct Kafka {
     queued: VecDeque<Delivery>,
     /// Records behind each partition's end at the last fetch.
     lag: BTreeMap<i32, i64>,
+    /// This process has committed offsets: a group without any after a reconnect means the
+    /// broker lost its state (restarted empty), and its logs with it.
+    has_committed: bool,
 }
 
 fn refused(op: &str) -> impl FnOnce(ringcast_proto::kafka::KafkaError) -> IngestError {
@@ -76,6 +79,7 @@ impl Kafka {
             committed: BTreeMap::new(),
             queued: VecDeque::new(),
             lag: BTreeMap::new(),
+            has_committed: false,
         }
     }
 
@@ -254,6 +258,35 @@ impl Kafka {
         }
     }
 
+    /// Where each partition goes on after a reconnect: the group's committed offset as the
+    /// broker keeps it; where it has none, the beginning if this process had committed (the
+    /// broker came back empty), else where this process was.
+    async fn resume_positions(&mut self, partitions: &[i32]) -> Result<BTreeMap<i32, i64>, IngestError> {
+        let at = self.committed_offsets(partitions).await?;
+        let mut out = BTreeMap::new();
+        let mut lost = Vec::new();
+        for &p in partitions {
+            match at.get(&p) {
+                Some(&o) if o >= 0 => {
+                    out.insert(p, o);
+                }
+                _ if self.has_committed => lost.push(p),
+                _ => {
+                    out.insert(p, self.committed.get(&p).copied().unwrap_or(0));
+                }
+            }
+        }
+        if !lost.is_empty() {
+            tracing::warn!(
+                "ingest kafka {}: the group {} has no committed offset for partitions {lost:?} any more; reading them from their beginning",
+                self.cfg.topic,
+                self.cfg.group
+            );
+            out.extend(self.list_offsets(&lost, -2).await?);
+        }
+        Ok(out)
+    }
+
     async fn fetch_from(&mut self, leader: i32, parts: Vec<i32>) -> Result<(), IngestError> {
         let wait = FETCH_WAIT_MS / self.by_leader(self.leaders.keys().copied()).len().max(1) as i32;
         let req = FetchRequest::default()
@@ -344,9 +377,11 @@ impl Source for Kafka {
         }
         self.leaders = leaders.into_iter().filter(|(p, _)| wanted.contains(p)).collect();
         self.brokers = brokers;
-        if self.committed.is_empty() {
-            self.committed = self.starting_positions(&wanted).await?;
-        }
+        self.committed = if self.committed.is_empty() {
+            self.starting_positions(&wanted).await?
+        } else {
+            self.resume_positions(&wanted).await?
+        };
         // What was fetched and not handed over is fetched again.
         self.positions = self.committed.clone();
         Ok(())
@@ -402,6 +437,7 @@ impl Source for Kafka {
             }
         }
         self.committed.extend(upto);
+        self.has_committed = true;
         Ok(())
     }
 
