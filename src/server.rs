@@ -367,7 +367,11 @@ fn start_edges(
                 .map(|c| format!(" (LISTEN {c})"))
                 .unwrap_or_default()
         );
-        start_ingest(crate::ingest::postgres::Postgres::new(p.clone()), api, &what)?;
+        start_ingest(
+            crate::ingest::postgres::Postgres::new(p.clone()),
+            api,
+            &what,
+        )?;
     }
     if cfg.api.listen.is_some() {
         let (bound, _) = crate::api::serve(

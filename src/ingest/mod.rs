@@ -79,10 +79,7 @@ pub fn spawn<S: Source + Send + 'static>(
     stats: Arc<Stats>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let own = stats.ingest.source(source.name());
-    let counts = Counts {
-        all: stats,
-        own,
-    };
+    let counts = Counts { all: stats, own };
     std::thread::Builder::new()
         .name("ingest".into())
         .spawn(move || {
@@ -174,7 +171,9 @@ async fn handle<S: Source>(
     for d in &batch {
         stats.read();
         let prepared = match &d.data {
-            None => Err("no /publish JSON in the message (a Redis entry: no field `data`)".to_string()),
+            None => {
+                Err("no /publish JSON in the message (a Redis entry: no field `data`)".to_string())
+            }
             Some(body) => api
                 .prepare(body, &Caller::local())
                 .map_err(|r| String::from_utf8_lossy(&r.body).into_owned()),

@@ -113,13 +113,19 @@ impl Source for Postgres {
         );
         let limit = self.cfg.batch as i64;
         let client = self.client()?;
-        client.batch_execute("BEGIN").await.map_err(broker("BEGIN"))?;
+        client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(broker("BEGIN"))?;
         let rows = client
             .query(&claim, &[&limit])
             .await
             .map_err(broker("claim rows"))?;
         if rows.is_empty() {
-            client.batch_execute("COMMIT").await.map_err(broker("COMMIT"))?;
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(broker("COMMIT"))?;
             self.wait().await?;
             return Ok(Vec::new());
         }
@@ -144,7 +150,10 @@ impl Source for Postgres {
             .execute(&delete, &[&ids])
             .await
             .map_err(broker("delete rows"))?;
-        client.batch_execute("COMMIT").await.map_err(broker("COMMIT"))?;
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(broker("COMMIT"))?;
         Ok(())
     }
 

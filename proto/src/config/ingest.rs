@@ -218,10 +218,12 @@ impl Ingest {
             }
         }
         for (i, k) in self.kafka.iter().enumerate() {
-            k.validate().map_err(|e| format!("ingest.kafka[{i}]: {e}"))?;
+            k.validate()
+                .map_err(|e| format!("ingest.kafka[{i}]: {e}"))?;
         }
         for (i, p) in self.postgres.iter().enumerate() {
-            p.validate().map_err(|e| format!("ingest.postgres[{i}]: {e}"))?;
+            p.validate()
+                .map_err(|e| format!("ingest.postgres[{i}]: {e}"))?;
         }
         for (i, n) in self.nats.iter().enumerate() {
             if n.stream.is_empty() || n.subject.is_empty() || n.consumer.is_empty() || n.batch == 0
@@ -309,24 +311,67 @@ mod tests {
         let ok = Kafka::default();
         assert!(ok.validate().is_ok());
         for bad in [
-            Kafka { brokers: vec![], ..Kafka::default() },
-            Kafka { brokers: vec!["nohost".into()], ..Kafka::default() },
-            Kafka { partitions: Some(vec![]), ..Kafka::default() },
-            Kafka { sasl_username: Some("u".into()), ..Kafka::default() },
-            Kafka { sasl_mechanism: "GSSAPI".into(), ..Kafka::default() },
-            Kafka { tls_ca: Some("ca.pem".into()), ..Kafka::default() },
-            Kafka { batch: 0, ..Kafka::default() },
+            Kafka {
+                brokers: vec![],
+                ..Kafka::default()
+            },
+            Kafka {
+                brokers: vec!["nohost".into()],
+                ..Kafka::default()
+            },
+            Kafka {
+                partitions: Some(vec![]),
+                ..Kafka::default()
+            },
+            Kafka {
+                sasl_username: Some("u".into()),
+                ..Kafka::default()
+            },
+            Kafka {
+                sasl_mechanism: "GSSAPI".into(),
+                ..Kafka::default()
+            },
+            Kafka {
+                tls_ca: Some("ca.pem".into()),
+                ..Kafka::default()
+            },
+            Kafka {
+                batch: 0,
+                ..Kafka::default()
+            },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
         assert!(Postgres::default().validate().is_ok());
-        assert!(Postgres { table: "app.outbox".into(), ..Postgres::default() }.validate().is_ok());
+        assert!(
+            Postgres {
+                table: "app.outbox".into(),
+                ..Postgres::default()
+            }
+            .validate()
+            .is_ok()
+        );
         for bad in [
-            Postgres { table: "x; drop table y".into(), ..Postgres::default() },
-            Postgres { table: "1x".into(), ..Postgres::default() },
-            Postgres { notify_channel: Some("a.b".into()), ..Postgres::default() },
-            Postgres { url: "mysql://x".into(), ..Postgres::default() },
-            Postgres { poll_ms: 0, ..Postgres::default() },
+            Postgres {
+                table: "x; drop table y".into(),
+                ..Postgres::default()
+            },
+            Postgres {
+                table: "1x".into(),
+                ..Postgres::default()
+            },
+            Postgres {
+                notify_channel: Some("a.b".into()),
+                ..Postgres::default()
+            },
+            Postgres {
+                url: "mysql://x".into(),
+                ..Postgres::default()
+            },
+            Postgres {
+                poll_ms: 0,
+                ..Postgres::default()
+            },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }

@@ -9,9 +9,9 @@ pub mod records;
 pub mod scram;
 
 use bytes::{BufMut, Bytes, BytesMut};
-pub use kafka_protocol::{messages, protocol};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+pub use kafka_protocol::{messages, protocol};
 
 /// The largest response frame accepted (a fetch is bounded by the `max_bytes` asked for, far
 /// below this); a larger length prefix means the stream is not Kafka.
@@ -280,7 +280,12 @@ mod tests {
         let mut body = Bytes::from(wire[4..].to_vec());
         let h = RequestHeader::decode(&mut body, MetadataRequest::header_version(9)).unwrap();
         assert_eq!((h.request_api_key, h.correlation_id), (3, 7));
-        assert!(MetadataRequest::decode(&mut body, 9).unwrap().topics.is_none());
+        assert!(
+            MetadataRequest::decode(&mut body, 9)
+                .unwrap()
+                .topics
+                .is_none()
+        );
     }
 
     #[test]

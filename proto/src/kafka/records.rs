@@ -9,8 +9,8 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
-    Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, Record,
+    RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 use super::{KafkaError, MAX_FRAME};
@@ -101,7 +101,12 @@ pub fn dead_letter(
     Ok(buf.freeze())
 }
 
-fn record(offset: i64, value: Option<Bytes>, headers: IndexMap<StrBytes, Option<Bytes>>, timestamp: i64) -> Record {
+fn record(
+    offset: i64,
+    value: Option<Bytes>,
+    headers: IndexMap<StrBytes, Option<Bytes>>,
+    timestamp: i64,
+) -> Record {
     Record {
         transactional: false,
         control: false,

@@ -87,7 +87,12 @@ fn sasl(reason: impl Into<String>) -> KafkaError {
 
 impl Scram {
     /// Starts an exchange; returns it and the client-first message.
-    pub fn start(mechanism: Mechanism, user: &str, password: &str, nonce: &str) -> (Scram, Vec<u8>) {
+    pub fn start(
+        mechanism: Mechanism,
+        user: &str,
+        password: &str,
+        nonce: &str,
+    ) -> (Scram, Vec<u8>) {
         let first_bare = format!("n={},r={nonce}", escape(user));
         let msg = format!("n,,{first_bare}").into_bytes();
         let s = Scram {
@@ -102,7 +107,8 @@ impl Scram {
 
     /// The client-final message, from the server-first one.
     pub fn answer(&mut self, server_first: &[u8]) -> Result<Vec<u8>, KafkaError> {
-        let text = std::str::from_utf8(server_first).map_err(|_| sasl("server-first is not UTF-8"))?;
+        let text =
+            std::str::from_utf8(server_first).map_err(|_| sasl("server-first is not UTF-8"))?;
         let (mut nonce, mut salt, mut iterations) = (None, None, None);
         for part in text.split(',') {
             match part.split_once('=') {
@@ -131,7 +137,11 @@ impl Scram {
         let without_proof = format!("c=biws,r={nonce}");
         let auth = format!("{},{text},{without_proof}", self.first_bare);
         let signature = m.hmac(&stored, auth.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
         let server_key = m.hmac(&salted, b"Server Key");
         self.expect = Some(m.hmac(&server_key, auth.as_bytes()));
         Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
@@ -139,7 +149,8 @@ impl Scram {
 
     /// Checks the server-final message: the server proved it knows the password too.
     pub fn finish(&self, server_final: &[u8]) -> Result<(), KafkaError> {
-        let text = std::str::from_utf8(server_final).map_err(|_| sasl("server-final is not UTF-8"))?;
+        let text =
+            std::str::from_utf8(server_final).map_err(|_| sasl("server-final is not UTF-8"))?;
         if let Some(e) = text.strip_prefix("e=") {
             return Err(sasl(format!("server: {e}")));
         }
@@ -147,7 +158,9 @@ impl Scram {
             .split(',')
             .find_map(|p| p.strip_prefix("v="))
             .ok_or_else(|| sasl("server-final without v="))?;
-        let sig = B64.decode(sig).map_err(|_| sasl("server signature is not base64"))?;
+        let sig = B64
+            .decode(sig)
+            .map_err(|_| sasl("server signature is not base64"))?;
         match &self.expect {
             Some(want) if *want == sig => Ok(()),
             Some(_) => Err(sasl("the server's signature does not match")),
@@ -167,7 +180,8 @@ mod tests {
 
     #[test]
     fn rfc7677_example() {
-        let (mut s, first) = Scram::start(Mechanism::Sha256, "user", "pencil", "rOprNGfwEbeRWgbNEkqO");
+        let (mut s, first) =
+            Scram::start(Mechanism::Sha256, "user", "pencil", "rOprNGfwEbeRWgbNEkqO");
         assert_eq!(first, b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
         let server_first = b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
         let last = s.answer(server_first).unwrap();
@@ -175,7 +189,8 @@ mod tests {
             String::from_utf8(last).unwrap(),
             "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
         );
-        s.finish(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=").unwrap();
+        s.finish(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+            .unwrap();
         assert!(s.finish(b"v=AAAA").is_err());
         assert!(s.finish(b"e=invalid-proof").is_err());
     }

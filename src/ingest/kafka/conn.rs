@@ -68,7 +68,8 @@ impl Conn {
         let answer = conn.exchange(&ApiVersionsRequest::default(), 0).await?;
         conn.versions = Versions::new(&answer).map_err(kafka_err(addr))?;
         if let (Some(user), Some(password)) = (&cfg.sasl_username, &cfg.sasl_password) {
-            conn.authenticate(&cfg.sasl_mechanism, user, password).await?;
+            conn.authenticate(&cfg.sasl_mechanism, user, password)
+                .await?;
         }
         Ok(conn)
     }
@@ -138,7 +139,10 @@ impl Conn {
     ) -> Result<(), IngestError> {
         let addr = self.addr.clone();
         let shook = self
-            .call(&SaslHandshakeRequest::default().with_mechanism(StrBytes::from_string(mechanism.into())))
+            .call(
+                &SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_string(mechanism.into())),
+            )
             .await?;
         check("SaslHandshake", shook.error_code).map_err(kafka_err(&addr))?;
         let mech = match mechanism {

@@ -218,7 +218,10 @@ impl Kafka {
     }
 
     /// The group's committed offsets (-1 where none).
-    async fn committed_offsets(&mut self, partitions: &[i32]) -> Result<BTreeMap<i32, i64>, IngestError> {
+    async fn committed_offsets(
+        &mut self,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, i64>, IngestError> {
         let req = OffsetFetchRequest::default()
             .with_group_id(GroupId(StrBytes::from_string(self.cfg.group.clone())))
             .with_topics(Some(vec![
@@ -239,7 +242,10 @@ impl Kafka {
     }
 
     /// Where each partition starts on this process's first connect.
-    async fn starting_positions(&mut self, partitions: &[i32]) -> Result<BTreeMap<i32, i64>, IngestError> {
+    async fn starting_positions(
+        &mut self,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, i64>, IngestError> {
         match self.cfg.start {
             Start::Earliest => self.list_offsets(partitions, -2).await,
             Start::Latest => self.list_offsets(partitions, -1).await,
@@ -261,7 +267,10 @@ impl Kafka {
     /// Where each partition goes on after a reconnect: the group's committed offset as the
     /// broker keeps it; where it has none, the beginning if this process had committed (the
     /// broker came back empty), else where this process was.
-    async fn resume_positions(&mut self, partitions: &[i32]) -> Result<BTreeMap<i32, i64>, IngestError> {
+    async fn resume_positions(
+        &mut self,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, i64>, IngestError> {
         let at = self.committed_offsets(partitions).await?;
         let mut out = BTreeMap::new();
         let mut lost = Vec::new();
@@ -375,7 +384,10 @@ impl Source for Kafka {
                 reason: format!("no partition {missing} (the topic has {})", leaders.len()),
             });
         }
-        self.leaders = leaders.into_iter().filter(|(p, _)| wanted.contains(p)).collect();
+        self.leaders = leaders
+            .into_iter()
+            .filter(|(p, _)| wanted.contains(p))
+            .collect();
         self.brokers = brokers;
         self.committed = if self.committed.is_empty() {
             self.starting_positions(&wanted).await?
