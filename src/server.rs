@@ -356,7 +356,7 @@ fn start_edges(
             k.group,
             k.brokers.join(",")
         );
-        start_ingest(crate::ingest::kafka::Kafka::new(k.clone()), api, &what)?;
+        start_ingest(crate::ingest::kafka::Kafka::new(k.clone())?, api, &what)?;
     }
     for p in &cfg.ingest.postgres {
         let what = format!(

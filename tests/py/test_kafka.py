@@ -67,16 +67,18 @@ def tansu(tmp_path):
     t.stop()
 
 
-def create_topics(broker, partitions=3):
+def create_topics(broker, partitions=3, **client):
     from kafka.admin import KafkaAdminClient, NewTopic
-    admin = KafkaAdminClient(bootstrap_servers=broker.addr, request_timeout_ms=10_000)
+    client.setdefault("bootstrap_servers", broker.addr)
+    admin = KafkaAdminClient(request_timeout_ms=10_000, **client)
     admin.create_topics([NewTopic(TOPIC, partitions, 1), NewTopic(TOPIC + ".dead", 1, 1)])
     admin.close()
 
 
-def produce(broker, values, partitions=3):
+def produce(broker, values, partitions=3, **client):
     from kafka import KafkaProducer
-    p = KafkaProducer(bootstrap_servers=broker.addr, linger_ms=5)
+    client.setdefault("bootstrap_servers", broker.addr)
+    p = KafkaProducer(linger_ms=5, **client)
     for i, v in enumerate(values):
         p.send(TOPIC, value=v.encode(), partition=i % partitions)
     p.flush(60)
@@ -235,3 +237,92 @@ def test_a_killed_node_loses_nothing_and_a_restarted_broker_is_reconnected(make_
     assert again == {f"back-{i}" for i in range(300)}, second.output()[-2500:]
     # One line per outage, not one per retry.
     assert second.output().count("retrying with back-off") <= 3, second.output()[-3000:]
+
+
+def test_records_arrive_over_tls(make_server, tmp_path):
+    """A broker behind TLS (Python's OpenSSL terminating in front of tansu, which advertises the
+    TLS port): the consumer verifies it with `tls_ca` and reads as before."""
+    import ssl
+    tls_dir = os.path.join(os.path.dirname(__file__), "..", "tls")
+    front = free_port()
+    broker = Tansu(tmp_path)
+    url = f"tcp://127.0.0.1:{broker.port}"
+    broker.proc = subprocess.Popen([tansu_binary(), "broker", "--listener-url", url,
+                                    "--advertised-listener-url", f"tcp://127.0.0.1:{front}"],
+                                   stdout=open(broker.log, "wb"), stderr=subprocess.STDOUT)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(os.path.join(tls_dir, "server.pem"), os.path.join(tls_dir, "server.key"))
+    lsock = socket.create_server(("127.0.0.1", front))
+    stop = threading.Event()
+
+    def pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def serve():
+        lsock.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                c, _ = lsock.accept()
+                c.settimeout(None)
+                t = ctx.wrap_socket(c, server_side=True)
+                b = socket.create_connection(("127.0.0.1", broker.port))
+            except (OSError, ssl.SSLError):
+                continue
+            threading.Thread(target=pipe, args=(t, b), daemon=True).start()
+            threading.Thread(target=pipe, args=(b, t), daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", broker.port), 0.5).close()
+                return True
+            except OSError:
+                return False
+        wait_for(up, 15, "tansu")
+        # kafka-python goes through the TLS front too: tansu advertises only that.
+        client = dict(bootstrap_servers=f"127.0.0.1:{front}", security_protocol="SSL",
+                      ssl_cafile=os.path.join(tls_dir, "ca.pem"))
+        create_topics(broker, **client)
+        cfg = config(broker, f'tls = true\ntls_ca = "{os.path.join(tls_dir, "ca.pem")}"').replace(
+            broker.addr, f"127.0.0.1:{front}")
+        server = make_server("--no-auth", config=cfg)
+
+        async def main():
+            ws = await websockets.connect(f"{server.url}/ws?topic=t", max_queue=None)
+            produce(broker, [publish_json("t", str(i)) for i in range(300)], **client)
+            got = await collect(ws, 300, 60)
+            await ws.close()
+            return got
+        got = asyncio.run(asyncio.wait_for(main(), 90))
+        assert got == {str(i) for i in range(300)}, (len(got), server.output()[-2000:])
+    finally:
+        stop.set()
+        lsock.close()
+        broker.stop()
+
+
+def test_an_unreadable_tls_ca_is_refused_at_start(tmp_path):
+    from conftest import BIN
+    path = tmp_path / "ringcast.toml"
+    path.write_text(f"""
+[[ingest.kafka]]
+brokers = ["127.0.0.1:9"]
+topic = "{TOPIC}"
+group = "g"
+tls = true
+tls_ca = "{tmp_path}/missing.pem"
+""")
+    r = subprocess.run([BIN, "serve", "--listen", f"127.0.0.1:{free_port()}", "--admin-socket",
+                        str(tmp_path / "a.sock"), "--no-auth", "--config", str(path)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "missing.pem" in r.stderr, r

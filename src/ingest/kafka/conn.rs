@@ -1,6 +1,8 @@
-//! One connection to one Kafka broker: versions agreed at open, SASL if configured, then one
-//! request at a time (the consumer never pipelines; a broker answers in order anyway).
+//! One connection to one Kafka broker: TLS if configured, versions agreed at open, SASL if
+//! configured, then one request at a time (the consumer never pipelines; a broker answers in
+//! order anyway).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,8 +12,12 @@ use ringcast_proto::kafka::messages::{
 use ringcast_proto::kafka::protocol::{Request, StrBytes};
 use ringcast_proto::kafka::scram::{self, Mechanism, Scram};
 use ringcast_proto::kafka::{self, KafkaError, Versions, check};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use crate::config::Kafka as Config;
 use crate::ingest::IngestError;
@@ -21,10 +27,51 @@ const CONNECT: Duration = Duration::from_secs(5);
 /// How long past its own wait an answer may take before the connection counts as broken.
 const ANSWER: Duration = Duration::from_secs(10);
 
+/// A plain or TLS byte stream to a broker.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// The TLS client settings of a consumer: its brokers' CAs (`tls_ca`, else the system's).
+pub type Tls = Arc<ClientConfig>;
+
+/// The client settings for `cfg`, or None without `tls`; an unreadable CA file is an error
+/// at start, not an outage retried forever.
+pub fn tls(cfg: &Config) -> Result<Option<Tls>, String> {
+    if !cfg.tls {
+        return Ok(None);
+    }
+    let mut roots = RootCertStore::empty();
+    match &cfg.tls_ca {
+        Some(path) => {
+            let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+                .and_then(|i| i.collect::<Result<_, _>>())
+                .map_err(|e| format!("kafka tls_ca {path}: {e}"))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!("kafka tls_ca {path}: no certificate in it"));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err("kafka tls: no system CA certificates found; set tls_ca".into());
+            }
+        }
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let cc = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("kafka tls: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(Arc::new(cc)))
+}
+
 /// A broker connection.
 pub struct Conn {
     addr: String,
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     versions: Versions,
     correlation: i32,
     client_id: String,
@@ -47,8 +94,8 @@ fn kafka_err(addr: &str) -> impl FnOnce(KafkaError) -> IngestError {
 }
 
 impl Conn {
-    /// Connects to `addr`, learns its versions and authenticates.
-    pub async fn open(addr: &str, cfg: &Config) -> Result<Conn, IngestError> {
+    /// Connects to `addr` (over TLS with `tls`), learns its versions and authenticates.
+    pub async fn open(addr: &str, cfg: &Config, tls: Option<&Tls>) -> Result<Conn, IngestError> {
         let timed_out = || IngestError::Broker {
             op: format!("connect {addr}"),
             reason: "timed out".into(),
@@ -58,6 +105,24 @@ impl Conn {
             .map_err(|_| timed_out())?
             .map_err(io(addr, "connect"))?;
         let _ = stream.set_nodelay(true);
+        let stream: Box<dyn Io> = match tls {
+            None => Box::new(stream),
+            Some(tls) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name =
+                    ServerName::try_from(host.to_string()).map_err(|e| IngestError::Broker {
+                        op: format!("tls {addr}"),
+                        reason: e.to_string(),
+                    })?;
+                let shake = TlsConnector::from(tls.clone()).connect(name, stream);
+                let tls = tokio::time::timeout(CONNECT, shake)
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(io(addr, "tls handshake with"))?;
+                Box::new(tls)
+            }
+        };
         let mut conn = Conn {
             addr: addr.to_string(),
             stream,

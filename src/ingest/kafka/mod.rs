@@ -23,7 +23,7 @@ use ringcast_proto::kafka::{check, code_name, records};
 
 use super::{Delivery, IngestError, Source};
 use crate::config::{Kafka as Config, Start};
-use conn::Conn;
+use conn::{Conn, Tls};
 
 /// How long a fetch waits at its leader for records to arrive.
 const FETCH_WAIT_MS: i32 = 500;
@@ -34,6 +34,7 @@ const FETCH_BYTES: i32 = 16 << 20;
 /// One topic's consumer.
 pub struct Kafka {
     cfg: Config,
+    tls: Option<Tls>,
     /// Leader connections by broker id, and the brokers' addresses from metadata.
     conns: HashMap<i32, Conn>,
     brokers: HashMap<i32, String>,
@@ -52,6 +53,8 @@ pub struct Kafka {
     /// This process has committed offsets: a group without any after a reconnect means the
     /// broker lost its state (restarted empty), and its logs with it.
     has_committed: bool,
+    /// The dead-letter partition's leader, kept between dead letters (they come in runs).
+    dead: Option<Conn>,
 }
 
 fn refused(op: &str) -> impl FnOnce(ringcast_proto::kafka::KafkaError) -> IngestError {
@@ -67,9 +70,10 @@ fn topic_name(s: &str) -> TopicName {
 }
 
 impl Kafka {
-    /// A consumer for `cfg` (it connects on first use).
-    pub fn new(cfg: Config) -> Kafka {
-        Kafka {
+    /// A consumer for `cfg` (it connects on first use); refused if its TLS CAs cannot be read.
+    pub fn new(cfg: Config) -> Result<Kafka, String> {
+        Ok(Kafka {
+            tls: conn::tls(&cfg)?,
             cfg,
             conns: HashMap::new(),
             brokers: HashMap::new(),
@@ -80,7 +84,8 @@ impl Kafka {
             queued: VecDeque::new(),
             lag: BTreeMap::new(),
             has_committed: false,
-        }
+            dead: None,
+        })
     }
 
     fn dead_topic(&self) -> String {
@@ -90,11 +95,28 @@ impl Kafka {
             .unwrap_or_else(|| format!("{}.dead", self.cfg.topic))
     }
 
+    /// A connection to the leader of the dead-letter topic's partition 0.
+    async fn dead_leader(&self, dead: &str) -> Result<Conn, IngestError> {
+        let mut boot = self.bootstrap().await?;
+        let (leaders, brokers) = Self::metadata(&mut boot, dead, true).await?;
+        let Some(&leader) = leaders.get(&0) else {
+            return Err(IngestError::Broker {
+                op: format!("dead letter {dead}"),
+                reason: "the topic has no partition 0".into(),
+            });
+        };
+        let addr = brokers.get(&leader).cloned().unwrap_or_default();
+        if addr == boot.addr() || addr.is_empty() {
+            return Ok(boot);
+        }
+        Conn::open(&addr, &self.cfg, self.tls.as_ref()).await
+    }
+
     /// Any bootstrap broker that answers.
     async fn bootstrap(&self) -> Result<Conn, IngestError> {
         let mut last = IngestError::NotConnected;
         for b in &self.cfg.brokers {
-            match Conn::open(b, &self.cfg).await {
+            match Conn::open(b, &self.cfg, self.tls.as_ref()).await {
                 Ok(c) => return Ok(c),
                 Err(e) => last = e,
             }
@@ -143,7 +165,7 @@ impl Kafka {
                 op: "metadata".into(),
                 reason: format!("no address for broker {node}"),
             })?;
-            let c = Conn::open(addr, &self.cfg).await?;
+            let c = Conn::open(addr, &self.cfg, self.tls.as_ref()).await?;
             self.conns.insert(node, c);
         }
         Ok(self.conns.get_mut(&node).expect("inserted above"))
@@ -210,7 +232,7 @@ impl Kafka {
             let conn = if addr == any.addr() {
                 any
             } else {
-                Conn::open(&addr, &self.cfg).await?
+                Conn::open(&addr, &self.cfg, self.tls.as_ref()).await?
             };
             self.coordinator = Some(conn);
         }
@@ -372,6 +394,7 @@ impl Source for Kafka {
         self.conns.clear();
         self.coordinator = None;
         self.queued.clear();
+        self.dead = None;
         let mut boot = self.bootstrap().await?;
         let (leaders, brokers) = Self::metadata(&mut boot, &self.cfg.topic, false).await?;
         let wanted: Vec<i32> = match &self.cfg.partitions {
@@ -455,14 +478,6 @@ impl Source for Kafka {
 
     async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), IngestError> {
         let dead = self.dead_topic();
-        let mut boot = self.bootstrap().await?;
-        let (leaders, brokers) = Self::metadata(&mut boot, &dead, true).await?;
-        let Some(&leader) = leaders.get(&0) else {
-            return Err(IngestError::Broker {
-                op: format!("dead letter {dead}"),
-                reason: "the topic has no partition 0".into(),
-            });
-        };
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
@@ -481,18 +496,18 @@ impl Source for Kafka {
                             .with_records(Some(batch)),
                     ]),
             ]);
-        let addr = brokers.get(&leader).cloned().unwrap_or_default();
-        let mut conn = if addr == boot.addr() || addr.is_empty() {
-            boot
-        } else {
-            Conn::open(&addr, &self.cfg).await?
+        let mut conn = match self.dead.take() {
+            Some(c) => c,
+            None => self.dead_leader(&dead).await?,
         };
         let r = conn.call(&req).await?;
         for t in r.responses {
             for p in t.partition_responses {
+                // A moved leader (or any refusal) looks the leader up again next time.
                 check("Produce", p.error_code).map_err(refused(&format!("dead letter {dead}")))?;
             }
         }
+        self.dead = Some(conn);
         Ok(())
     }
 
