@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 SECONDS_PER_TARGET="${1:-300}"
-TARGETS="${TARGETS:-handshake ws_frames stomp_frame stomp_headers admin_http jwt session cluster_msg sockjs access tls tls_records jwks}"
+TARGETS="${TARGETS:-handshake ws_frames stomp_frame stomp_headers admin_http jwt session cluster_msg sockjs access tls tls_records jwks kafka}"
 export RUSTC_BOOTSTRAP=1 CARGO_TERM_PROGRESS_WHEN=never
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "installing cargo-fuzz"

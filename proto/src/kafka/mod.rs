@@ -5,6 +5,7 @@
 //! own schemas); what is here is what a client must add around them and where broker bytes are
 //! first read, so fuzzing starts here.
 
+pub mod bounds;
 pub mod records;
 pub mod scram;
 
@@ -240,6 +241,14 @@ pub fn decode_response<R: Request>(
             got: header.correlation_id,
         });
     }
+    let api = ApiKey::try_from(R::KEY).map_err(|()| KafkaError::Malformed {
+        what: "response",
+        reason: format!("unknown API {}", R::KEY),
+    })?;
+    bounds::check(api, version, &frame).map_err(|reason| KafkaError::Malformed {
+        what: "response",
+        reason,
+    })?;
     R::Response::decode(&mut frame, version).map_err(malformed("response"))
 }
 
