@@ -119,16 +119,27 @@ pub struct ClusterStats {
     pub channels: AtomicU64,
     pub presence_refreshed: AtomicU64,
     pub presence_failed: AtomicU64,
-    /// When Redis last answered this node (ms since the epoch), and how old that may be for
-    /// the node to count as ready (its presence TTL: the presence is rewritten every third).
+    /// When this node's last probe came back through Redis pub/sub (ms since the epoch), and
+    /// how old that may be for the node to count as ready (three probe periods).
     pub answered_ms: AtomicU64,
     pub fresh_ms: AtomicU64,
+    /// The last probe's round trip (publish → own subscription), in microseconds.
+    pub probe_rtt_us: AtomicU64,
 }
 
 impl ClusterStats {
-    fn fields(&self) -> [(&'static str, u64); 8] {
+    /// Whether a probe came back recently enough: Redis is up end to end, publishing and
+    /// delivering, not merely accepting connections.
+    pub fn broker_up(&self) -> bool {
+        let age = now_ms().saturating_sub(self.answered_ms.load(Relaxed));
+        self.redis_up.load(Relaxed) != 0 && age <= self.fresh_ms.load(Relaxed)
+    }
+
+    fn fields(&self) -> [(&'static str, u64); 10] {
         [
             ("redis_up", self.redis_up.load(Relaxed)),
+            ("broker_up", u64::from(self.broker_up())),
+            ("probe_rtt_us", self.probe_rtt_us.load(Relaxed)),
             ("published", self.published.load(Relaxed)),
             ("publish_failed", self.publish_failed.load(Relaxed)),
             ("received", self.received.load(Relaxed)),
@@ -413,9 +424,11 @@ impl Stats {
         }
         let c = &self.cluster;
         if c.enabled.load(Relaxed) {
-            let age = now_ms().saturating_sub(c.answered_ms.load(Relaxed));
-            if c.redis_up.load(Relaxed) == 0 || age > c.fresh_ms.load(Relaxed) {
-                return Err("the round trip to Redis is not fresh");
+            if c.redis_up.load(Relaxed) == 0 {
+                return Err("Redis is unreachable");
+            }
+            if !c.broker_up() {
+                return Err("no probe came back through Redis pub/sub within 3 probe periods");
             }
         }
         Ok(())
@@ -534,6 +547,8 @@ impl Stats {
         if self.cluster.enabled.load(Relaxed) {
             for (name, v) in self.cluster.fields() {
                 let (metric, kind) = match name {
+                    // Under the names every broker will share (below).
+                    "broker_up" | "probe_rtt_us" => continue,
                     "redis_up" | "channels" => (format!("ringcast_cluster_{name}"), "gauge"),
                     _ => (format!("ringcast_cluster_{name}_total"), "counter"),
                 };
@@ -542,6 +557,15 @@ impl Stats {
                     "# HELP {metric} {help}\n# TYPE {metric} {kind}\n{metric} {v}\n"
                 ));
             }
+            let c = &self.cluster;
+            out.push_str(&format!(
+                "# HELP ringcast_broker_up 1 while this node's probe comes back through the broker\n\
+                 # TYPE ringcast_broker_up gauge\nringcast_broker_up {}\n\
+                 # HELP ringcast_broker_probe_seconds the last probe's round trip through the broker\n\
+                 # TYPE ringcast_broker_probe_seconds gauge\nringcast_broker_probe_seconds {}\n",
+                u8::from(c.broker_up()),
+                c.probe_rtt_us.load(Relaxed) as f64 / 1e6
+            ));
         }
         out
     }

@@ -188,7 +188,7 @@ pub fn new(
     stats
         .cluster
         .fresh_ms
-        .store(cfg.cluster.presence_ttl_ms, Relaxed);
+        .store(3 * worker::PROBE_PERIOD.as_millis() as u64, Relaxed);
     let handle = Cluster {
         node: node.clone(),
         requests,

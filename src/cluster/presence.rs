@@ -86,10 +86,7 @@ impl Presence {
             tracing::debug!("cluster: counting the other nodes' users failed: {e}");
         }
         match self.write().await {
-            Ok(()) => {
-                c.answered_ms.store(now_ms(), Relaxed);
-                c.presence_refreshed.fetch_add(1, Relaxed)
-            }
+            Ok(()) => c.presence_refreshed.fetch_add(1, Relaxed),
             Err(e) => {
                 tracing::debug!("cluster: presence refresh failed: {e}");
                 c.presence_failed.fetch_add(1, Relaxed)

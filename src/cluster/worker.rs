@@ -5,10 +5,10 @@
 //! counted) and keeps tracking which destinations have a local audience, so that on reconnect it
 //! resubscribes exactly those and rewrites its presence.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use futures_util::StreamExt;
@@ -38,6 +38,11 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 const BATCH: usize = 512;
 /// Channels per SUBSCRIBE command when resubscribing everything.
 const SUBSCRIBE_CHUNK: usize = 4096;
+/// How often the node publishes to its own probe channel. It is ready while a probe came back
+/// within three periods: a Redis that hangs (SIGSTOP, a cut link) turns `/readyz` 503 within
+/// about 3 s, which a connection that is merely open, or a PING every third of the presence
+/// TTL, would not.
+pub(super) const PROBE_PERIOD: Duration = Duration::from_secs(1);
 
 pub(super) struct Setup {
     pub client: redis::Client,
@@ -93,6 +98,11 @@ pub struct Worker {
     ),
     number: Arc<redis::Script>,
     read: Arc<redis::Script>,
+    /// Probes sent and not yet back (the newest three), by sequence number.
+    probes: VecDeque<(u64, Instant)>,
+    probe_seq: u64,
+    /// This node's probe channel (compared with every incoming message's).
+    probe_channel: String,
 }
 
 /// A history read's outcome, back on the cluster thread.
@@ -122,7 +132,6 @@ impl Worker {
         woken: std::os::unix::net::UnixStream,
     ) -> Worker {
         Worker {
-            setup,
             requests,
             outgoing,
             woken: Some(woken),
@@ -134,6 +143,10 @@ impl Worker {
             reads: tokio::sync::mpsc::unbounded_channel(),
             number: Arc::new(redis::Script::new(script::NUMBER)),
             read: Arc::new(redis::Script::new(script::READ)),
+            probes: VecDeque::new(),
+            probe_seq: 0,
+            probe_channel: setup.info.names.probe(&setup.info.name),
+            setup,
         }
     }
 
@@ -192,9 +205,8 @@ impl Worker {
                         self.setup.url,
                         self.interest.len() + 1
                     );
-                    let c = &self.setup.info.stats.cluster;
-                    c.answered_ms.store(crate::stats::now_ms(), Relaxed);
-                    c.redis_up.store(1, Relaxed);
+                    // Ready once the first probe comes back, not merely connected.
+                    self.setup.info.stats.cluster.redis_up.store(1, Relaxed);
                     let end = self.serve(&hub, &wake, link).await;
                     self.setup.info.stats.cluster.redis_up.store(0, Relaxed);
                     match end {
@@ -234,7 +246,7 @@ impl Worker {
         self.number.prepare_invoke().load_async(&mut conn).await?;
         self.read.prepare_invoke().load_async(&mut conn).await?;
         let (mut sink, stream) = client.get_async_pubsub().await?.split();
-        let mut channels: Vec<String> = vec![self.setup.info.names.control()];
+        let mut channels = vec![self.setup.info.names.control(), self.probe_channel.clone()];
         channels.extend(
             self.interest
                 .keys()
@@ -265,6 +277,9 @@ impl Worker {
     async fn relay(&mut self, hub: &Arc<Hub>, wake: &Wake, link: &mut Connected) -> End {
         let mut beat = tokio::time::interval(self.setup.info.ttl / 3);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut probe = tokio::time::interval(PROBE_PERIOD);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.probes.clear();
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {
@@ -289,6 +304,7 @@ impl Worker {
                         }
                     }
                 }
+                _ = probe.tick() => self.probe(&link.conn),
                 _ = beat.tick() => {
                     // A Redis cut off without a FIN/RST would leave the subscription silently
                     // dead: a PING on it each beat notices.
@@ -482,12 +498,50 @@ impl Worker {
     }
 
     /// A message from Redis: another node's publish, or a control message.
+    /// Publishes the next probe to this node's own channel; `probe_back` sees it return. A
+    /// publish that fails or hangs is not reported here: its probe simply never comes back.
+    fn probe(&mut self, conn: &MultiplexedConnection) {
+        self.probe_seq += 1;
+        if self.probes.len() == 3 {
+            self.probes.pop_front();
+        }
+        self.probes.push_back((self.probe_seq, Instant::now()));
+        let (mut conn, channel, seq) = (conn.clone(), self.probe_channel.clone(), self.probe_seq);
+        tokio::spawn(async move {
+            let mut publish = redis::cmd("PUBLISH");
+            publish.arg(channel).arg(seq);
+            let _ = timeout(OP_TIMEOUT, publish.query_async::<redis::Value>(&mut conn)).await;
+        });
+    }
+
+    fn probe_back(&mut self, payload: &[u8]) {
+        let Some(seq) = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            return;
+        };
+        let Some(i) = self.probes.iter().position(|&(s, _)| s == seq) else {
+            return;
+        };
+        let rtt = self.probes[i].1.elapsed();
+        // Older probes still out were lost or overtaken: this one answers for them.
+        self.probes.drain(..=i);
+        let c = &self.setup.info.stats.cluster;
+        c.probe_rtt_us.store(rtt.as_micros() as u64, Relaxed);
+        c.answered_ms.store(crate::stats::now_ms(), Relaxed);
+    }
+
     fn incoming(&mut self, hub: &Arc<Hub>, msg: &redis::Msg) {
         let Ok(channel) = msg.get_channel::<Vec<u8>>() else {
             return;
         };
         let payload = msg.get_payload_bytes();
         let names = &self.setup.info.names;
+        if channel == self.probe_channel.as_bytes() {
+            self.probe_back(payload);
+            return;
+        }
         if channel == names.control().as_bytes() {
             if let Some(Control::Disconnect {
                 from,

@@ -12,7 +12,7 @@ import jwt
 import pytest
 import websockets
 
-from conftest import admin, frame, free_port, parse
+from conftest import admin, frame, free_port, parse, until
 
 SECRET = "cluster-secret-of-at-least-32-bytes!"
 TTL_MS = 3000
@@ -242,6 +242,42 @@ def test_redis_outage_keeps_local_delivery_and_cross_node_delivery_resumes(nodes
         assert got == ["after"]
         assert admin(nodes[1].sock, "GET", "/stats")[1]["cluster"]["reconnects"] >= 1
         assert admin(nodes[0].sock, "GET", "/readyz") == (200, {"ok": True})
+
+    asyncio.run(main())
+
+
+def metrics(node):
+    return subprocess.run(["curl", "-s", "--unix-socket", node.sock, "http://admin/metrics"],
+                          capture_output=True, text=True, timeout=10).stdout
+
+
+def test_a_hung_redis_turns_readyz_503_and_back(make_server, redis):
+    """SIGSTOP keeps Redis's sockets open (no FIN, no RST): only a probe through pub/sub notices."""
+    node = make_server("--shards", "2", config=node_config(redis.url))
+
+    async def main():
+        local = await raw(node, "news")
+        until(lambda: admin(node.sock, "GET", "/readyz")[0] == 200, 10, "ready on Redis")
+        assert "ringcast_broker_up 1" in metrics(node)
+        rtt = [l for l in metrics(node).splitlines() if l.startswith("ringcast_broker_probe_seconds ")]
+        assert rtt and float(rtt[0].split()[1]) > 0, rtt
+
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            status, ready = until(lambda: (r := admin(node.sock, "GET", "/readyz"))[0] == 503 and r,
+                                  10, "/readyz 503 within 10 s of Redis hanging")
+            assert "Redis" in ready["error"], ready
+            assert admin(node.sock, "GET", "/healthz")[0] == 200
+            assert "ringcast_broker_up 0" in metrics(node)
+            status, answer = admin(node.sock, "POST", "/publish",
+                                   {"project": "demo", "destination": "/topic/news", "body": "local"})
+            assert status == 200 and answer["sessions"] == 1, answer
+            assert await drain(local) == ["local"]
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+        until(lambda: admin(node.sock, "GET", "/readyz") == (200, {"ok": True}), 15,
+              "ready again after SIGCONT")
+        assert "ringcast_broker_up 1" in metrics(node)
 
     asyncio.run(main())
 

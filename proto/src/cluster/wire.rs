@@ -55,6 +55,12 @@ impl Names {
         format!("{}:control", self.prefix)
     }
 
+    /// A node's readiness probe: it publishes here and listens here, so each probe that comes
+    /// back proves publishing and delivery through Redis end to end.
+    pub fn probe(&self, node: &str) -> String {
+        format!("{}:probe:{node}", self.prefix)
+    }
+
     /// Hash of the cluster's revocations (`POST /revoke`): field `project\nuser\njti`, value
     /// the moment (Unix seconds) its tokens were revoked up to; expires with the newest.
     pub fn revoked(&self) -> String {
