@@ -167,7 +167,7 @@ impl History {
         History {
             stats,
             epoch: new_epoch().into(),
-            clustered: cfg.cluster.redis.is_some(),
+            clustered: cfg.cluster.clustered(),
             clock: monotonic(),
             configs: RwLock::new(configs_of(cfg)),
             streams: Mutex::new(HashMap::new()),

@@ -15,6 +15,7 @@
 mod history;
 mod presence;
 mod revocations;
+mod target;
 pub use ringcast_proto::cluster::wire;
 mod worker;
 
@@ -164,11 +165,9 @@ pub fn new(
     stats: Arc<Stats>,
     tables: Tables,
 ) -> Result<Option<(Cluster, Worker)>, String> {
-    let Some(url) = &cfg.cluster.redis else {
+    let Some(target) = target::Target::new(&cfg.cluster)? else {
         return Ok(None);
     };
-    let client =
-        redis::Client::open(url.as_str()).map_err(|e| format!("cluster.redis {url:?}: {e}"))?;
     let node: Arc<str> = cfg
         .cluster
         .node
@@ -198,8 +197,7 @@ pub fn new(
     };
     let worker = Worker::new(
         worker::Setup {
-            client,
-            url: url.clone(),
+            target,
             info: Arc::new(presence::NodeInfo {
                 name: node.to_string(),
                 names,

@@ -18,6 +18,7 @@ use tokio::time::timeout;
 
 use super::history as script;
 use super::presence::{NodeInfo, Presence};
+use super::target::{self, Target};
 use super::wire::{self, Control};
 use super::{Kind, Outgoing, Request};
 
@@ -45,8 +46,7 @@ const SUBSCRIBE_CHUNK: usize = 4096;
 pub(super) const PROBE_PERIOD: Duration = Duration::from_secs(1);
 
 pub(super) struct Setup {
-    pub client: redis::Client,
-    pub url: String,
+    pub target: Target,
     pub info: Arc<NodeInfo>,
 }
 
@@ -119,6 +119,8 @@ enum End {
 }
 
 struct Connected {
+    /// The Redis's address, for the logs.
+    addr: String,
     conn: MultiplexedConnection,
     sink: PubSubSink,
     stream: PubSubStream,
@@ -202,7 +204,7 @@ impl Worker {
                     tracing::info!(
                         "cluster: node {} connected to {} ({} channels)",
                         self.setup.info.name,
-                        self.setup.url,
+                        link.addr,
                         self.interest.len() + 1
                     );
                     // Ready once the first probe comes back, not merely connected.
@@ -218,11 +220,13 @@ impl Worker {
                 }
                 Ok(Err(e)) if !down_logged => {
                     down_logged = true;
-                    tracing::warn!("cluster: cannot reach {}: {e}; retrying", self.setup.url);
+                    let to = self.setup.target.describe();
+                    tracing::warn!("cluster: cannot reach {to}: {e}; retrying");
                 }
                 Err(_) if !down_logged => {
                     down_logged = true;
-                    tracing::warn!("cluster: {} did not answer; retrying", self.setup.url);
+                    let to = self.setup.target.describe();
+                    tracing::warn!("cluster: {to} did not answer; retrying");
                 }
                 _ => {}
             }
@@ -239,13 +243,32 @@ impl Worker {
         c.channels.store(self.interest.len() as u64, Relaxed);
     }
 
-    async fn connect(&mut self) -> redis::RedisResult<Connected> {
-        let client = &self.setup.client;
-        let mut conn = client.get_multiplexed_async_connection().await?;
+    async fn connect(&mut self) -> Result<Connected, String> {
+        let (client, addr) = self.setup.target.resolve().await?;
+        let failed = |e: redis::RedisError| format!("{addr}: {e}");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(failed)?;
+        if self.setup.target.follows_failover()
+            && !target::is_master(&mut conn).await.map_err(failed)?
+        {
+            return Err(format!(
+                "{addr} is not a master (the sentinels' answer is stale)"
+            ));
+        }
         // Loaded up front: the pipelines call them by hash (EVALSHA).
-        self.number.prepare_invoke().load_async(&mut conn).await?;
-        self.read.prepare_invoke().load_async(&mut conn).await?;
-        let (mut sink, stream) = client.get_async_pubsub().await?.split();
+        self.number
+            .prepare_invoke()
+            .load_async(&mut conn)
+            .await
+            .map_err(failed)?;
+        self.read
+            .prepare_invoke()
+            .load_async(&mut conn)
+            .await
+            .map_err(failed)?;
+        let (mut sink, stream) = client.get_async_pubsub().await.map_err(failed)?.split();
         let mut channels = vec![self.setup.info.names.control(), self.probe_channel.clone()];
         channels.extend(
             self.interest
@@ -253,7 +276,7 @@ impl Worker {
                 .map(|k| self.setup.info.names.channel_of_key(k)),
         );
         for chunk in channels.chunks(SUBSCRIBE_CHUNK) {
-            sink.subscribe(chunk).await?;
+            sink.subscribe(chunk).await.map_err(failed)?;
         }
         let keys: Vec<String> = self.interest.keys().cloned().collect();
         for k in keys {
@@ -264,7 +287,12 @@ impl Worker {
         if let Err(e) = super::revocations::load(conn.clone(), &self.setup.info).await {
             tracing::warn!("cluster: reading the revocations failed: {e}");
         }
-        Ok(Connected { conn, sink, stream })
+        Ok(Connected {
+            addr,
+            conn,
+            sink,
+            stream,
+        })
     }
 
     /// Connected: relays messages both ways and refreshes presence until Redis goes away.
@@ -312,6 +340,14 @@ impl Worker {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => return End::Lost(format!("PING failed: {e}")),
                         Err(_) => return End::Lost("Redis did not answer a PING".into()),
+                    }
+                    if self.setup.target.follows_failover() {
+                        match timeout(OP_TIMEOUT, target::is_master(&mut link.conn)).await {
+                            Ok(Ok(true)) => {}
+                            Ok(Ok(false)) => return End::Lost(format!("{} is no longer the master", link.addr)),
+                            Ok(Err(e)) => return End::Lost(format!("ROLE failed: {e}")),
+                            Err(_) => return End::Lost("Redis did not answer ROLE".into()),
+                        }
                     }
                     let p = self.presence(hub, &link.conn);
                     tokio::spawn(async move { p.refresh().await });

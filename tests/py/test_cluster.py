@@ -19,9 +19,12 @@ TTL_MS = 3000
 
 
 class Redis:
-    def __init__(self, workdir):
+    """One redis-server on loopback; `args` are more of its options (`--replicaof`, ...)."""
+
+    def __init__(self, workdir, *args):
         self.port = free_port()
         self.dir = workdir
+        self.args = list(args)
         self.proc = None
         self.start()
 
@@ -32,7 +35,7 @@ class Redis:
     def start(self):
         self.proc = subprocess.Popen(
             [shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.dir],
+             "--save", "", "--appendonly", "no", "--dir", self.dir] + self.args,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 10
         while time.time() < deadline:

@@ -1,4 +1,5 @@
-//! `[cluster]`: the Redis this node shares with the others, and presence.
+//! `[cluster]`: the Redis this node shares with the others (named directly, or found through
+//! Redis Sentinel), and presence.
 
 use super::ConfigError;
 use serde::{Deserialize, Serialize};
@@ -7,8 +8,15 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 /// `[cluster]`.
 pub struct Cluster {
-    /// `redis://host:port[/db]`; absent = a standalone node.
+    /// `redis://host:port[/db]`; absent (and no `sentinels`) = a standalone node.
     pub redis: Option<String>,
+    /// Redis Sentinels (`redis://host:port`, their own password in the URL) that name the
+    /// master of `sentinel_master`; exclusive with `redis`.
+    pub sentinels: Vec<String>,
+    /// The master's name in the sentinels' configuration.
+    pub sentinel_master: String,
+    /// The password of the master (and its replicas) the sentinels name, if it has one.
+    pub sentinel_master_password: Option<String>,
     /// This node's name in the cluster; unset = `HOST:PORT:PID`.
     pub node: Option<String>,
     /// Prefix of every Redis key and channel, so clusters can share one Redis.
@@ -24,6 +32,9 @@ impl Default for Cluster {
     fn default() -> Self {
         Cluster {
             redis: None,
+            sentinels: Vec::new(),
+            sentinel_master: "mymaster".into(),
+            sentinel_master_password: None,
             node: None,
             prefix: "ringcast".into(),
             presence_ttl_ms: 15_000,
@@ -33,17 +44,38 @@ impl Default for Cluster {
 }
 
 impl Cluster {
+    /// Whether this node shares a Redis with others (directly or through sentinels).
+    pub fn clustered(&self) -> bool {
+        self.redis.is_some() || !self.sentinels.is_empty()
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let redis_url = |u: &str| {
+            u.starts_with("redis://")
+                || u.starts_with("rediss://")
+                || u.starts_with("unix://")
+                || u.starts_with("redis+unix://")
+        };
         if let Some(url) = &self.redis
-            && !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("unix://")
-                || url.starts_with("redis+unix://"))
+            && !redis_url(url)
         {
             return Err(format!(
                 "cluster.redis {url:?}: expected redis://HOST:PORT[/DB] (or rediss://, unix://)"
             )
             .into());
+        }
+        if self.redis.is_some() && !self.sentinels.is_empty() {
+            return Err(
+                "cluster.redis and cluster.sentinels exclude each other: name the Redis, \
+                        or the sentinels that find it"
+                    .into(),
+            );
+        }
+        if let Some(url) = self.sentinels.iter().find(|u| !redis_url(u)) {
+            return Err(format!("cluster.sentinels {url:?}: expected redis://HOST:PORT").into());
+        }
+        if self.sentinel_master.is_empty() || self.sentinel_master.contains(char::is_whitespace) {
+            return Err("cluster.sentinel_master must be a non-empty name without spaces".into());
         }
         if self.presence_ttl_ms < 1000 || self.publish_queue == 0 {
             return Err(

@@ -258,6 +258,12 @@ impl Config {
         if let Some(url) = &mut shown.cluster.redis {
             *url = mask_password(url);
         }
+        for url in &mut shown.cluster.sentinels {
+            *url = mask_password(url);
+        }
+        if shown.cluster.sentinel_master_password.is_some() {
+            shown.cluster.sentinel_master_password = Some(MASK.into());
+        }
         for r in &mut shown.ingest.redis_stream {
             r.url = mask_password(&r.url);
         }
