@@ -220,8 +220,8 @@ impl Worker {
                 }
                 Ok(Err(e)) if !down_logged => {
                     down_logged = true;
-                    let to = self.setup.target.describe();
-                    tracing::warn!("cluster: cannot reach {to}: {e}; retrying");
+                    // `e` names the address (or what every sentinel answered).
+                    tracing::warn!("cluster: cannot reach Redis: {e}; retrying");
                 }
                 Err(_) if !down_logged => {
                     down_logged = true;

@@ -87,11 +87,15 @@ def free_port():
 
 
 class Server:
-    def __init__(self, *args, config=None):
+    """One `ringcast serve`; `wrap` runs it inside another command (`ip netns exec NS`), and
+    `host` is the address it listens on there."""
+
+    def __init__(self, *args, config=None, host="127.0.0.1", wrap=()):
         self.dir = tempfile.mkdtemp(prefix="ringcast-test-")
+        self.host = host
         self.port = free_port()
         self.sock = os.path.join(self.dir, "admin.sock")
-        cmd = [BIN, "serve", "--listen", f"127.0.0.1:{self.port}", "--admin-socket", self.sock]
+        cmd = [*wrap, BIN, "serve", "--listen", f"{host}:{self.port}", "--admin-socket", self.sock]
         if config is not None:
             path = os.path.join(self.dir, "ringcast.toml")
             with open(path, "w") as f:
@@ -111,7 +115,7 @@ class Server:
 
     @property
     def url(self):
-        return f"ws://127.0.0.1:{self.port}"
+        return f"ws://{self.host}:{self.port}"
 
     def output(self):
         self.log.flush()
