@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 
 use super::{Delivery, IngestError, Source, broker};
 use crate::config::Postgres as Config;
@@ -19,6 +19,9 @@ pub struct Postgres {
     client: Option<Client>,
     /// A message per `NOTIFY` on the channel; closed when the connection ends.
     wake: Option<mpsc::UnboundedReceiver<()>>,
+    /// The claim and the delete, prepared once per connection (not on every round).
+    claim: Option<Statement>,
+    delete: Option<Statement>,
 }
 
 impl Postgres {
@@ -28,6 +31,8 @@ impl Postgres {
             cfg,
             client: None,
             wake: None,
+            claim: None,
+            delete: None,
         }
     }
 
@@ -94,7 +99,14 @@ impl Source for Postgres {
             .batch_execute(&setup)
             .await
             .map_err(broker("set up the outbox"))?;
+        let claim = format!(
+            "SELECT id, payload::text FROM {table} ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+        );
+        let delete = format!("DELETE FROM {table} WHERE id = ANY($1)");
+        let (claim, delete) = tokio::try_join!(client.prepare(&claim), client.prepare(&delete))
+            .map_err(broker("prepare"))?;
         self.wake = self.cfg.notify_channel.is_some().then_some(rx);
+        (self.claim, self.delete) = (Some(claim), Some(delete));
         self.client = Some(client);
         Ok(())
     }
@@ -107,20 +119,16 @@ impl Source for Postgres {
             // Wake-ups sent before this claim are answered by it.
             while w.try_recv().is_ok() {}
         }
-        let claim = format!(
-            "SELECT id, payload::text FROM {} ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-            self.cfg.table
-        );
         let limit = self.cfg.batch as i64;
         let client = self.client()?;
-        client
-            .batch_execute("BEGIN")
-            .await
-            .map_err(broker("BEGIN"))?;
-        let rows = client
-            .query(&claim, &[&limit])
-            .await
-            .map_err(broker("claim rows"))?;
+        let claim = self.claim.as_ref().ok_or(IngestError::NotConnected)?;
+        // Pipelined: one round trip. A failed BEGIN fails the round before any row is handed
+        // over, so a claim outside a transaction (its locks gone at once) is never delivered.
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&limit];
+        let (begun, rows) =
+            tokio::join!(client.batch_execute("BEGIN"), client.query(claim, &params));
+        begun.map_err(broker("BEGIN"))?;
+        let rows = rows.map_err(broker("claim rows"))?;
         if rows.is_empty() {
             client
                 .batch_execute("COMMIT")
@@ -144,16 +152,17 @@ impl Source for Postgres {
 
     async fn ack(&mut self, ids: &[String]) -> Result<(), IngestError> {
         let ids: Vec<i64> = ids.iter().filter_map(|i| i.parse().ok()).collect();
-        let delete = format!("DELETE FROM {} WHERE id = ANY($1)", self.cfg.table);
         let client = self.client()?;
-        client
-            .execute(&delete, &[&ids])
-            .await
-            .map_err(broker("delete rows"))?;
-        client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(broker("COMMIT"))?;
+        let delete = self.delete.as_ref().ok_or(IngestError::NotConnected)?;
+        // Pipelined: a failed DELETE turns the COMMIT into a rollback, so the rows stay and
+        // come again (at least once).
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
+        let (deleted, committed) = tokio::join!(
+            client.execute(delete, &params),
+            client.batch_execute("COMMIT")
+        );
+        deleted.map_err(broker("delete rows"))?;
+        committed.map_err(broker("COMMIT"))?;
         Ok(())
     }
 
