@@ -60,7 +60,9 @@ def redis(tmp_path):
     r.stop()
 
 
-def node_config(redis_url):
+def node_config(redis_url, cluster=None):
+    """Three nodes' shared configuration; `cluster` replaces the `redis` line (sentinels, ...)."""
+    cluster = cluster or f'redis = "{redis_url}"'
     return f"""
 [auth]
 user_claim = "userName"
@@ -71,7 +73,7 @@ jwt_secret = "{SECRET}"
 client_publish = true
 
 [cluster]
-redis = "{redis_url}"
+{cluster}
 presence_ttl_ms = {TTL_MS}
 """
 

@@ -13,7 +13,7 @@ import time
 import pytest
 import websockets
 
-from conftest import free_port
+from conftest import free_port, until, wait_port
 from test_ingest import collect, publish_json
 
 TOPIC = "pushes"
@@ -44,14 +44,8 @@ class Tansu:
         self.proc = subprocess.Popen([tansu_binary(), "broker", "--listener-url", url,
                                       "--advertised-listener-url", url],
                                      stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"tansu did not start: {self.log.read_text()[-2000:]}")
+        if not wait_port(self.port, 15):
+            raise RuntimeError(f"tansu did not start: {self.log.read_text()[-2000:]}")
 
     def stop(self, sig=15):
         if self.proc and self.proc.poll() is None:
@@ -134,16 +128,6 @@ batch = 500
 """
 
 
-def wait_for(cond, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_records_reach_subscribers_bad_ones_go_to_the_dead_letter_and_offsets_are_committed(
         make_server, tansu):
     create_topics(tansu)
@@ -169,7 +153,7 @@ def test_records_reach_subscribers_bad_ones_go_to_the_dead_letter_and_offsets_ar
     # Offsets are contiguous from 0 in each partition: committed at the end, they add up to the
     # records produced. (tansu 0.6's ListOffsets "latest" lags behind batches of several
     # records, so it is not the measure here.)
-    wait_for(lambda: sum(committed(tansu).values()) == n + 2, 30, "committed offsets to reach the end")
+    until(lambda: sum(committed(tansu).values()) == n + 2, 30, "committed offsets to reach the end")
     stats = server.stats()["ingest"]
     assert stats["received"] == n + 2 and stats["rejected"] == 2, stats
     src = stats["sources"][0]
@@ -222,13 +206,13 @@ def test_a_killed_node_loses_nothing_and_a_restarted_broker_is_reconnected(make_
     # A new node starts at the committed offsets and reads the rest: what the first had handed
     # over and not committed comes again (at least once), nothing is skipped.
     second = make_server("--shards", "2", "--no-auth", config=cfg)
-    wait_for(lambda: sum(committed(tansu).values()) == n, 60, "committed offsets to reach the end")
+    until(lambda: sum(committed(tansu).values()) == n, 60, "committed offsets to reach the end")
     assert second.stats()["ingest"]["received"] == n - sum(at_kill.values())
 
     # The broker goes away (memory storage: it comes back empty) and the node keeps trying.
     port = tansu.port
     tansu.stop(sig=9)
-    wait_for(lambda: second.stats()["ingest"]["errors"] > 0, 30, "the outage to be noticed")
+    until(lambda: second.stats()["ingest"]["errors"] > 0, 30, "the outage to be noticed")
     tansu.__init__(tansu.log.parent, port)
     tansu.start()
     create_topics(tansu)
@@ -288,7 +272,7 @@ def test_records_arrive_over_tls(make_server, tmp_path):
                 return True
             except OSError:
                 return False
-        wait_for(up, 15, "tansu")
+        until(up, 15, "tansu")
         # kafka-python goes through the TLS front too: tansu advertises only that.
         client = dict(bootstrap_servers=f"127.0.0.1:{front}", security_protocol="SSL",
                       ssl_cafile=os.path.join(tls_dir, "ca.pem"))

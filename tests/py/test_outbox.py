@@ -15,7 +15,7 @@ import time
 import pytest
 import websockets
 
-from conftest import free_port
+from conftest import free_port, until
 from test_ingest import publish_json
 
 # What README "PostgreSQL outbox" tells a backend to create.
@@ -110,16 +110,6 @@ def quote(s):
     return "'" + s.replace("'", "''") + "'"
 
 
-def wait_for(cond, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def collect_all(sockets, want, timeout):
     """Every body the sockets receive, as lists (a duplicate shows), until `want` in all."""
     got = [[] for _ in sockets]
@@ -206,13 +196,13 @@ def test_an_unreachable_database_is_retried_until_it_answers(make_server, tmp_pa
 url = "{pg_url}"
 poll_ms = 200
 """)
-    wait_for(lambda: server.stats()["ingest"]["errors"] > 0, 30, "the outage to be noticed")
+    until(lambda: server.stats()["ingest"]["errors"] > 0, 30, "the outage to be noticed")
     pg = Postgres(tmp_path, port)
     try:
         async def main():
             ws = await websockets.connect(f"{server.url}/ws?topic=u", max_queue=None)
             # ringcast creates the table on connect: wait for it, then write.
-            wait_for(lambda: pg.sql("SELECT to_regclass('ringcast_outbox') IS NOT NULL") == "t",
+            until(lambda: pg.sql("SELECT to_regclass('ringcast_outbox') IS NOT NULL") == "t",
                      60, "the outbox table")
             pg.sql(f"INSERT INTO ringcast_outbox (payload) VALUES ({quote(publish_json('u', 'up'))});")
             assert await asyncio.wait_for(ws.recv(), 60) == "up"

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from conftest import admin, until
-from test_cluster import TTL_MS, SECRET, Redis, drain, publish, raw, wait_for_channels
+from test_cluster import Redis, drain, node_config, publish, raw, wait_for_channels
 
 
 def sh(*cmd):
@@ -56,21 +56,6 @@ def netns():
     ns.close()
 
 
-def config(redis_url):
-    return f"""
-[auth]
-user_claim = "userName"
-
-[projects.demo]
-jwt_alg = "HS256"
-jwt_secret = "{SECRET}"
-
-[cluster]
-redis = "{redis_url}"
-presence_ttl_ms = {TTL_MS}
-"""
-
-
 def test_a_node_cut_off_from_redis_is_unready_keeps_local_delivery_and_comes_back(
         make_server, netns, tmp_path):
     _, redis_host, _ = netns.links["redis"]
@@ -78,9 +63,9 @@ def test_a_node_cut_off_from_redis_is_unready_keeps_local_delivery_and_comes_bac
     # Not loopback only: protected mode would refuse the namespace.
     redis = Redis(str(tmp_path), "--bind", "127.0.0.1", redis_host, "--protected-mode", "no")
     try:
-        inside = make_server("--shards", "2", config=config(f"redis://{redis_host}:{redis.port}"),
+        inside = make_server("--shards", "2", config=node_config(f"redis://{redis_host}:{redis.port}"),
                              host=client_addr, wrap=("ip", "netns", "exec", netns.name))
-        outside = make_server("--shards", "2", config=config(redis.url))
+        outside = make_server("--shards", "2", config=node_config(redis.url))
 
         async def main():
             a, b = await raw(inside, "news"), await raw(outside, "news")

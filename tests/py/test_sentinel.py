@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import admin, free_port, until
-from test_cluster import SECRET, TTL_MS, Redis, drain, publish, raw, wait_for_channels
+from test_cluster import Redis, drain, node_config, publish, raw, wait_for_channels
 
 
 class Sentinel:
@@ -46,20 +46,10 @@ class Sentinel:
             self.proc.wait()
 
 
-def node_config(sentinel_url):
-    return f"""
-[auth]
-user_claim = "userName"
-
-[projects.demo]
-jwt_alg = "HS256"
-jwt_secret = "{SECRET}"
-
-[cluster]
-sentinels = ["redis://127.0.0.1:1", "{sentinel_url}"]
-sentinel_master = "mymaster"
-presence_ttl_ms = {TTL_MS}
-"""
+def sentinel_config(sentinel_url):
+    # A dead first sentinel is skipped: the second one answers.
+    return node_config(None, f'sentinels = ["redis://127.0.0.1:1", "{sentinel_url}"]\n'
+                             'sentinel_master = "mymaster"')
 
 
 @pytest.fixture
@@ -85,8 +75,7 @@ def ready(node):
 
 def test_a_failover_is_followed_and_a_hung_master_is_not_ready(make_server, redis_pair):
     master, replica, sentinel = redis_pair
-    # A dead first sentinel is skipped: the second one answers.
-    nodes = [make_server("--shards", "2", config=node_config(sentinel.url)) for _ in range(2)]
+    nodes = [make_server("--shards", "2", config=sentinel_config(sentinel.url)) for _ in range(2)]
     # The sentinel must know the replica before it can promote it.
     until(lambda: "master_link_status:up" in subprocess.run(
         ["redis-cli", "-p", str(replica.port), "info", "replication"],
