@@ -52,8 +52,10 @@ enum LogFormat {
 /// Logs go to stderr: JSON lines, or text coloured only for a terminal that wants colour.
 fn init_logs(format: LogFormat) {
     use std::io::IsTerminal;
+    // The redis crate warns on each of its many attempts to reach a Redis Cluster node that is
+    // down; the cluster thread says so once, in its own words.
     let filter = tracing_subscriber::EnvFilter::try_from_env("RINGCAST_LOG")
-        .unwrap_or_else(|_| "info".into());
+        .unwrap_or_else(|_| "info,redis=error".into());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

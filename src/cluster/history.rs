@@ -21,7 +21,8 @@ pub const META_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// Lua writes `wire::POSITIONED` as `'RCP1'` below.
 /// KEYS: meta hash, stream, channel. ARGV: message (`wire::encode`), an epoch to use if the
-/// destination has none, size, ttl_ms, META_TTL_MS. Returns {offset, subscribers}.
+/// destination has none, size, ttl_ms, META_TTL_MS, the publish command (`SPUBLISH` on a
+/// Redis Cluster, where the channel shares the keys' slot). Returns {offset, subscribers}.
 pub const NUMBER: &str = r"
 local e = redis.call('HGET', KEYS[1], 'e')
 if not e then
@@ -35,7 +36,7 @@ local now = t[1] * 1000 + math.floor(t[2] / 1000)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], o .. '-0', 't', now, 'p', ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-local n = redis.call('PUBLISH', KEYS[3], 'RCP1' .. e .. ':' .. o .. '\n' .. ARGV[1])
+local n = redis.call(ARGV[6], KEYS[3], 'RCP1' .. e .. ':' .. o .. '\n' .. ARGV[1])
 return {o, n}
 ";
 

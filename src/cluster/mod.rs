@@ -13,6 +13,7 @@
 //! socket. The pair made up front has the same number in every table (as the hub's eventfds).
 
 mod history;
+mod link;
 mod presence;
 mod revocations;
 mod target;
@@ -174,7 +175,11 @@ pub fn new(
         .clone()
         .unwrap_or_else(|| default_node(listen))
         .into();
-    let names = Names::new(&cfg.cluster.prefix);
+    let names = if cfg.cluster.redis_cluster.is_empty() {
+        Names::new(&cfg.cluster.prefix)
+    } else {
+        Names::sharded(&cfg.cluster.prefix)
+    };
     let (requests, req_rx) = unbounded();
     let (outgoing, out_rx) = bounded(cfg.cluster.publish_queue);
     let (wake, woken) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use super::link::Conn;
 use serde_json::{Value, json};
 
 use super::wire::{Control, Names};
@@ -40,7 +40,7 @@ pub(super) struct NodeInfo {
 }
 
 pub(super) struct Presence {
-    pub conn: MultiplexedConnection,
+    pub conn: Conn,
     pub hub: Arc<Hub>,
     pub info: Arc<NodeInfo>,
 }
@@ -254,7 +254,7 @@ impl Presence {
             user,
         };
         let mut conn = self.conn.clone();
-        redis::cmd("PUBLISH")
+        redis::cmd(self.info.names.publish_command())
             .arg(self.info.names.control())
             .arg(ask.encode())
             .query_async::<u64>(&mut conn)

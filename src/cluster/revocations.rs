@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use redis::aio::MultiplexedConnection;
+use super::link::Conn;
 use ringcast_proto::cluster::wire::Control;
 
 use super::presence::NodeInfo;
@@ -29,7 +29,7 @@ fn field(project: &str, user: Option<&str>, jti: Option<&str>) -> String {
 
 /// Keeps `revoke` in Redis and announces it to the other nodes.
 pub(super) async fn publish(
-    mut conn: MultiplexedConnection,
+    mut conn: Conn,
     info: &NodeInfo,
     revoke: &Control,
 ) -> Result<(), RelayError> {
@@ -61,7 +61,7 @@ pub(super) async fn publish(
         .arg(&key)
         .arg(info.revoke_ttl_s.max(1))
         .ignore()
-        .cmd("PUBLISH")
+        .cmd(info.names.publish_command())
         .arg(info.names.control())
         .arg(revoke.encode())
         .ignore()
@@ -71,10 +71,7 @@ pub(super) async fn publish(
 }
 
 /// Records every revocation Redis keeps into this node's; returns how many were read.
-pub(super) async fn load(
-    mut conn: MultiplexedConnection,
-    info: &NodeInfo,
-) -> Result<usize, RelayError> {
+pub(super) async fn load(mut conn: Conn, info: &NodeInfo) -> Result<usize, RelayError> {
     let all: Vec<(String, u64)> = redis::cmd("HGETALL")
         .arg(info.names.revoked())
         .query_async(&mut conn)

@@ -1,7 +1,8 @@
 //! Which Redis the cluster thread talks to: the one `[cluster] redis` names, or the master the
 //! sentinels name at this moment. Sentinels are asked again on every connect, so after a
 //! failover the next connect finds the promoted replica; a node the sentinels still name but
-//! that is no longer a master is refused, so this node never stays on a demoted one.
+//! that is no longer a master is refused, so this node never stays on a demoted one. A Redis
+//! Cluster is reached through its seed nodes and follows its own failovers.
 
 use std::time::Duration;
 
@@ -24,6 +25,9 @@ pub enum Target {
         master: String,
         auth: RedisConnectionInfo,
     },
+    Cluster {
+        seeds: Vec<String>,
+    },
 }
 
 impl Target {
@@ -36,6 +40,16 @@ impl Target {
             return Ok(Some(Target::Direct {
                 client,
                 url: url.clone(),
+            }));
+        }
+        if !cfg.redis_cluster.is_empty() {
+            for url in &cfg.redis_cluster {
+                url.as_str()
+                    .into_connection_info()
+                    .map_err(|e| format!("cluster.redis_cluster {url:?}: {e}"))?;
+            }
+            return Ok(Some(Target::Cluster {
+                seeds: cfg.redis_cluster.clone(),
             }));
         }
         if cfg.sentinels.is_empty() {
@@ -68,6 +82,7 @@ impl Target {
             Target::Sentinel {
                 sentinels, master, ..
             } => format!("master {master:?} of {} sentinel(s)", sentinels.len()),
+            Target::Cluster { seeds } => format!("Redis Cluster {}", seeds.join(", ")),
         }
     }
 
@@ -78,10 +93,12 @@ impl Target {
         matches!(self, Target::Sentinel { .. })
     }
 
-    /// The Redis to connect to now, and its address for the logs.
+    /// The Redis to connect to now, and its address for the logs (not for a Redis Cluster,
+    /// which `link::open` reaches through its seeds).
     pub async fn resolve(&self) -> Result<(redis::Client, String), String> {
         let (sentinels, master, auth) = match self {
             Target::Direct { client, url } => return Ok((client.clone(), url.clone())),
+            Target::Cluster { .. } => return Err("a Redis Cluster has no single server".into()),
             Target::Sentinel {
                 sentinels,
                 master,

@@ -11,12 +11,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use tokio::net::UnixStream;
 use tokio::time::timeout;
 
 use super::history as script;
+use super::link::{self, Conn, Push, Subscriber};
 use super::presence::{NodeInfo, Presence};
 use super::target::{self, Target};
 use super::wire::{self, Control};
@@ -37,8 +36,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Publishes sent to Redis in one pipeline (one round trip).
 const BATCH: usize = 512;
-/// Channels per SUBSCRIBE command when resubscribing everything.
-const SUBSCRIBE_CHUNK: usize = 4096;
 /// How often the node publishes to its own probe channel. It is ready while a probe came back
 /// within three periods: a Redis that hangs (SIGSTOP, a cut link) turns `/readyz` 503 within
 /// about 3 s, which a connection that is merely open, or a PING every third of the presence
@@ -121,9 +118,8 @@ enum End {
 struct Connected {
     /// The Redis's address, for the logs.
     addr: String,
-    conn: MultiplexedConnection,
-    sink: PubSubSink,
-    stream: PubSubStream,
+    conn: Conn,
+    subscriber: Subscriber,
 }
 
 impl Worker {
@@ -167,7 +163,7 @@ impl Worker {
             })
     }
 
-    fn presence(&self, hub: &Arc<Hub>, conn: &MultiplexedConnection) -> Presence {
+    fn presence(&self, hub: &Arc<Hub>, conn: &Conn) -> Presence {
         Presence {
             conn: conn.clone(),
             hub: hub.clone(),
@@ -244,19 +240,8 @@ impl Worker {
     }
 
     async fn connect(&mut self) -> Result<Connected, String> {
-        let (client, addr) = self.setup.target.resolve().await?;
+        let (mut conn, mut subscriber, addr) = link::open(&self.setup.target).await?;
         let failed = |e: redis::RedisError| format!("{addr}: {e}");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(failed)?;
-        if self.setup.target.follows_failover()
-            && !target::is_master(&mut conn).await.map_err(failed)?
-        {
-            return Err(format!(
-                "{addr} is not a master (the sentinels' answer is stale)"
-            ));
-        }
         // Loaded up front: the pipelines call them by hash (EVALSHA).
         self.number
             .prepare_invoke()
@@ -268,16 +253,13 @@ impl Worker {
             .load_async(&mut conn)
             .await
             .map_err(failed)?;
-        let (mut sink, stream) = client.get_async_pubsub().await.map_err(failed)?.split();
         let mut channels = vec![self.setup.info.names.control(), self.probe_channel.clone()];
         channels.extend(
             self.interest
                 .keys()
                 .map(|k| self.setup.info.names.channel_of_key(k)),
         );
-        for chunk in channels.chunks(SUBSCRIBE_CHUNK) {
-            sink.subscribe(chunk).await.map_err(failed)?;
-        }
+        subscriber.subscribe(&channels).await.map_err(failed)?;
         let keys: Vec<String> = self.interest.keys().cloned().collect();
         for k in keys {
             self.listen(&k);
@@ -290,8 +272,7 @@ impl Worker {
         Ok(Connected {
             addr,
             conn,
-            sink,
-            stream,
+            subscriber,
         })
     }
 
@@ -311,9 +292,11 @@ impl Worker {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {
-                msg = link.stream.next() => match msg {
-                    Some(msg) => self.incoming(hub, &msg),
-                    None => return End::Lost("the subscription connection closed".into()),
+                push = link.subscriber.next() => match push {
+                    Push::Message(msg) => self.incoming(hub, &msg),
+                    Push::Gap => return End::Lost("a node of the Redis Cluster dropped its connection".into()),
+                    Push::Other => {}
+                    Push::Closed => return End::Lost("the subscription connection closed".into()),
                 },
                 Some(done) = self.reads.1.recv() => self.read_done(hub, done),
                 _ = wake.woken() => {
@@ -336,13 +319,13 @@ impl Worker {
                 _ = beat.tick() => {
                     // A Redis cut off without a FIN/RST would leave the subscription silently
                     // dead: a PING on it each beat notices.
-                    match timeout(OP_TIMEOUT, link.sink.ping::<redis::Value>()).await {
+                    match timeout(OP_TIMEOUT, link.subscriber.ping()).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => return End::Lost(format!("PING failed: {e}")),
                         Err(_) => return End::Lost("Redis did not answer a PING".into()),
                     }
-                    if self.setup.target.follows_failover() {
-                        match timeout(OP_TIMEOUT, target::is_master(&mut link.conn)).await {
+                    if let (true, Conn::One(conn)) = (self.setup.target.follows_failover(), &mut link.conn) {
+                        match timeout(OP_TIMEOUT, target::is_master(conn)).await {
                             Ok(Ok(true)) => {}
                             Ok(Ok(false)) => return End::Lost(format!("{} is no longer the master", link.addr)),
                             Ok(Err(e)) => return End::Lost(format!("ROLE failed: {e}")),
@@ -356,19 +339,31 @@ impl Worker {
         }
     }
 
-    /// Sends a batch of publishes as one pipeline and tells each waiting caller the outcome.
-    async fn send(
-        &mut self,
-        conn: &mut MultiplexedConnection,
-        batch: &mut Vec<Outgoing>,
-    ) -> Result<(), RelayError> {
+    /// Sends a batch of publishes as one pipeline (on a Redis Cluster, one per hash tag, sent
+    /// at once: a pipeline's keys must share a slot) and tells each waiting caller the outcome.
+    async fn send(&mut self, conn: &mut Conn, batch: &mut Vec<Outgoing>) -> Result<(), RelayError> {
         let names = &self.setup.info.names;
-        let mut pipe = redis::pipe();
-        for o in batch.iter() {
+        // (indices into the batch, their pipeline), in the batch's order within each.
+        let mut pipes: Vec<(Vec<usize>, redis::Pipeline)> = Vec::new();
+        let mut by_tag: HashMap<String, usize> = HashMap::new();
+        for (i, o) in batch.iter().enumerate() {
             let channel = names.channel_of_key(&o.key);
+            let tag = if names.is_sharded() {
+                wire::hash_tag(&channel)
+            } else {
+                ""
+            };
+            let at = *by_tag.entry(tag.to_string()).or_insert_with(|| {
+                pipes.push((Vec::new(), redis::pipe()));
+                pipes.len() - 1
+            });
+            let (indices, pipe) = &mut pipes[at];
+            indices.push(i);
             match &o.kind {
                 Kind::Plain(_) => {
-                    pipe.cmd("PUBLISH").arg(channel).arg(&o.payload);
+                    pipe.cmd(names.publish_command())
+                        .arg(channel)
+                        .arg(&o.payload);
                 }
                 Kind::Numbered { size, ttl_ms, .. } => {
                     pipe.cmd("EVALSHA")
@@ -381,28 +376,55 @@ impl Worker {
                         .arg(crate::history::new_epoch())
                         .arg(size)
                         .arg(ttl_ms)
-                        .arg(script::META_TTL_MS);
+                        .arg(script::META_TTL_MS)
+                        .arg(names.publish_command());
                 }
             }
         }
-        let result = match timeout(OP_TIMEOUT, pipe.query_async::<Vec<redis::Value>>(conn)).await {
-            Ok(Ok(answers)) => Ok(answers),
-            Ok(Err(e)) => Err(RelayError::Redis(format!("PUBLISH failed: {e}"))),
-            Err(_) => Err(RelayError::TimedOut("PUBLISH timed out")),
-        };
-        let c = &self.setup.info.stats.cluster;
-        match &result {
-            Ok(_) => c.published.fetch_add(batch.len() as u64, Relaxed),
-            Err(_) => c.publish_failed.fetch_add(batch.len() as u64, Relaxed),
-        };
-        for (i, o) in batch.drain(..).enumerate() {
-            let answer = match &result {
-                Ok(answers) => answers.get(i),
+        let sent = pipes.into_iter().map(|(indices, pipe)| {
+            let mut conn = conn.clone();
+            async move {
+                let r = match timeout(OP_TIMEOUT, pipe.query_async::<Vec<redis::Value>>(&mut conn))
+                    .await
+                {
+                    Ok(Ok(answers)) => Ok(answers),
+                    Ok(Err(e)) => Err(RelayError::Redis(format!("PUBLISH failed: {e}"))),
+                    Err(_) => Err(RelayError::TimedOut("PUBLISH timed out")),
+                };
+                (indices, r)
+            }
+        });
+        let mut outcome: Vec<Result<Option<redis::Value>, RelayError>> =
+            (0..batch.len()).map(|_| Ok(None)).collect();
+        let mut result = Ok(());
+        for (indices, r) in futures_util::future::join_all(sent).await {
+            match r {
+                Ok(answers) => {
+                    for (i, v) in indices.into_iter().zip(answers) {
+                        outcome[i] = Ok(Some(v));
+                    }
+                }
                 Err(e) => {
-                    o.kind.fail(e.clone());
+                    for i in indices {
+                        outcome[i] = Err(e.clone());
+                    }
+                    result = Err(e);
+                }
+            }
+        }
+        let c = &self.setup.info.stats.cluster;
+        let failed = outcome.iter().filter(|r| r.is_err()).count() as u64;
+        c.published.fetch_add(batch.len() as u64 - failed, Relaxed);
+        c.publish_failed.fetch_add(failed, Relaxed);
+        for (o, out) in batch.drain(..).zip(outcome) {
+            let answer = match out {
+                Ok(answer) => answer,
+                Err(e) => {
+                    o.kind.fail(e);
                     continue;
                 }
             };
+            let answer = answer.as_ref();
             // Redis counts this node too when it has an audience for the channel.
             let this = u64::from(self.interest.contains_key(&o.key));
             match o.kind {
@@ -435,7 +457,7 @@ impl Worker {
                 }
             }
         }
-        result.map(|_| ())
+        result
     }
 
     /// Counts a shard's change of audience; true when the node's audience for `key` appeared
@@ -473,10 +495,10 @@ impl Worker {
                 if self.count_interest(&key, add) {
                     let channel = self.setup.info.names.channel_of_key(&key);
                     let op = if add {
-                        timeout(OP_TIMEOUT, link.sink.subscribe(&channel)).await
+                        timeout(OP_TIMEOUT, link.subscriber.subscribe(&[channel])).await
                     } else {
                         self.deafen(hub, Some(&key));
-                        timeout(OP_TIMEOUT, link.sink.unsubscribe(&channel)).await
+                        timeout(OP_TIMEOUT, link.subscriber.unsubscribe(&channel)).await
                     };
                     match op {
                         Ok(Ok(())) => {}
@@ -536,15 +558,15 @@ impl Worker {
     /// A message from Redis: another node's publish, or a control message.
     /// Publishes the next probe to this node's own channel; `probe_back` sees it return. A
     /// publish that fails or hangs is not reported here: its probe simply never comes back.
-    fn probe(&mut self, conn: &MultiplexedConnection) {
+    fn probe(&mut self, conn: &Conn) {
         self.probe_seq += 1;
         if self.probes.len() == 3 {
             self.probes.pop_front();
         }
         self.probes.push_back((self.probe_seq, Instant::now()));
         let (mut conn, channel, seq) = (conn.clone(), self.probe_channel.clone(), self.probe_seq);
+        let mut publish = redis::cmd(self.setup.info.names.publish_command());
         tokio::spawn(async move {
-            let mut publish = redis::cmd("PUBLISH");
             publish.arg(channel).arg(seq);
             let _ = timeout(OP_TIMEOUT, publish.query_async::<redis::Value>(&mut conn)).await;
         });

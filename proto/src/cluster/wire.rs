@@ -15,18 +15,62 @@ const MAGIC: &[u8; 4] = b"RC1\0";
 /// More headers than any valid publish may carry: a decoder never trusts a count beyond it.
 const MAX_HEADERS: usize = 256;
 
+/// Partitions of the destinations on a Redis Cluster: each is one hash tag (`{p17}`), so one
+/// slot, so one master; a node subscribes a partition's channels in one `SSUBSCRIBE`.
+pub const PARTITIONS: u32 = 64;
+
 /// The Redis names of one cluster (nodes sharing a Redis can run several clusters apart by
 /// giving each its own prefix).
+///
+/// On a Redis Cluster (`sharded`) every name carries a hash tag: the node-wide keys and
+/// channels (presence, revocations, control, probes) share `{prefix}`, so presence's MULTI
+/// stays in one slot; a destination's channel and history keys share its partition's tag, so
+/// the history script (numbering, stream, publish) stays in one slot too.
 #[derive(Debug, Clone)]
 pub struct Names {
     prefix: String,
+    sharded: bool,
+    /// The prefix of the node-wide names: `prefix`, or `{prefix}` when sharded.
+    global: String,
 }
 
 impl Names {
-    /// The names under a cluster's `prefix`.
+    /// The names under a cluster's `prefix`, for one Redis (or a Sentinel's master).
     pub fn new(prefix: &str) -> Names {
         Names {
             prefix: prefix.to_string(),
+            sharded: false,
+            global: prefix.to_string(),
+        }
+    }
+
+    /// The names under `prefix` on a Redis Cluster.
+    pub fn sharded(prefix: &str) -> Names {
+        Names {
+            prefix: prefix.to_string(),
+            sharded: true,
+            global: format!("{{{prefix}}}"),
+        }
+    }
+
+    /// Whether these are a Redis Cluster's names.
+    pub fn is_sharded(&self) -> bool {
+        self.sharded
+    }
+
+    /// `PUBLISH`, or `SPUBLISH` on a Redis Cluster (classic pub/sub there is broadcast to
+    /// every node of the cluster; sharded pub/sub stays on the slot's master and replicas).
+    pub fn publish_command(&self) -> &'static str {
+        if self.sharded { "SPUBLISH" } else { "PUBLISH" }
+    }
+
+    /// The start of a destination's channel and history names: `prefix:`, or
+    /// `prefix:{pN}:` with its partition when sharded.
+    fn dest_prefix(&self, key: &str) -> String {
+        if self.sharded {
+            format!("{}:{{p{}}}:", self.prefix, partition(key))
+        } else {
+            format!("{}:", self.prefix)
         }
     }
 
@@ -39,58 +83,90 @@ impl Names {
 
     /// The channel of a shard index key (`Dest::key`).
     pub fn channel_of_key(&self, key: &str) -> String {
-        format!("{}:{key}", self.prefix)
+        format!("{}{key}", self.dest_prefix(key))
     }
 
     /// Destination of a channel; `None` for the control channel and foreign channels.
     pub fn dest(&self, channel: &[u8]) -> Option<Dest> {
-        let rest = channel
+        let mut rest = channel
             .strip_prefix(self.prefix.as_bytes())?
             .strip_prefix(b":")?;
-        Dest::from_key(std::str::from_utf8(rest).ok()?)
+        if self.sharded {
+            let tag = rest.strip_prefix(b"{p")?;
+            let end = tag.iter().position(|&b| b == b'}')?;
+            rest = tag[end + 1..].strip_prefix(b":")?;
+        }
+        let key = std::str::from_utf8(rest).ok()?;
+        // A channel under another partition than its key's is not one of ours.
+        if self.sharded && self.channel_of_key(key).as_bytes() != channel {
+            return None;
+        }
+        Dest::from_key(key)
     }
 
     /// Where nodes tell each other to act (disconnect a user).
     pub fn control(&self) -> String {
-        format!("{}:control", self.prefix)
+        format!("{}:control", self.global)
     }
 
     /// A node's readiness probe: it publishes here and listens here, so each probe that comes
     /// back proves publishing and delivery through Redis end to end.
     pub fn probe(&self, node: &str) -> String {
-        format!("{}:probe:{node}", self.prefix)
+        format!("{}:probe:{node}", self.global)
     }
 
     /// Hash of the cluster's revocations (`POST /revoke`): field `project\nuser\njti`, value
     /// the moment (Unix seconds) its tokens were revoked up to; expires with the newest.
     pub fn revoked(&self) -> String {
-        format!("{}:revoked", self.prefix)
+        format!("{}:revoked", self.global)
     }
 
     /// Sorted set of nodes, scored by their last heart-beat (ms since the epoch).
     pub fn nodes(&self) -> String {
-        format!("{}:nodes", self.prefix)
+        format!("{}:nodes", self.global)
     }
 
     /// A node's own description and counters, with a TTL.
     pub fn node(&self, node: &str) -> String {
-        format!("{}:node:{node}", self.prefix)
+        format!("{}:node:{node}", self.global)
     }
 
     /// Hash of a node's identified sessions, with a TTL.
     pub fn sessions(&self, node: &str) -> String {
-        format!("{}:sessions:{node}", self.prefix)
+        format!("{}:sessions:{node}", self.global)
     }
 
     /// Hash of a destination's history: its epoch (`e`) and last offset (`o`).
     pub fn history_meta(&self, key: &str) -> String {
-        format!("{}:hmeta:{key}", self.prefix)
+        format!("{}hmeta:{key}", self.dest_prefix(key))
     }
 
     /// Stream of a destination's kept messages, entry id `OFFSET-0`.
     pub fn history_stream(&self, key: &str) -> String {
-        format!("{}:hist:{key}", self.prefix)
+        format!("{}hist:{key}", self.dest_prefix(key))
     }
+}
+
+/// A destination key's partition (FNV-1a): the same on every node and every version.
+pub fn partition(key: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in key.as_bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h % PARTITIONS
+}
+
+/// A name's Redis Cluster hash tag: what is between its first `{` and the next `}` when that
+/// is not empty, else the whole name (the rule Redis hashes slots by). Names with one tag are
+/// in one slot.
+pub fn hash_tag(name: &str) -> &str {
+    if let Some(open) = name.find('{')
+        && let Some(len) = name[open + 1..].find('}')
+        && len > 0
+    {
+        return &name[open + 1..open + 1 + len];
+    }
+    name
 }
 
 /// First bytes of a publish that Redis numbered: `RCP1EPOCH:OFFSET\n` then the message as
@@ -297,6 +373,45 @@ mod tests {
         assert_eq!(decode_positioned(b"RCP1abc:x\n"), None);
         assert_eq!(decode_positioned(b"RCP1abc:1"), None);
         assert_eq!(decode_positioned(b"RCP1:1\nRC1\0"), None);
+    }
+
+    #[test]
+    fn sharded_names_keep_a_destination_in_one_slot_and_presence_in_another() {
+        let n = Names::sharded("rc");
+        let d = Dest::Topic {
+            project: "p".into(),
+            topic: "news".into(),
+        };
+        let key = d.key();
+        let (ch, meta, stream) = (n.channel(&d), n.history_meta(&key), n.history_stream(&key));
+        let tag = format!("p{}", partition(&key));
+        assert_eq!(
+            [hash_tag(&ch), hash_tag(&meta), hash_tag(&stream)],
+            [tag.as_str(); 3]
+        );
+        assert_eq!(n.dest(ch.as_bytes()), Some(d.clone()));
+        // The same channel under another partition, or unsharded, is not ours.
+        let other = format!("rc:{{p{}}}:{key}", (partition(&key) + 1) % PARTITIONS);
+        assert_eq!(n.dest(other.as_bytes()), None);
+        assert_eq!(n.dest(Names::new("rc").channel(&d).as_bytes()), None);
+        for global in [
+            n.control(),
+            n.nodes(),
+            n.node("a"),
+            n.sessions("a"),
+            n.probe("a"),
+            n.revoked(),
+        ] {
+            assert_eq!(hash_tag(&global), "rc", "{global}");
+        }
+        assert_eq!(n.publish_command(), "SPUBLISH");
+        // One Redis: the names are what they always were.
+        let one = Names::new("rc");
+        assert_eq!(one.channel_of_key("k"), "rc:k");
+        assert_eq!(one.control(), "rc:control");
+        assert_eq!(one.publish_command(), "PUBLISH");
+        assert_eq!(hash_tag("a{}b"), "a{}b");
+        assert_eq!(hash_tag("x{y}z{w}"), "y");
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub struct Cluster {
     pub sentinel_master: String,
     /// The password of the master (and its replicas) the sentinels name, if it has one.
     pub sentinel_master_password: Option<String>,
+    /// Seed nodes of a Redis Cluster (`redis://host:port`, any of its masters or replicas):
+    /// cross-node delivery on sharded pub/sub; exclusive with `redis` and `sentinels`.
+    pub redis_cluster: Vec<String>,
     /// This node's name in the cluster; unset = `HOST:PORT:PID`.
     pub node: Option<String>,
     /// Prefix of every Redis key and channel, so clusters can share one Redis.
@@ -35,6 +38,7 @@ impl Default for Cluster {
             sentinels: Vec::new(),
             sentinel_master: "mymaster".into(),
             sentinel_master_password: None,
+            redis_cluster: Vec::new(),
             node: None,
             prefix: "ringcast".into(),
             presence_ttl_ms: 15_000,
@@ -46,7 +50,7 @@ impl Default for Cluster {
 impl Cluster {
     /// Whether this node shares a Redis with others (directly or through sentinels).
     pub fn clustered(&self) -> bool {
-        self.redis.is_some() || !self.sentinels.is_empty()
+        self.redis.is_some() || !self.sentinels.is_empty() || !self.redis_cluster.is_empty()
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
@@ -73,6 +77,22 @@ impl Cluster {
         }
         if let Some(url) = self.sentinels.iter().find(|u| !redis_url(u)) {
             return Err(format!("cluster.sentinels {url:?}: expected redis://HOST:PORT").into());
+        }
+        if !self.redis_cluster.is_empty() && (self.redis.is_some() || !self.sentinels.is_empty()) {
+            return Err(
+                "cluster.redis_cluster excludes cluster.redis and cluster.sentinels: \
+                        a Redis Cluster fails over by itself"
+                    .into(),
+            );
+        }
+        if let Some(url) = self
+            .redis_cluster
+            .iter()
+            .find(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+        {
+            return Err(
+                format!("cluster.redis_cluster {url:?}: expected redis://HOST:PORT").into(),
+            );
         }
         if self.sentinel_master.is_empty() || self.sentinel_master.contains(char::is_whitespace) {
             return Err("cluster.sentinel_master must be a non-empty name without spaces".into());

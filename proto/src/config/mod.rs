@@ -258,7 +258,12 @@ impl Config {
         if let Some(url) = &mut shown.cluster.redis {
             *url = mask_password(url);
         }
-        for url in &mut shown.cluster.sentinels {
+        for url in shown
+            .cluster
+            .sentinels
+            .iter_mut()
+            .chain(shown.cluster.redis_cluster.iter_mut())
+        {
             *url = mask_password(url);
         }
         if shown.cluster.sentinel_master_password.is_some() {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use redis::aio::MultiplexedConnection;
+use crate::cluster::link::Conn;
 use tokio::time::timeout;
 
 use super::{OP_TIMEOUT, ReadDone, Worker, script};
@@ -96,7 +96,7 @@ impl Worker {
     pub(super) fn fetch(
         &mut self,
         hub: &Arc<Hub>,
-        conn: &MultiplexedConnection,
+        conn: &Conn,
         dest: Dest,
         since: Position,
         to: Ticket,
