@@ -62,6 +62,9 @@ pub enum Push {
     /// sharded channel unsubscribed, and what was published meanwhile never arrived anyway:
     /// the cluster thread starts over, as when a single Redis goes away.
     Gap,
+    /// Redis took a channel off this subscriber (`SUNSUBSCRIBE`): its slot moved to another
+    /// master, or this node asked.
+    Unsubscribed(Vec<u8>),
     /// Subscription confirmations and the like.
     Other,
     Closed,
@@ -129,6 +132,10 @@ impl Subscriber {
             Subscriber::Cluster { pushes, .. } => match pushes.recv().await {
                 None => Push::Closed,
                 Some(p) if p.kind == PushKind::Disconnection => Push::Gap,
+                Some(p) if p.kind == PushKind::SUnsubscribe => match p.data.first() {
+                    Some(Value::BulkString(channel)) => Push::Unsubscribed(channel.clone()),
+                    _ => Push::Other,
+                },
                 Some(p) => Msg::from_push_info(p).map_or(Push::Other, Push::Message),
             },
         }
@@ -168,4 +175,33 @@ pub async fn open(target: &Target) -> Result<(Conn, Subscriber, String), String>
     }
     let (sink, stream) = client.get_async_pubsub().await.map_err(failed)?.split();
     Ok((Conn::One(conn), Subscriber::One { sink, stream }, addr))
+}
+
+/// A digest of which master serves which slots (`CLUSTER SLOTS`): compared each beat, so a
+/// resharding or failover that no push announced still makes the node start over on the new
+/// map. `None` for one Redis.
+pub async fn slot_map(conn: &mut Conn) -> redis::RedisResult<Option<u64>> {
+    let Conn::Cluster(c) = conn else {
+        return Ok(None);
+    };
+    let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(c).await?;
+    let mut ranges = Vec::new();
+    if let Value::Array(items) = slots {
+        for item in items {
+            let Value::Array(fields) = item else { continue };
+            // start, end, then the master's [host, port, id, ...].
+            let master = match fields.get(2) {
+                Some(Value::Array(m)) => format!("{:?}", m.get(..2)),
+                _ => String::new(),
+            };
+            ranges.push(format!("{:?}-{:?}-{master}", fields.first(), fields.get(1)));
+        }
+    }
+    ranges.sort();
+    // FNV-1a: stable, and a collision only delays noticing by a beat.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in ranges.join("|").bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    Ok(Some(h))
 }

@@ -120,6 +120,8 @@ struct Connected {
     addr: String,
     conn: Conn,
     subscriber: Subscriber,
+    /// The Redis Cluster's slot map when connected (`link::slot_map`).
+    slots: Option<u64>,
 }
 
 impl Worker {
@@ -269,10 +271,12 @@ impl Worker {
         if let Err(e) = super::revocations::load(conn.clone(), &self.setup.info).await {
             tracing::warn!("cluster: reading the revocations failed: {e}");
         }
+        let slots = link::slot_map(&mut conn).await.map_err(failed)?;
         Ok(Connected {
             addr,
             conn,
             subscriber,
+            slots,
         })
     }
 
@@ -295,7 +299,10 @@ impl Worker {
                 push = link.subscriber.next() => match push {
                     Push::Message(msg) => self.incoming(hub, &msg),
                     Push::Gap => return End::Lost("a node of the Redis Cluster dropped its connection".into()),
-                    Push::Other => {}
+                    Push::Unsubscribed(channel) if self.expects(&channel) => {
+                        return End::Lost("the Redis Cluster moved a subscribed slot".into());
+                    }
+                    Push::Unsubscribed(_) | Push::Other => {}
                     Push::Closed => return End::Lost("the subscription connection closed".into()),
                 },
                 Some(done) = self.reads.1.recv() => self.read_done(hub, done),
@@ -330,6 +337,14 @@ impl Worker {
                             Ok(Ok(false)) => return End::Lost(format!("{} is no longer the master", link.addr)),
                             Ok(Err(e)) => return End::Lost(format!("ROLE failed: {e}")),
                             Err(_) => return End::Lost("Redis did not answer ROLE".into()),
+                        }
+                    }
+                    if link.slots.is_some() {
+                        match timeout(OP_TIMEOUT, link::slot_map(&mut link.conn)).await {
+                            Ok(Ok(now)) if now == link.slots => {}
+                            Ok(Ok(_)) => return End::Lost("the Redis Cluster's slots moved".into()),
+                            Ok(Err(e)) => return End::Lost(format!("CLUSTER SLOTS failed: {e}")),
+                            Err(_) => return End::Lost("Redis did not answer CLUSTER SLOTS".into()),
                         }
                     }
                     let p = self.presence(hub, &link.conn);
@@ -588,6 +603,16 @@ impl Worker {
         let c = &self.setup.info.stats.cluster;
         c.probe_rtt_us.store(rtt.as_micros() as u64, Relaxed);
         c.answered_ms.store(crate::stats::now_ms(), Relaxed);
+    }
+
+    /// Whether `channel` is one this node means to be subscribed to.
+    fn expects(&self, channel: &[u8]) -> bool {
+        let names = &self.setup.info.names;
+        channel == self.probe_channel.as_bytes()
+            || channel == names.control().as_bytes()
+            || names
+                .dest(channel)
+                .is_some_and(|d| self.interest.contains_key(&d.key()))
     }
 
     fn incoming(&mut self, hub: &Arc<Hub>, msg: &redis::Msg) {

@@ -6,6 +6,7 @@ cluster with `redis-cli --cluster create`, all started here."""
 import asyncio
 import json
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -14,7 +15,7 @@ import websockets
 from conftest import admin, free_port, parse, until
 from test_cluster import Redis, drain, node_config, publish, raw, stomp, token, wait_for_channels
 
-TOPICS = 24
+TOPICS = 40
 
 
 def cli(port, *cmd):
@@ -57,6 +58,17 @@ class RedisCluster:
     def channels_on(self, r):
         return [c for c in cli(r.port, "pubsub", "shardchannels").splitlines() if c]
 
+    def node_id(self, r):
+        return cli(r.port, "cluster", "myid")
+
+    def move_slot(self, slot, src, dst):
+        """Hands `slot` (without keys) from master `src` to master `dst`, as a resharding does."""
+        ids = self.node_id(src), self.node_id(dst)
+        assert cli(dst.port, "cluster", "setslot", str(slot), "importing", ids[0]) == "OK"
+        assert cli(src.port, "cluster", "setslot", str(slot), "migrating", ids[1]) == "OK"
+        for r in (dst, src):
+            assert cli(r.port, "cluster", "setslot", str(slot), "node", ids[1]) == "OK"
+
     def stop(self):
         for r in self.nodes:
             r.stop()
@@ -86,7 +98,7 @@ def ready(node):
 
 def test_destinations_spread_over_the_masters_and_each_arrives_once(make_server, redis_cluster):
     c = redis_cluster
-    nodes = [make_server("--shards", "2", config=cluster_config(c)) for _ in range(2)]
+    nodes = [make_server("--shards", "2", config=cluster_config(c)) for _ in range(3)]
 
     async def main():
         for n in nodes:
@@ -94,16 +106,35 @@ def test_destinations_spread_over_the_masters_and_each_arrives_once(make_server,
         readers = [await raw(nodes[1], f"t{i}") for i in range(TOPICS)]
         await wait_for_channels(nodes[1], TOPICS)
         for i in range(TOPICS):
-            answer = publish(nodes[0], f"m{i}", topic=f"t{i}")
+            answer = publish(nodes[i % 2 * 2], f"m{i}", topic=f"t{i}")
             assert answer["cluster"] == {"nodes": 1}, answer
         for i, ws in enumerate(readers):
             assert await drain(ws, quiet=0.3) == [f"m{i}"]
         # Sharded: the destinations' channels live on more than one master.
         holding = [r for r in c.masters() if any(":t" in ch for ch in c.channels_on(r))]
-        assert len(holding) >= 2, [c.channels_on(r) for r in c.masters()]
+        assert len(holding) == 3, [c.channels_on(r) for r in c.masters()]
+
+        # A resharding moves t0's slot to another master: Redis unsubscribes the node there,
+        # and the node follows the slot.
+        src = next(r for r in c.masters() if any(ch.endswith("\x00t0") for ch in c.channels_on(r)))
+        channel = next(ch for ch in c.channels_on(src) if ch.endswith("\x00t0"))
+        # A name's slot is its hash tag's (the channel itself holds NULs, which argv cannot).
+        slot = int(cli(src.port, "cluster", "keyslot", channel[channel.index("{"):channel.index("}") + 1]))
+        dst = next(r for r in c.masters() if r is not src)
+        c.move_slot(slot, src, dst)
+        until(lambda: any(ch == channel for ch in c.channels_on(dst)), 20,
+              "the node to resubscribe t0 on its slot's new master")
+        answer = publish(nodes[0], "moved", topic="t0")
+        assert await drain(readers[0]) == ["moved"], answer
+
+        # Every node sees the new slot map on its next beat and starts over on it.
+        for n in nodes:
+            until(lambda: admin(n.sock, "GET", "/stats")[1]["cluster"]["reconnects"] >= 1, 20,
+                  "every node to follow the new slot map")
 
         # A user's queue and presence, cluster-wide.
         user = await stomp(nodes[1], "alice", "/user/queue/inbox")
+        await wait_for_channels(nodes[1], TOPICS + 1)
         until(lambda: [s["user"] for s in admin(
             nodes[0].sock, "GET", "/sessions?project=demo&user=alice&scope=cluster")[1]["sessions"]]
               == ["alice"], 10, "alice in the cluster's presence")
@@ -166,8 +197,29 @@ def test_a_master_failover_is_followed(make_server, redis_cluster):
             await asyncio.sleep(0.2)
         for i in range(TOPICS):
             assert f"after{i}" in got[i], (i, got[i])
+            assert len(got[i]) == len(set(got[i])), got[i]  # nothing twice
         for n in nodes:
             until(lambda: ready(n) == (200, {"ok": True}), 20, "ready after the failover")
+
+        # Every Redis hangs with its sockets open: unready, yet local delivery goes on.
+        alive = [r for r in c.nodes if r.proc.poll() is None]
+        for r in alive:
+            r.proc.send_signal(signal.SIGSTOP)
+        try:
+            until(lambda: ready(nodes[0])[0] == 503, 10, "/readyz 503 with every Redis hung")
+            assert admin(nodes[0].sock, "GET", "/healthz")[0] == 200
+            local = await raw(nodes[0], "local")
+            status, answer = admin(nodes[0].sock, "POST", "/publish",
+                                   {"project": "demo", "destination": "/topic/local", "body": "x"})
+            assert status == 200 and answer["sessions"] == 1, answer
+            assert await drain(local) == ["x"]
+        finally:
+            for r in alive:
+                r.proc.send_signal(signal.SIGCONT)
+        for n in nodes:
+            until(lambda: ready(n) == (200, {"ok": True}), 30, "ready again after SIGCONT")
+        publish(nodes[0], "last", topic="t1")
+        assert await drain(readers[1]) == ["last"]
 
     asyncio.run(main())
 
