@@ -397,11 +397,23 @@ impl Worker {
             }
         }
         let sent = pipes.into_iter().map(|(indices, pipe)| {
-            let mut conn = conn.clone();
+            let (mut conn, number) = (conn.clone(), self.number.clone());
             async move {
-                let r = match timeout(OP_TIMEOUT, pipe.query_async::<Vec<redis::Value>>(&mut conn))
-                    .await
+                let query = |mut c: Conn| {
+                    let pipe = &pipe;
+                    async move {
+                        timeout(OP_TIMEOUT, pipe.query_async::<Vec<redis::Value>>(&mut c)).await
+                    }
+                };
+                let mut r = query(conn.clone()).await;
+                // A replica promoted on a Redis Cluster lacks the scripts the node loaded on
+                // the masters of its day: load them there too and send once more.
+                if matches!(&r, Ok(Err(e)) if e.to_string().contains("NoScript"))
+                    && number.prepare_invoke().load_async(&mut conn).await.is_ok()
                 {
+                    r = query(conn).await;
+                }
+                let r = match r {
                     Ok(Ok(answers)) => Ok(answers),
                     Ok(Err(e)) => Err(RelayError::Redis(format!("PUBLISH failed: {e}"))),
                     Err(_) => Err(RelayError::TimedOut("PUBLISH timed out")),
