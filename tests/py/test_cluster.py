@@ -125,6 +125,25 @@ def publish(node, body, **target):
     return answer
 
 
+async def local_delivery_while_hung(node, procs, what):
+    """SIGSTOPs `procs` (Redis servers: their sockets stay open), checks `node` turns unready
+    yet still live and delivering locally, then SIGCONTs them whatever happened."""
+    for p in procs:
+        p.send_signal(signal.SIGSTOP)
+    try:
+        until(lambda: admin(node.sock, "GET", "/readyz")[0] == 503, 10, f"/readyz 503 with {what}")
+        assert admin(node.sock, "GET", "/healthz")[0] == 200
+        local = await raw(node, "local")
+        status, answer = admin(node.sock, "POST", "/publish",
+                               {"project": "demo", "destination": "/topic/local", "body": "x"})
+        assert status == 200 and answer["sessions"] == 1, answer
+        assert await drain(local) == ["x"]
+        await local.close()
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGCONT)
+
+
 async def wait_for_channels(node, n, timeout=5):
     deadline = time.time() + timeout
     while time.time() < deadline:
