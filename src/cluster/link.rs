@@ -145,6 +145,8 @@ impl Subscriber {
 /// Both connections to what `target` names now, and its address for the logs.
 pub async fn open(target: &Target) -> Result<(Conn, Subscriber, String), String> {
     if let Target::Cluster { seeds } = target {
+        let addr = target.describe();
+        // A client per connect: the push channel is given at build and ends with the client.
         let (tx, pushes) = tokio::sync::mpsc::unbounded_channel();
         let client = redis::cluster::ClusterClientBuilder::new(seeds.iter().map(String::as_str))
             .use_protocol(redis::ProtocolVersion::RESP3)
@@ -154,12 +156,11 @@ pub async fn open(target: &Target) -> Result<(Conn, Subscriber, String), String>
         let conn = client
             .get_async_connection()
             .await
-            .map_err(|e| format!("Redis Cluster {}: {e}", seeds.join(", ")))?;
+            .map_err(|e| format!("{addr}: {e}"))?;
         let subscriber = Subscriber::Cluster {
             conn: conn.clone(),
             pushes,
         };
-        let addr = format!("Redis Cluster {}", seeds.join(", "));
         return Ok((Conn::Cluster(conn), subscriber, addr));
     }
     let (client, addr) = target.resolve().await?;
@@ -177,10 +178,10 @@ pub async fn open(target: &Target) -> Result<(Conn, Subscriber, String), String>
     Ok((Conn::One(conn), Subscriber::One { sink, stream }, addr))
 }
 
-/// A digest of which master serves which slots (`CLUSTER SLOTS`): compared each beat, so a
-/// resharding or failover that no push announced still makes the node start over on the new
-/// map. `None` for one Redis.
-pub async fn slot_map(conn: &mut Conn) -> redis::RedisResult<Option<u64>> {
+/// Which master serves which slots (`CLUSTER SLOTS`: each range with its master's host and
+/// port, sorted): compared each beat, so a resharding or failover that no push announced still
+/// makes the node start over on the new map. `None` for one Redis.
+pub async fn slot_map(conn: &mut Conn) -> redis::RedisResult<Option<Vec<String>>> {
     let Conn::Cluster(c) = conn else {
         return Ok(None);
     };
@@ -198,10 +199,5 @@ pub async fn slot_map(conn: &mut Conn) -> redis::RedisResult<Option<u64>> {
         }
     }
     ranges.sort();
-    // FNV-1a: stable, and a collision only delays noticing by a beat.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in ranges.join("|").bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    Ok(Some(h))
+    Ok(Some(ranges))
 }

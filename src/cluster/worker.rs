@@ -121,7 +121,7 @@ struct Connected {
     conn: Conn,
     subscriber: Subscriber,
     /// The Redis Cluster's slot map when connected (`link::slot_map`).
-    slots: Option<u64>,
+    slots: Option<Vec<String>>,
 }
 
 impl Worker {
@@ -354,21 +354,17 @@ impl Worker {
         }
     }
 
-    /// Sends a batch of publishes as one pipeline (on a Redis Cluster, one per hash tag, sent
+    /// Sends a batch of publishes as one pipeline (on a Redis Cluster, one per partition, sent
     /// at once: a pipeline's keys must share a slot) and tells each waiting caller the outcome.
     async fn send(&mut self, conn: &mut Conn, batch: &mut Vec<Outgoing>) -> Result<(), RelayError> {
         let names = &self.setup.info.names;
         // (indices into the batch, their pipeline), in the batch's order within each.
         let mut pipes: Vec<(Vec<usize>, redis::Pipeline)> = Vec::new();
-        let mut by_tag: HashMap<String, usize> = HashMap::new();
+        let mut by_partition: HashMap<Option<u32>, usize> = HashMap::new();
         for (i, o) in batch.iter().enumerate() {
             let channel = names.channel_of_key(&o.key);
-            let tag = if names.is_sharded() {
-                wire::hash_tag(&channel)
-            } else {
-                ""
-            };
-            let at = *by_tag.entry(tag.to_string()).or_insert_with(|| {
+            let partition = names.is_sharded().then(|| wire::partition(&o.key));
+            let at = *by_partition.entry(partition).or_insert_with(|| {
                 pipes.push((Vec::new(), redis::pipe()));
                 pipes.len() - 1
             });
@@ -399,19 +395,15 @@ impl Worker {
         let sent = pipes.into_iter().map(|(indices, pipe)| {
             let (mut conn, number) = (conn.clone(), self.number.clone());
             async move {
-                let query = |mut c: Conn| {
-                    let pipe = &pipe;
-                    async move {
-                        timeout(OP_TIMEOUT, pipe.query_async::<Vec<redis::Value>>(&mut c)).await
-                    }
-                };
-                let mut r = query(conn.clone()).await;
+                let mut r =
+                    timeout(OP_TIMEOUT, pipe.query_async::<Vec<redis::Value>>(&mut conn)).await;
                 // A replica promoted on a Redis Cluster lacks the scripts the node loaded on
-                // the masters of its day: load them there too and send once more.
+                // the masters of its day: load them there too and send once more. (The NOSCRIPT
+                // is inside the crate's pipeline error, whose kind does not say it: by its text.)
                 if matches!(&r, Ok(Err(e)) if e.to_string().contains("NoScript"))
                     && number.prepare_invoke().load_async(&mut conn).await.is_ok()
                 {
-                    r = query(conn).await;
+                    r = timeout(OP_TIMEOUT, pipe.query_async::<Vec<redis::Value>>(&mut conn)).await;
                 }
                 let r = match r {
                     Ok(Ok(answers)) => Ok(answers),
