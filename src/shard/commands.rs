@@ -98,7 +98,6 @@ impl Core {
         n
     }
 
-    /// Identified sessions of `project` (every project if `None`; and of `user`, if given).
     /// Identified sessions per project, and the rest. A scan: the console asks once a second
     /// while someone watches its overview.
     fn census(&self) -> Census {
@@ -117,6 +116,7 @@ impl Core {
         c
     }
 
+    /// Identified sessions of `project` (every project if `None`; and of `user`, if given).
     fn sessions(
         &self,
         projects: Option<&[String]>,
