@@ -34,6 +34,12 @@ pub struct Hub {
     audience: Arc<Audience>,
     /// Numbers and keeps messages of destinations with history (see `History::record`).
     history: Option<Arc<crate::history::History>>,
+    /// Set while the shards hand their connections to a new process (`ringcast upgrade`), and
+    /// for good once they have: publishes are refused (503, retry), so none is taken that no
+    /// process would deliver. A publish holds it shared from its check until every shard has
+    /// it in its inbox, so none can reach some shards before their hand-over and the rest
+    /// after.
+    handing_over: std::sync::RwLock<bool>,
 }
 
 /// Why the hub could not carry out a publish or a question to the shards.
@@ -42,6 +48,9 @@ pub enum HubError {
     /// A shard did not answer within `REPLY_TIMEOUT` (it is stalled or overloaded).
     #[error("a shard did not answer in time")]
     ShardTimedOut,
+    /// The node is handing its connections to a new process.
+    #[error("the server is handing its connections to a new process (ringcast upgrade): retry in a moment")]
+    HandingOver,
     /// The message is for Redis to number and deliver, and Redis could not.
     #[error(transparent)]
     Relay(#[from] RelayError),
@@ -53,7 +62,7 @@ impl HubError {
     pub fn status(&self) -> u16 {
         match self {
             HubError::ShardTimedOut | HubError::Relay(RelayError::TimedOut(_)) => 504,
-            HubError::Relay(_) => 503,
+            HubError::Relay(_) | HubError::HandingOver => 503,
         }
     }
 }
@@ -64,6 +73,7 @@ impl From<HubError> for RelayError {
         match e {
             HubError::Relay(r) => r,
             HubError::ShardTimedOut => RelayError::TimedOut("a shard did not answer in time"),
+            HubError::HandingOver => RelayError::Stopped,
         }
     }
 }
@@ -135,6 +145,7 @@ impl Hub {
                 relay: None,
                 audience: Arc::new(Audience::new(shards)),
                 history: None,
+                handing_over: Default::default(),
             },
             inboxes,
         ))
@@ -212,6 +223,10 @@ impl Hub {
     /// so a batch of N costs the shards one wake-up each rather than N round trips. Answers
     /// come back in order.
     pub fn publish_many(&self, msgs: Vec<Publish>) -> Vec<Result<Reach, HubError>> {
+        let gate = self.gate();
+        if *gate {
+            return msgs.iter().map(|_| Err(HubError::HandingOver)).collect();
+        }
         let start = std::time::Instant::now();
         let sent: Vec<_> = msgs
             .into_iter()
@@ -226,6 +241,7 @@ impl Hub {
                 Sent::Here(rx, asked, remote)
             })
             .collect();
+        drop(gate);
         sent.into_iter()
             .map(|sent| match sent {
                 Sent::Numbered(pending) => {
@@ -285,6 +301,10 @@ impl Hub {
     /// Fans out without waiting for counts: what a shard uses for a client's SEND, since a
     /// reactor must never block on other reactors.
     pub fn publish_nowait(&self, msg: Publish) {
+        let gate = self.gate();
+        if *gate {
+            return;
+        }
         if self.number(&msg, false).is_some() {
             return;
         }
@@ -428,6 +448,20 @@ impl Hub {
         for link in &self.links {
             self.send(link, Command::Reload(ctx.clone()));
         }
+    }
+
+    /// Refuses publishes from now on: returns once no publish is half handed out.
+    pub fn hand_over(&self) {
+        *self
+            .handing_over
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+    }
+
+    fn gate(&self) -> std::sync::RwLockReadGuard<'_, bool> {
+        self.handing_over
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn shutdown(&self) {

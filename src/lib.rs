@@ -30,3 +30,4 @@ pub mod server;
 pub mod shard;
 pub mod stats;
 pub mod tls;
+pub mod upgrade;

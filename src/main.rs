@@ -81,6 +81,22 @@ enum Cmd {
     Token(Token),
     /// Check this host against what N connections need: each wall OK, or its fix.
     Doctor(Doctor),
+    /// Hand every connection of the running server to a new process of a binary, without a
+    /// disconnect (also SIGUSR2, with the binary the server was started from).
+    Upgrade(Upgrade),
+}
+
+#[derive(Args)]
+struct Upgrade {
+    /// The binary to run (default: the one the server was started from).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// How long the new process may take to get ready and take over: 60s, 2m.
+    #[arg(long, default_value = "60s")]
+    timeout: String,
+    /// Print the server's JSON answer instead of a sentence.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -314,6 +330,16 @@ fn run(cli: Cli) -> Result<(), String> {
                 t.channels.as_deref(),
             )?;
             println!("{token}");
+            Ok(())
+        }
+        Cmd::Upgrade(u) => {
+            let socket = cli::admin_socket(common.config.as_deref(), common.admin_socket)?;
+            let v = cli::upgrade::run(&socket, u.binary.as_deref(), &u.timeout)?;
+            if u.json {
+                println!("{v}");
+            } else {
+                println!("{}", cli::upgrade::describe(&v));
+            }
             Ok(())
         }
         Cmd::Stats(st) => {

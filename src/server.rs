@@ -94,13 +94,18 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
     }
     // Signals go to the main thread only: block them before any other thread exists.
     let mut sigs = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGUSR2] {
         sigs.add(s);
     }
     sigs.thread_block()
         .map_err(|e| format!("blocking signals: {e}"))?;
-    let plan = Plan::new(&cfg)?;
-    let running = start(cfg, plan)?;
+    let successor = crate::upgrade::Successor::from_env().transpose()?;
+    let plan = Plan::new(&cfg, successor.as_ref())?;
+    let running = start(cfg, plan, successor.as_ref()).inspect_err(|e| {
+        if let Some(s) = &successor {
+            s.fail(e);
+        }
+    })?;
     wait_for_signals(&running, &sigs, reload)?;
     running.stop(&sigs);
     Ok(())
@@ -118,8 +123,8 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(cfg: &Config) -> Result<Plan, String> {
-        let addr: SocketAddr = cfg
+    fn new(cfg: &Config, successor: Option<&crate::upgrade::Successor>) -> Result<Plan, String> {
+        let mut addr: SocketAddr = cfg
             .server
             .listen
             .parse()
@@ -133,6 +138,23 @@ impl Plan {
             ));
         }
         tracing::info!("{why}");
+        if let Some(s) = successor {
+            // The old process's listeners come over, and any extra shard joins their port.
+            if addr.ip() != s.addr.ip() || (addr.port() != 0 && addr.port() != s.addr.port()) {
+                return Err(format!(
+                    "an upgrade keeps the listen address: the running server listens on {}, this configuration says {addr}",
+                    s.addr
+                ));
+            }
+            addr = s.addr;
+            return Ok(Plan {
+                addr,
+                reservation: None,
+                cores,
+                nofile,
+                shards,
+            });
+        }
         // With port 0 every shard must still share one port: reserve it with a bound,
         // non-listening SO_REUSEPORT socket (which takes no connections) until the shards
         // listen on it.
@@ -166,10 +188,15 @@ struct Running {
     cluster: Option<crate::cluster::Cluster>,
     handles: Vec<std::thread::JoinHandle<()>>,
     socket: std::path::PathBuf,
+    upgrader: Arc<crate::upgrade::Upgrader>,
 }
 
 /// Starts the shards (each with its own fd table), the cluster link and the admin socket.
-fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
+fn start(
+    cfg: Config,
+    plan: Plan,
+    successor: Option<&crate::upgrade::Successor>,
+) -> Result<Running, String> {
     let Plan {
         addr,
         reservation,
@@ -214,8 +241,13 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
         tls: tls.clone(),
         stats: stats.clone(),
     };
-    let (handles, io_path) = spawn_shards(shared, inboxes, addr, &cores, nofile)?;
+    let (handles, io_path, took) = spawn_shards(shared, inboxes, addr, &cores, nofile, successor)?;
     drop(reservation);
+    let (mut moved, mut closed) = (0, 0);
+    for m in took.try_iter() {
+        moved += m.moved;
+        closed += m.closed;
+    }
     if let Some(worker) = worker {
         worker
             .start(hub.clone())
@@ -229,10 +261,35 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
         projects: std::sync::RwLock::new(admin::api::Api::projects_of(cfg)),
         revoked: jwks.revoked.clone(),
     });
-    admin::serve(&socket, api.clone(), &cfg.server.admin_uids)
-        .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
+    let upgrader = Arc::new(crate::upgrade::Upgrader::new(
+        hub.clone(),
+        addr,
+        not_upgradable(cfg),
+        took,
+    ));
+    admin::serve(
+        &socket,
+        api.clone(),
+        &cfg.server.admin_uids,
+        Some(upgrade_route(upgrader.clone())),
+        successor.is_some(),
+    )
+    .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
     start_edges(&api, tls.as_ref(), &ctx)?;
     announce(cfg, addr, shards, &io_path, tls.as_deref(), &socket);
+    if let Some(s) = successor {
+        let report = s.serving(moved, closed);
+        tracing::info!(
+            "took over from pid {}: {moved} connection(s) moved ({closed} closed by the old process), {} ms since this process started",
+            report.pid,
+            report.ms
+        );
+        if let Ok(mut u) = api.stats.upgrade.lock() {
+            *u = Some(serde_json::json!({
+                "connections": moved, "closed": closed, "ms": report.ms, "from_pid": report.pid,
+            }));
+        }
+    }
     Ok(Running {
         jwks,
         ctx: ctx.clone(),
@@ -242,6 +299,77 @@ fn start(cfg: Config, plan: Plan) -> Result<Running, String> {
         cluster,
         handles,
         socket,
+        upgrader,
+    })
+}
+
+/// What this slice of `ringcast upgrade` cannot hand over yet: the threads that would
+/// compete with the successor's for the same listener, broker or Redis.
+fn not_upgradable(cfg: &Config) -> Option<String> {
+    let mut what = Vec::new();
+    let c = &cfg.cluster;
+    if c.redis.is_some() || !c.sentinels.is_empty() || !c.redis_cluster.is_empty() {
+        what.push("[cluster]");
+    }
+    if cfg.api.listen.is_some() {
+        what.push("[api] listen");
+    }
+    if !cfg.ingest.redis_stream.is_empty()
+        || !cfg.ingest.nats.is_empty()
+        || !cfg.ingest.kafka.is_empty()
+        || !cfg.ingest.postgres.is_empty()
+    {
+        what.push("[[ingest.*]]");
+    }
+    (!what.is_empty()).then(|| {
+        format!(
+            "this server cannot be upgraded in place yet with {} (issue #31): restart it instead",
+            what.join(", ")
+        )
+    })
+}
+
+/// `POST /upgrade {"binary": PATH, "timeout_ms": N}` on the admin socket.
+fn upgrade_route(upgrader: Arc<crate::upgrade::Upgrader>) -> admin::UpgradeRoute {
+    use admin::http::Response;
+    Arc::new(move |req| {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            binary: Option<std::path::PathBuf>,
+            timeout_ms: Option<u64>,
+        }
+        let body: Body = if req.body.is_empty() {
+            Body {
+                binary: None,
+                timeout_ms: None,
+            }
+        } else {
+            match serde_json::from_slice(&req.body) {
+                Ok(b) => b,
+                Err(e) => return (Response::error(400, format!("upgrade body: {e}")), false),
+            }
+        };
+        let binary = match body.binary.map_or_else(own_binary, Ok) {
+            Ok(b) => b,
+            Err(e) => return (Response::error(500, e), false),
+        };
+        let timeout = Duration::from_millis(body.timeout_ms.unwrap_or(60_000));
+        match upgrader.run(&binary, timeout) {
+            Ok(r) => (Response::json(200, &serde_json::json!(r)), true),
+            Err(e) if upgrader.done() => (Response::error(500, e), true),
+            Err(e) => (Response::error(409, e), false),
+        }
+    })
+}
+
+/// The binary this process was started from (where it is now, if it was replaced on disk).
+fn own_binary() -> Result<std::path::PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding this binary: {e}"))?;
+    let s = exe.to_string_lossy();
+    Ok(match s.strip_suffix(" (deleted)") {
+        Some(p) => p.into(),
+        None => exe,
     })
 }
 
@@ -257,13 +385,22 @@ struct Shared {
 
 /// Spawns one reactor per inbox and waits until each has its fd table and listener; returns
 /// their threads and the io path they run on.
+#[allow(clippy::type_complexity)]
 fn spawn_shards(
     shared: Shared,
     inboxes: Vec<crate::shard::inbox::Inbox>,
     addr: SocketAddr,
     cores: &[core_affinity::CoreId],
     nofile: u64,
-) -> Result<(Vec<std::thread::JoinHandle<()>>, String), String> {
+    successor: Option<&crate::upgrade::Successor>,
+) -> Result<
+    (
+        Vec<std::thread::JoinHandle<()>>,
+        String,
+        crossbeam_channel::Receiver<reactor::handoff::Moved>,
+    ),
+    String,
+> {
     let shards = inboxes.len();
     let Shared {
         ctx,
@@ -279,6 +416,8 @@ fn spawn_shards(
     let per_ip = Arc::new(PerIp::new(cfg.limits.max_connections_per_ip));
     let pending_per_ip = Arc::new(PerIp::new(cfg.limits.max_pending_per_ip));
     let rate = Arc::new(crate::shard::admission::Rate::default());
+    let (took_tx, took_rx) = crossbeam_channel::unbounded();
+    let (bound_tx, bound_rx) = crossbeam_channel::unbounded();
     let mut handles = Vec::with_capacity(shards);
     for (id, inbox) in inboxes.into_iter().enumerate() {
         let spec = ShardSpec {
@@ -299,13 +438,32 @@ fn spawn_shards(
             core: cores.get(id % cores.len().max(1)).copied(),
             tables_ready: tables_ready.clone(),
             ready: ready_tx.clone(),
+            takeover: successor.map(|s| reactor::handoff::Takeover {
+                socket: s.shard_socket(id),
+                senders: s.senders(id, shards),
+                bound: bound_tx.clone(),
+            }),
+            took: took_tx.clone(),
         };
         handles.push(reactor::spawn(spec).map_err(|e| format!("spawning shard {id}: {e}"))?);
     }
     tables_ready.wait();
+    let mut wait = Duration::from_secs(10);
+    if let Some(s) = successor {
+        for _ in 0..shards {
+            match bound_rx.recv_timeout(wait) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err("a shard did not listen for the hand-over within 10 s".into()),
+            }
+        }
+        s.ready(shards)?;
+        // Taking a million connections in takes longer than starting empty.
+        wait = Duration::from_secs(600);
+    }
     let mut io_path = String::new();
     for _ in 0..shards {
-        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+        match ready_rx.recv_timeout(wait) {
             Ok(Ok(p)) => io_path = p,
             Ok(Err(e)) => {
                 hub.shutdown();
@@ -313,11 +471,11 @@ fn spawn_shards(
             }
             Err(_) => {
                 hub.shutdown();
-                return Err("a shard did not start within 10 s".into());
+                return Err(format!("a shard did not start within {} s", wait.as_secs()));
             }
         }
     }
-    Ok((handles, io_path))
+    Ok((handles, io_path, took_rx))
 }
 
 /// The slow paths that feed the hub from outside: ingest consumers and the network API.
@@ -518,6 +676,17 @@ fn wait_for_signals(
                     tracing::error!("SIGHUP: reload failed, keeping the running configuration: {e}")
                 }
             },
+            Ok(Signal::SIGUSR2) => match own_binary()
+                .and_then(|b| running.upgrader.run(&b, Duration::from_secs(60)))
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if running.upgrader.done() => {
+                    tracing::error!("SIGUSR2: {e}");
+                    return Ok(());
+                }
+                Err(e) => tracing::error!("SIGUSR2: upgrade failed, still serving: {e}"),
+            },
+            Ok(Signal::SIGTERM) if running.upgrader.done() => return Ok(()),
             Ok(sig) => {
                 match running.ctx.cfg.server.drain_ms {
                     0 => tracing::info!("{sig}: closing every session with 1001 and stopping"),
@@ -537,6 +706,15 @@ impl Running {
     /// and waits (the drain, the grace period and a second) for the shards to finish. During a
     /// drain a second SIGTERM or SIGINT closes the rest at once.
     fn stop(self, sigs: &SigSet) {
+        if self.upgrader.done() {
+            // The successor holds the listeners, the connections and the admin socket's path.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && !self.handles.iter().all(|h| h.is_finished()) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            tracing::info!("handed over: this process exits");
+            return;
+        }
         // Not ready from now on: a balancer polling /readyz sends new clients elsewhere.
         let stopping = &self.api.stats.stopping;
         stopping.store(true, std::sync::atomic::Ordering::Relaxed);

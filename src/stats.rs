@@ -55,6 +55,9 @@ pub struct Snapshot {
     /// When this process started serving, in Unix seconds.
     pub started_at: u64,
     pub pid: u32,
+    /// The last hand-over this process took (`ringcast upgrade`): connections, ms, from_pid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<serde_json::Value>,
     pub rss_bytes: u64,
     pub shard_count: usize,
     pub shards: Vec<ShardSnapshot>,
@@ -166,6 +169,8 @@ pub struct Stats {
     pub jwks: JwksStats,
     /// Set when the server begins to stop (a drain included): it takes no new clients.
     pub stopping: AtomicBool,
+    /// The hand-over this process took over with, if it was started by `ringcast upgrade`.
+    pub upgrade: std::sync::Mutex<Option<serde_json::Value>>,
 }
 
 /// What the ingest consumers did.
@@ -403,6 +408,7 @@ impl Stats {
             history: HistoryStats::default(),
             jwks: JwksStats::default(),
             stopping: AtomicBool::new(false),
+            upgrade: std::sync::Mutex::new(None),
         }
     }
 
@@ -455,6 +461,7 @@ impl Stats {
             uptime_s: now_ms().saturating_sub(self.started_ms) / 1000,
             started_at: self.started_ms / 1000,
             pid: std::process::id(),
+            upgrade: self.upgrade.lock().ok().and_then(|u| u.clone()),
             rss_bytes: rss_bytes(),
             shard_count: self.shards.len(),
             shards,

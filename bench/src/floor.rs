@@ -134,6 +134,7 @@ fn shard(addr: SocketAddr, inbox: Inbox) -> std::io::Result<()> {
                         Command::Reload(_)
                         | Command::Sockjs(_)
                         | Command::Answer(_)
+                        | Command::HandOver(_)
                         | Command::Recovered { .. } => {}
                         Command::Census(reply) => {
                             let _ = reply.send(Default::default());

@@ -32,19 +32,42 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Threads kept waiting for admin requests.
 const WORKERS: usize = 2;
 
+/// `POST /upgrade` on the admin socket only (never the network API): the answer, and whether
+/// the process should stop once it is written (the hand-over happened).
+pub type UpgradeRoute = Arc<dyn Fn(&http::Request) -> (http::Response, bool) + Send + Sync>;
+
 /// Binds the socket (replacing a stale one), restricts it to its owner, and serves it on a
 /// thread. Connections from users other than the server's own, root and `allowed` are refused
-/// (SO_PEERCRED), even if the file's mode was loosened.
+/// (SO_PEERCRED), even if the file's mode was loosened. A successor process (`takeover`)
+/// replaces its predecessor's live socket in one rename, so no client finds the path missing.
 pub fn serve(
     path: &Path,
     api: Arc<Api>,
     allowed: &[u32],
+    upgrade: Option<UpgradeRoute>,
+    takeover: bool,
 ) -> io::Result<std::thread::JoinHandle<()>> {
     let mut uids = vec![0, nix::unistd::getuid().as_raw()];
     uids.extend_from_slice(allowed);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    let listener = if takeover {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".new");
+        let tmp = PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let l = UnixListener::bind(&tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&tmp, path)?;
+        l
+    } else {
+        bind(path)?
+    };
+    serve_on(listener, api, uids, upgrade)
+}
+
+fn bind(path: &Path) -> io::Result<UnixListener> {
     if path.exists() {
         // A live server answers; a stale socket file from a crashed one does not.
         if UnixStream::connect(path).is_ok() {
@@ -57,6 +80,15 @@ pub fn serve(
     }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+fn serve_on(
+    listener: UnixListener,
+    api: Arc<Api>,
+    uids: Vec<u32>,
+    upgrade: Option<UpgradeRoute>,
+) -> io::Result<std::thread::JoinHandle<()>> {
     // Idle workers wait on a rendezvous channel: a request reaches one that is already
     // running. A thread spawned per request starts at the back of a loaded core's run queue
     // (the scheduler charges new threads a slice), which under a storm cost `/healthz` over
@@ -64,12 +96,12 @@ pub fn serve(
     // holds one for up to IO_TIMEOUT), the request gets a thread of its own as before.
     let (idle, work) = crossbeam_channel::bounded::<UnixStream>(0);
     for i in 0..WORKERS {
-        let (work, api) = (work.clone(), api.clone());
+        let (work, api, upgrade) = (work.clone(), api.clone(), upgrade.clone());
         std::thread::Builder::new()
             .name(format!("admin-{i}"))
             .spawn(move || {
                 for stream in work {
-                    serve_one(stream, &api);
+                    serve_one(stream, &api, upgrade.as_ref());
                 }
             })?;
     }
@@ -90,10 +122,10 @@ pub fn serve(
                 let (Err(Full(stream)) | Err(Disconnected(stream))) = idle.try_send(stream) else {
                     continue;
                 };
-                let api = api.clone();
+                let (api, upgrade) = (api.clone(), upgrade.clone());
                 let _ = std::thread::Builder::new()
                     .name("admin-conn".into())
-                    .spawn(move || serve_one(stream, &api));
+                    .spawn(move || serve_one(stream, &api, upgrade.as_ref()));
             }
         })
 }
@@ -141,13 +173,23 @@ fn refuse(stream: UnixStream, uid: i64, allowed: &[u32]) {
     }
 }
 
-fn serve_one(mut stream: UnixStream, api: &Api) {
+fn serve_one(mut stream: UnixStream, api: &Api, upgrade: Option<&UpgradeRoute>) {
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
+    let mut stop = false;
     let resp = loop {
         match http::parse(&buf, MAX_BODY) {
+            Ok(Parse::Done(req)) if req.path == "/upgrade" => match upgrade {
+                Some(route) if req.method == "POST" => {
+                    let (resp, done) = route(&req);
+                    stop = done;
+                    break resp;
+                }
+                Some(_) => break http::Response::error(405, "use POST /upgrade"),
+                None => break http::Response::error(404, "this server cannot be upgraded"),
+            },
             Ok(Parse::Done(req)) => break api.handle(&req),
             Err(r) => break r,
             Ok(Parse::Partial) => {}
@@ -158,6 +200,10 @@ fn serve_one(mut stream: UnixStream, api: &Api) {
         }
     };
     let _ = stream.write_all(&resp.to_bytes());
+    if stop {
+        // The answer is out: the main thread stops this process as for SIGTERM.
+        let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM);
+    }
 }
 
 /// The admin socket path: configured, or the per-user default.

@@ -5,6 +5,7 @@ pub mod push;
 pub mod reconnect;
 pub mod stats;
 pub mod token;
+pub mod upgrade;
 
 use std::path::{Path, PathBuf};
 

@@ -6,6 +6,7 @@
 // The one module allowed `unsafe`: the kernel shares its memory with the ring.
 #[allow(unsafe_code)]
 pub mod ring;
+pub mod handoff;
 mod tls;
 
 use std::io;
@@ -54,6 +55,10 @@ pub struct ShardSpec {
     /// Every shard (and the main thread) has its own fd table before anyone opens a socket.
     pub tables_ready: Arc<Barrier>,
     pub ready: Sender<Result<String, String>>,
+    /// Started by `ringcast upgrade`: take the old process's connections before serving.
+    pub takeover: Option<handoff::Takeover>,
+    /// What this shard took over, for the new process's log and `/stats`.
+    pub took: Sender<handoff::Moved>,
 }
 
 /// Starts a shard thread; it reports on `spec.ready` once listening (or why it could not).
@@ -165,8 +170,6 @@ pub fn listener(addr: SocketAddr) -> io::Result<Socket> {
 
 fn run(spec: ShardSpec) -> io::Result<()> {
     let cfg = &spec.ctx.cfg;
-    let listener = listener(spec.addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("listen on {}: {e}", spec.addr)))?;
     let mut ring = Ring::new(
         cfg.server.ring_entries,
         BufferConfig {
@@ -204,12 +207,26 @@ fn run(spec: ShardSpec) -> io::Result<()> {
         hub: spec.hub,
         proxy: spec.proxy,
         inbox: spec.inbox,
-        listener: Some(listener),
+        listener: None,
+        handing: None,
         sockets: Vec::new(),
         started: Instant::now(),
         tick_due: false,
         ops: Vec::new(),
     };
+    if let Some(t) = &spec.takeover {
+        let took = driver.take(t).map_err(|e| {
+            let _ = t.bound.send(Err(format!("shard {}: {e}", spec.id)));
+            io::Error::new(e.kind(), format!("taking over: {e}"))
+        })?;
+        let _ = spec.took.send(took);
+    }
+    if driver.listener.is_none() {
+        driver.listener = Some(
+            listener(spec.addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("listen on {}: {e}", spec.addr)))?,
+        );
+    }
     driver.flush(&mut ring);
     ring.wait_wake(driver.inbox.wake.as_raw_fd());
     ring.tick_after(TICK);
@@ -227,6 +244,21 @@ fn run(spec: ShardSpec) -> io::Result<()> {
         }
         driver.core.batch_done();
         driver.flush(&mut ring);
+        if driver.handing.is_some() && ring.inflight() == 0 {
+            let to = driver.handing.clone().unwrap_or_default();
+            let m = driver.give(&to);
+            match &m {
+                Ok(m) => tracing::info!(
+                    shard = spec.id,
+                    "handed {} connection(s) and the listener to the new process ({} closed)",
+                    m.moved,
+                    m.closed
+                ),
+                Err(e) => tracing::error!(shard = spec.id, "hand-over failed: {e}"),
+            }
+            let _ = spec.took.send(m.unwrap_or_default());
+            return Ok(());
+        }
         if driver.core.finished() {
             tracing::debug!(shard = spec.id, "shard done");
             // Dropping the ring cancels and drains what is still in flight.
@@ -251,6 +283,9 @@ struct Driver {
     proxy: Arc<AccessProxy>,
     inbox: Inbox,
     listener: Option<Socket>,
+    /// Handing everything to the new process's shard at this Unix socket: the core is frozen
+    /// and the ring's operations cancelled; the hand-over runs once the last one is in.
+    handing: Option<std::path::PathBuf>,
     /// Each connection's socket, under the core's key for it.
     sockets: Vec<Option<OwnedFd>>,
     started: Instant,
@@ -296,10 +331,20 @@ impl Driver {
             }
             Event::Woken => {
                 while let Ok(cmd) = self.inbox.rx.try_recv() {
-                    self.core.command(cmd);
+                    match cmd {
+                        Command::HandOver(to) if self.handing.is_none() => {
+                            self.core.freeze();
+                            self.handing = Some(to);
+                            ring.cancel_everything();
+                        }
+                        cmd => self.core.command(cmd),
+                    }
                 }
-                ring.wait_wake(self.inbox.wake.as_raw_fd());
+                if self.handing.is_none() {
+                    ring.wait_wake(self.inbox.wake.as_raw_fd());
+                }
             }
+            Event::Tick if self.handing.is_some() => {}
             Event::Tick => self.tick_due = true,
             Event::Connected { .. } | Event::Internal => {}
         }
@@ -374,6 +419,7 @@ impl Driver {
                         *t = None;
                     }
                 }
+                Op::Accept if self.handing.is_some() => {}
                 Op::Accept => {
                     if let Some(l) = &self.listener {
                         ring.accept(l.as_raw_fd());

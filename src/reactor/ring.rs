@@ -359,6 +359,19 @@ impl Ring {
         self.inflight == 0
     }
 
+    /// Cancels every operation in flight without waiting: their last completions arrive through
+    /// `run_once` as usual (a connection handed to another process must see its recv end
+    /// without a shutdown, and its send finish or fail, before its state is read).
+    pub fn cancel_everything(&mut self) {
+        if self.inflight == 0 {
+            return;
+        }
+        let cancel = opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::any())
+            .build()
+            .user_data(user_data(Op::Cancel, 0, 0));
+        self.push(cancel);
+    }
+
     fn recycle(&mut self, bid: u16) {
         if self.features.multishot {
             self.bufs.recycle_ring(bid);
@@ -607,4 +620,27 @@ mod tests {
     fn a_key_beyond_24_bits_is_refused() {
         user_data(Op::Recv, MAX_KEY + 1, 0);
     }
+}
+
+/// Receives bytes on a Unix socket with the descriptors another process passed along
+/// (`SCM_RIGHTS`, for `ringcast upgrade`): the descriptors are installed in this thread's fd
+/// table, close-on-exec, and owned by the caller from here on.
+pub fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 16]);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(io::Error::from)?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: the kernel just installed these descriptors in this table for this
+            // message; no other owner exists.
+            fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+    }
+    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(io::Error::other("descriptors were lost: control message truncated"));
+    }
+    Ok((msg.bytes, fds))
 }

@@ -69,6 +69,7 @@ impl Core {
                 replay,
             } => self.recovered(key, serial, replay),
             Command::Shutdown => self.shutdown(),
+            Command::HandOver(_) => {}
         }
     }
 

@@ -27,9 +27,23 @@ pub struct Moving {
     pub dests: Vec<String>,
     /// Frames queued for it and not yet written, oldest first.
     pub queue: Vec<Vec<u8>>,
+    /// Bytes read from its socket and not yet processed (they arrived during the hand-over).
+    #[serde(default)]
+    pub unread: Vec<u8>,
 }
 
 impl Core {
+    /// Stops starting I/O: the driver is about to cancel what is in flight and hand the
+    /// connections over once the last completion is in.
+    pub fn freeze(&mut self) {
+        self.frozen = true;
+    }
+
+    /// Every connection's key.
+    pub fn keys(&self) -> Vec<u32> {
+        self.conns.iter().map(|(k, _)| k as u32).collect()
+    }
+
     /// Connection `key` as plain data, or why it cannot move now. Reads only: the connection
     /// stays here until the driver has handed its socket over.
     pub fn export(&self, key: u32) -> Result<Moving, NotMovable> {
@@ -55,6 +69,7 @@ impl Core {
                 .map(|d| d.key())
                 .collect(),
             queue: c.queue.iter().map(|b| b.to_vec()).collect(),
+            unread: self.unread.get(&key).cloned().unwrap_or_default(),
         })
     }
 
@@ -84,6 +99,11 @@ impl Core {
         }
         for f in m.queue {
             self.send(key, Bytes::from(f), false);
+        }
+        let mut unread = m.unread;
+        if !unread.is_empty() {
+            let n = unread.len();
+            self.received(key, Ok(n), true, &mut unread);
         }
         Ok(key)
     }

@@ -88,6 +88,9 @@ pub enum Command {
     Reload(Arc<crate::context::Context>),
     /// Stop accepting, close every session with 1001, exit after the grace period.
     Shutdown,
+    /// Give the listener and every connection to the new process's shard listening on this
+    /// Unix socket, then exit (`ringcast upgrade`). The driver carries it out, not the core.
+    HandOver(std::path::PathBuf),
     /// About a SockJS session over HTTP, between the shard that read a request and the shard
     /// that owns the session.
     Sockjs(crate::endpoint::relay::Message),

@@ -172,6 +172,12 @@ pub struct Core {
     relay: Option<Arc<dyn Relay>>,
     /// Numbers this shard's questions to Redis about recoveries.
     next_serial: u64,
+    /// Handing its connections to another process: no receive, send or accept is started
+    /// any more, and what would be sent stays queued (it moves with the connection).
+    frozen: bool,
+    /// Bytes read while frozen, kept for the successor to process (a SEND read here now
+    /// could not be published: the hub takes none during a hand-over).
+    unread: std::collections::HashMap<u32, Vec<u8>>,
 }
 
 fn ticks(ms: u64) -> u64 {
@@ -215,6 +221,8 @@ impl Core {
             history: cfg.history,
             recovering: recovery::Recovering::default(),
             drain: None,
+            frozen: false,
+            unread: Default::default(),
         };
         core.st()
             .last_turn_ms
@@ -257,6 +265,7 @@ impl Core {
         if let Some(c) = self.conns.get_mut(key as usize)
             && !c.is_shut()
             && !c.recv_armed()
+            && !self.frozen
         {
             c.set_recv_armed(true);
             self.ops.push(Op::Recv(key));
@@ -274,6 +283,10 @@ impl Core {
         }
         match res {
             Ok(0) => self.shut(key),
+            Ok(n) if self.frozen => {
+                c.set_heard();
+                self.unread.entry(key).or_default().extend_from_slice(&data[..n]);
+            }
             Ok(n) => {
                 c.set_heard();
                 if !c.is_shut() {
@@ -286,6 +299,8 @@ impl Core {
                 self.arm_recv(key);
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => self.rearm.push(key),
+            // Frozen for a hand-over: the socket is fine, only our read of it ended.
+            Err(e) if self.frozen && e.raw_os_error() == Some(libc::ECANCELED) => {}
             Err(_) => self.shut(key),
         }
         self.reap(key);
@@ -331,6 +346,22 @@ impl Core {
             return;
         };
         c.set_sending(false);
+        if self.frozen {
+            // What did not go out goes first in the queue that moves with the connection.
+            let done = match res {
+                Ok(n) => n,
+                Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => 0,
+                Err(_) => {
+                    self.shut(key);
+                    self.reap(key);
+                    return;
+                }
+            };
+            if offset + done < buf.len() {
+                c.queue.push_front(buf.slice(offset + done..));
+            }
+            return;
+        }
         match res {
             Ok(n) => {
                 self.stats.shards[self.id]
@@ -573,7 +604,7 @@ impl Core {
         if c.session.wrapping() == Wrapping::SockjsHttp {
             return self.sockjs_push(key, b);
         }
-        if !c.sending() {
+        if !c.sending() && !self.frozen {
             c.set_sending(true);
             self.ops.push(Op::Send {
                 key,

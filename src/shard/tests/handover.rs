@@ -113,3 +113,60 @@ fn a_connection_with_a_send_in_flight_waits_until_it_completes() {
     let h = a.connect("127.0.0.1");
     assert_eq!(a.core.export(h).unwrap_err(), NotMovable::Handshake);
 }
+
+#[test]
+fn a_frozen_shard_keeps_what_it_could_not_send_or_read_for_the_successor() {
+    let publishing = || {
+        config(|c| {
+            c.projects.insert(
+                "default".into(),
+                crate::config::Project {
+                    client_publish: true,
+                    ..Default::default()
+                },
+            );
+        })
+    };
+    let mut a = Net::new(publishing());
+    let k = a.stomp_client("0,0");
+    let sub = "SUBSCRIBE\nid:s1\ndestination:/topic/t\n\n\0";
+    a.client_sends_frame(k, Opcode::Text, sub.as_bytes());
+    a.stall(k);
+    assert_eq!(a.publish("t", "in flight"), 1);
+    a.core.freeze();
+    // The driver cancels everything: the recv ends without a shutdown, the stalled send
+    // comes back with nothing written.
+    assert!(a.recv_armed.remove(&k));
+    a.core
+        .received(k, Err(std::io::Error::from_raw_os_error(libc::ECANCELED)), false, &mut []);
+    let (buf, offset) = a.held.remove(&k).unwrap();
+    a.core.sent(
+        k,
+        Err(std::io::Error::from_raw_os_error(libc::ECANCELED)),
+        buf,
+        offset,
+    );
+    // What still arrives is kept, not acted on: no publish can be taken now.
+    assert_eq!(a.publish("t", "queued"), 1);
+    let send = encode_masked(
+        Opcode::Text,
+        true,
+        b"SEND\ndestination:/topic/t\n\nfrom the client\0",
+        [1, 2, 3, 4],
+    );
+    let mut data = send.clone();
+    a.core.received(k, Ok(data.len()), false, &mut data);
+    a.pump();
+    assert!(a.published.is_empty() && !a.shut.contains(&k));
+    assert!(a.held.is_empty() && a.recv_armed.is_empty(), "frozen: no I/O started");
+
+    let moving = a.core.export(k).unwrap();
+    assert_eq!(moving.queue.len(), 2);
+    assert_eq!(moving.unread, send);
+    let mut b = Net::new(publishing());
+    let kb = b.take_in(moving);
+    let got = b.frames_here(kb);
+    assert!(got[0].ends_with("in flight\0") && got[1].ends_with("queued\0"), "{got:?}");
+    assert_eq!(b.published.len(), 1, "the successor read the SEND");
+    assert_eq!(&b.published[0].body[..], b"from the client");
+}

@@ -1,0 +1,319 @@
+//! `ringcast upgrade` and SIGUSR2 (issue #31): a running server starts a new binary and hands
+//! it every connection, socket and state, without a disconnect. The old process's side starts
+//! the successor, waits until it has checked its configuration and its shards listen for the
+//! hand-over, refuses publishes meanwhile (503, retry: a publish no process would deliver is
+//! never taken), has each shard give its listener and connections (`reactor::handoff`), and
+//! steps aside once the successor serves. The new process's side is `Successor`, read from the
+//! environment it was started with.
+//!
+//! If the successor fails before anything moved (it exits, its configuration is refused, it
+//! does not answer in time), the old process keeps serving and the command reports why.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use serde::{Deserialize, Serialize};
+
+use crate::hub::Hub;
+use crate::reactor::handoff::Moved;
+use crate::shard::inbox::Command;
+
+/// The hand-over's directory (the control socket and one socket per new shard), 0700.
+const DIR_ENV: &str = "RINGCAST_UPGRADE_DIR";
+/// `PID SHARDS ADDR` of the process handing over.
+const FROM_ENV: &str = "RINGCAST_UPGRADE_FROM";
+
+/// What the successor tells the old process, one JSON line each.
+#[derive(Debug, Serialize, Deserialize)]
+enum Control {
+    /// Configuration checked, shards listening for the hand-over.
+    Ready { shards: usize },
+    /// Every connection taken in, listeners and admin socket up.
+    Serving { moved: u64, closed: u64 },
+    /// It could not start or take over.
+    Failed(String),
+}
+
+/// The outcome of a hand-over, for `ringcast upgrade` and `/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub pid: u32,
+    pub connections: u64,
+    pub closed: u64,
+    pub ms: u64,
+}
+
+/// The old process's side.
+pub struct Upgrader {
+    pub hub: Arc<Hub>,
+    pub addr: SocketAddr,
+    pub shards: usize,
+    /// Why this node cannot be upgraded yet, if it cannot.
+    pub refused: Option<String>,
+    /// Each shard's count once it has handed over.
+    pub gave: Receiver<Moved>,
+    busy: Mutex<()>,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl Upgrader {
+    pub fn new(
+        hub: Arc<Hub>,
+        addr: SocketAddr,
+        refused: Option<String>,
+        gave: Receiver<Moved>,
+    ) -> Upgrader {
+        Upgrader {
+            shards: hub.shard_count(),
+            hub,
+            addr,
+            refused,
+            gave,
+            busy: Mutex::new(()),
+            done: Default::default(),
+        }
+    }
+
+    /// The hand-over happened: this process has nothing left to serve.
+    pub fn done(&self) -> bool {
+        self.done.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Starts `binary` with this process's arguments and hands everything over to it.
+    pub fn run(&self, binary: &Path, timeout: Duration) -> Result<Report, String> {
+        if let Some(why) = &self.refused {
+            return Err(why.clone());
+        }
+        let _busy = self
+            .busy
+            .try_lock()
+            .map_err(|_| "an upgrade is already under way".to_string())?;
+        if self.done() {
+            return Err("this process has already handed over".into());
+        }
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let dir = std::env::temp_dir().join(format!(
+            "ringcast-upgrade-{}-{}",
+            std::process::id(),
+            crate::stats::now_ms()
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let r = self.hand_over(binary, &dir, start, deadline);
+        let _ = std::fs::remove_dir_all(&dir);
+        r
+    }
+
+    fn hand_over(
+        &self,
+        binary: &Path,
+        dir: &Path,
+        start: Instant,
+        deadline: Instant,
+    ) -> Result<Report, String> {
+        let control = UnixListener::bind(dir.join("control.sock"))
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| format!("control socket: {e}"))?;
+        let mut child = std::process::Command::new(binary)
+            .args(std::env::args_os().skip(1))
+            .env(DIR_ENV, dir)
+            .env(
+                FROM_ENV,
+                format!("{} {} {}", std::process::id(), self.shards, self.addr),
+            )
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", binary.display()))?;
+        let pid = child.id();
+        let failed = |child: &mut std::process::Child, why: String| {
+            let _ = child.kill();
+            let _ = child.wait();
+            tracing::error!("upgrade to {}: {why}; still serving", binary.display());
+            Err(why)
+        };
+        let stream = loop {
+            match control.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return failed(&mut child, format!("control socket: {e}")),
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "the new process ({}) exited with {status} before taking over; still serving",
+                    binary.display()
+                ));
+            }
+            if Instant::now() > deadline {
+                return failed(&mut child, "the new process did not get ready in time".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut lines = BufReader::new(stream);
+        let shards = match read(&mut lines, deadline) {
+            Ok(Control::Ready { shards }) => shards.max(1),
+            Ok(Control::Failed(why)) => return failed(&mut child, format!("the new process: {why}")),
+            Ok(other) => return failed(&mut child, format!("the new process said {other:?}")),
+            Err(e) => {
+                let status = child.try_wait().ok().flatten();
+                let why = match status {
+                    Some(s) => format!("the new process exited with {s} before taking over"),
+                    None => format!("the new process: {e}"),
+                };
+                return failed(&mut child, why);
+            }
+        };
+        tracing::info!(
+            "upgrade: pid {pid} is ready with {shards} shard(s); handing over the listeners and connections"
+        );
+        // From here on the connections leave: no publish is taken that only this process
+        // would have delivered.
+        self.hub.hand_over();
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        for i in 0..self.shards {
+            let to = dir.join(format!("shard-{}.sock", i % shards));
+            self.hub.send_to(i, Command::HandOver(to));
+        }
+        let mut closed = 0;
+        for _ in 0..self.shards {
+            if let Ok(m) = self.gave.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                closed += m.closed;
+            }
+        }
+        match read(&mut lines, deadline) {
+            Ok(Control::Serving { moved, closed: c }) => {
+                let report = Report {
+                    pid,
+                    connections: moved,
+                    closed: closed.max(c),
+                    ms: start.elapsed().as_millis() as u64,
+                };
+                tracing::info!(
+                    "upgrade: pid {pid} serves {} connection(s) ({} closed), {} ms; this process steps aside",
+                    report.connections,
+                    report.closed,
+                    report.ms
+                );
+                Ok(report)
+            }
+            other => {
+                let why = format!(
+                    "the new process failed while taking over ({other:?}): the connections it had not taken are closed"
+                );
+                tracing::error!("upgrade: {why}");
+                Err(why)
+            }
+        }
+    }
+}
+
+fn read(lines: &mut BufReader<UnixStream>, deadline: Instant) -> Result<Control, String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    lines
+        .get_ref()
+        .set_nonblocking(false)
+        .and_then(|()| {
+            lines
+                .get_ref()
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+        })
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    match lines.read_line(&mut line) {
+        Ok(0) => Err("it closed the control socket".into()),
+        Ok(_) => serde_json::from_str(&line).map_err(|e| format!("control line: {e}")),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err("no answer in time".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The new process's side: started by `Upgrader::run`, it takes over instead of binding.
+pub struct Successor {
+    dir: PathBuf,
+    pub from_pid: u32,
+    from_shards: usize,
+    /// The old process's listen address (its real port, even if it was started with 0).
+    pub addr: SocketAddr,
+    control: Mutex<Option<UnixStream>>,
+    started: Instant,
+}
+
+impl Successor {
+    /// The hand-over this process was started for, if any.
+    pub fn from_env() -> Option<Result<Successor, String>> {
+        let dir = std::env::var_os(DIR_ENV)?;
+        let from = std::env::var(FROM_ENV).unwrap_or_default();
+        let parse = || -> Option<(u32, usize, SocketAddr)> {
+            let mut it = from.split(' ');
+            Some((
+                it.next()?.parse().ok()?,
+                it.next()?.parse().ok()?,
+                it.next()?.parse().ok()?,
+            ))
+        };
+        Some(match parse() {
+            Some((from_pid, from_shards, addr)) => Ok(Successor {
+                dir: dir.into(),
+                from_pid,
+                from_shards,
+                addr,
+                control: Mutex::new(None),
+                started: Instant::now(),
+            }),
+            None => Err(format!("{FROM_ENV}={from:?} is not `PID SHARDS ADDR`")),
+        })
+    }
+
+    /// Where new shard `j` listens for the old shards.
+    pub fn shard_socket(&self, j: usize) -> PathBuf {
+        self.dir.join(format!("shard-{j}.sock"))
+    }
+
+    /// How many old shards hand over to new shard `j` of `shards` (old shard `i` goes to
+    /// `i mod shards`).
+    pub fn senders(&self, j: usize, shards: usize) -> usize {
+        (0..self.from_shards).filter(|i| i % shards == j).count()
+    }
+
+    fn say(&self, c: &Control) -> Result<(), String> {
+        let mut guard = self.control.lock().map_err(|_| "control lock")?;
+        if guard.is_none() {
+            let s = UnixStream::connect(self.dir.join("control.sock"))
+                .map_err(|e| format!("the old process's control socket: {e}"))?;
+            *guard = Some(s);
+        }
+        let s = guard.as_mut().expect("connected above");
+        let mut line = serde_json::to_string(c).map_err(|e| e.to_string())?;
+        line.push('\n');
+        s.write_all(line.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    /// Configuration checked and every shard listening for the hand-over.
+    pub fn ready(&self, shards: usize) -> Result<(), String> {
+        self.say(&Control::Ready { shards })
+    }
+
+    /// Everything taken in and served: the old process may go.
+    pub fn serving(&self, moved: u64, closed: u64) -> Report {
+        let _ = self.say(&Control::Serving { moved, closed });
+        Report {
+            pid: self.from_pid,
+            connections: moved,
+            closed,
+            ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+
+    /// It could not start or take over.
+    pub fn fail(&self, why: &str) {
+        let _ = self.say(&Control::Failed(why.to_string()));
+    }
+}
