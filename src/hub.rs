@@ -49,7 +49,9 @@ pub enum HubError {
     #[error("a shard did not answer in time")]
     ShardTimedOut,
     /// The node is handing its connections to a new process.
-    #[error("the server is handing its connections to a new process (ringcast upgrade): retry in a moment")]
+    #[error(
+        "the server is handing its connections to a new process (ringcast upgrade): retry in a moment"
+    )]
     HandingOver,
     /// The message is for Redis to number and deliver, and Redis could not.
     #[error(transparent)]

@@ -94,7 +94,12 @@ pub fn run(cfg: Config, reload: impl Fn() -> Result<Config, String>) -> Result<(
     }
     // Signals go to the main thread only: block them before any other thread exists.
     let mut sigs = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGUSR2] {
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGUSR2,
+    ] {
         sigs.add(s);
     }
     sigs.thread_block()
@@ -676,16 +681,16 @@ fn wait_for_signals(
                     tracing::error!("SIGHUP: reload failed, keeping the running configuration: {e}")
                 }
             },
-            Ok(Signal::SIGUSR2) => match own_binary()
-                .and_then(|b| running.upgrader.run(&b, Duration::from_secs(60)))
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if running.upgrader.done() => {
-                    tracing::error!("SIGUSR2: {e}");
-                    return Ok(());
+            Ok(Signal::SIGUSR2) => {
+                match own_binary().and_then(|b| running.upgrader.run(&b, Duration::from_secs(60))) {
+                    Ok(_) => return Ok(()),
+                    Err(e) if running.upgrader.done() => {
+                        tracing::error!("SIGUSR2: {e}");
+                        return Ok(());
+                    }
+                    Err(e) => tracing::error!("SIGUSR2: upgrade failed, still serving: {e}"),
                 }
-                Err(e) => tracing::error!("SIGUSR2: upgrade failed, still serving: {e}"),
-            },
+            }
             Ok(Signal::SIGTERM) if running.upgrader.done() => return Ok(()),
             Ok(sig) => {
                 match running.ctx.cfg.server.drain_ms {

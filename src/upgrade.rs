@@ -153,14 +153,19 @@ impl Upgrader {
                 ));
             }
             if Instant::now() > deadline {
-                return failed(&mut child, "the new process did not get ready in time".into());
+                return failed(
+                    &mut child,
+                    "the new process did not get ready in time".into(),
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         };
         let mut lines = BufReader::new(stream);
         let shards = match read(&mut lines, deadline) {
             Ok(Control::Ready { shards }) => shards.max(1),
-            Ok(Control::Failed(why)) => return failed(&mut child, format!("the new process: {why}")),
+            Ok(Control::Failed(why)) => {
+                return failed(&mut child, format!("the new process: {why}"));
+            }
             Ok(other) => return failed(&mut child, format!("the new process said {other:?}")),
             Err(e) => {
                 let status = child.try_wait().ok().flatten();
@@ -184,7 +189,10 @@ impl Upgrader {
         }
         let mut closed = 0;
         for _ in 0..self.shards {
-            if let Ok(m) = self.gave.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if let Ok(m) = self
+                .gave
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
                 closed += m.closed;
             }
         }

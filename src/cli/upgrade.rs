@@ -6,7 +6,11 @@ use std::path::Path;
 
 use crate::admin;
 
-pub fn run(socket: &Path, binary: Option<&Path>, timeout: &str) -> Result<serde_json::Value, String> {
+pub fn run(
+    socket: &Path,
+    binary: Option<&Path>,
+    timeout: &str,
+) -> Result<serde_json::Value, String> {
     let secs = super::token::parse_ttl(timeout)?;
     let mut body = serde_json::json!({ "timeout_ms": secs * 1000 });
     if let Some(b) = binary {

@@ -178,7 +178,10 @@ impl Driver {
                             m.moved += 1;
                         }
                         Err(e) => {
-                            tracing::warn!(shard = self.id, "a handed-over connection was refused: {e}");
+                            tracing::warn!(
+                                shard = self.id,
+                                "a handed-over connection was refused: {e}"
+                            );
                             m.closed += 1;
                         }
                     },
@@ -187,7 +190,9 @@ impl Driver {
                         break;
                     }
                     (p, None) => {
-                        return Err(io::Error::other(format!("{p:?} came without its descriptor")));
+                        return Err(io::Error::other(format!(
+                            "{p:?} came without its descriptor"
+                        )));
                     }
                 }
             }
@@ -207,7 +212,15 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         let (mut p1, p2) = UnixStream::pair().unwrap();
         send(&a, &Piece::Listener, Some(p2.as_raw_fd())).unwrap();
-        send(&a, &Piece::Done { moved: 0, closed: 3 }, None).unwrap();
+        send(
+            &a,
+            &Piece::Done {
+                moved: 0,
+                closed: 3,
+            },
+            None,
+        )
+        .unwrap();
         let mut r = Reader::default();
         let (piece, fd) = r.next(&b).unwrap();
         assert!(matches!(piece, Piece::Listener));
@@ -217,7 +230,15 @@ mod tests {
         p1.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hi");
         let (piece, fd) = r.next(&b).unwrap();
-        assert!(matches!(piece, Piece::Done { moved: 0, closed: 3 }) && fd.is_none());
+        assert!(
+            matches!(
+                piece,
+                Piece::Done {
+                    moved: 0,
+                    closed: 3
+                }
+            ) && fd.is_none()
+        );
         drop(a);
         assert!(r.next(&b).is_err());
     }

@@ -4,9 +4,9 @@
 //! (limits, queues, deadlines, fan-out) is the core's.
 
 // The one module allowed `unsafe`: the kernel shares its memory with the ring.
+pub mod handoff;
 #[allow(unsafe_code)]
 pub mod ring;
-pub mod handoff;
 mod tls;
 
 use std::io;

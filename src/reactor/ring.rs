@@ -570,6 +570,34 @@ fn probe_modern() -> io::Result<bool> {
     Ok(probe.is_supported(opcode::SendZc::CODE) && probe.is_supported(opcode::AsyncCancel2::CODE))
 }
 
+/// Receives bytes on a Unix socket with the descriptors another process passed along
+/// (`SCM_RIGHTS`, for `ringcast upgrade`): the descriptors are installed in this thread's fd
+/// table, close-on-exec, and owned by the caller from here on.
+pub fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 16]);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(io::Error::from)?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: the kernel just installed these descriptors in this table for this
+            // message; no other owner exists.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(io::Error::other(
+            "descriptors were lost: control message truncated",
+        ));
+    }
+    Ok((msg.bytes, fds))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -620,27 +648,4 @@ mod tests {
     fn a_key_beyond_24_bits_is_refused() {
         user_data(Op::Recv, MAX_KEY + 1, 0);
     }
-}
-
-/// Receives bytes on a Unix socket with the descriptors another process passed along
-/// (`SCM_RIGHTS`, for `ringcast upgrade`): the descriptors are installed in this thread's fd
-/// table, close-on-exec, and owned by the caller from here on.
-pub fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    let mut iov = [std::io::IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!([RawFd; 16]);
-    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(io::Error::from)?;
-    let mut fds = Vec::new();
-    for c in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(raw) = c {
-            // SAFETY: the kernel just installed these descriptors in this table for this
-            // message; no other owner exists.
-            fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
-        }
-    }
-    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-        return Err(io::Error::other("descriptors were lost: control message truncated"));
-    }
-    Ok((msg.bytes, fds))
 }

@@ -285,7 +285,10 @@ impl Core {
             Ok(0) => self.shut(key),
             Ok(n) if self.frozen => {
                 c.set_heard();
-                self.unread.entry(key).or_default().extend_from_slice(&data[..n]);
+                self.unread
+                    .entry(key)
+                    .or_default()
+                    .extend_from_slice(&data[..n]);
             }
             Ok(n) => {
                 c.set_heard();

@@ -137,8 +137,12 @@ fn a_frozen_shard_keeps_what_it_could_not_send_or_read_for_the_successor() {
     // The driver cancels everything: the recv ends without a shutdown, the stalled send
     // comes back with nothing written.
     assert!(a.recv_armed.remove(&k));
-    a.core
-        .received(k, Err(std::io::Error::from_raw_os_error(libc::ECANCELED)), false, &mut []);
+    a.core.received(
+        k,
+        Err(std::io::Error::from_raw_os_error(libc::ECANCELED)),
+        false,
+        &mut [],
+    );
     let (buf, offset) = a.held.remove(&k).unwrap();
     a.core.sent(
         k,
@@ -158,7 +162,10 @@ fn a_frozen_shard_keeps_what_it_could_not_send_or_read_for_the_successor() {
     a.core.received(k, Ok(data.len()), false, &mut data);
     a.pump();
     assert!(a.published.is_empty() && !a.shut.contains(&k));
-    assert!(a.held.is_empty() && a.recv_armed.is_empty(), "frozen: no I/O started");
+    assert!(
+        a.held.is_empty() && a.recv_armed.is_empty(),
+        "frozen: no I/O started"
+    );
 
     let moving = a.core.export(k).unwrap();
     assert_eq!(moving.queue.len(), 2);
@@ -166,7 +173,10 @@ fn a_frozen_shard_keeps_what_it_could_not_send_or_read_for_the_successor() {
     let mut b = Net::new(publishing());
     let kb = b.take_in(moving);
     let got = b.frames_here(kb);
-    assert!(got[0].ends_with("in flight\0") && got[1].ends_with("queued\0"), "{got:?}");
+    assert!(
+        got[0].ends_with("in flight\0") && got[1].ends_with("queued\0"),
+        "{got:?}"
+    );
     assert_eq!(b.published.len(), 1, "the successor read the SEND");
     assert_eq!(&b.published[0].body[..], b"from the client");
 }

@@ -1,0 +1,249 @@
+"""`ringcast upgrade` (issue #31): a running server hands its listeners and every connection to
+a new process of a copy of its binary, three times in a row, while a publisher pushes
+throughout. Raw clients (with and without permessage-deflate), a STOMP session beating every
+second and a SockJS-over-WebSocket STOMP session stay connected; each gets every message once,
+in order. Failed upgrades (a binary that exits at once, a configuration the new process
+refuses, a binary that is not there) leave the old server serving, and the command says why.
+
+The test process is a child subreaper, so the old processes (children of each other after the
+first) are reaped here and their exit codes read."""
+import asyncio
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+
+import pytest
+import websockets
+
+from conftest import BIN, until
+
+CONFIG = """
+[compression]
+enabled = true
+min_bytes = 1
+
+[stomp]
+heartbeat_send_ms = 1000
+heartbeat_receive_ms = 1000
+"""
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@pytest.fixture(autouse=True)
+def subreaper():
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    yield
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+def exit_code(pid, timeout=15):
+    """Waits for `pid` (a child or an orphan reparented here) and returns its exit code."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    raise AssertionError(f"pid {pid} did not exit within {timeout} s")
+
+
+def admin_publish(sock_path, body):
+    """One publish over the admin socket: the status (0 if the socket could not be reached)."""
+    data = json.dumps({"destination": "/topic/news", "body": body}).encode()
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect(sock_path)
+        s.sendall(b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        s.close()
+        return int(out.split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class Publisher(threading.Thread):
+    """Pushes 0, 1, 2, … to /topic/news until stopped, each until accepted (503 and an
+    unreachable socket are retried): every number is accepted exactly once."""
+
+    def __init__(self, sock_path):
+        super().__init__(daemon=True)
+        self.sock, self.stop, self.sent, self.refused = sock_path, threading.Event(), 0, 0
+
+    def run(self):
+        deadline = time.time() + 120
+        while not self.stop.is_set() and time.time() < deadline:
+            status = admin_publish(self.sock, str(self.sent))
+            if status == 200:
+                self.sent += 1
+            else:
+                assert status in (0, 503), f"publish answered {status}"
+                self.refused += 1
+            time.sleep(0.002)
+
+
+def alive_pid(s):
+    return s.stats()["pid"]
+
+
+def upgrade(s, binary, *extra):
+    return s.cli("upgrade", "--binary", binary, "--json", *extra, check=False)
+
+
+@pytest.mark.parametrize("io", ["multishot", "compat"])
+def test_three_upgrades_in_a_row_lose_no_connection_and_no_message(make_server, tmp_path, io):
+    args = ["--no-auth", "--shards", "2"] + (["--io-compat"] if io == "compat" else [])
+    s = make_server(*args, config=CONFIG)
+    copy = str(tmp_path / "ringcast-next")
+    shutil.copy(BIN, copy)
+    pids = [s.proc.pid]
+
+    async def main():
+        raw = [await websockets.connect(f"{s.url}/ws?topic=news", compression=None if i % 2 else "deflate")
+               for i in range(8)]
+        assert "permessage-deflate" in raw[0].response.headers.get("Sec-WebSocket-Extensions", "")
+        stomp = await websockets.connect(f"{s.url}/ws", subprotocols=["v12.stomp"])
+        await stomp.send("CONNECT\naccept-version:1.2\nheart-beat:1000,1000\n\n\0")
+        assert (await asyncio.wait_for(stomp.recv(), 10)).startswith("CONNECTED")
+        await stomp.send("SUBSCRIBE\nid:s1\ndestination:/topic/news\n\n\0")
+        sockjs = await websockets.connect(f"{s.url}/ws/000/upgrade1/websocket", compression=None)
+        assert await asyncio.wait_for(sockjs.recv(), 10) == "o"
+        await sockjs.send(json.dumps(["CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0"]))
+        assert json.loads((await asyncio.wait_for(sockjs.recv(), 10))[1:])[0].startswith("CONNECTED")
+        await sockjs.send(json.dumps(["SUBSCRIBE\nid:j1\ndestination:/topic/news\n\n\0"]))
+        until(lambda: s.stats()["connections"] == 10, what="10 connections")
+        # Subscriptions are in place once a push reaches all ten.
+        until(lambda: s.push("news", "warm-up") == 10, what="every subscription")
+
+        got = {i: [] for i in range(10)}
+        beats = [0]  # beats seen while the publisher ran: none needed, pushes count
+
+        async def read_raw(i, ws):
+            async for m in ws:
+                got[i].append(m)
+                if m == "end":
+                    return
+
+        async def read_stomp():
+            async for m in stomp:
+                if m == "\n":
+                    beats[0] += 1
+                    continue
+                assert m.startswith("MESSAGE\n"), m
+                body = m.split("\n\n", 1)[1].rstrip("\0")
+                got[8].append(body)
+                if body == "end":
+                    return
+
+        async def beat():
+            while True:
+                await stomp.send("\n")
+                await asyncio.sleep(0.3)
+
+        async def read_sockjs():
+            async for m in sockjs:
+                if m == "h":
+                    continue
+                assert m.startswith("a"), m
+                for f in json.loads(m[1:]):
+                    body = f.split("\n\n", 1)[1].rstrip("\0")
+                    got[9].append(body)
+                    if body == "end":
+                        return
+
+        readers = [asyncio.create_task(read_raw(i, ws)) for i, ws in enumerate(raw)]
+        readers += [asyncio.create_task(read_stomp()), asyncio.create_task(read_sockjs())]
+        beater = asyncio.create_task(beat())
+        pub = Publisher(s.sock)
+        pub.start()
+        try:
+            for _ in range(3):
+                before = pub.sent
+                await asyncio.to_thread(until, lambda: pub.sent >= before + 50, 30, "publishes before the upgrade")
+                r = await asyncio.to_thread(upgrade, s, copy)
+                assert r.returncode == 0, r.stderr
+                report = json.loads(r.stdout)
+                assert report["connections"] == 10 and report["closed"] == 0, report
+                assert await asyncio.to_thread(exit_code, pids[-1]) == 0, "the old process exits 0"
+                pids.append(report["pid"])
+                st = s.stats()
+                assert st["pid"] == report["pid"] and st["connections"] == 10
+                assert st["upgrade"]["from_pid"] == pids[-2] and st["upgrade"]["connections"] == 10
+            before = pub.sent
+            await asyncio.to_thread(until, lambda: pub.sent >= before + 50, 30, "publishes after the last upgrade")
+        finally:
+            pub.stop.set()
+            await asyncio.to_thread(pub.join)
+        assert admin_publish(s.sock, "end") == 200
+        await asyncio.wait_for(asyncio.gather(*readers), 30)
+        # With the pushes over, the last process's beats show (one a second), and the
+        # session's own beats keep it open for longer than two periods.
+        for _ in range(3):
+            assert await asyncio.wait_for(stomp.recv(), 10) == "\n"
+            beats[0] += 1
+        beater.cancel()
+        want = [str(i) for i in range(pub.sent)] + ["end"]
+        for i, g in got.items():
+            g = [m for m in g if m != "warm-up"]
+            assert g == want, f"client {i}: {len(g)} messages, first difference at " \
+                f"{next((j for j, (a, b) in enumerate(zip(g, want)) if a != b), min(len(g), len(want)))}"
+        for ws in raw + [stomp, sockjs]:
+            assert ws.close_code is None, f"a client saw close {ws.close_code}"
+        for ws in raw + [stomp, sockjs]:
+            await ws.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 150))
+    finally:
+        for pid in pids[1:]:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                exit_code(pid)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
+
+def test_a_failed_upgrade_leaves_the_old_server_serving(make_server, tmp_path):
+    path = tmp_path / "ringcast.toml"
+    path.write_text(CONFIG)
+    s = make_server("--no-auth", "--shards", "2", "--config", str(path))
+    pid = alive_pid(s)
+
+    async def main():
+        ws = await websockets.connect(f"{s.url}/ws?topic=news")
+        until(lambda: s.push("news", "x") == 1, what="the subscriber")
+        assert await asyncio.wait_for(ws.recv(), 5) == "x"
+
+        r = upgrade(s, "/bin/false")
+        assert r.returncode != 0 and "exited" in r.stderr, r.stderr
+        r = upgrade(s, str(tmp_path / "no-such-binary"))
+        assert r.returncode != 0 and "no-such-binary" in r.stderr, r.stderr
+        # The new process reads the configuration again and refuses it.
+        path.write_text("[server\nthis is not TOML")
+        r = upgrade(s, BIN)
+        assert r.returncode != 0 and "exited" in r.stderr, r.stderr
+        path.write_text(CONFIG)
+
+        assert alive_pid(s) == pid and s.proc.poll() is None
+        assert s.push("news", "still here") == 1
+        assert await asyncio.wait_for(ws.recv(), 5) == "still here"
+        assert ws.close_code is None
+        await ws.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_what_cannot_move_yet_is_refused_with_the_reason(make_server):
+    s = make_server("--no-auth", "--api", "127.0.0.1:0")
+    r = upgrade(s, BIN)
+    assert r.returncode != 0 and "[api] listen" in r.stderr and "#31" in r.stderr, r.stderr
+    assert s.proc.poll() is None
