@@ -31,9 +31,19 @@ pub(crate) fn admin_publish_users(
     post_publish(sock, &req)
 }
 
-/// `POST /publish` with `req`; anything but 200 is an error with the server's answer.
+/// `POST /publish` with `req`; anything but 200 is an error with the server's answer. A 503
+/// (the server hands its connections to a new process, `ringcast upgrade`) or a socket that
+/// is being replaced is tried again for up to 30 s: the publish was not taken.
 fn post_publish(sock: &std::path::Path, req: &str) -> Result<(), String> {
-    let (status, resp) = ringcast::admin::request(sock, "POST", "/publish", Some(req.as_bytes()))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (status, resp) = loop {
+        match ringcast::admin::request(sock, "POST", "/publish", Some(req.as_bytes())) {
+            Ok((503, _)) | Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            r => break r?,
+        }
+    };
     if status == 200 {
         Ok(())
     } else {

@@ -2,9 +2,11 @@
 //! every connection that can move (socket and plain-data state) to a shard of the new
 //! process over a Unix socket with `SCM_RIGHTS`; the new shard takes them in before it serves.
 //!
-//! The stream carries frames `[u32 length][u8 descriptors][JSON piece]`. A descriptor rides on
-//! the first byte of its frame; the kernel never lets one `recvmsg` read past a message that
-//! carried descriptors, so they arrive in the order of their frames and a FIFO pairs them up.
+//! The stream carries frames `[u32 length][u16 descriptors][JSON piece]`. Connections go in
+//! batches of up to `BATCH` (the kernel passes at most 253 descriptors a message), so a shard
+//! of 18,000 pays ~70 `sendmsg`s, not 18,000. A frame's descriptors ride on its first byte;
+//! the kernel never lets one `recvmsg` read past a message that carried descriptors, so they
+//! arrive in the order of their frames and a FIFO pairs them up.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -18,33 +20,47 @@ use serde::{Deserialize, Serialize};
 use super::Driver;
 use crate::shard::handover::Moving;
 
-/// Largest frame a shard accepts: a connection's state with its queued frames.
+/// Largest frame a shard accepts: a batch of connections' states with their queued frames.
 const MAX_FRAME: usize = 256 << 20;
+/// Connections per frame (`SCM_MAX_FD` is 253).
+const BATCH: usize = 250;
+/// A batch is sent early once its states take this many bytes.
+const BATCH_BYTES: usize = 1 << 20;
+/// How long a sender waits while the kernel refuses more descriptors in flight (a user may
+/// have at most `RLIMIT_NOFILE` of them queued in Unix sockets: `ETOOMANYREFS`).
+const INFLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One thing handed over.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Piece {
     /// The listening socket (the descriptor).
     Listener,
-    /// A connection (the descriptor) and its state.
-    Conn(Box<Moving>),
+    /// Connections (one descriptor each, in order) and their states.
+    Conns(Vec<Moving>),
     /// Nothing more from this shard: how many it moved, and how many it had to close.
     Done { moved: u64, closed: u64 },
 }
 
-/// Writes `piece`, with `fd` passed along.
-pub fn send(sock: &UnixStream, piece: &Piece, fd: Option<RawFd>) -> io::Result<()> {
+/// Writes `piece`, with `fds` passed along (at most 253).
+pub fn send(sock: &UnixStream, piece: &Piece, fds: &[RawFd]) -> io::Result<()> {
     let body = serde_json::to_vec(piece).map_err(io::Error::other)?;
-    let mut frame = Vec::with_capacity(5 + body.len());
+    let mut frame = Vec::with_capacity(6 + body.len());
     frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    frame.push(u8::from(fd.is_some()));
+    frame.extend_from_slice(&(fds.len() as u16).to_le_bytes());
     frame.extend_from_slice(&body);
-    let fds = fd.map(|f| [f]);
-    let cmsg: Vec<ControlMessage> = fds.iter().map(|f| ControlMessage::ScmRights(f)).collect();
+    let cmsg: Vec<ControlMessage> = if fds.is_empty() {
+        Vec::new()
+    } else {
+        vec![ControlMessage::ScmRights(fds)]
+    };
     let iov = [io::IoSlice::new(&frame)];
+    let deadline = std::time::Instant::now() + INFLIGHT_WAIT;
     let n = loop {
         match sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None) {
             Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::ETOOMANYREFS) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             r => break r.map_err(io::Error::from)?,
         }
     };
@@ -59,28 +75,24 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// The next piece and its descriptor; an error at the end of the stream.
-    pub fn next(&mut self, sock: &UnixStream) -> io::Result<(Piece, Option<OwnedFd>)> {
-        let mut chunk = vec![0u8; 64 << 10];
+    /// The next piece and its descriptors; an error at the end of the stream.
+    pub fn next(&mut self, sock: &UnixStream) -> io::Result<(Piece, Vec<OwnedFd>)> {
+        let mut chunk = vec![0u8; 256 << 10];
         loop {
-            if self.buf.len() >= 5 {
+            if self.buf.len() >= 6 {
                 let len = u32::from_le_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
                 if len > MAX_FRAME {
                     return Err(io::Error::other(format!("a {len}-byte hand-over frame")));
                 }
-                if self.buf.len() >= 5 + len {
-                    let with_fd = self.buf[4] != 0;
-                    let piece = serde_json::from_slice(&self.buf[5..5 + len])
+                if self.buf.len() >= 6 + len {
+                    let nfds = u16::from_le_bytes([self.buf[4], self.buf[5]]) as usize;
+                    let piece = serde_json::from_slice(&self.buf[6..6 + len])
                         .map_err(|e| io::Error::other(format!("hand-over frame: {e}")))?;
-                    self.buf.drain(..5 + len);
-                    let fd = if with_fd {
-                        Some(self.fds.pop_front().ok_or_else(|| {
-                            io::Error::other("a hand-over frame lost its descriptor")
-                        })?)
-                    } else {
-                        None
-                    };
-                    return Ok((piece, fd));
+                    self.buf.drain(..6 + len);
+                    if self.fds.len() < nfds {
+                        return Err(io::Error::other("a hand-over frame lost its descriptors"));
+                    }
+                    return Ok((piece, self.fds.drain(..nfds).collect()));
                 }
             }
             let (n, fds) = match super::ring::recv_with_fds(sock.as_raw_fd(), &mut chunk) {
@@ -122,9 +134,10 @@ impl Driver {
     pub(super) fn give(&mut self, to: &Path) -> io::Result<Moved> {
         let sock = UnixStream::connect(to)?;
         if let Some(l) = self.listener.take() {
-            send(&sock, &Piece::Listener, Some(l.as_raw_fd()))?;
+            send(&sock, &Piece::Listener, &[l.as_raw_fd()])?;
         }
         let mut m = Moved::default();
+        let (mut states, mut fds, mut bytes) = (Vec::with_capacity(BATCH), Vec::new(), 0);
         for key in self.core.keys() {
             let fd = self.fd(key);
             let state = if self.has_tls(key) || fd < 0 {
@@ -132,13 +145,22 @@ impl Driver {
             } else {
                 self.core.export(key).ok()
             };
-            match state {
-                Some(state) => {
-                    send(&sock, &Piece::Conn(Box::new(state)), Some(fd))?;
-                    m.moved += 1;
-                }
-                None => m.closed += 1,
+            let Some(state) = state else {
+                m.closed += 1;
+                continue;
+            };
+            bytes += state.weight();
+            states.push(state);
+            fds.push(fd);
+            m.moved += 1;
+            if states.len() == BATCH || bytes >= BATCH_BYTES {
+                send(&sock, &Piece::Conns(std::mem::take(&mut states)), &fds)?;
+                fds.clear();
+                bytes = 0;
             }
+        }
+        if !states.is_empty() {
+            send(&sock, &Piece::Conns(states), &fds)?;
         }
         send(
             &sock,
@@ -146,7 +168,7 @@ impl Driver {
                 moved: m.moved,
                 closed: m.closed,
             },
-            None,
+            &[],
         )?;
         Ok(m)
     }
@@ -162,43 +184,54 @@ impl Driver {
             let (sock, _) = l.accept()?;
             let mut r = Reader::default();
             loop {
-                match r.next(&sock)? {
-                    (Piece::Listener, Some(fd)) => {
+                let (piece, fds) = r.next(&sock)?;
+                match piece {
+                    Piece::Listener => {
+                        let fd = fds.into_iter().next().ok_or_else(|| {
+                            io::Error::other("the listener came without its descriptor")
+                        })?;
                         if self.listener.is_none() {
                             self.listener = Some(socket2::Socket::from(fd));
                         }
                     }
-                    (Piece::Conn(state), Some(fd)) => match self.core.import(*state) {
-                        Ok(key) => {
-                            let k = key as usize;
-                            if self.sockets.len() <= k {
-                                self.sockets.resize_with(k + 1, || None);
-                            }
-                            self.sockets[k] = Some(fd);
-                            m.moved += 1;
+                    Piece::Conns(states) => {
+                        if states.len() != fds.len() {
+                            return Err(io::Error::other(format!(
+                                "{} connections came with {} descriptors",
+                                states.len(),
+                                fds.len()
+                            )));
                         }
-                        Err(e) => {
-                            tracing::warn!(
-                                shard = self.id,
-                                "a handed-over connection was refused: {e}"
-                            );
-                            m.closed += 1;
+                        for (state, fd) in states.into_iter().zip(fds) {
+                            self.took_in(state, fd, &mut m);
                         }
-                    },
-                    (Piece::Done { closed, .. }, _) => {
+                    }
+                    Piece::Done { closed, .. } => {
                         m.closed += closed;
                         break;
-                    }
-                    (p, None) => {
-                        return Err(io::Error::other(format!(
-                            "{p:?} came without its descriptor"
-                        )));
                     }
                 }
             }
         }
         let _ = std::fs::remove_file(&t.socket);
         Ok(m)
+    }
+
+    fn took_in(&mut self, state: Moving, fd: OwnedFd, m: &mut Moved) {
+        match self.core.import(state) {
+            Ok(key) => {
+                let k = key as usize;
+                if self.sockets.len() <= k {
+                    self.sockets.resize_with(k + 1, || None);
+                }
+                self.sockets[k] = Some(fd);
+                m.moved += 1;
+            }
+            Err(e) => {
+                tracing::warn!(shard = self.id, "a handed-over connection was refused: {e}");
+                m.closed += 1;
+            }
+        }
     }
 }
 
@@ -210,35 +243,30 @@ mod tests {
     #[test]
     fn descriptors_arrive_with_their_frames() {
         let (a, b) = UnixStream::pair().unwrap();
-        let (mut p1, p2) = UnixStream::pair().unwrap();
-        send(&a, &Piece::Listener, Some(p2.as_raw_fd())).unwrap();
-        send(
-            &a,
-            &Piece::Done {
-                moved: 0,
-                closed: 3,
-            },
-            None,
-        )
-        .unwrap();
+        let pairs: Vec<_> = (0..3).map(|_| UnixStream::pair().unwrap()).collect();
+        let passed: Vec<RawFd> = pairs.iter().map(|(_, far)| far.as_raw_fd()).collect();
+        send(&a, &Piece::Listener, &passed[..1]).unwrap();
+        send(&a, &Piece::Conns(Vec::new()), &passed[1..]).unwrap();
+        let done = Piece::Done {
+            moved: 0,
+            closed: 3,
+        };
+        send(&a, &done, &[]).unwrap();
         let mut r = Reader::default();
-        let (piece, fd) = r.next(&b).unwrap();
-        assert!(matches!(piece, Piece::Listener));
-        let mut passed = UnixStream::from(fd.expect("a descriptor"));
-        passed.write_all(b"hi").unwrap();
-        let mut got = [0u8; 2];
-        p1.read_exact(&mut got).unwrap();
-        assert_eq!(&got, b"hi");
-        let (piece, fd) = r.next(&b).unwrap();
-        assert!(
-            matches!(
-                piece,
-                Piece::Done {
-                    moved: 0,
-                    closed: 3
-                }
-            ) && fd.is_none()
-        );
+        let (piece, first) = r.next(&b).unwrap();
+        assert!(matches!(piece, Piece::Listener) && first.len() == 1);
+        let (piece, rest) = r.next(&b).unwrap();
+        assert!(matches!(piece, Piece::Conns(_)) && rest.len() == 2);
+        // Each descriptor received is the far end of the pair it was sent as.
+        for ((near, _), fd) in pairs.iter().zip(first.into_iter().chain(rest)) {
+            let mut got = UnixStream::from(fd);
+            got.write_all(b"hi").unwrap();
+            let mut buf = [0u8; 2];
+            (&*near).read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"hi");
+        }
+        let (piece, fds) = r.next(&b).unwrap();
+        assert!(matches!(piece, Piece::Done { closed: 3, .. }) && fds.is_empty());
         drop(a);
         assert!(r.next(&b).is_err());
     }

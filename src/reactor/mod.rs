@@ -215,10 +215,17 @@ fn run(spec: ShardSpec) -> io::Result<()> {
         ops: Vec::new(),
     };
     if let Some(t) = &spec.takeover {
+        let since = Instant::now();
         let took = driver.take(t).map_err(|e| {
             let _ = t.bound.send(Err(format!("shard {}: {e}", spec.id)));
             io::Error::new(e.kind(), format!("taking over: {e}"))
         })?;
+        tracing::info!(
+            shard = spec.id,
+            "took {} connection(s) over in {} ms after listening for them",
+            took.moved,
+            since.elapsed().as_millis()
+        );
         let _ = spec.took.send(took);
     }
     if driver.listener.is_none() {
@@ -244,15 +251,19 @@ fn run(spec: ShardSpec) -> io::Result<()> {
         }
         driver.core.batch_done();
         driver.flush(&mut ring);
-        if driver.handing.is_some() && ring.inflight() == 0 {
-            let to = driver.handing.clone().unwrap_or_default();
+        if let Some((to, since)) = driver.handing.clone()
+            && ring.inflight() == 0
+        {
+            let quiet = since.elapsed();
             let m = driver.give(&to);
             match &m {
                 Ok(m) => tracing::info!(
                     shard = spec.id,
-                    "handed {} connection(s) and the listener to the new process ({} closed)",
+                    "handed {} connection(s) and the listener to the new process ({} closed): I/O stopped in {} ms, sent in {} ms",
                     m.moved,
-                    m.closed
+                    m.closed,
+                    quiet.as_millis(),
+                    (since.elapsed() - quiet).as_millis()
                 ),
                 Err(e) => tracing::error!(shard = spec.id, "hand-over failed: {e}"),
             }
@@ -285,7 +296,7 @@ struct Driver {
     listener: Option<Socket>,
     /// Handing everything to the new process's shard at this Unix socket: the core is frozen
     /// and the ring's operations cancelled; the hand-over runs once the last one is in.
-    handing: Option<std::path::PathBuf>,
+    handing: Option<(std::path::PathBuf, Instant)>,
     /// Each connection's socket, under the core's key for it.
     sockets: Vec<Option<OwnedFd>>,
     started: Instant,
@@ -334,8 +345,8 @@ impl Driver {
                     match cmd {
                         Command::HandOver(to) if self.handing.is_none() => {
                             self.core.freeze();
-                            self.handing = Some(to);
-                            ring.cancel_everything();
+                            self.handing = Some((to, Instant::now()));
+                            ring.cancel_everything(&self.core.keys());
                         }
                         cmd => self.core.command(cmd),
                     }

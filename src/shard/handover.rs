@@ -32,6 +32,15 @@ pub struct Moving {
     pub unread: Vec<u8>,
 }
 
+impl Moving {
+    /// Roughly the bytes it takes on the way (what batches are cut by).
+    pub fn weight(&self) -> usize {
+        128 + self.unread.len()
+            + self.session.pending.len()
+            + self.queue.iter().map(Vec::len).sum::<usize>() * 4
+    }
+}
+
 impl Core {
     /// Stops starting I/O: the driver is about to cancel what is in flight and hand the
     /// connections over once the last completion is in.
