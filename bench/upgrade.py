@@ -71,6 +71,8 @@ def main():
     sock = os.path.join(d, "admin.sock")
     copy = os.path.join(d, "ringcast-next")
     shutil.copy(BIN, copy)
+    # A wrapper (a profiler around the binary, say) instead of the plain copy.
+    copy = os.environ.get("UPGRADE_BINARY", copy)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -24,6 +24,7 @@ pub mod history;
 pub mod hub;
 pub mod ingest;
 pub mod jwks;
+pub mod notify;
 pub mod reactor;
 pub mod relay;
 pub mod server;

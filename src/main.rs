@@ -27,7 +27,8 @@ struct Common {
     #[arg(long, env = "RINGCAST_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// The admin Unix socket a server listens on and `push`, `stats` talk to (default: from
-    /// the config, else a per-user runtime dir); accepted and unused by `token` and `doctor`.
+    /// the config, else a per-user runtime dir); `doctor` asks it whether upgrades work; unused by
+    /// `token`.
     #[arg(long, env = "RINGCAST_ADMIN_SOCKET", global = true)]
     admin_socket: Option<PathBuf>,
     /// `serve`'s log lines as text (coloured on a terminal unless NO_COLOR is set) or as JSON
@@ -315,7 +316,19 @@ fn run(cli: Cli) -> Result<(), String> {
             let cfg = Config::load(common.config.as_deref(), &Overrides::default())?;
             let n = d.connections.unwrap_or(cfg.server.max_connections as u64);
             let from_file = common.config.is_some();
-            if cli::doctor::run(&cfg, from_file, n, d.local_bench, d.sources, d.json) {
+            let socket = common
+                .admin_socket
+                .clone()
+                .unwrap_or_else(|| ringcast::admin::socket_path(&cfg));
+            if cli::doctor::run(
+                &cfg,
+                &socket,
+                from_file,
+                n,
+                d.local_bench,
+                d.sources,
+                d.json,
+            ) {
                 Ok(())
             } else {
                 Err(format!("this host cannot hold {n} connections yet"))

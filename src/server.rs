@@ -269,7 +269,7 @@ fn start(
     let upgrader = Arc::new(crate::upgrade::Upgrader::new(
         hub.clone(),
         addr,
-        not_upgradable(cfg),
+        crate::upgrade::refused(cfg),
         took,
     ));
     admin::serve(
@@ -282,6 +282,10 @@ fn start(
     .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
     start_edges(&api, tls.as_ref(), &ctx)?;
     announce(cfg, addr, shards, &io_path, tls.as_deref(), &socket);
+    crate::notify::notify(&match successor {
+        Some(_) => format!("MAINPID={}\nREADY=1", std::process::id()),
+        None => "READY=1".into(),
+    });
     if let Some(s) = successor {
         let report = s.serving(moved, closed);
         tracing::info!(
@@ -308,36 +312,15 @@ fn start(
     })
 }
 
-/// What this slice of `ringcast upgrade` cannot hand over yet: the threads that would
-/// compete with the successor's for the same listener, broker or Redis.
-fn not_upgradable(cfg: &Config) -> Option<String> {
-    let mut what = Vec::new();
-    let c = &cfg.cluster;
-    if c.redis.is_some() || !c.sentinels.is_empty() || !c.redis_cluster.is_empty() {
-        what.push("[cluster]");
-    }
-    if cfg.api.listen.is_some() {
-        what.push("[api] listen");
-    }
-    if !cfg.ingest.redis_stream.is_empty()
-        || !cfg.ingest.nats.is_empty()
-        || !cfg.ingest.kafka.is_empty()
-        || !cfg.ingest.postgres.is_empty()
-    {
-        what.push("[[ingest.*]]");
-    }
-    (!what.is_empty()).then(|| {
-        format!(
-            "this server cannot be upgraded in place yet with {} (issue #31): restart it instead",
-            what.join(", ")
-        )
-    })
-}
-
 /// `POST /upgrade {"binary": PATH, "timeout_ms": N}` on the admin socket.
 fn upgrade_route(upgrader: Arc<crate::upgrade::Upgrader>) -> admin::UpgradeRoute {
     use admin::http::Response;
     Arc::new(move |req| {
+        if req.method == "GET" {
+            let why = upgrader.refused.as_deref();
+            let v = serde_json::json!({"possible": why.is_none(), "why": why, "pid": std::process::id()});
+            return (Response::json(200, &v), false);
+        }
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Body {

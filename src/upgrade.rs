@@ -29,6 +29,32 @@ const DIR_ENV: &str = "RINGCAST_UPGRADE_DIR";
 /// `PID SHARDS ADDR` of the process handing over.
 const FROM_ENV: &str = "RINGCAST_UPGRADE_FROM";
 
+/// What this slice of `ringcast upgrade` cannot hand over yet: the threads that would
+/// compete with the successor's for the same listener, broker or Redis.
+pub fn refused(cfg: &crate::config::Config) -> Option<String> {
+    let mut what = Vec::new();
+    let c = &cfg.cluster;
+    if c.redis.is_some() || !c.sentinels.is_empty() || !c.redis_cluster.is_empty() {
+        what.push("[cluster]");
+    }
+    if cfg.api.listen.is_some() {
+        what.push("[api] listen");
+    }
+    if !cfg.ingest.redis_stream.is_empty()
+        || !cfg.ingest.nats.is_empty()
+        || !cfg.ingest.kafka.is_empty()
+        || !cfg.ingest.postgres.is_empty()
+    {
+        what.push("[[ingest.*]]");
+    }
+    (!what.is_empty()).then(|| {
+        format!(
+            "this server cannot be upgraded in place yet with {} (issue #31): restart it instead",
+            what.join(", ")
+        )
+    })
+}
+
 /// What the successor tells the old process, one JSON line each.
 #[derive(Debug, Serialize, Deserialize)]
 enum Control {

@@ -32,8 +32,9 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Threads kept waiting for admin requests.
 const WORKERS: usize = 2;
 
-/// `POST /upgrade` on the admin socket only (never the network API): the answer, and whether
-/// the process should stop once it is written (the hand-over happened).
+/// `/upgrade` on the admin socket only (never the network API): `POST` upgrades, `GET` says
+/// whether it could; the answer, and whether the process should stop once it is written (the
+/// hand-over happened).
 pub type UpgradeRoute = Arc<dyn Fn(&http::Request) -> (http::Response, bool) + Send + Sync>;
 
 /// Binds the socket (replacing a stale one), restricts it to its owner, and serves it on a
@@ -182,12 +183,12 @@ fn serve_one(mut stream: UnixStream, api: &Api, upgrade: Option<&UpgradeRoute>) 
     let resp = loop {
         match http::parse(&buf, MAX_BODY) {
             Ok(Parse::Done(req)) if req.path == "/upgrade" => match upgrade {
-                Some(route) if req.method == "POST" => {
+                Some(route) if req.method == "POST" || req.method == "GET" => {
                     let (resp, done) = route(&req);
                     stop = done;
                     break resp;
                 }
-                Some(_) => break http::Response::error(405, "use POST /upgrade"),
+                Some(_) => break http::Response::error(405, "use POST /upgrade (GET: can it?)"),
                 None => break http::Response::error(404, "this server cannot be upgraded"),
             },
             Ok(Parse::Done(req)) => break api.handle(&req),

@@ -558,8 +558,63 @@ fn io_uring(host: &Host, _: &Need) -> Option<Check> {
 /// Prints the report; returns whether `n` connections can be reached.
 /// `from_file`: the configuration came from a file, so its `max_connections` is the
 /// operator's and is checked too.
+/// Whether `ringcast upgrade` can hand the running server's connections over from here: a
+/// server answers on the admin socket, this user may ask it (its own uid, or root), and the
+/// server has nothing this version cannot move yet (it says, on `GET /upgrade`).
+pub fn upgrades(socket: &std::path::Path) -> Check {
+    const WALL: &str = "live upgrade";
+    let answer = match crate::admin::request(socket, "GET", "/upgrade", None) {
+        std::result::Result::Ok((200, body)) => {
+            serde_json::from_slice::<serde_json::Value>(&body).ok()
+        }
+        _ => None,
+    };
+    let Some((pid, why)) =
+        answer.and_then(|v| Some((v["pid"].as_u64()?, v["why"].as_str().map(String::from))))
+    else {
+        return check(
+            WALL,
+            Warn,
+            format!("no server answers on {}", socket.display()),
+            Some("`ringcast upgrade` talks to a running server's admin socket: start it, or pass --admin-socket".into()),
+        );
+    };
+    let uid = read(&format!("/proc/{pid}/status")).and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok())
+    });
+    let me = nix::unistd::getuid().as_raw();
+    if let Some(u) = uid
+        && u != me
+        && me != 0
+    {
+        return check(
+            WALL,
+            Warn,
+            format!("the server (pid {pid}) runs as uid {u}, this is uid {me}"),
+            Some(format!(
+                "run `ringcast upgrade` as uid {u} or root, or send SIGUSR2 as them"
+            )),
+        );
+    }
+    if let Some(why) = why {
+        return check(WALL, Warn, format!("pid {pid}: {why}"), None);
+    }
+    check(
+        WALL,
+        Ok,
+        format!(
+            "pid {pid} answers on {}: `ringcast upgrade` (or SIGUSR2, or `systemctl reload`) hands its connections to a new process",
+            socket.display()
+        ),
+        None,
+    )
+}
+
 pub fn run(
     cfg: &Config,
+    socket: &std::path::Path,
     from_file: bool,
     n: u64,
     local_bench: bool,
@@ -572,6 +627,7 @@ pub fn run(
         all.insert(0, configured_cap(cfg, n));
         all.extend(key_sets(cfg));
     }
+    all.push(upgrades(socket));
     let blocked = all.iter().filter(|c| c.verdict == Verdict::Fix).count();
     if json {
         let checks: Vec<serde_json::Value> = all

@@ -247,3 +247,35 @@ def test_what_cannot_move_yet_is_refused_with_the_reason(make_server):
     r = upgrade(s, BIN)
     assert r.returncode != 0 and "[api] listen" in r.stderr and "#31" in r.stderr, r.stderr
     assert s.proc.poll() is None
+
+
+def test_doctor_says_whether_an_upgrade_would_work(make_server):
+    s = make_server("--no-auth")
+    line = [l for l in s.cli("doctor", "--connections", "1000").stdout.splitlines() if "live upgrade" in l]
+    assert line and "[ OK ]" in line[0] and str(s.proc.pid) in line[0], line
+    api = make_server("--no-auth", "--api", "127.0.0.1:0")
+    out = api.cli("doctor", "--connections", "1000").stdout
+    assert "[WARN] live upgrade" in out and "[api] listen" in out, out
+
+
+def test_systemd_follows_the_service_to_the_new_process(make_server, tmp_path, monkeypatch):
+    """`Type=notify`: READY=1 once serving; the successor names itself MAINPID before the old
+    process exits (what keeps `systemctl reload` from stopping the service)."""
+    path = str(tmp_path / "notify.sock")
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind(path)
+    rx.settimeout(20)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    s = make_server("--no-auth")
+    assert rx.recv(256) == b"READY=1"
+    copy = str(tmp_path / "ringcast-next")
+    shutil.copy(BIN, copy)
+    r = upgrade(s, copy)
+    assert r.returncode == 0, r.stderr
+    new = json.loads(r.stdout)["pid"]
+    try:
+        assert rx.recv(256) == f"MAINPID={new}\nREADY=1".encode()
+        assert exit_code(s.proc.pid) == 0
+    finally:
+        os.kill(new, signal.SIGTERM)
+        exit_code(new)
