@@ -28,6 +28,9 @@ use ringcast_proto::publish::Publish;
 
 use crate::dest::Dest;
 
+mod saved;
+pub use saved::Saved;
+
 /// One kept message.
 #[derive(Clone)]
 pub struct Entry {

@@ -460,6 +460,14 @@ impl Hub {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
     }
 
+    /// Takes publishes again: the upgrade failed before anything moved.
+    pub fn take_publishes(&self) {
+        *self
+            .handing_over
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
+    }
+
     fn gate(&self) -> std::sync::RwLockReadGuard<'_, bool> {
         self.handing_over
             .read()

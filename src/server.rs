@@ -216,7 +216,18 @@ fn start(
     let ctx = Arc::new(jwks.context(cfg)?);
     let cfg = &ctx.cfg;
     let (hub, inboxes) = Hub::new(shards).map_err(|e| format!("eventfd: {e}"))?;
-    let hub = hub.with_history(Arc::new(crate::history::History::new(cfg, stats.clone())));
+    let mut history = crate::history::History::new(cfg, stats.clone());
+    if let Some(s) = successor {
+        let saved = s.hello()?;
+        tracing::info!(
+            "taking over from pid {}: history of {} destination(s), epoch {}",
+            s.from_pid,
+            saved.streams.len(),
+            saved.epoch
+        );
+        history = history.restored(saved);
+    }
+    let hub = hub.with_history(Arc::new(history));
     let per_user = Arc::new(crate::shard::counts::PerUser::new(
         cfg.limits.max_sessions_per_user,
     ));

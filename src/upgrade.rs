@@ -58,7 +58,11 @@ pub fn refused(cfg: &crate::config::Config) -> Option<String> {
 /// What the successor tells the old process, one JSON line each.
 #[derive(Debug, Serialize, Deserialize)]
 enum Control {
-    /// Configuration checked, shards listening for the hand-over.
+    /// Configuration read; it is starting (new → old).
+    Hello,
+    /// The node's history, saved once publishes stopped (old → new).
+    History(Box<crate::history::Saved>),
+    /// Shards listening for the hand-over.
     Ready { shards: usize },
     /// Every connection taken in, listeners and admin socket up.
     Serving { moved: u64, closed: u64 },
@@ -187,27 +191,44 @@ impl Upgrader {
             std::thread::sleep(Duration::from_millis(10));
         };
         let mut lines = BufReader::new(stream);
-        let shards = match read(&mut lines, deadline) {
-            Ok(Control::Ready { shards }) => shards.max(1),
-            Ok(Control::Failed(why)) => {
-                return failed(&mut child, format!("the new process: {why}"));
-            }
+        let said = |lines: &mut BufReader<UnixStream>, child: &mut std::process::Child| match read(
+            lines, deadline,
+        ) {
+            Ok(Control::Failed(why)) => Err(format!("the new process: {why}")),
+            Ok(c) => Ok(c),
+            Err(e) => Err(match child.try_wait().ok().flatten() {
+                Some(s) => format!("the new process exited with {s} before taking over"),
+                None => format!("the new process: {e}"),
+            }),
+        };
+        match said(&mut lines, &mut child) {
+            Ok(Control::Hello) => {}
             Ok(other) => return failed(&mut child, format!("the new process said {other:?}")),
-            Err(e) => {
-                let status = child.try_wait().ok().flatten();
-                let why = match status {
-                    Some(s) => format!("the new process exited with {s} before taking over"),
-                    None => format!("the new process: {e}"),
-                };
+            Err(why) => return failed(&mut child, why),
+        }
+        // From here on no publish is taken that only this process would have delivered, and
+        // the history the successor starts from is complete.
+        self.hub.hand_over();
+        let saved = self.hub.history().map(|h| h.save()).unwrap_or_default();
+        let streams = saved.streams.len();
+        if let Err(e) = write(lines.get_mut(), &Control::History(Box::new(saved))) {
+            self.hub.take_publishes();
+            return failed(&mut child, format!("sending the history: {e}"));
+        }
+        let shards = match said(&mut lines, &mut child) {
+            Ok(Control::Ready { shards }) => shards.max(1),
+            Ok(other) => {
+                self.hub.take_publishes();
+                return failed(&mut child, format!("the new process said {other:?}"));
+            }
+            Err(why) => {
+                self.hub.take_publishes();
                 return failed(&mut child, why);
             }
         };
         tracing::info!(
-            "upgrade: pid {pid} is ready with {shards} shard(s); handing over the listeners and connections"
+            "upgrade: pid {pid} is ready with {shards} shard(s) and the history of {streams} destination(s); handing over the listeners and connections"
         );
-        // From here on the connections leave: no publish is taken that only this process
-        // would have delivered.
-        self.hub.hand_over();
         self.done.store(true, std::sync::atomic::Ordering::SeqCst);
         for i in 0..self.shards {
             let to = dir.join(format!("shard-{}.sock", i % shards));
@@ -249,6 +270,12 @@ impl Upgrader {
     }
 }
 
+fn write(s: &mut UnixStream, c: &Control) -> Result<(), String> {
+    let mut line = serde_json::to_vec(c).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    s.write_all(&line).map_err(|e| e.to_string())
+}
+
 fn read(lines: &mut BufReader<UnixStream>, deadline: Instant) -> Result<Control, String> {
     let left = deadline.saturating_duration_since(Instant::now());
     lines
@@ -276,7 +303,7 @@ pub struct Successor {
     from_shards: usize,
     /// The old process's listen address (its real port, even if it was started with 0).
     pub addr: SocketAddr,
-    control: Mutex<Option<UnixStream>>,
+    control: Mutex<Option<BufReader<UnixStream>>>,
     started: Instant,
 }
 
@@ -322,15 +349,24 @@ impl Successor {
         if guard.is_none() {
             let s = UnixStream::connect(self.dir.join("control.sock"))
                 .map_err(|e| format!("the old process's control socket: {e}"))?;
-            *guard = Some(s);
+            *guard = Some(BufReader::new(s));
         }
-        let s = guard.as_mut().expect("connected above");
-        let mut line = serde_json::to_string(c).map_err(|e| e.to_string())?;
-        line.push('\n');
-        s.write_all(line.as_bytes()).map_err(|e| e.to_string())
+        write(guard.as_mut().expect("connected above").get_mut(), c)
     }
 
-    /// Configuration checked and every shard listening for the hand-over.
+    /// Configuration read: the old process stops taking publishes and sends the history
+    /// this process starts from.
+    pub fn hello(&self) -> Result<crate::history::Saved, String> {
+        self.say(&Control::Hello)?;
+        let mut guard = self.control.lock().map_err(|_| "control lock")?;
+        let lines = guard.as_mut().ok_or("no control socket")?;
+        match read(lines, Instant::now() + Duration::from_secs(60))? {
+            Control::History(saved) => Ok(*saved),
+            other => Err(format!("the old process said {other:?}")),
+        }
+    }
+
+    /// Every shard listening for the hand-over.
     pub fn ready(&self, shards: usize) -> Result<(), String> {
         self.say(&Control::Ready { shards })
     }

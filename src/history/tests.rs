@@ -238,3 +238,23 @@ fn a_merged_read_makes_the_cache_complete() {
         0
     );
 }
+
+#[test]
+fn a_saved_store_goes_on_in_another_with_its_epoch_offsets_and_ages() {
+    let h = store(10, 60_000).with_clock(Arc::new(|| 50_000));
+    for b in ["1", "2", "3"] {
+        publish(&h, "news", b);
+    }
+    let before = at(&h, 1);
+    // Through JSON, as it travels to the successor.
+    let saved: super::Saved =
+        serde_json::from_slice(&serde_json::to_vec(&h.save()).unwrap()).unwrap();
+    let next = store(10, 60_000).restored(saved);
+    assert_eq!(next.epoch(), h.epoch());
+    assert_eq!(next.len(), 3);
+    let r = replay(&next, &topic("news"), &before);
+    assert!(r.recovered);
+    let got: Vec<_> = r.entries.iter().map(|e| e.offset).collect();
+    assert_eq!(got, [2, 3]);
+    assert_eq!(publish(&next, "news", "4").position.as_ref().unwrap().0, 4);
+}

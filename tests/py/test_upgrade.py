@@ -279,3 +279,60 @@ def test_systemd_follows_the_service_to_the_new_process(make_server, tmp_path, m
     finally:
         os.kill(new, signal.SIGTERM)
         exit_code(new)
+
+
+HISTORY = """
+[projects.default.history]
+size = 100
+ttl_ms = 60000
+topics = ["news.*"]
+"""
+
+
+def test_history_moves_so_a_client_recovers_after_the_upgrade(make_server, tmp_path):
+    from conftest import frame, parse
+    s = make_server("--no-auth", config=HISTORY)
+    copy = str(tmp_path / "ringcast-next")
+    shutil.copy(BIN, copy)
+
+    async def session(headers):
+        ws = await websockets.connect(f"{s.url}/ws", subprotocols=["v12.stomp"])
+        await ws.send(frame("CONNECT", {"accept-version": "1.2", "host": "x"}))
+        assert parse(await asyncio.wait_for(ws.recv(), 10))[0] == "CONNECTED"
+        await ws.send(frame("SUBSCRIBE", {"id": "n", "destination": "/topic/news.a", **headers}))
+        cmd, h, _ = parse(await asyncio.wait_for(ws.recv(), 10))
+        assert cmd == "RECEIPT", cmd
+        ws.receipt = h
+        return ws
+
+    async def main():
+        live = await session({"receipt": "in"})
+        assert s.push("news.a", "first") == 1
+        _, h, body = parse(await asyncio.wait_for(live.recv(), 5))
+        assert body == b"first" and h["x-offset"] == "1"
+        epoch = h["x-epoch"]
+        for i in range(3):
+            assert s.push("news.a", f"before {i}") == 1
+        r = await asyncio.to_thread(upgrade, s, copy)
+        assert r.returncode == 0, r.stderr
+        new = json.loads(r.stdout)["pid"]
+        try:
+            assert await asyncio.to_thread(exit_code, s.proc.pid) == 0
+            # The session that moved goes on in the same epoch, at the next offset.
+            assert s.push("news.a", "after") == 1
+            got = [parse(await asyncio.wait_for(live.recv(), 5)) for _ in range(4)]
+            assert [(h["x-epoch"], h["x-offset"], b) for _, h, b in got] == \
+                [(epoch, str(i + 2), f"before {i}".encode()) for i in range(3)] + [(epoch, "5", b"after")]
+            # A client back after the upgrade recovers what it missed from the moved history.
+            back = await session({"x-recover-since": f"{epoch}:1", "receipt": "r"})
+            assert back.receipt["x-recovered"] == "true", back.receipt
+            got = [parse(await asyncio.wait_for(back.recv(), 5)) for _ in range(4)]
+            assert [b for _, _, b in got] == [f"before {i}".encode() for i in range(3)] + [b"after"]
+            assert s.stats()["history"]["unrecovered"] == 0
+            for ws in (live, back):
+                await ws.close()
+        finally:
+            os.kill(new, signal.SIGTERM)
+            exit_code(new)
+
+    asyncio.run(asyncio.wait_for(main(), 60))
