@@ -7,8 +7,12 @@ made, the publish → delivery latency (a publish refused during the hand-over i
 with its first stamp, so the largest latency bounds the longest gap any client saw), and the
 peak RSS of the old process, the new one and both together during the hand-over.
 
+With --stomp, STOMP sessions instead: each CONNECTs with its own JWT, subscribes, and beats
+every --heartbeat-ms both ways (the bench counts beats missed); the topics keep history.
+
 Run from the repository root after `make build` (and `make tune` for large N):
     python3 bench/upgrade.py --connections 200000 --shards 12 --topics 2000 --rate 500
+    python3 bench/upgrade.py --stomp --connections 100000 --shards 6 --topics 1000 --rate 500
 """
 import argparse
 import ctypes
@@ -63,6 +67,8 @@ def main():
     ap.add_argument("--rate", type=int, default=500)
     ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--upgrade-at", type=float, default=5.0, help="seconds into the publishes")
+    ap.add_argument("--stomp", action="store_true")
+    ap.add_argument("--heartbeat-ms", type=int, default=10000)
     ap.add_argument("--json")
     a = ap.parse_args()
     libc = ctypes.CDLL(None)
@@ -77,15 +83,27 @@ def main():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(os.path.join(d, "server.log"), "w")
+    cfg = os.path.join(d, "ringcast.toml")
+    with open(cfg, "w") as f:
+        if a.stomp:
+            f.write(f"""[auth]\nenabled = true\nuser_claim = "sub"\n
+[projects.bench]\njwt_alg = "HS256"\njwt_secret = "upgrade-bench-secret-not-for-production"\n
+[projects.bench.history]\nsize = 100\nttl_ms = 300000\ntopics = ["u*"]\n
+[stomp]\nheartbeat_send_ms = {a.heartbeat_ms}\nheartbeat_receive_ms = {a.heartbeat_ms}\n
+[limits]\nmax_pending_per_ip = 0\n""")
+        else:
+            f.write("[auth]\nenabled = false\n")
     server = subprocess.Popen([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--admin-socket", sock,
-                               "--no-auth", "--shards", str(a.shards),
+                               "--config", cfg, "--shards", str(a.shards),
                                "--max-connections", str(a.connections + 10000)],
                               stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 20
     while not os.path.exists(sock) and time.time() < deadline:
         time.sleep(0.05)
     out = os.path.join(d, "bench.json")
-    bench = subprocess.Popen([BENCH, "raw", "--url", f"ws://127.0.0.1:{port}/ws?topic=u",
+    kind = ["stomp", "--config", cfg, "--heartbeat-ms", str(a.heartbeat_ms)] if a.stomp else ["raw"]
+    project = "&project=bench" if a.stomp else ""
+    bench = subprocess.Popen([BENCH, *kind, "--url", f"ws://127.0.0.1:{port}/ws?topic=u{project}",
                               "--admin-socket", sock, "-n", str(a.connections), "--messages", "0",
                               "--topics", str(a.topics), "--rate", str(a.rate),
                               "--duration", str(a.duration), "--timeout", "300", "--json", out],
@@ -141,7 +159,9 @@ def main():
         "command_seconds": took, "report": report, "old_exit": old_exit,
         "rss_before": before["rss_bytes"], "rss_after_new": after["rss_bytes"],
         "peak_rss_old": peak["old"], "peak_rss_new": peak["new"], "peak_rss_both": peak["both"],
+        "mode": "stomp" if a.stomp else "raw",
         "bench_connected": b["connected"], "closed_by_server": b["closed_by_server"],
+        "missed_heartbeats": b.get("missed_heartbeats"),
         "expected": b["sustained"]["expected"], "delivered": b["sustained"]["delivered"],
         "latency_ms": b["latency_ms"],
     }
