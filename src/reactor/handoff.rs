@@ -24,8 +24,9 @@ use crate::shard::handover::Moving;
 const MAX_FRAME: usize = 256 << 20;
 /// Connections per frame (`SCM_MAX_FD` is 253).
 const BATCH: usize = 250;
-/// A batch is sent early once its states take this many bytes.
-const BATCH_BYTES: usize = 1 << 20;
+/// A batch is sent early once its states take this many bytes (frames stay below the mmap
+/// threshold, see `CHUNK`).
+const BATCH_BYTES: usize = 96 << 10;
 /// How long a sender waits while the kernel refuses more descriptors in flight (a user may
 /// have at most `RLIMIT_NOFILE` of them queued in Unix sockets: `ETOOMANYREFS`).
 const INFLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -67,17 +68,31 @@ pub fn send(sock: &UnixStream, piece: &Piece, fds: &[RawFd]) -> io::Result<()> {
     (&*sock).write_all(&frame[n..])
 }
 
+/// Bytes one `recvmsg` reads at most. Below glibc's mmap threshold on purpose: freeing an
+/// mmapped block raises that threshold, after which the shard's growing slab and socket
+/// table were reallocated inside the heap, leaving the old copies as holes.
+const CHUNK: usize = 64 << 10;
+
 /// Reads frames and the descriptors that came with them.
-#[derive(Default)]
 pub struct Reader {
     buf: Vec<u8>,
     fds: VecDeque<OwnedFd>,
+    chunk: Vec<u8>,
+}
+
+impl Default for Reader {
+    fn default() -> Reader {
+        Reader {
+            buf: Vec::new(),
+            fds: VecDeque::new(),
+            chunk: vec![0; CHUNK],
+        }
+    }
 }
 
 impl Reader {
     /// The next piece and its descriptors; an error at the end of the stream.
     pub fn next(&mut self, sock: &UnixStream) -> io::Result<(Piece, Vec<OwnedFd>)> {
-        let mut chunk = vec![0u8; 256 << 10];
         loop {
             if self.buf.len() >= 6 {
                 let len = u32::from_le_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
@@ -95,7 +110,7 @@ impl Reader {
                     return Ok((piece, self.fds.drain(..nfds).collect()));
                 }
             }
-            let (n, fds) = match super::ring::recv_with_fds(sock.as_raw_fd(), &mut chunk) {
+            let (n, fds) = match super::ring::recv_with_fds(sock.as_raw_fd(), &mut self.chunk) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => r?,
             };
@@ -106,7 +121,7 @@ impl Reader {
                     "the old shard went away mid-hand-over",
                 ));
             }
-            self.buf.extend_from_slice(&chunk[..n]);
+            self.buf.extend_from_slice(&self.chunk[..n]);
         }
     }
 }
