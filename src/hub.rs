@@ -40,6 +40,9 @@ pub struct Hub {
     /// it in its inbox, so none can reach some shards before their hand-over and the rest
     /// after.
     handing_over: std::sync::RwLock<bool>,
+    /// Client SENDs that shards read while the gate was closed (they cannot be refused): given
+    /// to the successor once it serves, or delivered here if the upgrade fails.
+    held: std::sync::Mutex<Vec<Publish>>,
 }
 
 /// Why the hub could not carry out a publish or a question to the shards.
@@ -125,6 +128,9 @@ pub fn fan_in<T, A>(
     Ok(acc)
 }
 
+/// Client SENDs held during one hand-over at most.
+const MAX_HELD: usize = 100_000;
+
 impl Hub {
     pub fn new(shards: usize) -> std::io::Result<(Hub, Vec<Inbox>)> {
         let mut links = Vec::with_capacity(shards);
@@ -148,6 +154,7 @@ impl Hub {
                 audience: Arc::new(Audience::new(shards)),
                 history: None,
                 handing_over: Default::default(),
+                held: Default::default(),
             },
             inboxes,
         ))
@@ -305,6 +312,14 @@ impl Hub {
     pub fn publish_nowait(&self, msg: Publish) {
         let gate = self.gate();
         if *gate {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            if held.len() < MAX_HELD {
+                held.push(msg);
+            } else {
+                tracing::warn!(
+                    "a client's publish during the hand-over was dropped: {MAX_HELD} held already"
+                );
+            }
             return;
         }
         if self.number(&msg, false).is_some() {
@@ -460,12 +475,21 @@ impl Hub {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
     }
 
-    /// Takes publishes again: the upgrade failed before anything moved.
+    /// Takes publishes again: the upgrade failed before anything moved. The client SENDs held
+    /// meanwhile are delivered now.
     pub fn take_publishes(&self) {
         *self
             .handing_over
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
+        for msg in self.held() {
+            self.publish_nowait(msg);
+        }
+    }
+
+    /// The client SENDs held while the gate was closed, oldest first.
+    pub fn held(&self) -> Vec<Publish> {
+        std::mem::take(&mut *self.held.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn gate(&self) -> std::sync::RwLockReadGuard<'_, bool> {
@@ -495,6 +519,21 @@ mod tests {
     /// One small publish to `/topic/t` of project `p`.
     fn push() -> Publish {
         Publish::new(topic("p", "t"), Bytes::from_static(b"x"), vec![])
+    }
+
+    #[test]
+    fn during_a_hand_over_publishes_are_refused_and_client_sends_held() {
+        let (hub, inboxes) = Hub::new(1).unwrap();
+        let hub = hub.visit_all();
+        hub.hand_over();
+        assert_eq!(hub.publish(push()).unwrap_err(), HubError::HandingOver);
+        assert_eq!(HubError::HandingOver.status(), 503);
+        hub.publish_nowait(push());
+        assert!(inboxes[0].rx.try_recv().is_err(), "nothing reached the shard");
+        // The upgrade failed: the held SEND is delivered here after all, and publishes flow.
+        hub.take_publishes();
+        assert!(matches!(inboxes[0].rx.try_recv(), Ok(Command::Publish { .. })));
+        assert!(hub.held().is_empty());
     }
 
     #[test]

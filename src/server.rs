@@ -282,6 +282,7 @@ fn start(
         addr,
         crate::upgrade::refused(cfg),
         took,
+        admin::socket_path(cfg),
     ));
     admin::serve(
         &socket,

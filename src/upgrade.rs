@@ -88,6 +88,8 @@ pub struct Upgrader {
     pub refused: Option<String>,
     /// Each shard's count once it has handed over.
     pub gave: Receiver<Moved>,
+    /// Where the successor will serve its admin API (this process's path, taken over).
+    pub admin_socket: PathBuf,
     busy: Mutex<()>,
     done: std::sync::atomic::AtomicBool,
 }
@@ -98,6 +100,7 @@ impl Upgrader {
         addr: SocketAddr,
         refused: Option<String>,
         gave: Receiver<Moved>,
+        admin_socket: PathBuf,
     ) -> Upgrader {
         Upgrader {
             shards: hub.shard_count(),
@@ -105,6 +108,7 @@ impl Upgrader {
             addr,
             refused,
             gave,
+            admin_socket,
             busy: Mutex::new(()),
             done: Default::default(),
         }
@@ -245,6 +249,7 @@ impl Upgrader {
         }
         match read(&mut lines, deadline) {
             Ok(Control::Serving { moved, closed: c }) => {
+                self.forward_held();
                 let report = Report {
                     pid,
                     connections: moved,
@@ -268,6 +273,59 @@ impl Upgrader {
             }
         }
     }
+}
+
+impl Upgrader {
+    /// Client SENDs the shards read while the gate was closed, published through the
+    /// successor's admin socket (the path is its now), in order.
+    fn forward_held(&self) {
+        let held = self.hub.held();
+        let (mut sent, mut lost) = (0, 0);
+        for msg in &held {
+            let Some(body) = publish_body(msg) else {
+                lost += 1;
+                continue;
+            };
+            match crate::admin::request(
+                &self.admin_socket,
+                "POST",
+                "/publish",
+                Some(body.as_bytes()),
+            ) {
+                Ok((200, _)) => sent += 1,
+                _ => lost += 1,
+            }
+        }
+        if !held.is_empty() {
+            tracing::info!(
+                "upgrade: {sent} client publish(es) read during the hand-over given to the successor ({lost} could not be)"
+            );
+        }
+    }
+}
+
+/// `msg` as the admin API's publish body; `None` for a body JSON cannot carry (not UTF-8).
+fn publish_body(msg: &ringcast_proto::publish::Publish) -> Option<String> {
+    use crate::dest::Dest;
+    let body = std::str::from_utf8(&msg.body).ok()?;
+    let headers: std::collections::BTreeMap<&str, &str> = msg
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let v = match &msg.dest {
+        Dest::Topic { project, topic } => serde_json::json!({
+            "project": project, "destination": format!("/topic/{topic}"), "body": body, "headers": headers,
+        }),
+        Dest::User {
+            project,
+            user,
+            queue,
+        } => serde_json::json!({
+            "project": project, "user": user, "destination": format!("/queue/{queue}"), "body": body, "headers": headers,
+        }),
+    };
+    Some(v.to_string())
 }
 
 fn write(s: &mut UnixStream, c: &Control) -> Result<(), String> {
