@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/ringcast
 
-.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke c1m-netns cluster-demo cluster-bench spring-demo install uninstall deb autobahn-deflate peers compare compare-smoke compare-tls compare-stomp storm
+.PHONY: build run test test-deps unit lint pytest nodetest autobahn bench fmt clean tune tune-check c1m fuzz fuzz-smoke c1m-netns cluster-demo cluster-bench spring-demo install uninstall deb autobahn-deflate peers compare compare-smoke compare-tls compare-stomp storm upgrade-bench
 
 build:
 	$(CARGO) build --release --workspace
@@ -66,6 +66,11 @@ c1m-netns: build
 ## SIGKILLed and restarted under them (results into bench/results/storm-*).
 storm: build
 	./bench/storm.sh
+
+## `ringcast upgrade` under load: 200,000 raw connections, then 100,000 STOMP sessions (BENCHMARKS.md).
+upgrade-bench: build
+	python3 bench/upgrade.py --connections 200000 --shards 12 --topics 2000 --rate 500 --duration 30 --upgrade-at 8
+	python3 bench/upgrade.py --stomp --connections 100000 --shards 6 --topics 1000 --rate 500 --duration 30 --upgrade-at 8
 
 ## Peers for `compare` (tokio-tungstenite, Node ws, Netty); installs a JDK and libnetty-java if missing.
 peers: build
