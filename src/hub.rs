@@ -529,10 +529,16 @@ mod tests {
         assert_eq!(hub.publish(push()).unwrap_err(), HubError::HandingOver);
         assert_eq!(HubError::HandingOver.status(), 503);
         hub.publish_nowait(push());
-        assert!(inboxes[0].rx.try_recv().is_err(), "nothing reached the shard");
+        assert!(
+            inboxes[0].rx.try_recv().is_err(),
+            "nothing reached the shard"
+        );
         // The upgrade failed: the held SEND is delivered here after all, and publishes flow.
         hub.take_publishes();
-        assert!(matches!(inboxes[0].rx.try_recv(), Ok(Command::Publish { .. })));
+        assert!(matches!(
+            inboxes[0].rx.try_recv(),
+            Ok(Command::Publish { .. })
+        ));
         assert!(hub.held().is_empty());
     }
 

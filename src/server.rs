@@ -288,7 +288,7 @@ fn start(
         &socket,
         api.clone(),
         &cfg.server.admin_uids,
-        Some(upgrade_route(upgrader.clone())),
+        Some(crate::upgrade::route(upgrader.clone())),
         successor.is_some(),
     )
     .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
@@ -321,55 +321,6 @@ fn start(
         handles,
         socket,
         upgrader,
-    })
-}
-
-/// `POST /upgrade {"binary": PATH, "timeout_ms": N}` on the admin socket.
-fn upgrade_route(upgrader: Arc<crate::upgrade::Upgrader>) -> admin::UpgradeRoute {
-    use admin::http::Response;
-    Arc::new(move |req| {
-        if req.method == "GET" {
-            let why = upgrader.refused.as_deref();
-            let v = serde_json::json!({"possible": why.is_none(), "why": why, "pid": std::process::id()});
-            return (Response::json(200, &v), false);
-        }
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Body {
-            binary: Option<std::path::PathBuf>,
-            timeout_ms: Option<u64>,
-        }
-        let body: Body = if req.body.is_empty() {
-            Body {
-                binary: None,
-                timeout_ms: None,
-            }
-        } else {
-            match serde_json::from_slice(&req.body) {
-                Ok(b) => b,
-                Err(e) => return (Response::error(400, format!("upgrade body: {e}")), false),
-            }
-        };
-        let binary = match body.binary.map_or_else(own_binary, Ok) {
-            Ok(b) => b,
-            Err(e) => return (Response::error(500, e), false),
-        };
-        let timeout = Duration::from_millis(body.timeout_ms.unwrap_or(60_000));
-        match upgrader.run(&binary, timeout) {
-            Ok(r) => (Response::json(200, &serde_json::json!(r)), true),
-            Err(e) if upgrader.done() => (Response::error(500, e), true),
-            Err(e) => (Response::error(409, e), false),
-        }
-    })
-}
-
-/// The binary this process was started from (where it is now, if it was replaced on disk).
-fn own_binary() -> Result<std::path::PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("finding this binary: {e}"))?;
-    let s = exe.to_string_lossy();
-    Ok(match s.strip_suffix(" (deleted)") {
-        Some(p) => p.into(),
-        None => exe,
     })
 }
 
@@ -677,7 +628,9 @@ fn wait_for_signals(
                 }
             },
             Ok(Signal::SIGUSR2) => {
-                match own_binary().and_then(|b| running.upgrader.run(&b, Duration::from_secs(60))) {
+                match crate::upgrade::own_binary()
+                    .and_then(|b| running.upgrader.run(&b, Duration::from_secs(60)))
+                {
                     Ok(_) => return Ok(()),
                     Err(e) if running.upgrader.done() => {
                         tracing::error!("SIGUSR2: {e}");
