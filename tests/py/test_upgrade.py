@@ -336,3 +336,43 @@ def test_history_moves_so_a_client_recovers_after_the_upgrade(make_server, tmp_p
             exit_code(new)
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_an_upgrade_to_another_shard_count_deals_the_connections_out(make_server, tmp_path):
+    """`[server] shards` changed between upgrades (6 → 9 → 6): every connection moves and gets
+    the next push, and every listener the new process has takes new connections."""
+    path = tmp_path / "ringcast.toml"
+    path.write_text("[server]\nshards = 6\n")
+    s = make_server("--no-auth", "--config", str(path))
+    pids = []
+
+    async def main():
+        wss = [await websockets.connect(f"{s.url}/ws?topic=news") for _ in range(40)]
+        until(lambda: s.stats()["connections"] == 40, what="40 connections")
+        for shards in (9, 6):
+            path.write_text(f"[server]\nshards = {shards}\n")
+            r = await asyncio.to_thread(upgrade, s, BIN)
+            assert r.returncode == 0, r.stderr
+            report = json.loads(r.stdout)
+            assert report["connections"] == 40 and report["closed"] == 0, report
+            pids.append(report["pid"])
+            st = s.stats()
+            assert st["shard_count"] == shards and st["connections"] == 40, st
+            assert s.push("news", f"after {shards}") == 40
+            assert {await asyncio.wait_for(w.recv(), 5) for w in wss} == {f"after {shards}"}
+        more = [await websockets.connect(f"{s.url}/ws?topic=news") for _ in range(30)]
+        until(lambda: s.stats()["connections"] == 70, what="70 connections")
+        assert s.push("news", "last") == 70
+        for w in wss + more:
+            await w.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 60))
+        assert exit_code(s.proc.pid) == 0
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                exit_code(pid)
+            except (ProcessLookupError, ChildProcessError):
+                pass
