@@ -31,13 +31,23 @@ const BATCH_BYTES: usize = 96 << 10;
 /// have at most `RLIMIT_NOFILE` of them queued in Unix sockets: `ETOOMANYREFS`).
 const INFLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// One connection on the way: the shard's state, and its TLS session's when the driver
+/// runs one for it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Handed {
+    #[serde(flatten)]
+    pub conn: Moving,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::session::Moved>,
+}
+
 /// One thing handed over.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Piece {
     /// The listening socket (the descriptor).
     Listener,
     /// Connections (one descriptor each, in order) and their states.
-    Conns(Vec<Moving>),
+    Conns(Vec<Handed>),
     /// Nothing more from this shard: how many it moved, and how many it had to close.
     Done { moved: u64, closed: u64 },
 }
@@ -143,9 +153,9 @@ pub struct Moved {
 
 impl Driver {
     /// The old shard's side, once nothing is in flight in its ring: the listener, then every
-    /// connection that can move. A TLS connection (its session is the driver's, not plain data
-    /// yet) and one in a state that cannot move (`NotMovable`) are closed; their clients
-    /// reconnect.
+    /// connection that can move, a TLS 1.3 session with its keys. One in a state that cannot
+    /// move (`NotMovable`) is closed, a TLS session that cannot (TLS 1.2, a handshake under
+    /// way) with a 1012 it can still seal; their clients reconnect.
     pub(super) fn give(&mut self, to: &Path) -> io::Result<Moved> {
         let sock = UnixStream::connect(to)?;
         if let Some(l) = self.listener.take() {
@@ -155,17 +165,25 @@ impl Driver {
         let (mut states, mut fds, mut bytes) = (Vec::with_capacity(BATCH), Vec::new(), 0);
         for key in self.core.keys() {
             let fd = self.fd(key);
-            let state = if self.has_tls(key) || fd < 0 {
+            let tls = match self.tls_export(key) {
+                Ok(tls) => tls,
+                Err(()) => {
+                    self.tls_farewell(key);
+                    m.closed += 1;
+                    continue;
+                }
+            };
+            let state = if fd < 0 {
                 None
             } else {
                 self.core.export(key).ok()
             };
-            let Some(state) = state else {
+            let Some(conn) = state else {
                 m.closed += 1;
                 continue;
             };
-            bytes += state.weight();
-            states.push(state);
+            bytes += conn.weight() + tls.as_ref().map_or(0, |t| 256 + t.unsent.len() * 4);
+            states.push(Handed { conn, tls });
             fds.push(fd);
             m.moved += 1;
             if states.len() == BATCH || bytes >= BATCH_BYTES {
@@ -232,21 +250,41 @@ impl Driver {
         Ok(m)
     }
 
-    fn took_in(&mut self, state: Moving, fd: OwnedFd, m: &mut Moved) {
-        match self.core.import(state) {
-            Ok(key) => {
-                let k = key as usize;
-                if self.sockets.len() <= k {
-                    self.sockets.resize_with(k + 1, || None);
-                }
-                self.sockets[k] = Some(fd);
-                m.moved += 1;
-            }
+    fn took_in(&mut self, h: Handed, fd: OwnedFd, m: &mut Moved) {
+        if h.tls.is_some() && self.tls.is_none() {
+            tracing::warn!(
+                shard = self.id,
+                "a wss:// connection was handed over to a server without [tls]: closed"
+            );
+            m.closed += 1;
+            return;
+        }
+        let key = match self.core.import(h.conn) {
+            Ok(key) => key,
             Err(e) => {
                 tracing::warn!(shard = self.id, "a handed-over connection was refused: {e}");
                 m.closed += 1;
+                return;
             }
+        };
+        let k = key as usize;
+        if self.sockets.len() <= k {
+            self.sockets.resize_with(k + 1, || None);
         }
+        self.sockets[k] = Some(fd);
+        if let Some(t) = h.tls
+            && let Err(e) = self.tls_import(key, t)
+        {
+            // Its socket is the core's now: shut, the core frees it as any other.
+            tracing::warn!(
+                shard = self.id,
+                "a handed-over TLS session was refused: {e}"
+            );
+            self.core.transport_failed(key);
+            m.closed += 1;
+            return;
+        }
+        m.moved += 1;
     }
 }
 

@@ -235,6 +235,7 @@ fn run(spec: ShardSpec) -> io::Result<()> {
         );
     }
     driver.flush(&mut ring);
+    driver.tls_pump_all(&mut ring);
     ring.wait_wake(driver.inbox.wake.as_raw_fd());
     ring.tick_after(TICK);
     let _ = spec.ready.send(Ok(path.to_string()));

@@ -13,7 +13,7 @@ use nix::sys::socket::{MsgFlags, send};
 
 use super::Driver;
 use super::ring::Ring;
-use crate::tls::session::{Failure, Session};
+use crate::tls::session::{Failure, Moved, Session};
 use crate::tls::{Tls, ktls};
 
 /// A connection's TLS beside its socket.
@@ -151,9 +151,31 @@ impl Driver {
         offset: usize,
     ) {
         let fd = self.fd(key);
+        let handing = self.handing.is_some();
         let Some(t) = self.tls_conn(key) else {
             return;
         };
+        if handing && !t.failed {
+            // Cancelled for a hand-over: what was not written is still owed to the peer, first;
+            // the core's send counts as done (its bytes are sealed and move as ciphertext).
+            let done = match &res {
+                Ok(n) => Some(*n),
+                Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => Some(0),
+                Err(_) => None,
+            };
+            if let Some(n) = done {
+                t.session
+                    .unwritten(buf.slice((offset + n).min(buf.len())..));
+                let ack = t.writing.take().flatten();
+                let held = std::mem::take(&mut t.held);
+                if let Some((plain, off)) = ack {
+                    self.core.sent(key, Ok(plain.len() - off), plain, off);
+                } else if held {
+                    self.core.sent(key, Ok(0), Bytes::new(), 0);
+                }
+                return;
+            }
+        }
         if let Ok(n) = res
             && !t.failed
             && offset + n < buf.len()
@@ -229,8 +251,12 @@ impl Driver {
         }
     }
 
-    /// Starts writing the next chunk if none is being written.
+    /// Starts writing the next chunk if none is being written (none once a hand-over began:
+    /// the ring must run dry).
     fn pump(&mut self, ring: &mut Ring, key: u32) {
+        if self.handing.is_some() {
+            return;
+        }
         let fd = self.fd(key);
         let Some(t) = self.tls_conn(key) else {
             return;
@@ -252,9 +278,67 @@ impl Driver {
         }
     }
 
+    /// Starts writing every session's queued ciphertext (after a take-over: sessions that came
+    /// with unsent bytes and nothing from the core behind them).
+    pub(super) fn tls_pump_all(&mut self, ring: &mut Ring) {
+        for key in 0..self.tls_conns.len() as u32 {
+            if self.has_tls(key) {
+                self.pump(ring, key);
+            }
+        }
+    }
+
+    /// The TLS half of `key` for a successor process: `Ok(None)` for a connection whose bytes
+    /// are plain here (none, or kTLS: the kernel's state moves with the socket), `Err` for a
+    /// session that cannot move (a handshake under way, TLS 1.2, failed). The core's sends the
+    /// session sealed are acknowledged: their bytes move as ciphertext.
+    pub(super) fn tls_export(&mut self, key: u32) -> Result<Option<Moved>, ()> {
+        let Some(t) = self.tls_conn(key) else {
+            return Ok(None);
+        };
+        if t.failed || t.writing.is_some() {
+            return Err(());
+        }
+        let (moved, acks) = t.session.export().ok_or(())?;
+        for (buf, off) in acks {
+            self.core.sent(key, Ok(buf.len() - off), buf, off);
+        }
+        Ok(Some(moved))
+    }
+
+    /// A session handed over by the old process, under the core's new key for it.
+    pub(super) fn tls_import(&mut self, key: u32, m: Moved) -> Result<(), crate::tls::TlsError> {
+        let session = Session::import(m)?;
+        let k = key as usize;
+        if self.tls_conns.len() <= k {
+            self.tls_conns.resize_with(k + 1, || None);
+        }
+        self.tls_conns[k] = Some(Box::new(TlsConn {
+            session,
+            writing: None,
+            held: false,
+            failed: false,
+        }));
+        Ok(())
+    }
+
+    /// A TLS session that cannot move hears what the core had queued and its 1012 close,
+    /// written once without waiting, then close_notify; the socket goes with this process.
+    pub(super) fn tls_farewell(&mut self, key: u32) {
+        let frames = self.core.farewell(key);
+        let fd = self.fd(key);
+        if let Some(t) = self.tls_conn(key)
+            && !t.failed
+            && t.writing.is_none()
+            && let Some(bytes) = t.session.farewell(&frames)
+        {
+            let _ = send(fd, &bytes, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL);
+        }
+    }
+
     /// With kTLS, an established session with nothing in flight moves into the kernel.
     fn maybe_kernel(&mut self, key: u32) {
-        if !self.tls.as_ref().is_some_and(|t| t.kernel) {
+        if self.handing.is_some() || !self.tls.as_ref().is_some_and(|t| t.kernel) {
             return;
         }
         let ready = self.tls_conn(key).is_some_and(|t| {

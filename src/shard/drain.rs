@@ -103,7 +103,7 @@ impl Core {
         self.drain.is_some()
     }
 
-    fn restart_session(&mut self, key: u32, epoch: u32, retry_ms: u64) {
+    pub(super) fn restart_session(&mut self, key: u32, epoch: u32, retry_ms: u64) {
         let mut out = std::mem::take(&mut self.out);
         if let Some(c) = self.conns.get_mut(key as usize)
             && c.epoch == epoch

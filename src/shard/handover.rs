@@ -82,6 +82,24 @@ impl Core {
         })
     }
 
+    /// What a connection that cannot move is told before its socket goes: the frames queued
+    /// for it, then its session's 1012 (STOMP: an ERROR with a jittered `retry-after` first),
+    /// for a transport that writes them itself (a TLS 1.2 session's rustls).
+    pub fn farewell(&mut self, key: u32) -> Vec<Bytes> {
+        let Some(epoch) = self.conns.get(key as usize).map(|c| c.epoch) else {
+            return Vec::new();
+        };
+        self.restart_session(
+            key,
+            epoch,
+            1000 + super::admission::jitter(key, epoch) % 4000,
+        );
+        self.conns
+            .get_mut(key as usize)
+            .map(|c| c.queue.drain(..).collect())
+            .unwrap_or_default()
+    }
+
     /// Files `m` here as a live connection whose socket the driver holds under the returned
     /// key: subscribed, its queue sending, its recv armed, its deadlines scheduled.
     pub fn import(&mut self, m: Moving) -> Result<u32, Refused> {

@@ -14,6 +14,7 @@ use ring::aead::{
     UnboundKey,
 };
 use rustls::ConnectionTrafficSecrets;
+use serde::{Deserialize, Serialize};
 
 use super::TlsError;
 
@@ -39,6 +40,38 @@ pub enum Ended {
     Failed { reason: &'static str, alert: u8 },
 }
 
+/// A TLS 1.3 cipher suite's AEAD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cipher {
+    Aes128Gcm,
+    Aes256Gcm,
+    Chacha20Poly1305,
+}
+
+/// A session's record protection as plain data: both directions' traffic keys, nonce bases
+/// and next sequence numbers. Secret: it travels only over the upgrade's private Unix socket.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keys {
+    pub cipher: Cipher,
+    pub tx_key: Vec<u8>,
+    pub tx_iv: [u8; NONCE_LEN],
+    pub tx_seq: u64,
+    pub rx_key: Vec<u8>,
+    pub rx_iv: [u8; NONCE_LEN],
+    pub rx_seq: u64,
+}
+
+impl std::fmt::Debug for Keys {
+    // Keys never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("cipher", &self.cipher)
+            .field("tx_seq", &self.tx_seq)
+            .field("rx_seq", &self.rx_seq)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One direction's traffic key and nonce base, and the next record's sequence number.
 struct Direction {
     iv: [u8; NONCE_LEN],
@@ -60,6 +93,9 @@ impl Direction {
 pub struct Records {
     alg: &'static Algorithm,
     seal: LessSafeKey,
+    /// The sealing key's bytes: `ring` keeps only the expanded key, and a session handed to
+    /// another process (`ringcast upgrade`) must take the key itself along.
+    tx_key: [u8; 32],
     tx: Direction,
     /// The opening key's bytes (16 or 32), expanded per record.
     rx_key: [u8; 32],
@@ -77,23 +113,72 @@ impl Records {
         if !std::ptr::eq(alg, rx_alg) {
             return Err(keys("the two directions use different ciphers"));
         }
+        Records::from_parts(alg, (tx.0, tx_key, tx_iv), (rx.0, rx_key_bytes, rx_iv))
+    }
+
+    fn from_parts(
+        alg: &'static Algorithm,
+        tx: (u64, &[u8], [u8; NONCE_LEN]),
+        rx: (u64, &[u8], [u8; NONCE_LEN]),
+    ) -> Result<Records, TlsError> {
+        if tx.1.len() != alg.key_len() || rx.1.len() != alg.key_len() {
+            return Err(keys("a key of the wrong size"));
+        }
         let seal =
-            LessSafeKey::new(UnboundKey::new(alg, tx_key).map_err(|_| keys("bad sealing key"))?);
+            LessSafeKey::new(UnboundKey::new(alg, tx.1).map_err(|_| keys("bad sealing key"))?);
+        let mut tx_key = [0; 32];
+        tx_key[..tx.1.len()].copy_from_slice(tx.1);
         let mut rx_key = [0; 32];
-        rx_key[..rx_key_bytes.len()].copy_from_slice(rx_key_bytes);
+        rx_key[..rx.1.len()].copy_from_slice(rx.1);
         Ok(Records {
             alg,
             seal,
+            tx_key,
             tx: Direction {
-                iv: tx_iv,
+                iv: tx.2,
                 seq: tx.0,
             },
             rx_key,
             rx: Direction {
-                iv: rx_iv,
+                iv: rx.2,
                 seq: rx.0,
             },
         })
+    }
+
+    /// The keys and sequence numbers as plain data, for a successor process.
+    pub fn export(&self) -> Keys {
+        let n = self.alg.key_len();
+        let cipher = if std::ptr::eq(self.alg, &AES_128_GCM) {
+            Cipher::Aes128Gcm
+        } else if std::ptr::eq(self.alg, &AES_256_GCM) {
+            Cipher::Aes256Gcm
+        } else {
+            Cipher::Chacha20Poly1305
+        };
+        Keys {
+            cipher,
+            tx_key: self.tx_key[..n].to_vec(),
+            tx_iv: self.tx.iv,
+            tx_seq: self.tx.seq,
+            rx_key: self.rx_key[..n].to_vec(),
+            rx_iv: self.rx.iv,
+            rx_seq: self.rx.seq,
+        }
+    }
+
+    /// A session exported by `export`, sealing and opening where it left off.
+    pub fn import(k: &Keys) -> Result<Records, TlsError> {
+        let alg = match k.cipher {
+            Cipher::Aes128Gcm => &AES_128_GCM,
+            Cipher::Aes256Gcm => &AES_256_GCM,
+            Cipher::Chacha20Poly1305 => &CHACHA20_POLY1305,
+        };
+        Records::from_parts(
+            alg,
+            (k.tx_seq, &k.tx_key, k.tx_iv),
+            (k.rx_seq, &k.rx_key, k.rx_iv),
+        )
     }
 
     fn limited(&self) -> bool {
@@ -221,8 +306,5 @@ fn parts(
         .as_ref()
         .try_into()
         .map_err(|_| keys("a nonce base of the wrong size"))?;
-    if key.as_ref().len() != alg.key_len() {
-        return Err(keys("a key of the wrong size"));
-    }
     Ok((alg, key.as_ref(), iv))
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rustls::{ProtocolVersion, ServerConfig};
 
-use super::record::{Ended, Records};
+use super::record::{Ended, Keys, Records};
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
@@ -47,6 +47,18 @@ pub struct Failure {
 pub struct Chunk {
     pub bytes: Bytes,
     pub ack: Option<(Bytes, usize)>,
+}
+
+/// A session as plain data for a successor process (`ringcast upgrade`): its keys, a partial
+/// record received, and ciphertext already sealed but not yet written (it goes out first, so
+/// the peer sees one unbroken stream of records).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Moved {
+    pub keys: Keys,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<u8>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsent: Vec<u8>,
 }
 
 /// What a `received` call did beyond the plaintext it appended.
@@ -463,6 +475,79 @@ impl Session {
     /// The core's sends queued and not yet acknowledged.
     pub fn unacked(&mut self) -> Vec<(Bytes, usize)> {
         self.out.drain(..).filter_map(|c| c.ack).collect()
+    }
+
+    /// The session as plain data, with the core's sends its queued chunks complete (the
+    /// caller acknowledges them: their bytes are sealed and move as `unsent`). Only a TLS 1.3
+    /// session past its handshake can move; rustls' own state (a handshake under way, TLS
+    /// 1.2) cannot, and is left untouched.
+    pub fn export(&mut self) -> Option<(Moved, Vec<(Bytes, usize)>)> {
+        let Engine::Records(r) = &self.engine else {
+            return None;
+        };
+        if !self.flight.is_empty() {
+            return None;
+        }
+        let keys = r.export();
+        let mut unsent = Vec::new();
+        let mut acks = Vec::new();
+        for c in self.out.drain(..) {
+            unsent.extend_from_slice(&c.bytes);
+            acks.extend(c.ack);
+        }
+        let moved = Moved {
+            keys,
+            pending: std::mem::take(&mut self.pending),
+            unsent,
+        };
+        Some((moved, acks))
+    }
+
+    /// A session `export`ed by another process, established, its unsent ciphertext first in
+    /// line.
+    pub fn import(m: Moved) -> Result<Session, super::TlsError> {
+        let mut out = VecDeque::new();
+        if !m.unsent.is_empty() {
+            out.push_back(Chunk {
+                bytes: Bytes::from(m.unsent),
+                ack: None,
+            });
+        }
+        Ok(Session {
+            engine: Engine::Records(Records::import(&m.keys)?),
+            compact: true,
+            pending: m.pending,
+            flight: Vec::new(),
+            out,
+            established: true,
+            seen_bytes: true,
+            spoke: true,
+        })
+    }
+
+    /// Puts ciphertext a write did not finish back in front of the queue (a hand-over
+    /// cancelled the write): it is still owed to the peer before anything else.
+    pub fn unwritten(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.out.push_front(Chunk { bytes, ack: None });
+        }
+    }
+
+    /// For a session that cannot move: everything queued and `frames` sealed after it, then
+    /// close_notify, as one buffer to write once. `None` if nothing can be sealed.
+    pub fn farewell(&mut self, frames: &[Bytes]) -> Option<Bytes> {
+        if !self.established || !self.flight.is_empty() {
+            return None;
+        }
+        let mut all = Vec::new();
+        for c in self.out.drain(..) {
+            all.extend_from_slice(&c.bytes);
+        }
+        for f in frames {
+            all.extend_from_slice(&self.seal(f).ok()?);
+        }
+        all.extend_from_slice(&self.close_notify()?);
+        Some(Bytes::from(all))
     }
 
     /// Hands the rustls connection over for kTLS (see `ktls`): only sound while `idle`, and

@@ -380,27 +380,32 @@ fn a_tampered_record_or_a_key_update_ends_the_session_with_an_alert_the_client_r
     assert!(f.reason.contains("key update"), "{}", f.reason);
 }
 
+/// A TLS 1.3 client offering only `suite`.
+fn client_with(suite: rustls::SupportedCipherSuite) -> ClientConnection {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = vec![suite];
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(fixture("ca.pem")).unwrap())
+        .unwrap();
+    let cc = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    ClientConnection::new(Arc::new(cc), ServerName::try_from("localhost").unwrap()).unwrap()
+}
+
+const TLS13_SUITES: [rustls::SupportedCipherSuite; 3] = [
+    rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+    rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
+    rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+];
+
 #[test]
 fn every_cipher_suite_round_trips_after_the_hand_over() {
-    for suite in [
-        rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
-        rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
-        rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-    ] {
-        let mut provider = rustls::crypto::ring::default_provider();
-        provider.cipher_suites = vec![suite];
-        let mut roots = RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_file(fixture("ca.pem")).unwrap())
-            .unwrap();
-        let cc = ClientConfig::builder_with_provider(Arc::new(provider))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let c = ClientConnection::new(Arc::new(cc), ServerName::try_from("localhost").unwrap())
-            .unwrap();
-        let mut p = Pair::new(c, server(false));
+    for suite in TLS13_SUITES {
+        let mut p = Pair::new(client_with(suite), server(false));
         p.run();
         assert!(p.server.compacted());
         p.client.writer().write_all(b"up").unwrap();
@@ -409,4 +414,64 @@ fn every_cipher_suite_round_trips_after_the_hand_over() {
         assert_eq!(p.plain, b"up");
         assert_eq!(p.client_reads(), b"down");
     }
+}
+
+#[test]
+fn a_session_exported_mid_stream_goes_on_in_another_process() {
+    for suite in TLS13_SUITES {
+        let mut p = Pair::new(client_with(suite), server(false));
+        p.run();
+        p.client.writer().write_all(b"before").unwrap();
+        p.server.send(Bytes::from_static(b"one"), 0).unwrap();
+        p.run();
+        assert_eq!(std::mem::take(&mut p.plain), b"before");
+        assert_eq!(p.client_reads(), b"one");
+        // Sealed and not written, and half a record read: both must survive the move.
+        p.server.send(Bytes::from_static(b"queued"), 0).unwrap();
+        p.server.send(Bytes::from(vec![7u8; 30_000]), 0).unwrap();
+        p.client.writer().write_all(b"split record").unwrap();
+        let mut wire = Vec::new();
+        while p.client.wants_write() {
+            p.client.write_tls(&mut wire).unwrap();
+        }
+        let (head, tail) = wire.split_at_mut(9);
+        p.server.received(head, &mut p.plain).unwrap();
+        assert!(p.plain.is_empty());
+        let (moved, acks) = p.server.export().unwrap();
+        assert_eq!(acks.len(), 2, "both sends count as done");
+        let json = serde_json::to_string(&moved).unwrap();
+        assert!(
+            !format!("{moved:?}").contains("tx_key: ["),
+            "keys stay out of logs"
+        );
+        let back: super::session::Moved = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, moved);
+        p.server = Session::import(back).unwrap();
+        p.server.received(tail, &mut p.plain).unwrap();
+        assert_eq!(std::mem::take(&mut p.plain), b"split record");
+        p.server.send(Bytes::from_static(b"after"), 0).unwrap();
+        p.client.writer().write_all(b"later").unwrap();
+        p.run();
+        assert_eq!(p.plain, b"later");
+        let mut want = b"queued".to_vec();
+        want.extend_from_slice(&[7u8; 30_000]);
+        want.extend_from_slice(b"after");
+        assert_eq!(p.client_reads(), want);
+    }
+}
+
+#[test]
+fn a_tls12_session_does_not_move_but_can_say_goodbye() {
+    let mut p = Pair::new(client(&[&rustls::version::TLS12]), server(false));
+    p.run();
+    assert!(p.server.export().is_none());
+    let bytes = p.server.farewell(&[Bytes::from_static(b"bye")]).unwrap();
+    let mut rd = &bytes[..];
+    p.client.read_tls(&mut rd).unwrap();
+    let state = p.client.process_new_packets().unwrap();
+    assert!(state.peer_has_closed());
+    assert_eq!(p.client_reads(), b"bye");
+    // Nor does a session whose handshake is not over.
+    let mut half = server(false);
+    assert!(half.export().is_none() && half.farewell(&[]).is_none());
 }

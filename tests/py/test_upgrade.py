@@ -75,14 +75,19 @@ class Publisher(threading.Thread):
     """Pushes 0, 1, 2, … to /topic/news until stopped, each until accepted (503 and an
     unreachable socket are retried): every number is accepted exactly once."""
 
-    def __init__(self, sock_path):
+    def __init__(self, sock_path, pad=0):
         super().__init__(daemon=True)
         self.sock, self.stop, self.sent, self.refused = sock_path, threading.Event(), 0, 0
+        self.pad = pad
+
+    def body(self, n):
+        """`n`, and every seventh one `pad` bytes longer (writes long enough to be cut)."""
+        return f"{n}:{'x' * self.pad}" if self.pad and n % 7 == 0 else str(n)
 
     def run(self):
         deadline = time.time() + 120
         while not self.stop.is_set() and time.time() < deadline:
-            status = admin_publish(self.sock, str(self.sent))
+            status = admin_publish(self.sock, self.body(self.sent))
             if status == 200:
                 self.sent += 1
             else:
@@ -199,6 +204,115 @@ def test_three_upgrades_in_a_row_lose_no_connection_and_no_message(make_server, 
         for ws in raw + [stomp, sockjs]:
             assert ws.close_code is None, f"a client saw close {ws.close_code}"
         for ws in raw + [stomp, sockjs]:
+            await ws.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 150))
+    finally:
+        for pid in pids[1:]:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                exit_code(pid)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
+
+TLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tls")
+
+
+@pytest.mark.parametrize("io", ["multishot", "compat"])
+def test_wss_sessions_move_with_their_keys(make_server, tmp_path, io):
+    """TLS 1.3 sessions (raw with and without deflate, STOMP with beats, echo) move with their
+    keys and sequence numbers through three upgrades while long and short pushes flow; a TLS
+    1.2 session, which stays in rustls, is closed with 1012 instead."""
+    import ssl
+    args = ["--no-auth", "--shards", "2", "--echo", "--tls-cert", os.path.join(TLS, "server.pem"),
+            "--tls-key", os.path.join(TLS, "server.key")] + (["--io-compat"] if io == "compat" else [])
+    s = make_server(*args, config=CONFIG)
+    url = f"wss://127.0.0.1:{s.port}"
+    copy = str(tmp_path / "ringcast-next")
+    shutil.copy(BIN, copy)
+    pids = [s.proc.pid]
+
+    def ctx(max_version=None):
+        c = ssl.create_default_context(cafile=os.path.join(TLS, "ca.pem"))
+        if max_version:
+            c.maximum_version = max_version
+        return c
+
+    async def main():
+        raw = [await websockets.connect(f"{url}/ws?topic=news", ssl=ctx(), max_size=None,
+                                        compression=None if i % 2 else "deflate") for i in range(4)]
+        stomp = await websockets.connect(f"{url}/ws", subprotocols=["v12.stomp"], ssl=ctx(), max_size=None)
+        await stomp.send("CONNECT\naccept-version:1.2\nheart-beat:1000,1000\n\n\0")
+        assert (await asyncio.wait_for(stomp.recv(), 10)).startswith("CONNECTED")
+        await stomp.send("SUBSCRIBE\nid:s1\ndestination:/topic/news\n\n\0")
+        echo = await websockets.connect(f"{url}/echo", ssl=ctx(), max_size=None)
+        old = await websockets.connect(f"{url}/ws?topic=news", ssl=ctx(ssl.TLSVersion.TLSv1_2))
+        assert old.transport.get_extra_info("ssl_object").version() == "TLSv1.2"
+        until(lambda: s.stats()["connections"] == 7, what="7 connections")
+        until(lambda: s.push("news", "warm-up") == 6, what="every subscription")
+
+        got = {i: [] for i in range(5)}
+
+        async def read(i, ws, unwrap):
+            async for m in ws:
+                if m == "\n":
+                    continue
+                body = unwrap(m)
+                got[i].append(body)
+                if body == "end":
+                    return
+
+        def stomp_body(m):
+            assert m.startswith("MESSAGE\n"), m[:80]
+            return m.split("\n\n", 1)[1].rstrip("\0")
+
+        async def beat():
+            while True:
+                await stomp.send("\n")
+                await asyncio.sleep(0.3)
+
+        readers = [asyncio.create_task(read(i, ws, lambda m: m)) for i, ws in enumerate(raw)]
+        readers.append(asyncio.create_task(read(4, stomp, stomp_body)))
+        beater = asyncio.create_task(beat())
+        pub = Publisher(s.sock, pad=300_000)
+        pub.start()
+        try:
+            for n in range(3):
+                before = pub.sent
+                await asyncio.to_thread(until, lambda: pub.sent >= before + 30, 30, "publishes before the upgrade")
+                r = await asyncio.to_thread(upgrade, s, copy)
+                assert r.returncode == 0, r.stderr
+                report = json.loads(r.stdout)
+                assert (report["connections"], report["closed"]) == (6, 1 if n == 0 else 0), report
+                assert await asyncio.to_thread(exit_code, pids[-1]) == 0, "the old process exits 0"
+                pids.append(report["pid"])
+                # Both directions' keys moved: a message of many records each way.
+                big = f"echo {n} " + "é" * 30_000
+                await echo.send(big)
+                assert await asyncio.wait_for(echo.recv(), 10) == big
+            before = pub.sent
+            await asyncio.to_thread(until, lambda: pub.sent >= before + 30, 30, "publishes after the last upgrade")
+        finally:
+            pub.stop.set()
+            await asyncio.to_thread(pub.join)
+        assert admin_publish(s.sock, "end") == 200
+        await asyncio.wait_for(asyncio.gather(*readers), 30)
+        beater.cancel()
+        want = [pub.body(i) for i in range(pub.sent)] + ["end"]
+        for i, g in got.items():
+            g = [m for m in g if m != "warm-up"]
+            assert len(g) == len(want) and g == want, f"client {i}: {len(g)} of {len(want)} messages"
+        # The TLS 1.2 session was told to come back, in a close it could read.
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await asyncio.wait_for(old.recv(), 10)
+        assert old.close_code == 1012, old.close_code
+        for ws in raw + [stomp, echo]:
+            assert ws.close_code is None, f"a client saw close {ws.close_code}"
+        assert s.stats()["tls_failures"] == 0
+        for ws in raw + [stomp, echo]:
             await ws.close()
 
     try:
