@@ -7,6 +7,9 @@ made, the publish → delivery latency (a publish refused during the hand-over i
 with its first stamp, so the largest latency bounds the longest gap any client saw), and the
 peak RSS of the old process, the new one and both together during the hand-over.
 
+With --tls, the connections are `wss://` (TLS 1.3, the test certificate in tests/tls): each
+session's keys move with it.
+
 With --stomp, STOMP sessions instead: each CONNECTs with its own JWT, subscribes, and beats
 every --heartbeat-ms both ways (the bench counts beats missed); the topics keep history.
 
@@ -68,6 +71,7 @@ def main():
     ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--upgrade-at", type=float, default=5.0, help="seconds into the publishes")
     ap.add_argument("--stomp", action="store_true")
+    ap.add_argument("--tls", action="store_true")
     ap.add_argument("--heartbeat-ms", type=int, default=10000)
     ap.add_argument("--json")
     a = ap.parse_args()
@@ -93,8 +97,11 @@ def main():
 [limits]\nmax_pending_per_ip = 0\n""")
         else:
             f.write("[auth]\nenabled = false\n")
+    tls_dir = os.path.join(ROOT, "tests", "tls")
+    tls = ["--tls-cert", os.path.join(tls_dir, "server.pem"),
+           "--tls-key", os.path.join(tls_dir, "server.key")] if a.tls else []
     server = subprocess.Popen([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--admin-socket", sock,
-                               "--config", cfg, "--shards", str(a.shards),
+                               "--config", cfg, "--shards", str(a.shards), *tls,
                                "--max-connections", str(a.connections + 10000)],
                               stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 20
@@ -103,7 +110,8 @@ def main():
     out = os.path.join(d, "bench.json")
     kind = ["stomp", "--config", cfg, "--heartbeat-ms", str(a.heartbeat_ms)] if a.stomp else ["raw"]
     project = "&project=bench" if a.stomp else ""
-    bench = subprocess.Popen([BENCH, *kind, "--url", f"ws://127.0.0.1:{port}/ws?topic=u{project}",
+    scheme = "wss" if a.tls else "ws"
+    bench = subprocess.Popen([BENCH, *kind, "--url", f"{scheme}://127.0.0.1:{port}/ws?topic=u{project}",
                               "--admin-socket", sock, "-n", str(a.connections), "--messages", "0",
                               "--topics", str(a.topics), "--rate", str(a.rate),
                               "--duration", str(a.duration), "--timeout", "300", "--json", out],
@@ -159,7 +167,7 @@ def main():
         "command_seconds": took, "report": report, "old_exit": old_exit,
         "rss_before": before["rss_bytes"], "rss_after_new": after["rss_bytes"],
         "peak_rss_old": peak["old"], "peak_rss_new": peak["new"], "peak_rss_both": peak["both"],
-        "mode": "stomp" if a.stomp else "raw",
+        "mode": ("stomp" if a.stomp else "raw") + (" wss" if a.tls else ""),
         "bench_connected": b["connected"], "closed_by_server": b["closed_by_server"],
         "missed_heartbeats": b.get("missed_heartbeats"),
         "expected": b["sustained"]["expected"], "delivered": b["sustained"]["delivered"],
