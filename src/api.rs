@@ -106,17 +106,34 @@ impl Shared {
     }
 }
 
-/// Binds `cfg.listen` and serves it on a thread.
+/// The name the API's listener goes by in a hand-over (`ringcast upgrade`).
+pub const SOCKET: &str = "api";
+
+/// Serves `cfg.listen` on a thread: on `inherited` (the listener a previous process handed
+/// over, so not one connection waiting in its queue is refused) when it is bound where
+/// `cfg.listen` says, else on a socket bound now. Returns the address and a handle on the
+/// listener for the next hand-over.
 pub fn serve(
     cfg: &config::Api,
     api: Arc<Api>,
     legacy: bool,
     tls: Option<Arc<crate::tls::Tls>>,
     ctx: Arc<crate::endpoint::Context>,
-) -> Result<(std::net::SocketAddr, std::thread::JoinHandle<()>), String> {
+    inherited: Option<std::os::fd::OwnedFd>,
+) -> Result<(std::net::SocketAddr, std::os::fd::OwnedFd), String> {
     let addr = cfg.listen.as_deref().ok_or("api.listen is not set")?;
-    let listener = TcpListener::bind(addr).map_err(|e| format!("api.listen {addr}: {e}"))?;
+    let listener = match inherited.map(TcpListener::from) {
+        Some(l) if fits(&l, addr) => {
+            tracing::info!("network API: listening on the socket the old process handed over");
+            l
+        }
+        _ => TcpListener::bind(addr).map_err(|e| format!("api.listen {addr}: {e}"))?,
+    };
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let handed = listener
+        .try_clone()
+        .map_err(|e| format!("api.listen {addr}: {e}"))?
+        .into();
     let console = cfg
         .console
         .then(|| crate::console::Console::new(api.clone(), ctx, cfg.tls));
@@ -132,7 +149,7 @@ pub fn serve(
             cfg.max_connections_per_ip,
         )),
     });
-    let handle = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
@@ -171,7 +188,18 @@ pub fn serve(
             }
         })
         .map_err(|e| e.to_string())?;
-    Ok((bound, handle))
+    Ok((bound, handed))
+}
+
+/// Whether `l` is bound where `listen` asks (port 0: any port on that address).
+fn fits(l: &TcpListener, listen: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let Ok(have) = l.local_addr() else {
+        return false;
+    };
+    listen.to_socket_addrs().is_ok_and(|mut want| {
+        want.any(|w| w.ip() == have.ip() && (w.port() == 0 || w.port() == have.port()))
+    })
 }
 
 /// An API connection: plain, or TLS over the socket (the handshake runs on the first read).
@@ -301,11 +329,10 @@ fn serve_conn(mut stream: Conn, shared: &Shared, slot: &slots::Slot) {
             }
             Err(r) => r,
         };
-        if stream
-            .write_all(&resp.to_bytes_with(req.keep_alive))
-            .is_err()
-            || !req.keep_alive
-        {
+        // A process handing over answers and lets the client come back on a new connection,
+        // which the successor accepts from the same listener.
+        let keep = req.keep_alive && !shared.api.hub.handing_over();
+        if stream.write_all(&resp.to_bytes_with(keep)).is_err() || !keep {
             return;
         }
     }

@@ -475,6 +475,11 @@ impl Hub {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
     }
 
+    /// Whether publishes are refused for a hand-over.
+    pub fn handing_over(&self) -> bool {
+        *self.gate()
+    }
+
     /// Takes publishes again: the upgrade failed before anything moved. The client SENDs held
     /// meanwhile are delivered now.
     pub fn take_publishes(&self) {

@@ -292,7 +292,17 @@ fn start(
         successor.is_some(),
     )
     .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
-    start_edges(&api, tls.as_ref(), &ctx)?;
+    let mut inherited = match successor {
+        Some(s) => s.sockets()?,
+        None => Vec::new(),
+    };
+    let inherited_api = inherited
+        .iter()
+        .position(|(n, _)| n == crate::api::SOCKET)
+        .map(|i| inherited.swap_remove(i).1);
+    if let Some(l) = start_edges(&api, tls.as_ref(), &ctx, inherited_api)? {
+        upgrader.offer(crate::api::SOCKET, l);
+    }
     announce(cfg, addr, shards, &io_path, tls.as_deref(), &socket);
     crate::notify::notify(&match successor {
         Some(_) => format!("MAINPID={}\nREADY=1", std::process::id()),
@@ -429,13 +439,17 @@ fn spawn_shards(
     Ok((handles, io_path, took_rx))
 }
 
-/// The slow paths that feed the hub from outside: ingest consumers and the network API.
+/// The slow paths that feed the hub from outside: ingest consumers and the network API (on
+/// `inherited`, its listener from the process this one took over from, if it fits). Returns
+/// the API's listener for the next upgrade.
 fn start_edges(
     api: &Arc<admin::api::Api>,
     tls: Option<&Arc<crate::tls::Tls>>,
     ctx: &Arc<Context>,
-) -> Result<(), String> {
+    inherited: Option<std::os::fd::OwnedFd>,
+) -> Result<Option<std::os::fd::OwnedFd>, String> {
     let cfg = &ctx.cfg;
+    let mut offered = None;
     for r in &cfg.ingest.redis_stream {
         let what = format!(
             "redis stream {} (group {}, consumer {})",
@@ -483,13 +497,15 @@ fn start_edges(
         )?;
     }
     if cfg.api.listen.is_some() {
-        let (bound, _) = crate::api::serve(
+        let (bound, listener) = crate::api::serve(
             &cfg.api,
             api.clone(),
             cfg.stomp.legacy_destinations,
             tls.cloned(),
             ctx.clone(),
+            inherited,
         )?;
+        offered = Some(listener);
         tracing::info!(
             "network API on {}://{bound} ({} keys{})",
             if cfg.api.tls { "https" } else { "http" },
@@ -507,7 +523,7 @@ fn start_edges(
             );
         }
     }
-    Ok(())
+    Ok(offered)
 }
 
 /// The start-up lines: where it listens, with what, and what is off.

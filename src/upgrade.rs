@@ -11,6 +11,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -36,9 +37,6 @@ pub fn refused(cfg: &crate::config::Config) -> Option<String> {
     let c = &cfg.cluster;
     if c.redis.is_some() || !c.sentinels.is_empty() || !c.redis_cluster.is_empty() {
         what.push("[cluster]");
-    }
-    if cfg.api.listen.is_some() {
-        what.push("[api] listen");
     }
     if !cfg.ingest.redis_stream.is_empty()
         || !cfg.ingest.nats.is_empty()
@@ -90,6 +88,9 @@ pub struct Upgrader {
     pub gave: Receiver<Moved>,
     /// Where the successor will serve its admin API (this process's path, taken over).
     pub admin_socket: PathBuf,
+    /// The node's listening sockets besides the shards' (the network API's), by name: they go
+    /// with shard 0's hand-over.
+    sockets: Mutex<Vec<(String, std::os::fd::OwnedFd)>>,
     busy: Mutex<()>,
     done: std::sync::atomic::AtomicBool,
 }
@@ -109,8 +110,35 @@ impl Upgrader {
             refused,
             gave,
             admin_socket,
+            sockets: Mutex::new(Vec::new()),
             busy: Mutex::new(()),
             done: Default::default(),
+        }
+    }
+
+    /// The listening sockets `offer`ed (from this thread's fd table, the process's: the
+    /// shards' tables do not hold them), then `Done`, to the successor's `sockets.sock`.
+    fn give_sockets(&self, dir: &Path) -> std::io::Result<()> {
+        use crate::reactor::handoff::{Piece, send};
+        let sock = UnixStream::connect(dir.join("sockets.sock"))?;
+        let offered = self
+            .sockets
+            .lock()
+            .map_err(|_| std::io::Error::other("lock"))?;
+        for (name, fd) in offered.iter() {
+            send(&sock, &Piece::Socket(name.clone()), &[fd.as_raw_fd()])?;
+        }
+        let done = Piece::Done {
+            moved: offered.len() as u64,
+            closed: 0,
+        };
+        send(&sock, &done, &[])
+    }
+
+    /// `fd` (a listening socket of this process's) goes to the successor as `name`.
+    pub fn offer(&self, name: &str, fd: std::os::fd::OwnedFd) {
+        if let Ok(mut v) = self.sockets.lock() {
+            v.push((name.to_string(), fd));
         }
     }
 
@@ -237,6 +265,9 @@ impl Upgrader {
         for i in 0..self.shards {
             let to = dir.join(format!("shard-{}.sock", i % shards));
             self.hub.send_to(i, Command::HandOver(to));
+        }
+        if let Err(e) = self.give_sockets(dir) {
+            tracing::error!("upgrade: handing over the network API's listener: {e}");
         }
         let mut closed = 0;
         for _ in 0..self.shards {
@@ -413,6 +444,8 @@ pub struct Successor {
     pub addr: SocketAddr,
     control: Mutex<Option<BufReader<UnixStream>>>,
     started: Instant,
+    /// Where the old process's other listening sockets come (bound before `Ready`).
+    sockets: Mutex<Option<UnixListener>>,
 }
 
 impl Successor {
@@ -436,6 +469,7 @@ impl Successor {
                 addr,
                 control: Mutex::new(None),
                 started: Instant::now(),
+                sockets: Mutex::new(None),
             }),
             None => Err(format!("{FROM_ENV}={from:?} is not `PID SHARDS ADDR`")),
         })
@@ -476,7 +510,55 @@ impl Successor {
 
     /// Every shard listening for the hand-over.
     pub fn ready(&self, shards: usize) -> Result<(), String> {
+        let l = UnixListener::bind(self.dir.join("sockets.sock"))
+            .map_err(|e| format!("binding the upgrade's sockets.sock: {e}"))?;
+        *self.sockets.lock().map_err(|_| "sockets lock")? = Some(l);
         self.say(&Control::Ready { shards })
+    }
+
+    /// The old process's listening sockets besides the shards' (the network API's), by name:
+    /// they come once its shards have handed over.
+    pub fn sockets(&self) -> Result<Vec<(String, std::os::fd::OwnedFd)>, String> {
+        use crate::reactor::handoff::{Piece, Reader};
+        let l = self
+            .sockets
+            .lock()
+            .map_err(|_| "sockets lock")?
+            .take()
+            .ok_or("sockets.sock was not bound")?;
+        let fail = |e: std::io::Error| format!("the old process's listening sockets: {e}");
+        l.set_nonblocking(true).map_err(fail)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let sock = loop {
+            match l.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() > deadline {
+                        return Err("the old process did not send its listening sockets".into());
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        };
+        sock.set_nonblocking(false).map_err(fail)?;
+        sock.set_read_timeout(Some(Duration::from_secs(60)))
+            .map_err(fail)?;
+        let mut r = Reader::default();
+        let mut got = Vec::new();
+        loop {
+            match r.next(&sock).map_err(fail)? {
+                (Piece::Socket(name), fds) => {
+                    let fd = fds
+                        .into_iter()
+                        .next()
+                        .ok_or("a socket without its descriptor")?;
+                    got.push((name, fd));
+                }
+                (Piece::Done { .. }, _) => return Ok(got),
+                (_, _) => return Err("the old process sent a shard's piece as a socket".into()),
+            }
+        }
     }
 
     /// Everything taken in and served: the old process may go.

@@ -46,6 +46,9 @@ pub struct Handed {
 pub enum Piece {
     /// The listening socket (the descriptor).
     Listener,
+    /// Another of the node's listening sockets, by name (the descriptor): sent by the old
+    /// process's main thread, not a shard, since the shards' fd tables do not hold them.
+    Socket(String),
     /// Connections (one descriptor each, in order) and their states.
     Conns(Vec<Handed>),
     /// Nothing more from this shard: how many it moved, and how many it had to close.
@@ -226,6 +229,9 @@ impl Driver {
                         if self.listener.is_none() {
                             self.listener = Some(socket2::Socket::from(fd));
                         }
+                    }
+                    Piece::Socket(name) => {
+                        return Err(io::Error::other(format!("a shard was sent socket {name}")));
                     }
                     Piece::Conns(states) => {
                         if states.len() != fds.len() {

@@ -356,20 +356,132 @@ def test_a_failed_upgrade_leaves_the_old_server_serving(make_server, tmp_path):
     asyncio.run(asyncio.wait_for(main(), 60))
 
 
+# A consumer of a stream on a Redis that is not there: it retries in the background.
+INGEST = """
+[[ingest.redis_stream]]
+url = "redis://127.0.0.1:1"
+stream = "pushes"
+"""
+
+
 def test_what_cannot_move_yet_is_refused_with_the_reason(make_server):
-    s = make_server("--no-auth", "--api", "127.0.0.1:0")
+    s = make_server("--no-auth", config=INGEST)
     r = upgrade(s, BIN)
-    assert r.returncode != 0 and "[api] listen" in r.stderr and "#31" in r.stderr, r.stderr
+    assert r.returncode != 0 and "[[ingest.*]]" in r.stderr and "#31" in r.stderr, r.stderr
     assert s.proc.poll() is None
+
+
+API_KEY = "upgrade-api-key-0123456789"
+
+
+def api_publish(port, conn, body):
+    """One publish through the network API on keep-alive connection `conn[0]` (reopened when
+    the server closed it): the status, 0 for a connection that failed."""
+    import http.client
+    data = json.dumps({"destination": "/topic/news", "body": body})
+    for _ in range(2):
+        if conn[0] is None:
+            conn[0] = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn[0].request("POST", "/publish", data, {"Authorization": f"Bearer {API_KEY}",
+                                                       "Content-Type": "application/json"})
+            r = conn[0].getresponse()
+            r.read()
+            if r.getheader("Connection", "").lower() == "close":
+                conn[0].close()
+                conn[0] = None
+            return r.status
+        except (OSError, http.client.HTTPException):
+            conn[0].close()
+            conn[0] = None
+    return 0
+
+
+def test_the_network_api_listener_moves_too(make_server, tmp_path):
+    """`[api] listen`: the listener itself goes to the new process (same port, nothing in its
+    queue refused); a backend publishing over HTTP keep-alive throughout sees only 200s and
+    retryable 503s, and a subscriber gets every accepted message once, in order."""
+    from conftest import free_port, wait_port
+    port = free_port()
+    cfg = f"""
+[api]
+listen = "127.0.0.1:{port}"
+
+[api.keys.backend]
+key = "{API_KEY}"
+scopes = ["publish", "metrics"]
+"""
+    s = make_server("--no-auth", "--shards", "2", config=cfg)
+    wait_port(port)
+    copy = str(tmp_path / "ringcast-next")
+    shutil.copy(BIN, copy)
+    pids = [s.proc.pid]
+    sent, statuses = [], []
+    stop = threading.Event()
+
+    def publisher():
+        conn = [None]
+        deadline = time.time() + 90
+        while not stop.is_set() and time.time() < deadline:
+            status = api_publish(port, conn, str(len(sent)))
+            statuses.append(status)
+            if status == 200:
+                sent.append(len(sent))
+            time.sleep(0.002)
+
+    async def main():
+        ws = await websockets.connect(f"{s.url}/ws?topic=news")
+        until(lambda: s.push("news", "warm-up") == 1, what="the subscriber")
+        got = []
+
+        async def read():
+            async for m in ws:
+                got.append(m)
+                if m == "end":
+                    return
+
+        reader = asyncio.create_task(read())
+        t = threading.Thread(target=publisher, daemon=True)
+        t.start()
+        try:
+            for _ in range(3):
+                before = len(sent)
+                await asyncio.to_thread(until, lambda: len(sent) >= before + 50, 30, "API publishes")
+                r = await asyncio.to_thread(upgrade, s, copy)
+                assert r.returncode == 0, r.stderr
+                report = json.loads(r.stdout)
+                assert await asyncio.to_thread(exit_code, pids[-1]) == 0
+                pids.append(report["pid"])
+            before = len(sent)
+            await asyncio.to_thread(until, lambda: len(sent) >= before + 50, 30, "API publishes after")
+        finally:
+            stop.set()
+            await asyncio.to_thread(t.join)
+        assert set(statuses) <= {200, 503}, sorted(set(statuses))
+        assert api_publish(port, [None], "end") == 200
+        await asyncio.wait_for(reader, 30)
+        assert [m for m in got if m != "warm-up"] == [str(i) for i in range(len(sent))] + ["end"]
+        assert ws.close_code is None
+        await ws.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 150))
+    finally:
+        for pid in pids[1:]:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                exit_code(pid)
+            except (ProcessLookupError, ChildProcessError):
+                pass
 
 
 def test_doctor_says_whether_an_upgrade_would_work(make_server):
     s = make_server("--no-auth")
     line = [l for l in s.cli("doctor", "--connections", "1000").stdout.splitlines() if "live upgrade" in l]
     assert line and "[ OK ]" in line[0] and str(s.proc.pid) in line[0], line
-    api = make_server("--no-auth", "--api", "127.0.0.1:0")
-    out = api.cli("doctor", "--connections", "1000").stdout
-    assert "[WARN] live upgrade" in out and "[api] listen" in out, out
+    ingest = make_server("--no-auth", config=INGEST)
+    out = ingest.cli("doctor", "--connections", "1000").stdout
+    assert "[WARN] live upgrade" in out and "[[ingest.*]]" in out, out
 
 
 def test_systemd_follows_the_service_to_the_new_process(make_server, tmp_path, monkeypatch):
