@@ -11,6 +11,7 @@
 //! and the per-address counts (`PerIp`, on accept and close only when a limit is on).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
@@ -43,6 +44,18 @@ pub struct Hub {
     /// Client SENDs that shards read while the gate was closed (they cannot be refused): given
     /// to the successor once it serves, or delivered here if the upgrade fails.
     held: std::sync::Mutex<Vec<Publish>>,
+    /// Ingest steps (fetch, hand out, acknowledge) under way: a hand-over waits for them to
+    /// end before the successor's consumers start (see `source_step`).
+    source_steps: std::sync::atomic::AtomicUsize,
+}
+
+/// An ingest step under way (see `Hub::source_step`).
+pub struct SourceStep<'a>(&'a Hub);
+
+impl Drop for SourceStep<'_> {
+    fn drop(&mut self) {
+        self.0.source_steps.fetch_sub(1, SeqCst);
+    }
 }
 
 /// Why the hub could not carry out a publish or a question to the shards.
@@ -155,6 +168,7 @@ impl Hub {
                 history: None,
                 handing_over: Default::default(),
                 held: Default::default(),
+                source_steps: Default::default(),
             },
             inboxes,
         ))
@@ -322,6 +336,22 @@ impl Hub {
             }
             return;
         }
+        self.fan_out_nowait(msg);
+    }
+
+    /// `publish_nowait` for a source that can take a message back (ingest: left
+    /// unacknowledged, its broker gives it to the successor): refused, not held, during a
+    /// hand-over. One that is taken is handed to the shards before any hand-over command.
+    pub fn try_publish_nowait(&self, msg: Publish) -> Result<(), HubError> {
+        let gate = self.gate();
+        if *gate {
+            return Err(HubError::HandingOver);
+        }
+        self.fan_out_nowait(msg);
+        Ok(())
+    }
+
+    fn fan_out_nowait(&self, msg: Publish) {
         if self.number(&msg, false).is_some() {
             return;
         }
@@ -473,6 +503,28 @@ impl Hub {
             .handing_over
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+    }
+
+    /// An ingest consumer may fetch from its broker now: `None` during a hand-over, so a
+    /// fetch never leaves messages taken by this process once its successor consumes.
+    /// Counted before the gate is looked at, so `sources_quiet` cannot miss a step that
+    /// saw the gate open.
+    pub fn source_step(&self) -> Option<SourceStep<'_>> {
+        self.source_steps.fetch_add(1, SeqCst);
+        let step = SourceStep(self);
+        (!self.handing_over()).then_some(step)
+    }
+
+    /// Waits (until `deadline`) for the ingest steps under way when the gate closed to end;
+    /// false if one is still running.
+    pub fn sources_quiet(&self, deadline: std::time::Instant) -> bool {
+        while self.source_steps.load(SeqCst) > 0 {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        true
     }
 
     /// Whether publishes are refused for a hand-over.

@@ -64,6 +64,11 @@ pub trait Source {
     async fn fetch(&mut self) -> Result<Vec<Delivery>, IngestError>;
     /// The messages were handed to the hub (or set aside): never deliver them again.
     async fn ack(&mut self, ids: &[String]) -> Result<(), IngestError>;
+    /// Gives back what the last fetch took without acknowledging any of it (a hand-over
+    /// refused it), where the broker holds it for this consumer until then.
+    async fn release(&mut self) -> Result<(), IngestError> {
+        Ok(())
+    }
     /// Keeps a message that does not parse, with the reason, where an operator can see it.
     async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), IngestError>;
     /// Messages behind the broker's end, where the broker tells it.
@@ -125,6 +130,12 @@ async fn run<S: Source>(source: &mut S, api: &Api, stats: &Counts) {
     let mut backoff = BACKOFF.0;
     let mut down = false;
     loop {
+        let Some(counted) = api.hub.source_step() else {
+            // `ringcast upgrade`: the successor consumes from here on; what this process
+            // fetched now would wait for a redelivery.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
         let step = async {
             if down {
                 source.connect().await?;
@@ -135,7 +146,9 @@ async fn run<S: Source>(source: &mut S, api: &Api, stats: &Counts) {
             }
             handle(source, api, stats, batch).await
         };
-        match step.await {
+        let outcome = step.await;
+        drop(counted);
+        match outcome {
             Ok(()) => {
                 if down {
                     tracing::info!("ingest {}: connected", source.name());
@@ -159,7 +172,10 @@ async fn run<S: Source>(source: &mut S, api: &Api, stats: &Counts) {
 
 /// Hands each message to the hub without waiting per message, then waits once for every shard
 /// to have carried the batch out before acknowledging it (at least once: a failure before the
-/// acknowledgement means a redelivery). Messages that do not parse are set aside.
+/// acknowledgement means a redelivery). Messages that do not parse are set aside. From a
+/// hand-over on (`ringcast upgrade`) nothing more is taken: what was handed out before it is
+/// acknowledged (the shards carry it out before they hand over, and their sessions move with
+/// it queued), the rest is left for the successor.
 async fn handle<S: Source>(
     source: &mut S,
     api: &Api,
@@ -179,10 +195,18 @@ async fn handle<S: Source>(
                 .map_err(|r| String::from_utf8_lossy(&r.body).into_owned()),
         };
         match prepared {
-            Ok(msg) => {
-                api.hub.publish_nowait(msg);
-                published += 1;
-            }
+            Ok(msg) => match api.hub.try_publish_nowait(msg) {
+                Ok(()) => published += 1,
+                Err(e) => {
+                    stats.own.published.fetch_add(published, Relaxed);
+                    if done.is_empty() {
+                        source.release().await?;
+                    } else {
+                        source.ack(&done).await?;
+                    }
+                    return Err(e.into());
+                }
+            },
             Err(reason) => {
                 stats.rejected();
                 source.dead_letter(d, &reason).await?;
@@ -193,7 +217,11 @@ async fn handle<S: Source>(
     if done.is_empty() {
         return Ok(());
     }
-    api.hub.barrier()?;
+    match api.hub.barrier() {
+        // Shards gone for a hand-over took the batch first (it was handed out before).
+        Err(_) if api.hub.handing_over() => {}
+        r => r?,
+    }
     stats.own.published.fetch_add(published, Relaxed);
     source.ack(&done).await
 }

@@ -166,6 +166,11 @@ impl Source for Postgres {
         Ok(())
     }
 
+    async fn release(&mut self) -> Result<(), IngestError> {
+        // Deleting none of them commits the claim: its rows are unlocked for the next one.
+        self.ack(&[]).await
+    }
+
     async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), IngestError> {
         let id: i64 = d.id.parse().map_err(broker("row id"))?;
         let keep = format!(

@@ -356,19 +356,96 @@ def test_a_failed_upgrade_leaves_the_old_server_serving(make_server, tmp_path):
     asyncio.run(asyncio.wait_for(main(), 60))
 
 
-# A consumer of a stream on a Redis that is not there: it retries in the background.
-INGEST = """
-[[ingest.redis_stream]]
-url = "redis://127.0.0.1:1"
-stream = "pushes"
+# A cluster link to a Redis that is not there: it retries in the background.
+CLUSTER = """
+[cluster]
+redis = "redis://127.0.0.1:1"
 """
 
 
 def test_what_cannot_move_yet_is_refused_with_the_reason(make_server):
-    s = make_server("--no-auth", config=INGEST)
+    s = make_server("--no-auth", config=CLUSTER)
     r = upgrade(s, BIN)
-    assert r.returncode != 0 and "[[ingest.*]]" in r.stderr and "#31" in r.stderr, r.stderr
+    assert r.returncode != 0 and "[cluster]" in r.stderr and "#31" in r.stderr, r.stderr
     assert s.proc.poll() is None
+
+
+def test_a_stream_consumer_hands_over_without_losing_or_repeating_an_entry(make_server, tmp_path):
+    """`[[ingest.redis_stream]]` on a real redis-server: entries added throughout three
+    upgrades reach the subscriber once each, in order. The old process stops taking entries
+    when the hand-over starts; what it had fetched and not handed out is left pending for
+    the successor, which reads its consumer's pending entries first."""
+    from test_cluster import Redis
+    from test_ingest import xadd_many, publish_json
+    redis = Redis(str(tmp_path))
+    cfg = f"""
+[[ingest.redis_stream]]
+url = "{redis.url}"
+stream = "pushes"
+group = "ringcast"
+consumer = "node-1"
+batch = 50
+"""
+    s = make_server("--no-auth", "--shards", "2", config=cfg)
+    copy = str(tmp_path / "ringcast-next")
+    shutil.copy(BIN, copy)
+    pids = [s.proc.pid]
+    added = [0]
+    stop = threading.Event()
+
+    def producer():
+        deadline = time.time() + 90
+        while not stop.is_set() and time.time() < deadline:
+            n = added[0]
+            xadd_many(redis, "pushes", [publish_json("news", str(i)) for i in range(n, n + 10)])
+            added[0] = n + 10
+            time.sleep(0.01)
+
+    async def main():
+        ws = await websockets.connect(f"{s.url}/ws?topic=news")
+        until(lambda: s.push("news", "warm-up") == 1, what="the subscriber")
+        got = []
+
+        async def read():
+            async for m in ws:
+                if m != "warm-up":
+                    got.append(m)
+
+        reader = asyncio.create_task(read())
+        t = threading.Thread(target=producer, daemon=True)
+        t.start()
+        try:
+            for _ in range(3):
+                before = added[0]
+                await asyncio.to_thread(until, lambda: added[0] >= before + 100 and len(got) >= before,
+                                        30, "entries flowing")
+                r = await asyncio.to_thread(upgrade, s, copy)
+                assert r.returncode == 0, r.stderr
+                assert await asyncio.to_thread(exit_code, pids[-1]) == 0
+                pids.append(json.loads(r.stdout)["pid"])
+        finally:
+            stop.set()
+            await asyncio.to_thread(t.join)
+        want = [str(i) for i in range(added[0])]
+        deadline = time.time() + 30
+        while len(got) < len(want) and time.time() < deadline:
+            await asyncio.sleep(0.05)
+        assert got == want, f"{len(got)} of {len(want)}, first difference at " \
+            f"{next((j for j, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))}"
+        assert ws.close_code is None
+        reader.cancel()
+        await ws.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 150))
+    finally:
+        redis.stop()
+        for pid in pids[1:]:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                exit_code(pid)
+            except (ProcessLookupError, ChildProcessError):
+                pass
 
 
 API_KEY = "upgrade-api-key-0123456789"
@@ -479,9 +556,9 @@ def test_doctor_says_whether_an_upgrade_would_work(make_server):
     s = make_server("--no-auth")
     line = [l for l in s.cli("doctor", "--connections", "1000").stdout.splitlines() if "live upgrade" in l]
     assert line and "[ OK ]" in line[0] and str(s.proc.pid) in line[0], line
-    ingest = make_server("--no-auth", config=INGEST)
-    out = ingest.cli("doctor", "--connections", "1000").stdout
-    assert "[WARN] live upgrade" in out and "[[ingest.*]]" in out, out
+    clustered = make_server("--no-auth", config=CLUSTER)
+    out = clustered.cli("doctor", "--connections", "1000").stdout
+    assert "[WARN] live upgrade" in out and "[cluster]" in out, out
 
 
 def test_systemd_follows_the_service_to_the_new_process(make_server, tmp_path, monkeypatch):
