@@ -109,26 +109,34 @@ impl Shared {
 /// The name the API's listener goes by in a hand-over (`ringcast upgrade`).
 pub const SOCKET: &str = "api";
 
-/// Serves `cfg.listen` on a thread: on `inherited` (the listener a previous process handed
-/// over, so not one connection waiting in its queue is refused) when it is bound where
-/// `cfg.listen` says, else on a socket bound now. Returns the address and a handle on the
-/// listener for the next hand-over.
+/// `cfg.listen`'s socket: `inherited` (the listener a previous process handed over, so not
+/// one connection waiting in its queue is refused) when it is bound where `cfg.listen` says,
+/// else one bound now.
+pub fn listener(
+    cfg: &config::Api,
+    inherited: Option<std::os::fd::OwnedFd>,
+) -> Result<TcpListener, String> {
+    let addr = cfg.listen.as_deref().ok_or("api.listen is not set")?;
+    match inherited.map(TcpListener::from) {
+        Some(l) if fits(&l, addr) => {
+            tracing::info!("network API: listening on the socket the old process handed over");
+            Ok(l)
+        }
+        _ => TcpListener::bind(addr).map_err(|e| format!("api.listen {addr}: {e}")),
+    }
+}
+
+/// Serves `listener` (see `listener`) on a thread. Returns its address and a handle on it for
+/// the next hand-over.
 pub fn serve(
     cfg: &config::Api,
     api: Arc<Api>,
     legacy: bool,
     tls: Option<Arc<crate::tls::Tls>>,
     ctx: Arc<crate::endpoint::Context>,
-    inherited: Option<std::os::fd::OwnedFd>,
+    listener: TcpListener,
 ) -> Result<(std::net::SocketAddr, std::os::fd::OwnedFd), String> {
-    let addr = cfg.listen.as_deref().ok_or("api.listen is not set")?;
-    let listener = match inherited.map(TcpListener::from) {
-        Some(l) if fits(&l, addr) => {
-            tracing::info!("network API: listening on the socket the old process handed over");
-            l
-        }
-        _ => TcpListener::bind(addr).map_err(|e| format!("api.listen {addr}: {e}"))?,
-    };
+    let addr = cfg.listen.as_deref().unwrap_or_default();
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     let handed = listener
         .try_clone()

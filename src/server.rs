@@ -228,6 +228,15 @@ fn start(
         history = history.restored(saved);
     }
     let hub = hub.with_history(Arc::new(history));
+    // Bound (or taken over) before a connection moves: a listen address that cannot be had
+    // ends this process while the old one still serves.
+    let api_listener = match &cfg.api.listen {
+        Some(_) => Some(crate::api::listener(
+            &cfg.api,
+            successor.and_then(|s| s.socket(crate::api::SOCKET)),
+        )?),
+        None => None,
+    };
     let per_user = Arc::new(crate::shard::counts::PerUser::new(
         cfg.limits.max_sessions_per_user,
     ));
@@ -292,15 +301,10 @@ fn start(
         successor.is_some(),
     )
     .map_err(|e| format!("admin socket {}: {e}", socket.display()))?;
-    let mut inherited = match successor {
-        Some(s) => s.sockets()?,
-        None => Vec::new(),
-    };
-    let inherited_api = inherited
-        .iter()
-        .position(|(n, _)| n == crate::api::SOCKET)
-        .map(|i| inherited.swap_remove(i).1);
-    if let Some(l) = start_edges(&api, tls.as_ref(), &ctx, inherited_api)? {
+    if let Some(s) = successor {
+        s.quiet()?;
+    }
+    if let Some(l) = start_edges(&api, tls.as_ref(), &ctx, api_listener)? {
         upgrader.offer(crate::api::SOCKET, l);
     }
     announce(cfg, addr, shards, &io_path, tls.as_deref(), &socket);
@@ -440,13 +444,12 @@ fn spawn_shards(
 }
 
 /// The slow paths that feed the hub from outside: ingest consumers and the network API (on
-/// `inherited`, its listener from the process this one took over from, if it fits). Returns
-/// the API's listener for the next upgrade.
+/// `api_listener`). Returns the API's listener for the next upgrade.
 fn start_edges(
     api: &Arc<admin::api::Api>,
     tls: Option<&Arc<crate::tls::Tls>>,
     ctx: &Arc<Context>,
-    inherited: Option<std::os::fd::OwnedFd>,
+    api_listener: Option<std::net::TcpListener>,
 ) -> Result<Option<std::os::fd::OwnedFd>, String> {
     let cfg = &ctx.cfg;
     let mut offered = None;
@@ -496,14 +499,14 @@ fn start_edges(
             &what,
         )?;
     }
-    if cfg.api.listen.is_some() {
+    if let Some(l) = api_listener {
         let (bound, listener) = crate::api::serve(
             &cfg.api,
             api.clone(),
             cfg.stomp.legacy_destinations,
             tls.cloned(),
             ctx.clone(),
-            inherited,
+            l,
         )?;
         offered = Some(listener);
         tracing::info!(

@@ -49,6 +49,9 @@ enum Control {
     History(Box<crate::history::Saved>),
     /// Shards listening for the hand-over.
     Ready { shards: usize },
+    /// No ingest step of the old process runs any more: the successor's consumers may start
+    /// (old → new).
+    Quiet,
     /// Every connection taken in, listeners and admin socket up.
     Serving { moved: u64, closed: u64 },
     /// It could not start or take over.
@@ -234,6 +237,14 @@ impl Upgrader {
             self.hub.take_publishes();
             return failed(&mut child, format!("sending the history: {e}"));
         }
+        // Before anything moves, so the successor can tell whether it serves on them.
+        if let Err(e) = self.give_sockets(dir) {
+            self.hub.take_publishes();
+            return failed(
+                &mut child,
+                format!("handing over the listening sockets: {e}"),
+            );
+        }
         let shards = match said(&mut lines, &mut child) {
             Ok(Control::Ready { shards }) => shards.max(1),
             Ok(other) => {
@@ -253,8 +264,8 @@ impl Upgrader {
             let to = dir.join(format!("shard-{}.sock", i % shards));
             self.hub.send_to(i, Command::HandOver(to));
         }
-        // The successor's consumers start once the sockets are in: by then no fetch of ours
-        // may still bring messages (its consumers would not see them as pending yet).
+        // The successor's consumers start once told: by then no fetch of ours may still bring
+        // messages (its consumers would not see them as unacknowledged yet).
         if !self
             .hub
             .sources_quiet(Instant::now() + Duration::from_secs(5))
@@ -263,9 +274,7 @@ impl Upgrader {
                 "upgrade: an ingest fetch still runs after 5 s; what it brings is redelivered late"
             );
         }
-        if let Err(e) = self.give_sockets(dir) {
-            tracing::error!("upgrade: handing over the network API's listener: {e}");
-        }
+        let _ = write(lines.get_mut(), &Control::Quiet);
         let mut closed = 0;
         for _ in 0..self.shards {
             if let Ok(m) = self
@@ -441,8 +450,8 @@ pub struct Successor {
     pub addr: SocketAddr,
     control: Mutex<Option<BufReader<UnixStream>>>,
     started: Instant,
-    /// Where the old process's other listening sockets come (bound before `Ready`).
-    sockets: Mutex<Option<UnixListener>>,
+    /// The old process's listening sockets besides the shards', by name (after `hello`).
+    sockets: Mutex<Vec<(String, std::os::fd::OwnedFd)>>,
 }
 
 impl Successor {
@@ -466,7 +475,7 @@ impl Successor {
                 addr,
                 control: Mutex::new(None),
                 started: Instant::now(),
-                sockets: Mutex::new(None),
+                sockets: Mutex::new(Vec::new()),
             }),
             None => Err(format!("{FROM_ENV}={from:?} is not `PID SHARDS ADDR`")),
         })
@@ -495,67 +504,44 @@ impl Successor {
 
     /// Configuration read: the old process stops taking publishes and sends the history
     /// this process starts from.
+    /// Its listening sockets other than the shards' come next (`socket`).
     pub fn hello(&self) -> Result<crate::history::Saved, String> {
+        let sockets = UnixListener::bind(self.dir.join("sockets.sock"))
+            .map_err(|e| format!("binding the upgrade's sockets.sock: {e}"))?;
         self.say(&Control::Hello)?;
+        let saved = {
+            let mut guard = self.control.lock().map_err(|_| "control lock")?;
+            let lines = guard.as_mut().ok_or("no control socket")?;
+            match read(lines, Instant::now() + Duration::from_secs(60))? {
+                Control::History(saved) => *saved,
+                other => return Err(format!("the old process said {other:?}")),
+            }
+        };
+        let got = receive_sockets(&sockets)?;
+        *self.sockets.lock().map_err(|_| "sockets lock")? = got;
+        Ok(saved)
+    }
+
+    /// The listening socket the old process handed over as `name`, if it did.
+    pub fn socket(&self, name: &str) -> Option<std::os::fd::OwnedFd> {
+        let mut v = self.sockets.lock().ok()?;
+        let i = v.iter().position(|(n, _)| n == name)?;
+        Some(v.swap_remove(i).1)
+    }
+
+    /// Waits until the old process's ingest consumers are idle (they fetch nothing more).
+    pub fn quiet(&self) -> Result<(), String> {
         let mut guard = self.control.lock().map_err(|_| "control lock")?;
         let lines = guard.as_mut().ok_or("no control socket")?;
         match read(lines, Instant::now() + Duration::from_secs(60))? {
-            Control::History(saved) => Ok(*saved),
+            Control::Quiet => Ok(()),
             other => Err(format!("the old process said {other:?}")),
         }
     }
 
     /// Every shard listening for the hand-over.
     pub fn ready(&self, shards: usize) -> Result<(), String> {
-        let l = UnixListener::bind(self.dir.join("sockets.sock"))
-            .map_err(|e| format!("binding the upgrade's sockets.sock: {e}"))?;
-        *self.sockets.lock().map_err(|_| "sockets lock")? = Some(l);
         self.say(&Control::Ready { shards })
-    }
-
-    /// The old process's listening sockets besides the shards' (the network API's), by name:
-    /// they come once its shards have handed over.
-    pub fn sockets(&self) -> Result<Vec<(String, std::os::fd::OwnedFd)>, String> {
-        use crate::reactor::handoff::{Piece, Reader};
-        let l = self
-            .sockets
-            .lock()
-            .map_err(|_| "sockets lock")?
-            .take()
-            .ok_or("sockets.sock was not bound")?;
-        let fail = |e: std::io::Error| format!("the old process's listening sockets: {e}");
-        l.set_nonblocking(true).map_err(fail)?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let sock = loop {
-            match l.accept() {
-                Ok((s, _)) => break s,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if Instant::now() > deadline {
-                        return Err("the old process did not send its listening sockets".into());
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err(e) => return Err(fail(e)),
-            }
-        };
-        sock.set_nonblocking(false).map_err(fail)?;
-        sock.set_read_timeout(Some(Duration::from_secs(60)))
-            .map_err(fail)?;
-        let mut r = Reader::default();
-        let mut got = Vec::new();
-        loop {
-            match r.next(&sock).map_err(fail)? {
-                (Piece::Socket(name), fds) => {
-                    let fd = fds
-                        .into_iter()
-                        .next()
-                        .ok_or("a socket without its descriptor")?;
-                    got.push((name, fd));
-                }
-                (Piece::Done { .. }, _) => return Ok(got),
-                (_, _) => return Err("the old process sent a shard's piece as a socket".into()),
-            }
-        }
     }
 
     /// Everything taken in and served: the old process may go.
@@ -572,5 +558,44 @@ impl Successor {
     /// It could not start or take over.
     pub fn fail(&self, why: &str) {
         let _ = self.say(&Control::Failed(why.to_string()));
+    }
+}
+
+/// The old process's listening sockets besides the shards' (the network API's), by name, as
+/// it sends them to `sockets.sock` (SCM_RIGHTS) after the history.
+fn receive_sockets(l: &UnixListener) -> Result<Vec<(String, std::os::fd::OwnedFd)>, String> {
+    use crate::reactor::handoff::{Piece, Reader};
+    let fail = |e: std::io::Error| format!("the old process's listening sockets: {e}");
+    l.set_nonblocking(true).map_err(fail)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let sock = loop {
+        match l.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() > deadline {
+                    return Err("the old process did not send its listening sockets".into());
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(fail(e)),
+        }
+    };
+    sock.set_nonblocking(false).map_err(fail)?;
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(fail)?;
+    let mut r = Reader::default();
+    let mut got = Vec::new();
+    loop {
+        match r.next(&sock).map_err(fail)? {
+            (Piece::Socket(name), fds) => {
+                let fd = fds
+                    .into_iter()
+                    .next()
+                    .ok_or("a socket without its descriptor")?;
+                got.push((name, fd));
+            }
+            (Piece::Done { .. }, _) => return Ok(got),
+            (_, _) => return Err("the old process sent a shard's piece as a socket".into()),
+        }
     }
 }

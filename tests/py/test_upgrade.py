@@ -345,6 +345,14 @@ def test_a_failed_upgrade_leaves_the_old_server_serving(make_server, tmp_path):
         path.write_text("[server\nthis is not TOML")
         r = upgrade(s, BIN)
         assert r.returncode != 0 and "exited" in r.stderr, r.stderr
+        # A network API on an address another socket holds: refused before anything moves.
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        path.write_text(CONFIG + f'\n[api]\nlisten = "127.0.0.1:{taken.getsockname()[1]}"\n')
+        r = upgrade(s, BIN)
+        assert r.returncode != 0 and "api.listen" in r.stderr, r.stderr
+        taken.close()
         path.write_text(CONFIG)
 
         assert alive_pid(s) == pid and s.proc.poll() is None
