@@ -64,8 +64,8 @@ pub trait Source {
     async fn fetch(&mut self) -> Result<Vec<Delivery>, IngestError>;
     /// The messages were handed to the hub (or set aside): never deliver them again.
     async fn ack(&mut self, ids: &[String]) -> Result<(), IngestError>;
-    /// Gives back what the last fetch took without acknowledging any of it (a hand-over
-    /// refused it), where the broker holds it for this consumer until then.
+    /// Gives back what the last fetch took and `ack` did not take (a hand-over refused it),
+    /// where the broker would hold it for this consumer a while.
     async fn release(&mut self) -> Result<(), IngestError> {
         Ok(())
     }
@@ -199,11 +199,10 @@ async fn handle<S: Source>(
                 Ok(()) => published += 1,
                 Err(e) => {
                     stats.own.published.fetch_add(published, Relaxed);
-                    if done.is_empty() {
-                        source.release().await?;
-                    } else {
+                    if !done.is_empty() {
                         source.ack(&done).await?;
                     }
+                    source.release().await?;
                     return Err(e.into());
                 }
             },

@@ -120,6 +120,16 @@ impl Source for Nats {
         Ok(())
     }
 
+    async fn release(&mut self) -> Result<(), IngestError> {
+        // Redelivered at once (to the successor), not after ack_wait.
+        for (_, m) in self.unacked.drain() {
+            m.ack_with(async_nats::jetstream::AckKind::Nak(None))
+                .await
+                .map_err(broker("nak"))?;
+        }
+        Ok(())
+    }
+
     async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), IngestError> {
         let js = self.js.as_ref().ok_or(IngestError::NotConnected)?;
         let mut headers = async_nats::HeaderMap::new();

@@ -22,6 +22,8 @@ pub struct Postgres {
     /// The claim and the delete, prepared once per connection (not on every round).
     claim: Option<Statement>,
     delete: Option<Statement>,
+    /// A claim's transaction is open (rows claimed, not yet acknowledged).
+    claiming: bool,
 }
 
 impl Postgres {
@@ -33,6 +35,7 @@ impl Postgres {
             wake: None,
             claim: None,
             delete: None,
+            claiming: false,
         }
     }
 
@@ -138,6 +141,7 @@ impl Source for Postgres {
             return Ok(Vec::new());
         }
         // The transaction stays open until `ack`: the claimed rows stay locked meanwhile.
+        self.claiming = true;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let id: i64 = row.try_get(0).map_err(broker("read id"))?;
@@ -161,14 +165,18 @@ impl Source for Postgres {
             client.execute(delete, &params),
             client.batch_execute("COMMIT")
         );
+        self.claiming = false;
         deleted.map_err(broker("delete rows"))?;
         committed.map_err(broker("COMMIT"))?;
         Ok(())
     }
 
     async fn release(&mut self) -> Result<(), IngestError> {
-        // Deleting none of them commits the claim: its rows are unlocked for the next one.
-        self.ack(&[]).await
+        // Deleting none of them ends the claim: its rows are unlocked for the next one.
+        if self.claiming {
+            self.ack(&[]).await?;
+        }
+        Ok(())
     }
 
     async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), IngestError> {
