@@ -96,6 +96,53 @@ class Publisher(threading.Thread):
             time.sleep(0.002)
 
 
+def run_reaping(coro, pids, timeout=150):
+    """Runs `coro`, then stops the successors in `pids[1:]` (`pids[0]` is the fixture's)."""
+    try:
+        asyncio.run(asyncio.wait_for(coro, timeout))
+    finally:
+        for pid in pids[1:]:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                exit_code(pid)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
+
+def first_difference(got, want):
+    return next((j for j, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+
+
+async def news_reader(s):
+    """A raw subscriber to /topic/news, subscribed: `got` fills with what it reads (the warm-up
+    push left out) until "end"."""
+    ws = await websockets.connect(f"{s.url}/ws?topic=news")
+    until(lambda: s.push("news", "warm-up") == 1, what="the subscriber")
+    got = []
+
+    async def read():
+        async for m in ws:
+            if m == "end":
+                return
+            if m != "warm-up":
+                got.append(m)
+
+    return ws, got, asyncio.create_task(read())
+
+
+async def upgrade_when(s, copy, pids, count, more):
+    """Once `count()` has grown by `more`, upgrades `s` to `copy`: the report, once the old
+    process exited 0 (its successor's pid appended to `pids`)."""
+    before = count()
+    await asyncio.to_thread(until, lambda: count() >= before + more, 30, "traffic before the upgrade")
+    r = await asyncio.to_thread(upgrade, s, copy)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert await asyncio.to_thread(exit_code, pids[-1]) == 0, "the old process exits 0"
+    pids.append(report["pid"])
+    return report
+
+
 def alive_pid(s):
     return s.stats()["pid"]
 
@@ -172,14 +219,8 @@ def test_three_upgrades_in_a_row_lose_no_connection_and_no_message(make_server, 
         pub.start()
         try:
             for _ in range(3):
-                before = pub.sent
-                await asyncio.to_thread(until, lambda: pub.sent >= before + 50, 30, "publishes before the upgrade")
-                r = await asyncio.to_thread(upgrade, s, copy)
-                assert r.returncode == 0, r.stderr
-                report = json.loads(r.stdout)
+                report = await upgrade_when(s, copy, pids, lambda: pub.sent, 50)
                 assert report["connections"] == 10 and report["closed"] == 0, report
-                assert await asyncio.to_thread(exit_code, pids[-1]) == 0, "the old process exits 0"
-                pids.append(report["pid"])
                 st = s.stats()
                 assert st["pid"] == report["pid"] and st["connections"] == 10
                 assert st["upgrade"]["from_pid"] == pids[-2] and st["upgrade"]["connections"] == 10
@@ -199,22 +240,13 @@ def test_three_upgrades_in_a_row_lose_no_connection_and_no_message(make_server, 
         want = [str(i) for i in range(pub.sent)] + ["end"]
         for i, g in got.items():
             g = [m for m in g if m != "warm-up"]
-            assert g == want, f"client {i}: {len(g)} messages, first difference at " \
-                f"{next((j for j, (a, b) in enumerate(zip(g, want)) if a != b), min(len(g), len(want)))}"
+            assert g == want, f"client {i}: {len(g)} messages, first difference at {first_difference(g, want)}"
         for ws in raw + [stomp, sockjs]:
             assert ws.close_code is None, f"a client saw close {ws.close_code}"
         for ws in raw + [stomp, sockjs]:
             await ws.close()
 
-    try:
-        asyncio.run(asyncio.wait_for(main(), 150))
-    finally:
-        for pid in pids[1:]:
-            try:
-                os.kill(pid, signal.SIGTERM)
-                exit_code(pid)
-            except (ProcessLookupError, ChildProcessError):
-                pass
+    run_reaping(main(), pids)
 
 
 TLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tls")
@@ -280,14 +312,8 @@ def test_wss_sessions_move_with_their_keys(make_server, tmp_path, io):
         pub.start()
         try:
             for n in range(3):
-                before = pub.sent
-                await asyncio.to_thread(until, lambda: pub.sent >= before + 30, 30, "publishes before the upgrade")
-                r = await asyncio.to_thread(upgrade, s, copy)
-                assert r.returncode == 0, r.stderr
-                report = json.loads(r.stdout)
+                report = await upgrade_when(s, copy, pids, lambda: pub.sent, 30)
                 assert (report["connections"], report["closed"]) == (6, 1 if n == 0 else 0), report
-                assert await asyncio.to_thread(exit_code, pids[-1]) == 0, "the old process exits 0"
-                pids.append(report["pid"])
                 # Both directions' keys moved: a message of many records each way.
                 big = f"echo {n} " + "é" * 30_000
                 await echo.send(big)
@@ -315,15 +341,7 @@ def test_wss_sessions_move_with_their_keys(make_server, tmp_path, io):
         for ws in raw + [stomp, echo]:
             await ws.close()
 
-    try:
-        asyncio.run(asyncio.wait_for(main(), 150))
-    finally:
-        for pid in pids[1:]:
-            try:
-                os.kill(pid, signal.SIGTERM)
-                exit_code(pid)
-            except (ProcessLookupError, ChildProcessError):
-                pass
+    run_reaping(main(), pids)
 
 
 def test_a_failed_upgrade_leaves_the_old_server_serving(make_server, tmp_path):
@@ -410,27 +428,13 @@ batch = 50
             time.sleep(0.01)
 
     async def main():
-        ws = await websockets.connect(f"{s.url}/ws?topic=news")
-        until(lambda: s.push("news", "warm-up") == 1, what="the subscriber")
-        got = []
-
-        async def read():
-            async for m in ws:
-                if m != "warm-up":
-                    got.append(m)
-
-        reader = asyncio.create_task(read())
+        ws, got, reader = await news_reader(s)
         t = threading.Thread(target=producer, daemon=True)
         t.start()
         try:
             for _ in range(3):
-                before = added[0]
-                await asyncio.to_thread(until, lambda: added[0] >= before + 100 and len(got) >= before,
-                                        30, "entries flowing")
-                r = await asyncio.to_thread(upgrade, s, copy)
-                assert r.returncode == 0, r.stderr
-                assert await asyncio.to_thread(exit_code, pids[-1]) == 0
-                pids.append(json.loads(r.stdout)["pid"])
+                # Entries added, and the ones before them delivered.
+                await upgrade_when(s, copy, pids, lambda: min(added[0] - 100, len(got)), 100)
         finally:
             stop.set()
             await asyncio.to_thread(t.join)
@@ -438,22 +442,15 @@ batch = 50
         deadline = time.time() + 30
         while len(got) < len(want) and time.time() < deadline:
             await asyncio.sleep(0.05)
-        assert got == want, f"{len(got)} of {len(want)}, first difference at " \
-            f"{next((j for j, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))}"
+        assert got == want, f"{len(got)} of {len(want)}, first difference at {first_difference(got, want)}"
         assert ws.close_code is None
         reader.cancel()
         await ws.close()
 
     try:
-        asyncio.run(asyncio.wait_for(main(), 150))
+        run_reaping(main(), pids)
     finally:
         redis.stop()
-        for pid in pids[1:]:
-            try:
-                os.kill(pid, signal.SIGTERM)
-                exit_code(pid)
-            except (ProcessLookupError, ChildProcessError):
-                pass
 
 
 API_KEY = "upgrade-api-key-0123456789"
@@ -515,28 +512,12 @@ scopes = ["publish", "metrics"]
             time.sleep(0.002)
 
     async def main():
-        ws = await websockets.connect(f"{s.url}/ws?topic=news")
-        until(lambda: s.push("news", "warm-up") == 1, what="the subscriber")
-        got = []
-
-        async def read():
-            async for m in ws:
-                got.append(m)
-                if m == "end":
-                    return
-
-        reader = asyncio.create_task(read())
+        ws, got, reader = await news_reader(s)
         t = threading.Thread(target=publisher, daemon=True)
         t.start()
         try:
             for _ in range(3):
-                before = len(sent)
-                await asyncio.to_thread(until, lambda: len(sent) >= before + 50, 30, "API publishes")
-                r = await asyncio.to_thread(upgrade, s, copy)
-                assert r.returncode == 0, r.stderr
-                report = json.loads(r.stdout)
-                assert await asyncio.to_thread(exit_code, pids[-1]) == 0
-                pids.append(report["pid"])
+                await upgrade_when(s, copy, pids, lambda: len(sent), 50)
             before = len(sent)
             await asyncio.to_thread(until, lambda: len(sent) >= before + 50, 30, "API publishes after")
         finally:
@@ -545,19 +526,11 @@ scopes = ["publish", "metrics"]
         assert set(statuses) <= {200, 503}, sorted(set(statuses))
         assert api_publish(port, [None], "end") == 200
         await asyncio.wait_for(reader, 30)
-        assert [m for m in got if m != "warm-up"] == [str(i) for i in range(len(sent))] + ["end"]
+        assert got == [str(i) for i in range(len(sent))]
         assert ws.close_code is None
         await ws.close()
 
-    try:
-        asyncio.run(asyncio.wait_for(main(), 150))
-    finally:
-        for pid in pids[1:]:
-            try:
-                os.kill(pid, signal.SIGTERM)
-                exit_code(pid)
-            except (ProcessLookupError, ChildProcessError):
-                pass
+    run_reaping(main(), pids)
 
 
 def test_doctor_says_whether_an_upgrade_would_work(make_server):
