@@ -121,9 +121,13 @@ impl Source for Nats {
     }
 
     async fn release(&mut self) -> Result<(), IngestError> {
-        // Redelivered at once (to the successor), not after ack_wait.
-        for (_, m) in self.unacked.drain() {
-            m.ack_with(async_nats::jetstream::AckKind::Nak(None))
+        // Redelivered at once (to the successor), not after ack_wait, in the order NAKed:
+        // that of their delivery. Confirmed, so the successor's first fetch finds them
+        // redelivered ahead of newer messages.
+        let mut left: Vec<_> = self.unacked.drain().collect();
+        left.sort_by_key(|(id, _)| id.parse::<u64>().unwrap_or(u64::MAX));
+        for (_, m) in left {
+            m.double_ack_with(async_nats::jetstream::AckKind::Nak(None))
                 .await
                 .map_err(broker("nak"))?;
         }

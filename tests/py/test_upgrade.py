@@ -396,23 +396,63 @@ def test_what_cannot_move_yet_is_refused_with_the_reason(make_server):
     assert s.proc.poll() is None
 
 
-def test_a_stream_consumer_hands_over_without_losing_or_repeating_an_entry(make_server, tmp_path):
-    """`[[ingest.redis_stream]]` on a real redis-server: entries added throughout three
-    upgrades reach the subscriber once each, in order. The old process stops taking entries
-    when the hand-over starts; what it had fetched and not handed out is left pending for
-    the successor, which reads its consumer's pending entries first."""
-    from test_cluster import Redis
-    from test_ingest import xadd_many, publish_json
-    redis = Redis(str(tmp_path))
-    cfg = f"""
+class Broker:
+    """A real broker for `[[ingest.*]]`: its configuration, and a way to add messages."""
+
+    def __init__(self, kind, tmp_path):
+        from test_ingest import publish_json
+        self.kind, self.body = kind, lambda i: publish_json("news", str(i))
+        if kind == "redis_stream":
+            from test_cluster import Redis
+            self.server = Redis(str(tmp_path))
+            self.config = f"""
 [[ingest.redis_stream]]
-url = "{redis.url}"
+url = "{self.server.url}"
 stream = "pushes"
 group = "ringcast"
 consumer = "node-1"
 batch = 50
 """
-    s = make_server("--no-auth", "--shards", "2", config=cfg)
+        elif kind == "postgres":
+            from test_outbox import OUTBOX_SQL, Postgres
+            self.server = Postgres(tmp_path)
+            self.server.sql(OUTBOX_SQL)
+            self.config = f"""
+[[ingest.postgres]]
+url = "{self.server.url}"
+batch = 50
+poll_ms = 50
+"""
+        else:
+            from test_ingest import NatsServer, nats_config, nats_publish
+            self.server = NatsServer(tmp_path)
+            self.server.start()
+            asyncio.run(nats_publish(self.server, []))  # the stream
+            self.config = nats_config(self.server).replace("batch = 200", "batch = 50")
+
+    def add(self, first, n):
+        bodies = [self.body(i) for i in range(first, first + n)]
+        if self.kind == "redis_stream":
+            from test_ingest import xadd_many
+            xadd_many(self.server, "pushes", bodies)
+        elif self.kind == "postgres":
+            from test_outbox import quote
+            self.server.sql("INSERT INTO ringcast_outbox (payload) VALUES "
+                            + ", ".join(f"({quote(b)}::jsonb)" for b in bodies) + ";")
+        else:
+            from test_ingest import nats_publish
+            asyncio.run(nats_publish(self.server, bodies))
+
+
+@pytest.mark.parametrize("kind", ["redis_stream", "postgres", "nats"])
+def test_a_consumer_hands_over_without_losing_or_repeating_a_message(make_server, tmp_path, kind):
+    """`[[ingest.*]]` on a real broker: messages added throughout three upgrades reach the
+    subscriber once each, in order. The old process stops fetching when the hand-over starts;
+    what it had fetched and not handed out it gives back (a Redis consumer's pending entries, a
+    PostgreSQL claim ended, NATS messages NAKed), and the successor's consumers start once the
+    old ones are idle."""
+    broker = Broker(kind, tmp_path)
+    s = make_server("--no-auth", "--shards", "2", config=broker.config)
     copy = str(tmp_path / "ringcast-next")
     shutil.copy(BIN, copy)
     pids = [s.proc.pid]
@@ -422,9 +462,8 @@ batch = 50
     def producer():
         deadline = time.time() + 90
         while not stop.is_set() and time.time() < deadline:
-            n = added[0]
-            xadd_many(redis, "pushes", [publish_json("news", str(i)) for i in range(n, n + 10)])
-            added[0] = n + 10
+            broker.add(added[0], 10)
+            added[0] += 10
             time.sleep(0.01)
 
     async def main():
@@ -442,7 +481,8 @@ batch = 50
         deadline = time.time() + 30
         while len(got) < len(want) and time.time() < deadline:
             await asyncio.sleep(0.05)
-        assert got == want, f"{len(got)} of {len(want)}, first difference at {first_difference(got, want)}"
+        j = first_difference(got, want)
+        assert got == want, f"{len(got)} of {len(want)}, first difference at {j}: {got[max(0, j - 3):j + 15]}"
         assert ws.close_code is None
         reader.cancel()
         await ws.close()
@@ -450,7 +490,7 @@ batch = 50
     try:
         run_reaping(main(), pids)
     finally:
-        redis.stop()
+        broker.server.stop()
 
 
 API_KEY = "upgrade-api-key-0123456789"
