@@ -136,11 +136,10 @@ pub fn serve(
     ctx: Arc<crate::endpoint::Context>,
     listener: TcpListener,
 ) -> Result<(std::net::SocketAddr, std::os::fd::OwnedFd), String> {
-    let addr = cfg.listen.as_deref().unwrap_or_default();
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     let handed = listener
         .try_clone()
-        .map_err(|e| format!("api.listen {addr}: {e}"))?
+        .map_err(|e| format!("api.listen {bound}: {e}"))?
         .into();
     let console = cfg
         .console

@@ -79,7 +79,7 @@ pub struct Upgrader {
     /// Where the successor will serve its admin API (this process's path, taken over).
     pub admin_socket: PathBuf,
     /// The node's listening sockets besides the shards' (the network API's), by name: they go
-    /// with shard 0's hand-over.
+    /// to the successor right after the history (`give_sockets`).
     sockets: Mutex<Vec<(String, std::os::fd::OwnedFd)>>,
     busy: Mutex<()>,
     done: std::sync::atomic::AtomicBool,
@@ -503,8 +503,7 @@ impl Successor {
     }
 
     /// Configuration read: the old process stops taking publishes and sends the history
-    /// this process starts from.
-    /// Its listening sockets other than the shards' come next (`socket`).
+    /// this process starts from, then its listening sockets other than the shards' (`socket`).
     pub fn hello(&self) -> Result<crate::history::Saved, String> {
         let sockets = UnixListener::bind(self.dir.join("sockets.sock"))
             .map_err(|e| format!("binding the upgrade's sockets.sock: {e}"))?;

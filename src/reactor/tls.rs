@@ -152,48 +152,32 @@ impl Driver {
     ) {
         let fd = self.fd(key);
         let handing = self.handing.is_some();
+        // A write a hand-over cancelled is a short one.
+        let res = match res {
+            Err(e) if handing && e.raw_os_error() == Some(libc::ECANCELED) => Ok(0),
+            res => res,
+        };
         let Some(t) = self.tls_conn(key) else {
             return;
         };
-        if handing && !t.failed {
-            // Cancelled for a hand-over: what was not written is still owed to the peer, first;
-            // the core's send counts as done (its bytes are sealed and move as ciphertext).
-            let done = match &res {
-                Ok(n) => Some(*n),
-                Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => Some(0),
-                Err(_) => None,
-            };
-            if let Some(n) = done {
-                t.session
-                    .unwritten(buf.slice((offset + n).min(buf.len())..));
-                let ack = t.writing.take().flatten();
-                let held = std::mem::take(&mut t.held);
-                if let Some((plain, off)) = ack {
-                    self.core.sent(key, Ok(plain.len() - off), plain, off);
-                } else if held {
-                    self.core.sent(key, Ok(0), Bytes::new(), 0);
-                }
-                return;
-            }
-        }
         if let Ok(n) = res
             && !t.failed
             && offset + n < buf.len()
         {
-            ring.send(fd, key, buf, offset + n);
-            return;
+            if !handing {
+                ring.send(fd, key, buf, offset + n);
+                return;
+            }
+            // The rest is owed to the peer before anything else, and moves as ciphertext;
+            // the core's send counts as done (its bytes are sealed).
+            t.session.unwritten(buf.slice(offset + n..));
         }
         let failed = t.failed;
         let ack = t.writing.take().flatten();
         let held = std::mem::take(&mut t.held);
         match res {
             Ok(_) if !failed => {
-                if let Some((plain, off)) = ack {
-                    let len = plain.len() - off;
-                    self.core.sent(key, Ok(len), plain, off);
-                } else if held {
-                    self.core.sent(key, Ok(0), Bytes::new(), 0);
-                }
+                self.chunk_written(key, ack, held);
                 self.pump(ring, key);
                 self.maybe_kernel(key);
             }
@@ -212,6 +196,17 @@ impl Driver {
                 }
                 self.fail_sends(key, unacked);
             }
+        }
+    }
+
+    /// The core's send a written chunk finished (`ack`), or the send slot the driver held for
+    /// a chunk of its own, is done.
+    fn chunk_written(&mut self, key: u32, ack: Option<(Bytes, usize)>, held: bool) {
+        if let Some((plain, off)) = ack {
+            let len = plain.len() - off;
+            self.core.sent(key, Ok(len), plain, off);
+        } else if held {
+            self.core.sent(key, Ok(0), Bytes::new(), 0);
         }
     }
 
@@ -300,8 +295,8 @@ impl Driver {
             return Err(());
         }
         let (moved, acks) = t.session.export().ok_or(())?;
-        for (buf, off) in acks {
-            self.core.sent(key, Ok(buf.len() - off), buf, off);
+        for ack in acks {
+            self.chunk_written(key, Some(ack), false);
         }
         Ok(Some(moved))
     }

@@ -71,29 +71,40 @@ def admin_publish(sock_path, body):
         return 0
 
 
-class Publisher(threading.Thread):
+class Feeder(threading.Thread):
+    """Calls `step` every `pause` seconds until stopped (for `limit` seconds at most)."""
+
+    def __init__(self, step, pause, limit=120):
+        super().__init__(daemon=True)
+        self.step, self.pause, self.limit, self.stop = step, pause, limit, threading.Event()
+
+    def run(self):
+        deadline = time.time() + self.limit
+        while not self.stop.is_set() and time.time() < deadline:
+            self.step()
+            time.sleep(self.pause)
+
+
+class Publisher(Feeder):
     """Pushes 0, 1, 2, … to /topic/news until stopped, each until accepted (503 and an
     unreachable socket are retried): every number is accepted exactly once."""
 
     def __init__(self, sock_path, pad=0):
-        super().__init__(daemon=True)
-        self.sock, self.stop, self.sent, self.refused = sock_path, threading.Event(), 0, 0
+        super().__init__(self.publish, 0.002)
+        self.sock, self.sent, self.refused = sock_path, 0, 0
         self.pad = pad
 
     def body(self, n):
         """`n`, and every seventh one `pad` bytes longer (writes long enough to be cut)."""
         return f"{n}:{'x' * self.pad}" if self.pad and n % 7 == 0 else str(n)
 
-    def run(self):
-        deadline = time.time() + 120
-        while not self.stop.is_set() and time.time() < deadline:
-            status = admin_publish(self.sock, self.body(self.sent))
-            if status == 200:
-                self.sent += 1
-            else:
-                assert status in (0, 503), f"publish answered {status}"
-                self.refused += 1
-            time.sleep(0.002)
+    def publish(self):
+        status = admin_publish(self.sock, self.body(self.sent))
+        if status == 200:
+            self.sent += 1
+        else:
+            assert status in (0, 503), f"publish answered {status}"
+            self.refused += 1
 
 
 def run_reaping(coro, pids, timeout=150):
@@ -457,25 +468,21 @@ def test_a_consumer_hands_over_without_losing_or_repeating_a_message(make_server
     shutil.copy(BIN, copy)
     pids = [s.proc.pid]
     added = [0]
-    stop = threading.Event()
 
-    def producer():
-        deadline = time.time() + 90
-        while not stop.is_set() and time.time() < deadline:
-            broker.add(added[0], 10)
-            added[0] += 10
-            time.sleep(0.01)
+    def produce():
+        broker.add(added[0], 10)
+        added[0] += 10
 
     async def main():
         ws, got, reader = await news_reader(s)
-        t = threading.Thread(target=producer, daemon=True)
+        t = Feeder(produce, 0.01, limit=90)
         t.start()
         try:
             for _ in range(3):
                 # Entries added, and the ones before them delivered.
                 await upgrade_when(s, copy, pids, lambda: min(added[0] - 100, len(got)), 100)
         finally:
-            stop.set()
+            t.stop.set()
             await asyncio.to_thread(t.join)
         want = [str(i) for i in range(added[0])]
         deadline = time.time() + 30
@@ -538,22 +545,17 @@ scopes = ["publish", "metrics"]
     copy = str(tmp_path / "ringcast-next")
     shutil.copy(BIN, copy)
     pids = [s.proc.pid]
-    sent, statuses = [], []
-    stop = threading.Event()
+    sent, statuses, conn = [], [], [None]
 
-    def publisher():
-        conn = [None]
-        deadline = time.time() + 90
-        while not stop.is_set() and time.time() < deadline:
-            status = api_publish(port, conn, str(len(sent)))
-            statuses.append(status)
-            if status == 200:
-                sent.append(len(sent))
-            time.sleep(0.002)
+    def publish():
+        status = api_publish(port, conn, str(len(sent)))
+        statuses.append(status)
+        if status == 200:
+            sent.append(len(sent))
 
     async def main():
         ws, got, reader = await news_reader(s)
-        t = threading.Thread(target=publisher, daemon=True)
+        t = Feeder(publish, 0.002, limit=90)
         t.start()
         try:
             for _ in range(3):
@@ -561,7 +563,7 @@ scopes = ["publish", "metrics"]
             before = len(sent)
             await asyncio.to_thread(until, lambda: len(sent) >= before + 50, 30, "API publishes after")
         finally:
-            stop.set()
+            t.stop.set()
             await asyncio.to_thread(t.join)
         assert set(statuses) <= {200, 503}, sorted(set(statuses))
         assert api_publish(port, [None], "end") == 200
